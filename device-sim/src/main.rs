@@ -1,0 +1,90 @@
+//! `device-sim`: runs a simulated fleet against a hub.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use device_sim::{build_fleet, run_udp, FleetSpec};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Simulated sensor devices for the sensor hub")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send a fleet's readings to a hub until interrupted (or for --duration-s).
+    Run {
+        /// Hub UDP address.
+        #[arg(long, default_value = "127.0.0.1:47100")]
+        hub: SocketAddr,
+        /// Number of devices.
+        #[arg(long, default_value_t = 5)]
+        devices: u32,
+        /// Id of the first device.
+        #[arg(long, default_value_t = 1)]
+        first_id: u32,
+        /// Report interval of each device, in milliseconds.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+        interval_ms: u64,
+        /// Seed for names, phases and noise.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration_s: Option<u64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Run {
+            hub,
+            devices,
+            first_id,
+            interval_ms,
+            seed,
+            duration_s,
+        } => {
+            let fleet = build_fleet(&FleetSpec {
+                devices,
+                first_id,
+                interval_ms,
+                seed,
+            });
+            let cancel = CancellationToken::new();
+            let stopper = cancel.clone();
+            tokio::spawn(async move {
+                match duration_s {
+                    Some(s) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(std::time::Duration::from_secs(s)) => {}
+                            _ = tokio::signal::ctrl_c() => {}
+                        }
+                    }
+                    None => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+                stopper.cancel();
+            });
+            tracing::info!(devices, interval_ms, %hub, "sending");
+            let stats = run_udp(fleet, hub, cancel).await.context("simulator failed")?;
+            println!(
+                "sent {} datagrams ({} bytes), {} send errors",
+                stats.datagrams_sent, stats.bytes_sent, stats.send_errors
+            );
+            Ok(())
+        }
+    }
+}
