@@ -1,1 +1,41 @@
-//! placeholder
+//! sensor-hub: devices send compact UDP datagrams; the hub keeps the latest
+//! state of every device and sensor, counts every datagram it reads, and
+//! streams live readings as JSON over WebSocket to the dashboard it serves.
+//!
+//! # Layout
+//!
+//! Pure core (no sockets, no clocks; time is passed in):
+//! * [`state`]: per-device and per-sensor state, ingest counters, drop reasons.
+//! * [`ws::messages`]: the WebSocket JSON messages, both directions.
+//! * [`config`]: typed configuration and its layered loading.
+//! * [`metrics`]: counters and their Prometheus text.
+//!
+//! Thin I/O shell:
+//! * [`server`]: binds the sockets ([`server::Listeners`]) and runs the hub
+//!   ([`server::run`]) until a shutdown future completes.
+//! * [`hub`]: the handle shared by all tasks.
+//! * [`ingest`]: the UDP receive loop.
+//! * [`live`]: batching accepted datagrams into shared JSON frames.
+//! * [`ws`]: the `/ws` endpoint and per-client sessions.
+//! * [`http`]: the HTTP application (dashboard files, API, metrics).
+//! * [`control`]: the TCP control-channel listener.
+//! * [`net`]: socket options and kernel counters.
+//! * [`assets`]: the embedded dashboard files.
+//! * [`demo`]: a hub plus simulated devices in one process.
+//!
+//! The wire format is in the `sensor-hub-protocol` crate and
+//! `docs/PROTOCOL.md`.
+
+pub mod assets;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod http;
+pub mod hub;
+pub mod ingest;
+pub mod live;
+pub mod metrics;
+pub mod net;
+pub mod server;
+pub mod state;
+pub mod ws;

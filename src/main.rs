@@ -1,1 +1,104 @@
-fn main() {}
+//! The `sensor-hub` command line: `run`, `demo`, `check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sensor_hub::config::HubConfig;
+use sensor_hub::server::{run, shutdown_signal, Listeners};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "A small, fast IoT sensor hub")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub.
+    Run {
+        /// Configuration file layered over the built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the hub with simulated devices, so the dashboard is live at once.
+    Demo {
+        /// Number of simulated devices.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        devices: u32,
+        /// Report interval of each simulated device, in milliseconds.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..))]
+        interval_ms: u64,
+        /// Configuration file layered over the built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Load and validate the configuration, print the result, and exit.
+    CheckConfig {
+        /// Configuration file layered over the built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<HubConfig> {
+    Ok(HubConfig::load(path.map(PathBuf::as_path), None)?)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sensor-hub: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let config = load(config.as_ref())?;
+            println!("configuration OK");
+            println!("  udp.bind     = {}", config.udp.bind);
+            println!("  control.bind = {}", config.control.bind);
+            println!("  http.bind    = {}", config.http.bind);
+            Ok(())
+        }
+        Command::Run { config } => {
+            let config = load(config.as_ref())?;
+            runtime()?.block_on(async {
+                let listeners = Listeners::bind(&config).await?;
+                tracing::info!(
+                    udp = %listeners.udp_addr()?,
+                    control = %listeners.control_addr()?,
+                    http = %listeners.http_addr()?,
+                    "sensor-hub listening"
+                );
+                run(config, listeners, shutdown_signal()).await
+            })
+        }
+        Command::Demo {
+            devices,
+            interval_ms,
+            config,
+        } => {
+            let config = load(config.as_ref())?;
+            runtime()?.block_on(sensor_hub::demo::demo(config, devices, interval_ms))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

@@ -125,7 +125,10 @@ mod tests {
             assert_eq!(dg.readings.len(), 3);
             let channels: Vec<u8> = dg.readings.iter().map(|r| r.channel).collect();
             assert_eq!(channels, [0, 1, 2]);
-            assert_eq!(restore_time_ms(dg.time_ms, t), t + expected_seq as u64 * 1_000);
+            assert_eq!(
+                restore_time_ms(dg.time_ms, t),
+                t + expected_seq as u64 * 1_000
+            );
         }
         assert_eq!(d.next_seq(), 5);
     }

@@ -79,7 +79,9 @@ async fn main() -> anyhow::Result<()> {
                 stopper.cancel();
             });
             tracing::info!(devices, interval_ms, %hub, "sending");
-            let stats = run_udp(fleet, hub, cancel).await.context("simulator failed")?;
+            let stats = run_udp(fleet, hub, cancel)
+                .await
+                .context("simulator failed")?;
             println!(
                 "sent {} datagrams ({} bytes), {} send errors",
                 stats.datagrams_sent, stats.bytes_sent, stats.send_errors

@@ -129,7 +129,10 @@ impl fmt::Display for DecodeError {
             DecodeError::Truncated => write!(f, "datagram ends early"),
             DecodeError::BadMagic => write!(f, "not a sensor-hub datagram (bad magic byte)"),
             DecodeError::BadVersion(v) => {
-                write!(f, "datagram version {v} not supported (this hub speaks {VERSION})")
+                write!(
+                    f,
+                    "datagram version {v} not supported (this hub speaks {VERSION})"
+                )
             }
             DecodeError::Undecodable => write!(f, "datagram body is not valid v{VERSION}"),
         }

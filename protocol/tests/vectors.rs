@@ -93,13 +93,19 @@ fn documented_vectors_match_encoder_and_decoder() {
         assert_eq!(encoded, &bytes[..], "encoding of `{name}`");
         assert_eq!(decode_datagram(bytes), Ok(datagram), "decoding of `{name}`");
     }
-    let budget = vectors.iter().find(|(_, n, _)| n == "budget-32").expect("budget vector");
+    let budget = vectors
+        .iter()
+        .find(|(_, n, _)| n == "budget-32")
+        .expect("budget vector");
     assert_eq!(budget.2.len(), 32);
 }
 
 #[test]
 fn documented_bad_vectors_fail_with_their_reason() {
-    let bad: Vec<_> = doc_vectors().into_iter().filter(|(k, _, _)| k == "bad").collect();
+    let bad: Vec<_> = doc_vectors()
+        .into_iter()
+        .filter(|(k, _, _)| k == "bad")
+        .collect();
     assert!(bad.len() >= 5, "expected the malformed vectors in the doc");
     for (_, reason, bytes) in bad {
         let err = decode_datagram(&bytes).expect_err("a bad vector must not decode");

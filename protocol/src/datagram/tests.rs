@@ -76,7 +76,10 @@ fn foreign_traffic_is_bad_magic() {
         decode_datagram(&[0x12, 0x34, 0x01, 0x00]),
         Err(DecodeError::BadMagic)
     );
-    assert_eq!(decode_datagram(b"GET / HTTP/1.1\r\n"), Err(DecodeError::BadMagic));
+    assert_eq!(
+        decode_datagram(b"GET / HTTP/1.1\r\n"),
+        Err(DecodeError::BadMagic)
+    );
 }
 
 #[test]
@@ -125,7 +128,9 @@ fn unknown_value_tag_is_undecodable() {
 #[test]
 fn too_many_readings_is_undecodable() {
     let mut bytes = heapless::Vec::<u8, 1024>::new();
-    bytes.extend_from_slice(&[MAGIC, VERSION, 1, 1, 0, 0, 0, 0]).unwrap();
+    bytes
+        .extend_from_slice(&[MAGIC, VERSION, 1, 1, 0, 0, 0, 0])
+        .unwrap();
     bytes.push((MAX_READINGS + 1) as u8).unwrap();
     for ch in 0..=MAX_READINGS as u8 {
         bytes.extend_from_slice(&[ch, 2, 1]).unwrap(); // Bool(true)

@@ -1,0 +1,214 @@
+//! Hub configuration: the typed settings, and loading them in layers
+//! (built-in `config/default.toml` < `--config FILE` < `SENSOR_HUB__…`
+//! environment variables) with errors that name the key at fault.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use config::{Environment, File, FileFormat};
+use serde::Deserialize;
+
+/// The documented defaults; also the first configuration layer.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "SENSOR_HUB";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named with `--config` could not be read or parsed.
+    #[error("cannot read configuration file {path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A key is unknown or its value has the wrong type or syntax.
+    #[error("{0} (see config/default.toml for every key and its default)")]
+    Invalid(String),
+    /// A value is well-formed but outside what the hub accepts.
+    #[error("bad value for `{key}`: {expected}")]
+    OutOfRange {
+        /// Dotted key, e.g. `udp.batch_max`.
+        key: &'static str,
+        /// What would be accepted.
+        expected: &'static str,
+    },
+}
+
+/// Everything the hub can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// UDP data plane.
+    pub udp: UdpConfig,
+    /// TCP control plane.
+    pub control: ControlConfig,
+    /// HTTP and WebSocket.
+    pub http: HttpConfig,
+    /// WebSocket fan-out limits.
+    pub ws: WsConfig,
+    /// Bounds on tracked state.
+    pub limits: LimitsConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[udp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdpConfig {
+    /// Listen address for datagrams.
+    pub bind: SocketAddr,
+    /// Requested SO_RCVBUF in bytes.
+    pub recv_buffer_bytes: usize,
+    /// Most datagrams per receive cycle.
+    pub batch_max: usize,
+}
+
+/// `[control]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Listen address of the TCP control channel.
+    pub bind: SocketAddr,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address of the dashboard, API and WebSocket.
+    pub bind: SocketAddr,
+}
+
+/// `[ws]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsConfig {
+    /// Most concurrent WebSocket clients.
+    pub max_clients: usize,
+    /// Frames retained for lagging clients.
+    pub broadcast_frames: usize,
+    /// Most datagrams per `readings` frame.
+    pub frame_max_datagrams: usize,
+    /// Batches queued between ingest and the serializer.
+    pub live_queue_batches: usize,
+    /// Largest accepted client message, bytes.
+    pub max_client_message_bytes: usize,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most devices tracked at once.
+    pub max_devices: usize,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Drain deadline after a shutdown signal, milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+impl HubConfig {
+    /// Built-in defaults only.
+    pub fn defaults() -> Result<HubConfig, ConfigError> {
+        HubConfig::load(None, Some(HashMap::new()))
+    }
+
+    /// Loads defaults, then `file` if given, then environment overrides.
+    /// `env` replaces the process environment when given (for tests).
+    pub fn load(
+        file: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<HubConfig, ConfigError> {
+        let mut builder =
+            config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            // Read it ourselves so a missing file or a syntax error names the file.
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            toml_syntax_check(&text).map_err(|message| ConfigError::File {
+                path: path.display().to_string(),
+                message,
+            })?;
+            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(env),
+        );
+        let layered = builder
+            .build()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let config: HubConfig = layered
+            .try_deserialize()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges the types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive: [(&'static str, usize); 7] = [
+            ("udp.recv_buffer_bytes", self.udp.recv_buffer_bytes),
+            ("udp.batch_max", self.udp.batch_max),
+            ("ws.max_clients", self.ws.max_clients),
+            ("ws.broadcast_frames", self.ws.broadcast_frames),
+            ("ws.frame_max_datagrams", self.ws.frame_max_datagrams),
+            ("ws.live_queue_batches", self.ws.live_queue_batches),
+            ("limits.max_devices", self.limits.max_devices),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    expected: "a whole number of at least 1",
+                });
+            }
+        }
+        if self.ws.max_client_message_bytes < 256 {
+            return Err(ConfigError::OutOfRange {
+                key: "ws.max_client_message_bytes",
+                expected: "at least 256 bytes",
+            });
+        }
+        if self.udp.batch_max > 4096 {
+            return Err(ConfigError::OutOfRange {
+                key: "udp.batch_max",
+                expected: "at most 4096 (work per cycle is capped to keep the hub responsive)",
+            });
+        }
+        if self.ws.broadcast_frames > 65_536 {
+            return Err(ConfigError::OutOfRange {
+                key: "ws.broadcast_frames",
+                expected: "at most 65536",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Parses `text` as TOML to report syntax errors with their line.
+fn toml_syntax_check(text: &str) -> Result<(), String> {
+    config::Config::builder()
+        .add_source(File::from_str(text, FileFormat::Toml))
+        .build()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,151 @@
+//! Configuration loading: defaults, layering, and error messages.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+fn file(text: &str) -> tempfile_lite::TempToml {
+    tempfile_lite::TempToml::new(text)
+}
+
+/// A minimal temp-file helper (the tests need one file at a time).
+mod tempfile_lite {
+    use std::path::PathBuf;
+
+    pub struct TempToml(pub PathBuf);
+
+    impl TempToml {
+        pub fn new(text: &str) -> TempToml {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!(
+                "sensor-hub-config-test-{}-{n}.toml",
+                std::process::id()
+            ));
+            std::fs::write(&path, text).unwrap();
+            TempToml(path)
+        }
+    }
+
+    impl Drop for TempToml {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+#[test]
+fn defaults_load_and_match_the_documented_values() {
+    let c = HubConfig::defaults().unwrap();
+    assert_eq!(c.udp.bind, "0.0.0.0:47100".parse().unwrap());
+    assert_eq!(c.control.bind, "0.0.0.0:47101".parse().unwrap());
+    assert_eq!(c.http.bind, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.udp.recv_buffer_bytes, 8 * 1024 * 1024);
+    assert_eq!(c.udp.batch_max, 256);
+    assert_eq!(c.ws.max_clients, 256);
+    assert_eq!(c.limits.max_devices, 10_000);
+    assert_eq!(c.shutdown.drain_timeout_ms, 5_000);
+}
+
+#[test]
+fn file_layers_over_defaults() {
+    let f = file("[udp]\nbind = \"127.0.0.1:0\"\n\n[limits]\nmax_devices = 3\n");
+    let c = HubConfig::load(Some(&f.0), env(&[])).unwrap();
+    assert_eq!(c.udp.bind, "127.0.0.1:0".parse().unwrap());
+    assert_eq!(c.limits.max_devices, 3);
+    // Untouched keys keep their defaults.
+    assert_eq!(c.udp.batch_max, 256);
+}
+
+#[test]
+fn environment_overrides_file_and_defaults() {
+    let f = file("[udp]\nbind = \"127.0.0.1:0\"\n");
+    let c = HubConfig::load(
+        Some(&f.0),
+        env(&[
+            ("SENSOR_HUB__UDP__BIND", "0.0.0.0:47999"),
+            ("SENSOR_HUB__UDP__RECV_BUFFER_BYTES", "1048576"),
+            ("SENSOR_HUB__WS__MAX_CLIENTS", "9"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.udp.bind, "0.0.0.0:47999".parse().unwrap());
+    assert_eq!(c.udp.recv_buffer_bytes, 1_048_576);
+    assert_eq!(c.ws.max_clients, 9);
+}
+
+#[test]
+fn unknown_key_in_file_is_an_error_naming_it() {
+    let f = file("[udp]\nbnd = \"127.0.0.1:0\"\n");
+    let err = HubConfig::load(Some(&f.0), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bnd"), "{err}");
+    assert!(err.contains("udp"), "{err}");
+}
+
+#[test]
+fn unknown_section_is_an_error_naming_it() {
+    let f = file("[udpp]\nbind = \"127.0.0.1:0\"\n");
+    let err = HubConfig::load(Some(&f.0), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("udpp"), "{err}");
+}
+
+#[test]
+fn unknown_environment_key_is_an_error_naming_it() {
+    let err = HubConfig::load(None, env(&[("SENSOR_HUB__HTTP__PORT", "80")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("port"), "{err}");
+}
+
+#[test]
+fn bad_value_is_an_error_naming_key_and_expectation() {
+    let f = file("[udp]\nbind = \"not an address\"\n");
+    let err = HubConfig::load(Some(&f.0), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("udp.bind"), "{err}");
+    assert!(err.contains("address"), "{err}");
+
+    let f = file("[ws]\nmax_clients = \"many\"\n");
+    let err = HubConfig::load(Some(&f.0), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ws.max_clients"), "{err}");
+}
+
+#[test]
+fn out_of_range_value_is_an_error_naming_the_key() {
+    let err = HubConfig::load(None, env(&[("SENSOR_HUB__UDP__BATCH_MAX", "0")]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "bad value for `udp.batch_max`: a whole number of at least 1"
+    );
+}
+
+#[test]
+fn missing_file_and_syntax_errors_name_the_file() {
+    let missing = std::path::Path::new("/nonexistent/sensor-hub.toml");
+    let err = HubConfig::load(Some(missing), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/sensor-hub.toml"), "{err}");
+
+    let f = file("[udp\nbind = 1\n");
+    let err = HubConfig::load(Some(&f.0), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&f.0.display().to_string()), "{err}");
+}

@@ -1,0 +1,51 @@
+//! `sensor-hub demo`: a hub plus a simulated fleet in one process, so a new
+//! user sees live data in the dashboard at once.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use anyhow::Context as _;
+use device_sim::{build_fleet, run_udp, FleetSpec};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HubConfig;
+use crate::server::{run, shutdown_signal, Listeners};
+
+/// Replaces an unspecified address (0.0.0.0 or ::) by loopback, so it can
+/// be sent to or opened in a browser.
+pub fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+/// Runs the hub with `devices` simulated devices until SIGINT/SIGTERM.
+pub async fn demo(config: HubConfig, devices: u32, interval_ms: u64) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&config).await?;
+    let udp = reachable(listeners.udp_addr()?);
+    let http = reachable(listeners.http_addr()?);
+    println!("sensor-hub demo: {devices} simulated devices sending to {udp}");
+    println!("Dashboard: http://{http}/");
+    println!("Press Ctrl-C to stop.");
+
+    let fleet = build_fleet(&FleetSpec {
+        devices,
+        interval_ms,
+        ..FleetSpec::default()
+    });
+    let stop_fleet = CancellationToken::new();
+    let sim = tokio::spawn(run_udp(fleet, udp, stop_fleet.clone()));
+    let result = run(config, listeners, shutdown_signal()).await;
+    stop_fleet.cancel();
+    let stats = sim
+        .await
+        .context("the simulated fleet task failed")?
+        .context("the simulated fleet stopped with an error")?;
+    tracing::info!(
+        datagrams = stats.datagrams_sent,
+        errors = stats.send_errors,
+        "simulated fleet stopped"
+    );
+    result
+}

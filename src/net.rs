@@ -1,0 +1,153 @@
+//! Socket set-up the standard library does not offer: the UDP socket's
+//! kernel receive buffer (SO_RCVBUF, with a warning when the kernel caps
+//! it), and reading the kernel's per-socket drop counter on Linux.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// How the kernel answered the receive-buffer request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvBuffer {
+    /// Bytes asked for (`udp.recv_buffer_bytes`).
+    pub requested: usize,
+    /// What the kernel reports back (Linux reports twice the usable size).
+    pub reported: usize,
+}
+
+/// Linux doubles the requested SO_RCVBUF to leave room for bookkeeping and
+/// reports the doubled value.
+const KERNEL_REPORT_FACTOR: usize = if cfg!(target_os = "linux") { 2 } else { 1 };
+
+impl RecvBuffer {
+    /// True when the kernel granted less than asked (net.core.rmem_max).
+    pub fn capped(&self) -> bool {
+        self.reported < self.requested.saturating_mul(KERNEL_REPORT_FACTOR)
+    }
+
+    /// Usable bytes the kernel granted.
+    pub fn granted(&self) -> usize {
+        self.reported / KERNEL_REPORT_FACTOR
+    }
+}
+
+/// Binds a non-blocking UDP socket with the requested receive buffer.
+pub fn bind_udp(
+    addr: SocketAddr,
+    recv_buffer_bytes: usize,
+) -> io::Result<(std::net::UdpSocket, RecvBuffer)> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_recv_buffer_size(recv_buffer_bytes)?;
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    let reported = socket.recv_buffer_size()?;
+    Ok((
+        socket.into(),
+        RecvBuffer {
+            requested: recv_buffer_bytes,
+            reported,
+        },
+    ))
+}
+
+/// Kernel-side counters of one UDP socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KernelUdpStats {
+    /// Datagrams the kernel dropped because the receive buffer was full.
+    pub drops: u64,
+    /// Bytes waiting in the receive queue right now.
+    pub rx_queue_bytes: u64,
+}
+
+/// The socket inode of a file descriptor, from `/proc/self/fd` (Linux).
+pub fn socket_inode(fd: i32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    let text = link.to_str()?;
+    text.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Reads the kernel counters of the UDP socket with `inode` from
+/// `/proc/net/udp` and `/proc/net/udp6`. `None` where those do not exist.
+pub fn kernel_udp_stats(inode: u64) -> Option<KernelUdpStats> {
+    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        parse_proc_net_udp(&text, inode)
+    })
+}
+
+/// Finds the row of `inode` in the text of `/proc/net/udp{,6}`.
+///
+/// Columns: `sl local rem st tx_queue:rx_queue tr:tm->when retrnsmt uid
+/// timeout inode ref pointer drops`.
+pub fn parse_proc_net_udp(text: &str, inode: u64) -> Option<KernelUdpStats> {
+    text.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 13 || cols[9].parse::<u64>().ok()? != inode {
+            return None;
+        }
+        let rx_queue = cols[4].split(':').nth(1)?;
+        Some(KernelUdpStats {
+            drops: cols[12].parse().ok()?,
+            rx_queue_bytes: u64::from_str_radix(rx_queue, 16).ok()?,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  508: 00000000:B7DC 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 31337 2 0000000000000000 0
+  740: 0100007F:9C44 00000000:0000 07 00000000:00000A80 00:00000000 00000000     0        0 424242 2 0000000000000000 17
+";
+
+    #[test]
+    fn finds_drops_and_queue_of_the_right_socket() {
+        assert_eq!(
+            parse_proc_net_udp(SAMPLE, 424242),
+            Some(KernelUdpStats {
+                drops: 17,
+                rx_queue_bytes: 0xA80
+            })
+        );
+        assert_eq!(
+            parse_proc_net_udp(SAMPLE, 31337),
+            Some(KernelUdpStats::default())
+        );
+        assert_eq!(parse_proc_net_udp(SAMPLE, 1), None);
+        assert_eq!(parse_proc_net_udp("garbage\nmore garbage", 1), None);
+    }
+
+    #[test]
+    fn capped_buffer_is_detected() {
+        let f = KERNEL_REPORT_FACTOR;
+        let ok = RecvBuffer {
+            requested: 8 << 20,
+            reported: (8 << 20) * f,
+        };
+        assert!(!ok.capped());
+        assert_eq!(ok.granted(), 8 << 20);
+        let capped = RecvBuffer {
+            requested: 8 << 20,
+            reported: 416 * 1024,
+        };
+        assert!(capped.capped());
+    }
+
+    #[test]
+    fn bound_socket_is_found_in_proc_on_linux() {
+        let (socket, buffer) = bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        assert!(buffer.reported > 0);
+        if cfg!(target_os = "linux") {
+            use std::os::fd::AsRawFd as _;
+            let inode = socket_inode(socket.as_raw_fd()).expect("socket inode");
+            let stats = kernel_udp_stats(inode).expect("row in /proc/net/udp");
+            assert_eq!(stats.drops, 0);
+        }
+    }
+}

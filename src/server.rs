@@ -1,0 +1,160 @@
+//! Starting and stopping a hub: [`Listeners::bind`] binds the three sockets
+//! from the configuration (tests bind port 0), and [`run`] serves them until
+//! the `shutdown` future completes, then drains within
+//! `shutdown.drain_timeout_ms`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::config::HubConfig;
+use crate::hub::{Hub, UdpSocketInfo};
+use crate::net::{bind_udp, socket_inode};
+use crate::{control, http, ingest, live};
+
+/// The hub's bound sockets.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Data plane.
+    pub udp: UdpSocket,
+    /// Control channel.
+    pub control: TcpListener,
+    /// HTTP and WebSocket.
+    pub http: TcpListener,
+    udp_info: UdpSocketInfo,
+}
+
+impl Listeners {
+    /// Binds `udp.bind`, `control.bind` and `http.bind`. Must run inside a
+    /// tokio runtime.
+    pub async fn bind(config: &HubConfig) -> anyhow::Result<Listeners> {
+        let (udp, recv_buffer) = bind_udp(config.udp.bind, config.udp.recv_buffer_bytes)
+            .with_context(|| {
+                format!(
+                    "cannot bind the UDP socket to {} (udp.bind); is another hub running? choose another address or port 0",
+                    config.udp.bind
+                )
+            })?;
+        if recv_buffer.capped() {
+            tracing::warn!(
+                requested = recv_buffer.requested,
+                granted = recv_buffer.granted(),
+                "the kernel capped the UDP receive buffer (udp.recv_buffer_bytes); bursts may be dropped. \
+                 Raise the cap with: sysctl -w net.core.rmem_max={}",
+                recv_buffer.requested
+            );
+        }
+        let inode = socket_inode(udp.as_raw_fd());
+        let udp = UdpSocket::from_std(udp).context("registering the UDP socket with tokio")?;
+        let control = bind_tcp(config.control.bind, "control.bind").await?;
+        let http = bind_tcp(config.http.bind, "http.bind").await?;
+        Ok(Listeners {
+            udp,
+            control,
+            http,
+            udp_info: UdpSocketInfo { inode, recv_buffer },
+        })
+    }
+
+    /// Bound UDP address.
+    pub fn udp_addr(&self) -> std::io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
+
+    /// Bound control-channel address.
+    pub fn control_addr(&self) -> std::io::Result<SocketAddr> {
+        self.control.local_addr()
+    }
+
+    /// Bound HTTP address.
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.http.local_addr()
+    }
+}
+
+async fn bind_tcp(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} ({key}); is the port in use? choose another address or port 0"
+        )
+    })
+}
+
+/// Serves until `shutdown` completes, then closes WebSockets with a close
+/// frame, stops accepting, and waits at most `shutdown.drain_timeout_ms`.
+pub async fn run(
+    config: HubConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let Listeners {
+        udp,
+        control,
+        http: http_listener,
+        udp_info,
+    } = listeners;
+    let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
+    let hub = Hub::new(config, udp_info);
+    let cancel = hub.cancel_token();
+
+    let (live_tx, live_rx) = live::channel(&hub);
+    let serializer = tokio::spawn(live::run_serializer(hub.clone(), live_rx));
+    let ingest = tokio::spawn(ingest::run(hub.clone(), udp, live_tx));
+    let control = tokio::spawn(control::run(hub.clone(), control));
+    let server_cancel = cancel.clone();
+    let server = tokio::spawn(
+        warp::serve(http::routes(hub.clone()))
+            .incoming(http_listener)
+            .graceful(async move { server_cancel.cancelled().await })
+            .run(),
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    cancel.cancel();
+    hub.tasks().close();
+
+    let drained = tokio::time::timeout(drain, async {
+        let _ = ingest.await;
+        let _ = control.await;
+        // Ingest has stopped and dropped its sender: the serializer ends.
+        let _ = serializer.await;
+        hub.tasks().wait().await;
+        let _ = server.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "shutdown.drain_timeout_ms passed with connections still open; closing them"
+        );
+    }
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the hub");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,343 @@
+//! The WebSocket JSON messages, as pure functions: building the hub's
+//! messages (`hello`, `readings`, `error`, `pong`) and classifying what a
+//! client sent. No sockets here.
+
+use sensor_hub_protocol::{Reading, Value, VERSION};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::Serialize;
+
+use crate::state::LiveDatagram;
+
+/// Version of the hub, reported in `hello`.
+pub const HUB_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A value as JSON: number or boolean; NaN and infinities become `null`.
+#[derive(Debug)]
+struct JsonValue(Value);
+
+impl Serialize for JsonValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::F32(f) if f.is_finite() => s.serialize_f32(f),
+            Value::F32(_) => s.serialize_none(),
+            Value::I32(i) => s.serialize_i32(i),
+            Value::Bool(b) => s.serialize_bool(b),
+        }
+    }
+}
+
+/// A sensor value as a JSON value: number, boolean, or `null` for NaN and
+/// infinities.
+pub fn json_value(value: Value) -> serde_json::Value {
+    serde_json::to_value(JsonValue(value)).unwrap_or(serde_json::Value::Null)
+}
+
+#[derive(Serialize)]
+struct JsonReading {
+    channel: u8,
+    value: JsonValue,
+}
+
+struct JsonReadings<'a>(&'a [Reading]);
+
+impl Serialize for JsonReadings<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for r in self.0 {
+            seq.serialize_element(&JsonReading {
+                channel: r.channel,
+                value: JsonValue(r.value),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct JsonDatagram<'a> {
+    device: u32,
+    seq: u32,
+    time_ms: u64,
+    received_ms: u64,
+    readings: JsonReadings<'a>,
+}
+
+struct JsonDatagrams<'a>(&'a [LiveDatagram]);
+
+impl Serialize for JsonDatagrams<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for d in self.0 {
+            seq.serialize_element(&JsonDatagram {
+                device: d.device,
+                seq: d.seq,
+                time_ms: d.time_ms,
+                received_ms: d.received_ms,
+                readings: JsonReadings(&d.readings),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// Messages the hub sends.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum HubMessage<'a> {
+    Hello {
+        protocol: u8,
+        hub_version: &'static str,
+        server_time_ms: u64,
+    },
+    Readings {
+        hub_time_ms: u64,
+        datagrams: JsonDatagrams<'a>,
+    },
+    Error {
+        code: &'static str,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a serde_json::Value>,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a serde_json::Value>,
+    },
+}
+
+fn to_json(message: &HubMessage<'_>) -> String {
+    // Serializing these types cannot fail: no maps with non-string keys,
+    // no fallible Serialize impls.
+    serde_json::to_string(message).unwrap_or_default()
+}
+
+/// `{"type":"hello",…}`, sent first on every connection.
+pub fn hello(now_ms: u64) -> String {
+    to_json(&HubMessage::Hello {
+        protocol: VERSION,
+        hub_version: HUB_VERSION,
+        server_time_ms: now_ms,
+    })
+}
+
+/// `{"type":"readings",…}` for a batch of accepted datagrams.
+pub fn readings(batch: &[LiveDatagram], now_ms: u64) -> String {
+    to_json(&HubMessage::Readings {
+        hub_time_ms: now_ms,
+        datagrams: JsonDatagrams(batch),
+    })
+}
+
+/// Why a client message was answered with an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientError {
+    /// Not JSON.
+    BadJson,
+    /// JSON, but not an object with a string `type`.
+    MissingType,
+    /// A `type` this hub does not know.
+    UnknownType,
+    /// A binary frame; the API is JSON text.
+    Binary,
+    /// Larger than `ws.max_client_message_bytes` (the socket is closed).
+    TooLarge,
+}
+
+impl ClientError {
+    /// Number of variants.
+    pub const COUNT: usize = 5;
+    /// Every variant, in index order.
+    pub const ALL: [ClientError; ClientError::COUNT] = [
+        ClientError::BadJson,
+        ClientError::MissingType,
+        ClientError::UnknownType,
+        ClientError::Binary,
+        ClientError::TooLarge,
+    ];
+
+    /// The `code` field of the error message, and the metrics label.
+    pub fn code(self) -> &'static str {
+        match self {
+            ClientError::BadJson => "bad_json",
+            ClientError::MissingType => "missing_type",
+            ClientError::UnknownType => "unknown_type",
+            ClientError::Binary => "binary_unsupported",
+            ClientError::TooLarge => "too_large",
+        }
+    }
+
+    /// Position in [`ClientError::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What to do about one text message from a client.
+#[derive(Debug, PartialEq)]
+pub enum ClientReply {
+    /// Answer with this JSON text.
+    Send(String),
+    /// Answer with this JSON error text, and count the error.
+    Reject(ClientError, String),
+}
+
+/// An `error` message for `error`, echoing the request `id` if any.
+pub fn error(error: ClientError, message: String, id: Option<&serde_json::Value>) -> String {
+    to_json(&HubMessage::Error {
+        code: error.code(),
+        message,
+        id,
+    })
+}
+
+/// Classifies and answers a client's text message.
+pub fn handle_client_text(text: &str) -> ClientReply {
+    let parsed: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let message = format!("message is not valid JSON: {e}");
+            return ClientReply::Reject(
+                ClientError::BadJson,
+                error(ClientError::BadJson, message, None),
+            );
+        }
+    };
+    let id = parsed.get("id");
+    match parsed.get("type").and_then(|t| t.as_str()) {
+        Some("ping") => ClientReply::Send(to_json(&HubMessage::Pong { id })),
+        Some(other) => {
+            let message = format!("unknown message type `{other}`; this hub accepts: ping");
+            ClientReply::Reject(
+                ClientError::UnknownType,
+                error(ClientError::UnknownType, message, id),
+            )
+        }
+        None => {
+            let message =
+                "expected a JSON object with a string field `type`, e.g. {\"type\":\"ping\"}"
+                    .to_string();
+            ClientReply::Reject(
+                ClientError::MissingType,
+                error(ClientError::MissingType, message, id),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(s: &str) -> serde_json::Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn hello_names_protocol_version_and_time() {
+        assert_eq!(
+            parse(&hello(1_700_000_000_000)),
+            json!({"type": "hello", "protocol": 1, "hub_version": HUB_VERSION,
+                   "server_time_ms": 1_700_000_000_000u64})
+        );
+    }
+
+    #[test]
+    fn readings_carry_every_datagram_and_typed_values() {
+        let batch = [
+            LiveDatagram {
+                device: 3,
+                seq: 9,
+                time_ms: 1_000,
+                received_ms: 1_004,
+                readings: [
+                    Reading {
+                        channel: 0,
+                        value: Value::F32(21.5),
+                    },
+                    Reading {
+                        channel: 1,
+                        value: Value::I32(-4),
+                    },
+                    Reading {
+                        channel: 2,
+                        value: Value::Bool(true),
+                    },
+                    Reading {
+                        channel: 3,
+                        value: Value::F32(f32::NAN),
+                    },
+                ]
+                .into_iter()
+                .collect(),
+            },
+            LiveDatagram {
+                device: 4,
+                seq: 0,
+                time_ms: 2_000,
+                received_ms: 2_001,
+                readings: Default::default(),
+            },
+        ];
+        assert_eq!(
+            parse(&readings(&batch, 5_000)),
+            json!({"type": "readings", "hub_time_ms": 5_000, "datagrams": [
+                {"device": 3, "seq": 9, "time_ms": 1_000, "received_ms": 1_004, "readings": [
+                    {"channel": 0, "value": 21.5},
+                    {"channel": 1, "value": -4},
+                    {"channel": 2, "value": true},
+                    {"channel": 3, "value": null},
+                ]},
+                {"device": 4, "seq": 0, "time_ms": 2_000, "received_ms": 2_001, "readings": []},
+            ]})
+        );
+    }
+
+    #[test]
+    fn ping_gets_pong_with_its_id() {
+        assert_eq!(
+            handle_client_text(r#"{"type":"ping","id":"a1"}"#),
+            ClientReply::Send(r#"{"type":"pong","id":"a1"}"#.into())
+        );
+        assert_eq!(
+            handle_client_text(r#"{"type":"ping"}"#),
+            ClientReply::Send(r#"{"type":"pong"}"#.into())
+        );
+    }
+
+    #[test]
+    fn malformed_messages_get_typed_errors() {
+        let cases = [
+            ("{not json", ClientError::BadJson),
+            ("", ClientError::BadJson),
+            ("[1,2]", ClientError::MissingType),
+            ("42", ClientError::MissingType),
+            (r#"{"type":7}"#, ClientError::MissingType),
+            (r#"{"kind":"ping"}"#, ClientError::MissingType),
+            (r#"{"type":"launch","id":5}"#, ClientError::UnknownType),
+        ];
+        for (input, expected) in cases {
+            match handle_client_text(input) {
+                ClientReply::Reject(e, text) => {
+                    assert_eq!(e, expected, "{input}");
+                    let v = parse(&text);
+                    assert_eq!(v["type"], "error");
+                    assert_eq!(v["code"], expected.code());
+                    assert!(!v["message"].as_str().unwrap().is_empty());
+                }
+                other => panic!("{input}: {other:?}"),
+            }
+        }
+        match handle_client_text(r#"{"type":"launch","id":5}"#) {
+            ClientReply::Reject(_, text) => assert_eq!(parse(&text)["id"], 5),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_codes_are_indexed() {
+        for (i, e) in ClientError::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The `/ws` endpoint: the upgrade handshake (done here rather than with
+//! warp's wrapper so frames can be shared as `Utf8Bytes` without a copy per
+//! client), the client-count limit, and one session task per client.
+//!
+//! Overflow policy: every client reads the same bounded broadcast ring of
+//! serialized frames (`ws.broadcast_frames`). A client that falls further
+//! behind skips the oldest frames, counted in
+//! `sensor_hub_ws_frames_skipped_total`; nobody else waits for it.
+
+pub mod messages;
+
+use std::sync::atomic::Ordering;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use warp::http::{header, Response, StatusCode};
+use warp::hyper::body::Bytes;
+use warp::{Filter, Rejection};
+
+use crate::hub::Hub;
+use crate::metrics::bump;
+use messages::{ClientError, ClientReply};
+
+/// A serialized message shared by every client (a reference-counted buffer).
+pub type Frame = Utf8Bytes;
+
+type Reply = Response<warp::hyper::body::Bytes>;
+
+/// Largest WebSocket write buffer per client before a send waits.
+const MAX_WRITE_BUFFER: usize = 4 << 20;
+
+/// The `GET /ws` filter.
+pub fn route(hub: Hub) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
+    warp::path("ws")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<OnUpgrade>())
+        .map(move |headers: warp::http::HeaderMap, on_upgrade| accept(&hub, &headers, on_upgrade))
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Reply {
+    let mut response = Response::new(Bytes::from_static(text.as_bytes()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn header_has(headers: &warp::http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn accept(hub: &Hub, headers: &warp::http::HeaderMap, on_upgrade: Option<OnUpgrade>) -> Reply {
+    let key = headers.get(header::SEC_WEBSOCKET_KEY);
+    let is_upgrade = header_has(headers, header::CONNECTION, "upgrade")
+        && header_has(headers, header::UPGRADE, "websocket")
+        && header_has(headers, header::SEC_WEBSOCKET_VERSION, "13");
+    let (Some(key), Some(on_upgrade), true) = (key, on_upgrade, is_upgrade) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13)\n",
+        );
+    };
+    let Some(slot) = ClientSlot::reserve(hub) else {
+        bump(&hub.metrics().ws_clients_rejected);
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many WebSocket clients (limit ws.max_clients); try again later\n",
+        );
+    };
+    let accept_key = derive_accept_key(key.as_bytes());
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(hub.config().ws.max_client_message_bytes))
+        .max_frame_size(Some(hub.config().ws.max_client_message_bytes))
+        .max_write_buffer_size(MAX_WRITE_BUFFER);
+    let session_hub = hub.clone();
+    hub.tasks().spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                session(session_hub, ws, slot).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
+        }
+    });
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&accept_key) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    response
+}
+
+/// One place among `ws.max_clients`, released when dropped.
+#[derive(Debug)]
+struct ClientSlot(Hub);
+
+impl ClientSlot {
+    fn reserve(hub: &Hub) -> Option<ClientSlot> {
+        let max = hub.config().ws.max_clients as u64;
+        hub.metrics()
+            .ws_clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ClientSlot(hub.clone()))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.metrics().ws_clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+async fn send_text(hub: &Hub, ws: &mut Socket, text: Utf8Bytes) -> bool {
+    let ok = ws.send(Message::Text(text)).await.is_ok();
+    if ok {
+        bump(&hub.metrics().ws_messages_sent);
+    }
+    ok
+}
+
+async fn close(ws: &mut Socket, code: CloseCode, reason: &'static str) {
+    let _ = ws
+        .close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+        .await;
+}
+
+async fn session(hub: Hub, mut ws: Socket, _slot: ClientSlot) {
+    let mut frames = hub.subscribe_frames();
+    bump(&hub.metrics().ws_clients_accepted);
+    if !send_text(&hub, &mut ws, messages::hello(crate::hub::unix_ms()).into()).await {
+        return;
+    }
+    let cancel = hub.cancel_token();
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                close(&mut ws, CloseCode::Away, "hub shutting down").await;
+                break;
+            }
+            incoming = ws.next() => match incoming {
+                None => break,
+                Some(Ok(Message::Text(text))) => {
+                    let reply = match messages::handle_client_text(&text) {
+                        ClientReply::Send(reply) => reply,
+                        ClientReply::Reject(error, reply) => {
+                            bump(&hub.metrics().ws_client_errors[error.index()]);
+                            reply
+                        }
+                    };
+                    if !send_text(&hub, &mut ws, reply.into()).await {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let error = ClientError::Binary;
+                    bump(&hub.metrics().ws_client_errors[error.index()]);
+                    let reply = messages::error(
+                        error,
+                        "binary frames are not supported; send JSON text".into(),
+                        None,
+                    );
+                    if !send_text(&hub, &mut ws, reply.into()).await {
+                        break;
+                    }
+                }
+                // Close: tungstenite queues the reply; the next poll ends the stream.
+                // Ping: the pong is queued and flushed on the next poll.
+                Some(Ok(_)) => {}
+                Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. })))  => {
+                    bump(&hub.metrics().ws_client_errors[ClientError::TooLarge.index()]);
+                    close(&mut ws, CloseCode::Size, "message too large (ws.max_client_message_bytes)").await;
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "WebSocket client error");
+                    break;
+                }
+            },
+            frame = frames.recv() => match frame {
+                Ok(frame) => {
+                    if !send_text(&hub, &mut ws, frame).await {
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(skipped)) => {
+                    hub.metrics().ws_frames_skipped.fetch_add(skipped, Ordering::Relaxed);
+                }
+                Err(RecvError::Closed) => break,
+            },
+        }
+    }
+}
