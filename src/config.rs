@@ -155,7 +155,7 @@ impl HubConfig {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let config: HubConfig = layered
             .try_deserialize()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            .map_err(|e| ConfigError::Invalid(explain(e.to_string())))?;
         config.validate()?;
         Ok(config)
     }
@@ -198,6 +198,15 @@ impl HubConfig {
             });
         }
         Ok(())
+    }
+}
+
+/// Adds what a valid value looks like where the parser's message does not.
+fn explain(message: String) -> String {
+    if message.contains("socket address") {
+        format!("{message}: expected IP:PORT, e.g. \"0.0.0.0:47100\" or \"[::]:47100\"")
+    } else {
+        message
     }
 }
 

@@ -11,7 +11,7 @@ use crate::assets;
 use crate::hub::{unix_ms, Hub};
 use crate::state::DeviceState;
 use crate::ws;
-use crate::ws::messages::json_value;
+use crate::ws::messages::JsonValue;
 
 fn response(
     status: StatusCode,
@@ -39,7 +39,7 @@ fn response(
 #[derive(Serialize)]
 struct SensorView {
     channel: u8,
-    value: serde_json::Value,
+    value: JsonValue,
     time_ms: u64,
     received_ms: u64,
 }
@@ -73,7 +73,7 @@ impl From<&DeviceState> for DeviceView {
                 .iter()
                 .map(|(&channel, s)| SensorView {
                     channel,
-                    value: json_value(s.value),
+                    value: JsonValue(s.value),
                     time_ms: s.time_ms,
                     received_ms: s.received_ms,
                 })

@@ -115,7 +115,7 @@ fn bad_value_is_an_error_naming_key_and_expectation() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("udp.bind"), "{err}");
-    assert!(err.contains("address"), "{err}");
+    assert!(err.contains("expected IP:PORT"), "{err}");
 
     let f = file("[ws]\nmax_clients = \"many\"\n");
     let err = HubConfig::load(Some(&f.0), env(&[]))

@@ -11,9 +11,10 @@ use crate::state::LiveDatagram;
 /// Version of the hub, reported in `hello`.
 pub const HUB_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// A value as JSON: number or boolean; NaN and infinities become `null`.
-#[derive(Debug)]
-struct JsonValue(Value);
+/// A sensor value as JSON: number or boolean; NaN and infinities become
+/// `null`. An f32 is written in its shortest f32 form (21.3, not 21.299999).
+#[derive(Debug, Clone, Copy)]
+pub struct JsonValue(pub Value);
 
 impl Serialize for JsonValue {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -24,12 +25,6 @@ impl Serialize for JsonValue {
             Value::Bool(b) => s.serialize_bool(b),
         }
     }
-}
-
-/// A sensor value as a JSON value: number, boolean, or `null` for NaN and
-/// infinities.
-pub fn json_value(value: Value) -> serde_json::Value {
-    serde_json::to_value(JsonValue(value)).unwrap_or(serde_json::Value::Null)
 }
 
 #[derive(Serialize)]

@@ -1,0 +1,115 @@
+//! The `sensor-hub` binary: `check-config` verdicts and messages, and a real
+//! `run` process that stops cleanly on SIGTERM.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sensor-hub");
+
+fn temp_toml(name: &str, text: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("sensor-hub-cli-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn check_config(file: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(file)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_config_accepts_a_good_file() {
+    let f = temp_toml("good", "[http]\nbind = \"127.0.0.1:9090\"\n");
+    let out = check_config(&f);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(stdout.contains("127.0.0.1:9090"), "{stdout}");
+    let _ = std::fs::remove_file(f);
+}
+
+#[test]
+fn check_config_rejects_an_unknown_key_readably() {
+    let f = temp_toml("unknown", "[udp]\nbnd = \"127.0.0.1:1\"\n");
+    let out = check_config(&f);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("sensor-hub: error:"), "{stderr}");
+    assert!(stderr.contains("bnd"), "{stderr}");
+    assert!(stderr.contains("config/default.toml"), "{stderr}");
+    let _ = std::fs::remove_file(f);
+}
+
+#[test]
+fn check_config_rejects_a_bad_value_naming_the_key() {
+    let f = temp_toml("badvalue", "[udp]\nbind = \"localhost-ish\"\n");
+    let out = check_config(&f);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("udp.bind"), "{stderr}");
+    let _ = std::fs::remove_file(f);
+}
+
+#[test]
+fn check_config_rejects_a_missing_file_naming_it() {
+    let out = check_config(std::path::Path::new("/nonexistent/hub.toml"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/hub.toml"), "{stderr}");
+}
+
+#[test]
+fn environment_overrides_reach_the_binary() {
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("SENSOR_HUB__UDP__BIND", "0.0.0.0:47999")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0.0.0.0:47999"));
+}
+
+#[test]
+fn run_stops_cleanly_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .env("SENSOR_HUB__UDP__BIND", "127.0.0.1:0")
+        .env("SENSOR_HUB__CONTROL__BIND", "127.0.0.1:0")
+        .env("SENSOR_HUB__HTTP__BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("sensor-hub listening"));
+    assert!(listening.is_some(), "the hub did not report listening");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hub did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
+}

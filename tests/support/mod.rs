@@ -1,0 +1,162 @@
+//! Shared helpers of the integration tests: a real hub on port 0, a raw
+//! HTTP GET, datagram encoding, and WebSocket reads with a deadline.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use sensor_hub::config::HubConfig;
+use sensor_hub::server::{run, Listeners};
+use sensor_hub_protocol::{encode_datagram, Datagram, Reading, Value, MAX_DATAGRAM_LEN};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A hub running in this test's runtime on loopback port 0.
+pub struct TestHub {
+    pub udp: SocketAddr,
+    pub control: SocketAddr,
+    pub http: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts a hub with loopback port-0 binds plus `overrides`
+/// (`SENSOR_HUB__…` style keys).
+pub async fn start_hub(overrides: &[(&str, &str)]) -> TestHub {
+    let mut env: HashMap<String, String> = [
+        ("SENSOR_HUB__UDP__BIND", "127.0.0.1:0"),
+        ("SENSOR_HUB__CONTROL__BIND", "127.0.0.1:0"),
+        ("SENSOR_HUB__HTTP__BIND", "127.0.0.1:0"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let config = HubConfig::load(None, Some(env)).expect("test config");
+    let listeners = Listeners::bind(&config).await.expect("bind");
+    let (udp, control, http) = (
+        listeners.udp_addr().unwrap(),
+        listeners.control_addr().unwrap(),
+        listeners.http_addr().unwrap(),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(config, listeners, async move {
+        let _ = stopped.await;
+    }));
+    TestHub {
+        udp,
+        control,
+        http,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl TestHub {
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("hub stops within its drain deadline")
+            .expect("hub task")
+            .expect("hub run result");
+    }
+
+    pub async fn ws(&self) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.http))
+            .await
+            .expect("WebSocket connect");
+        ws
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path).await
+    }
+
+    /// Value of one sample line of /metrics, e.g.
+    /// `sensor_hub_udp_datagrams_dropped_total{reason="bad_magic"}`.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let (_, text) = self.get("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}"))
+            .parse()
+            .expect("integer metric")
+    }
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close`.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// Encodes a v1 datagram.
+pub fn datagram(device_id: u32, seq: u32, readings: &[(u8, Value)]) -> Vec<u8> {
+    let d = Datagram {
+        device_id,
+        seq,
+        time_ms: sensor_hub::hub::unix_ms() as u32,
+        readings: readings
+            .iter()
+            .map(|&(channel, value)| Reading { channel, value })
+            .collect(),
+        auth_tag: None,
+    };
+    let mut buf = [0u8; MAX_DATAGRAM_LEN];
+    encode_datagram(&d, &mut buf).unwrap().to_vec()
+}
+
+/// Next message of the socket within 5 s.
+pub async fn next(ws: &mut Client) -> Message {
+    tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a message within 5 s")
+        .expect("socket open")
+        .expect("no socket error")
+}
+
+/// Next text message, parsed as JSON.
+pub async fn next_json(ws: &mut Client) -> serde_json::Value {
+    loop {
+        match next(ws).await {
+            Message::Text(t) => return serde_json::from_str(&t).expect("JSON text"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Polls `check` every 20 ms for up to 5 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..250 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
