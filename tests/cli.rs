@@ -1,6 +1,8 @@
 //! The `sensor-hub` binary: `check-config` verdicts and messages, and a real
 //! `run` process that stops cleanly on SIGTERM.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! on a WebSocket client; bad input is counted by reason; client messages
 //! get answers or errors; limits and shutdown behave.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Property tests: any datagram round-trips, any bytes decode without
 //! panicking, and restored timestamps are exact within the window.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use proptest::prelude::*;
 use sensor_hub_protocol::*;
 

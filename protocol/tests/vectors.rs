@@ -2,6 +2,8 @@
 //! encoder produces the documented bytes and the decoder reads them back
 //! (or rejects them with the documented reason).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use sensor_hub_protocol::*;
 
 const DOC: &str = include_str!("../../docs/PROTOCOL.md");
