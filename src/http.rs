@@ -13,7 +13,8 @@ use crate::state::DeviceState;
 use crate::ws;
 use crate::ws::messages::JsonValue;
 
-fn response(
+/// A response with a fixed body and the headers every answer carries.
+pub(crate) fn response(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,

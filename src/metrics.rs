@@ -56,20 +56,20 @@ pub struct MetricsSnapshot<'a> {
     pub uptime_seconds: f64,
 }
 
-struct Out(String);
+const COUNTER: &str = "counter";
+const GAUGE: &str = "gauge";
 
-impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
+/// One unlabelled series: name, type, help, value.
+type Single = (&'static str, &'static str, &'static str, u64);
 
-    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
-        let _ = writeln!(self.0, "{name}{labels} {value}");
-    }
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
 
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-        self.family(name, kind, help);
-        self.sample(name, "", value);
+fn singles(out: &mut String, series: &[Single]) {
+    for &(name, kind, help, value) in series {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
     }
 }
 
@@ -79,137 +79,144 @@ fn load(c: &AtomicU64) -> u64 {
 
 /// Renders the snapshot in the Prometheus text exposition format 0.0.4.
 pub fn render(s: &MetricsSnapshot<'_>) -> String {
-    let mut o = Out(String::with_capacity(4096));
-    let i = &s.ingest;
-    o.single(
-        "sensor_hub_udp_datagrams_received_total",
-        "counter",
-        "Datagrams read from the UDP socket, valid or not.",
-        i.datagrams_received,
+    let mut out = String::with_capacity(4096);
+    let (i, sh) = (&s.ingest, s.shell);
+    singles(
+        &mut out,
+        &[
+            (
+                "sensor_hub_udp_datagrams_received_total",
+                COUNTER,
+                "Datagrams read from the UDP socket, valid or not.",
+                i.datagrams_received,
+            ),
+            (
+                "sensor_hub_udp_bytes_received_total",
+                COUNTER,
+                "Bytes read from the UDP socket.",
+                i.bytes_received,
+            ),
+            (
+                "sensor_hub_udp_datagrams_accepted_total",
+                COUNTER,
+                "Datagrams accepted into the hub state.",
+                i.datagrams_accepted,
+            ),
+            (
+                "sensor_hub_readings_accepted_total",
+                COUNTER,
+                "Sensor readings in accepted datagrams.",
+                i.readings_accepted,
+            ),
+        ],
     );
-    o.single(
-        "sensor_hub_udp_bytes_received_total",
-        "counter",
-        "Bytes read from the UDP socket.",
-        i.bytes_received,
-    );
-    o.single(
-        "sensor_hub_udp_datagrams_accepted_total",
-        "counter",
-        "Datagrams accepted into the hub state.",
-        i.datagrams_accepted,
-    );
-    o.single(
-        "sensor_hub_readings_accepted_total",
-        "counter",
-        "Sensor readings in accepted datagrams.",
-        i.readings_accepted,
-    );
-    o.family(
-        "sensor_hub_udp_datagrams_dropped_total",
-        "counter",
+    let dropped = "sensor_hub_udp_datagrams_dropped_total";
+    family(
+        &mut out,
+        dropped,
+        COUNTER,
         "Datagrams read but not accepted, by reason.",
     );
     for (index, count) in i.dropped.iter().enumerate() {
-        let labels = format!("{{reason=\"{}\"}}", DropReason::label(index));
-        o.sample("sensor_hub_udp_datagrams_dropped_total", &labels, count);
+        let _ = writeln!(
+            out,
+            "{dropped}{{reason=\"{}\"}} {count}",
+            DropReason::label(index)
+        );
     }
     if let Some(k) = s.kernel {
-        o.single(
-            "sensor_hub_udp_kernel_drops_total",
-            "counter",
-            "Datagrams the kernel dropped before the hub could read them (receive buffer full).",
-            k.drops,
-        );
-        o.single(
-            "sensor_hub_udp_receive_queue_bytes",
-            "gauge",
-            "Bytes waiting in the UDP socket's kernel receive queue.",
-            k.rx_queue_bytes,
+        singles(
+            &mut out,
+            &[
+                ("sensor_hub_udp_kernel_drops_total", COUNTER,
+                 "Datagrams the kernel dropped before the hub could read them (receive buffer full).",
+                 k.drops),
+                ("sensor_hub_udp_receive_queue_bytes", GAUGE,
+                 "Bytes waiting in the UDP socket's kernel receive queue.", k.rx_queue_bytes),
+            ],
         );
     }
-    o.single(
-        "sensor_hub_udp_receive_buffer_bytes",
-        "gauge",
-        "Usable UDP receive buffer granted by the kernel (SO_RCVBUF).",
-        s.udp_recv_buffer_bytes,
+    singles(
+        &mut out,
+        &[
+            (
+                "sensor_hub_udp_receive_buffer_bytes",
+                GAUGE,
+                "Usable UDP receive buffer granted by the kernel (SO_RCVBUF).",
+                s.udp_recv_buffer_bytes as u64,
+            ),
+            (
+                "sensor_hub_udp_receive_errors_total",
+                COUNTER,
+                "Errors returned by the UDP socket on receive.",
+                load(&sh.udp_recv_errors),
+            ),
+            (
+                "sensor_hub_devices",
+                GAUGE,
+                "Devices tracked.",
+                s.devices as u64,
+            ),
+            (
+                "sensor_hub_ws_clients",
+                GAUGE,
+                "WebSocket clients connected.",
+                load(&sh.ws_clients),
+            ),
+            (
+                "sensor_hub_ws_clients_accepted_total",
+                COUNTER,
+                "WebSocket clients accepted.",
+                load(&sh.ws_clients_accepted),
+            ),
+            (
+                "sensor_hub_ws_clients_rejected_total",
+                COUNTER,
+                "WebSocket upgrades refused because ws.max_clients were connected.",
+                load(&sh.ws_clients_rejected),
+            ),
+            (
+                "sensor_hub_ws_messages_sent_total",
+                COUNTER,
+                "Messages sent to WebSocket clients.",
+                load(&sh.ws_messages_sent),
+            ),
+            (
+                "sensor_hub_ws_frames_skipped_total",
+                COUNTER,
+                "Live frames skipped by clients that fell more than ws.broadcast_frames behind.",
+                load(&sh.ws_frames_skipped),
+            ),
+        ],
     );
-    o.single(
-        "sensor_hub_udp_receive_errors_total",
-        "counter",
-        "Errors returned by the UDP socket on receive.",
-        load(&s.shell.udp_recv_errors),
-    );
-    o.single("sensor_hub_devices", "gauge", "Devices tracked.", s.devices);
-    let sh = s.shell;
-    o.single(
-        "sensor_hub_ws_clients",
-        "gauge",
-        "WebSocket clients connected.",
-        load(&sh.ws_clients),
-    );
-    o.single(
-        "sensor_hub_ws_clients_accepted_total",
-        "counter",
-        "WebSocket clients accepted.",
-        load(&sh.ws_clients_accepted),
-    );
-    o.single(
-        "sensor_hub_ws_clients_rejected_total",
-        "counter",
-        "WebSocket upgrades refused because ws.max_clients were connected.",
-        load(&sh.ws_clients_rejected),
-    );
-    o.single(
-        "sensor_hub_ws_messages_sent_total",
-        "counter",
-        "Messages sent to WebSocket clients.",
-        load(&sh.ws_messages_sent),
-    );
-    o.single(
-        "sensor_hub_ws_frames_skipped_total",
-        "counter",
-        "Live frames skipped by clients that fell more than ws.broadcast_frames behind.",
-        load(&sh.ws_frames_skipped),
-    );
-    o.family(
-        "sensor_hub_ws_client_errors_total",
-        "counter",
+    let errors = "sensor_hub_ws_client_errors_total";
+    family(
+        &mut out,
+        errors,
+        COUNTER,
         "Client messages answered with an error, by code.",
     );
     for e in ClientError::ALL {
-        let labels = format!("{{code=\"{}\"}}", e.code());
-        o.sample(
-            "sensor_hub_ws_client_errors_total",
-            &labels,
-            load(&sh.ws_client_errors[e.index()]),
-        );
+        let count = load(&sh.ws_client_errors[e.index()]);
+        let _ = writeln!(out, "{errors}{{code=\"{}\"}} {count}", e.code());
     }
-    o.single(
-        "sensor_hub_live_frames_total",
-        "counter",
-        "Live readings frames serialized (each shared by every client).",
-        load(&sh.live_frames),
+    singles(
+        &mut out,
+        &[
+            ("sensor_hub_live_frames_total", COUNTER,
+             "Live readings frames serialized (each shared by every client).",
+             load(&sh.live_frames)),
+            ("sensor_hub_live_datagrams_dropped_total", COUNTER,
+             "Accepted datagrams left out of the live stream because its queue (ws.live_queue_batches) was full.",
+             load(&sh.live_datagrams_dropped)),
+            ("sensor_hub_control_connections_total", COUNTER,
+             "TCP control-channel connections accepted.", load(&sh.control_connections)),
+        ],
     );
-    o.single(
-        "sensor_hub_live_datagrams_dropped_total",
-        "counter",
-        "Accepted datagrams left out of the live stream because its queue (ws.live_queue_batches) was full.",
-        load(&sh.live_datagrams_dropped),
-    );
-    o.single(
-        "sensor_hub_control_connections_total",
-        "counter",
-        "TCP control-channel connections accepted.",
-        load(&sh.control_connections),
-    );
-    o.single(
-        "sensor_hub_uptime_seconds",
-        "gauge",
-        "Seconds since the hub started.",
-        format!("{:.3}", s.uptime_seconds),
-    );
-    o.0
+    let uptime = "sensor_hub_uptime_seconds";
+    family(&mut out, uptime, GAUGE, "Seconds since the hub started.");
+    let _ = writeln!(out, "{uptime} {:.3}", s.uptime_seconds);
+    out
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! client sent. No sockets here.
 
 use sensor_hub_protocol::{Reading, Value, VERSION};
-use serde::ser::{SerializeSeq, Serializer};
+use serde::ser::Serializer;
 use serde::Serialize;
 
 use crate::state::LiveDatagram;
@@ -33,45 +33,38 @@ struct JsonReading {
     value: JsonValue,
 }
 
-struct JsonReadings<'a>(&'a [Reading]);
-
-impl Serialize for JsonReadings<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for r in self.0 {
-            seq.serialize_element(&JsonReading {
-                channel: r.channel,
-                value: JsonValue(r.value),
-            })?;
-        }
-        seq.end()
-    }
-}
-
 #[derive(Serialize)]
 struct JsonDatagram<'a> {
     device: u32,
     seq: u32,
     time_ms: u64,
     received_ms: u64,
-    readings: JsonReadings<'a>,
+    readings: Seq<'a, Reading, JsonReading>,
 }
 
-struct JsonDatagrams<'a>(&'a [LiveDatagram]);
+/// A slice serialized as a JSON array, each element mapped on the fly.
+struct Seq<'a, T, J>(&'a [T], fn(&'a T) -> J);
 
-impl Serialize for JsonDatagrams<'_> {
+impl<'a, T, J: Serialize> Serialize for Seq<'a, T, J> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for d in self.0 {
-            seq.serialize_element(&JsonDatagram {
-                device: d.device,
-                seq: d.seq,
-                time_ms: d.time_ms,
-                received_ms: d.received_ms,
-                readings: JsonReadings(&d.readings),
-            })?;
-        }
-        seq.end()
+        s.collect_seq(self.0.iter().map(self.1))
+    }
+}
+
+fn json_reading(r: &Reading) -> JsonReading {
+    JsonReading {
+        channel: r.channel,
+        value: JsonValue(r.value),
+    }
+}
+
+fn json_datagram(d: &LiveDatagram) -> JsonDatagram<'_> {
+    JsonDatagram {
+        device: d.device,
+        seq: d.seq,
+        time_ms: d.time_ms,
+        received_ms: d.received_ms,
+        readings: Seq(&d.readings, json_reading),
     }
 }
 
@@ -86,7 +79,7 @@ enum HubMessage<'a> {
     },
     Readings {
         hub_time_ms: u64,
-        datagrams: JsonDatagrams<'a>,
+        datagrams: Seq<'a, LiveDatagram, JsonDatagram<'a>>,
     },
     Error {
         code: &'static str,
@@ -119,7 +112,7 @@ pub fn hello(now_ms: u64) -> String {
 pub fn readings(batch: &[LiveDatagram], now_ms: u64) -> String {
     to_json(&HubMessage::Readings {
         hub_time_ms: now_ms,
-        datagrams: JsonDatagrams(batch),
+        datagrams: Seq(batch, json_datagram),
     })
 }
 

@@ -48,13 +48,7 @@ pub fn route(hub: Hub) -> impl Filter<Extract = (Reply,), Error = Rejection> + C
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Reply {
-    let mut response = Response::new(Bytes::from_static(text.as_bytes()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    crate::http::response(status, "text/plain; charset=utf-8", text)
 }
 
 fn header_has(headers: &warp::http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
