@@ -7,6 +7,10 @@
 //!
 //! # Layout
 //!
+//! * [`control`]: the TCP control channel: preamble, length-prefixed
+//!   frames, hello/auth, heartbeats, commands and their results.
+//! * `codec` (feature `codec`, needs std): a `tokio_util` codec for
+//!   control frames.
 //! * [`datagram`]: the UDP data plane. A datagram is a two-byte prefix
 //!   (magic, version) followed by a postcard-encoded [`Datagram`]. The
 //!   pure functions [`encode_datagram`] and [`decode_datagram`] work on
@@ -16,6 +20,12 @@
 //! crate's test vectors, is `docs/PROTOCOL.md` at the repository root.
 #![no_std]
 
+#[cfg(feature = "codec")]
+extern crate std;
+
+#[cfg(feature = "codec")]
+pub mod codec;
+pub mod control;
 pub mod datagram;
 
 pub use datagram::{

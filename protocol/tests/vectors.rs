@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+use sensor_hub_protocol::control::*;
 use sensor_hub_protocol::*;
 
 const DOC: &str = include_str!("../../docs/PROTOCOL.md");
@@ -13,12 +14,14 @@ fn doc_vectors() -> Vec<(String, String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut lines = DOC.lines();
     while let Some(line) = lines.next() {
-        let Some(header) = line.strip_prefix("```vector") else {
+        let (kind, name) = if let Some(name) = line.strip_prefix("```vector-bad ") {
+            ("bad", name)
+        } else if let Some(name) = line.strip_prefix("```vector ") {
+            ("good", name)
+        } else if let Some(name) = line.strip_prefix("```control-vector ") {
+            ("control", name)
+        } else {
             continue;
-        };
-        let (kind, name) = match header.strip_prefix("-bad ") {
-            Some(name) => ("bad", name),
-            None => ("good", header.trim_start()),
         };
         let mut bytes = Vec::new();
         for body in lines.by_ref().take_while(|l| !l.starts_with("```")) {
@@ -124,4 +127,113 @@ fn documented_drop_reasons_cover_every_decode_error() {
             reason.reason()
         );
     }
+}
+
+fn name(s: &str) -> Name {
+    Name::try_from(s).unwrap()
+}
+
+fn text(s: &str) -> Text {
+    Text::try_from(s).unwrap()
+}
+
+enum Control {
+    Device(DeviceMessage),
+    Hub(HubMessage),
+}
+
+fn expected_control(vector: &str) -> Control {
+    match vector {
+        "hello" => Control::Device(DeviceMessage::Hello(Hello {
+            device_id: 17,
+            name: name("kitchen"),
+            firmware: name("1.4.2"),
+            token: text("s3cret"),
+            interval_ms: 1000,
+            device_time_ms: 1_700_000_000_000,
+            sensors: [SensorInfo {
+                channel: 0,
+                name: name("temp"),
+                unit: "C".try_into().unwrap(),
+                kind: ValueKind::F32,
+                min: Some(-40.0),
+                max: None,
+            }]
+            .into_iter()
+            .collect(),
+        })),
+        "welcome" => Control::Hub(HubMessage::Welcome {
+            session_id: 1,
+            hub_time_ms: 1_700_000_000_250,
+            heartbeat_ms: 5000,
+        }),
+        "set-interval" => Control::Hub(HubMessage::Command {
+            id: 7,
+            body: CommandBody::SetInterval { ms: 500 },
+        }),
+        "ack" => Control::Device(DeviceMessage::CommandAck { id: 7 }),
+        "result-succeeded" => Control::Device(DeviceMessage::CommandResult {
+            id: 7,
+            outcome: Outcome::Succeeded,
+            detail: None,
+        }),
+        "heartbeat" => Control::Device(DeviceMessage::Heartbeat {
+            device_time_ms: 1_700_000_005_000,
+        }),
+        "reject-bad-token" => Control::Hub(HubMessage::Reject {
+            reason: RejectReason::BadToken,
+            detail: text("bad token"),
+        }),
+        other => panic!("docs/PROTOCOL.md has a control vector `{other}` this test does not know"),
+    }
+}
+
+#[test]
+fn documented_control_frames_match_encoder_and_decoder() {
+    let vectors: Vec<_> = doc_vectors()
+        .into_iter()
+        .filter(|(k, _, _)| k == "control")
+        .collect();
+    assert_eq!(
+        vectors.len(),
+        7,
+        "expected seven control vectors in the doc"
+    );
+    for (_, vector, bytes) in vectors {
+        let mut buf = [0u8; 1024];
+        let body = &bytes[FRAME_HEADER_LEN..];
+        assert_eq!(
+            frame_body_len([bytes[0], bytes[1]], MAX_FRAME_BODY),
+            Ok(body.len()),
+            "header of `{vector}`"
+        );
+        match expected_control(&vector) {
+            Control::Device(m) => {
+                assert_eq!(
+                    encode_frame(&m, &mut buf).unwrap(),
+                    &bytes[..],
+                    "`{vector}`"
+                );
+                assert_eq!(decode_device_message(body), Ok(m), "`{vector}`");
+            }
+            Control::Hub(m) => {
+                assert_eq!(
+                    encode_frame(&m, &mut buf).unwrap(),
+                    &bytes[..],
+                    "`{vector}`"
+                );
+                assert_eq!(
+                    decode_hub_message(body),
+                    Ok(DecodedHubMessage::Known(m)),
+                    "`{vector}`"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn documented_preamble_is_the_crate_preamble() {
+    assert!(DOC.contains("preamble** `b5 01`"));
+    assert_eq!(PREAMBLE, [0xb5, 0x01]);
 }
