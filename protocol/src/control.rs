@@ -88,6 +88,9 @@ pub enum Outcome {
 }
 
 /// Device → hub.
+// Hello is large (64 bounded sensors) and the others small; boxing it would
+// need an allocator, and it is sent once per session.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DeviceMessage {
     /// Identify and authenticate; must be the first frame.

@@ -137,6 +137,7 @@ fn text(s: &str) -> Text {
     Text::try_from(s).unwrap()
 }
 
+#[allow(clippy::large_enum_variant)] // test data, built once
 enum Control {
     Device(DeviceMessage),
     Hub(HubMessage),
