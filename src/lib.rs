@@ -36,6 +36,7 @@ pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod net;
+pub mod registry;
 pub mod server;
 pub mod state;
 pub mod ws;

@@ -1,0 +1,118 @@
+//! Command records: the lifecycle states, what a command is called, and the
+//! snapshot the shell publishes at every transition. The transitions
+//! themselves are driven by [`Registry`](super::Registry).
+
+use sensor_hub_protocol::control::CommandBody;
+use sensor_hub_protocol::DeviceId;
+use serde::Serialize;
+
+/// Hub-assigned command id (unique while the hub runs).
+pub type CommandId = u32;
+
+/// Where a command is in its life.
+///
+/// `queued → sent → acked → succeeded | failed`, or `rejected` at once,
+/// or `timed_out` from any non-final state when its TTL passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandState {
+    /// Waiting for the device's control session (or for its turn).
+    Queued,
+    /// Written to the device's session.
+    Sent,
+    /// The device confirmed receipt.
+    Acked,
+    /// The device reported success.
+    Succeeded,
+    /// The device reported failure.
+    Failed,
+    /// Refused by the hub (unknown device, offline and not to wait, queue full).
+    Rejected,
+    /// Its TTL passed before a result.
+    TimedOut,
+}
+
+impl CommandState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [CommandState; 7] = [
+        CommandState::Queued,
+        CommandState::Sent,
+        CommandState::Acked,
+        CommandState::Succeeded,
+        CommandState::Failed,
+        CommandState::Rejected,
+        CommandState::TimedOut,
+    ];
+
+    /// No further transition follows.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CommandState::Succeeded
+                | CommandState::Failed
+                | CommandState::Rejected
+                | CommandState::TimedOut
+        )
+    }
+
+    /// snake_case name (as in JSON and metrics).
+    pub fn name(self) -> &'static str {
+        match self {
+            CommandState::Queued => "queued",
+            CommandState::Sent => "sent",
+            CommandState::Acked => "acked",
+            CommandState::Succeeded => "succeeded",
+            CommandState::Failed => "failed",
+            CommandState::Rejected => "rejected",
+            CommandState::TimedOut => "timed_out",
+        }
+    }
+
+    /// Position in [`CommandState::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The `kind` of a command as clients name it.
+pub fn kind_of(body: &CommandBody) -> &str {
+    match body {
+        CommandBody::SetInterval { .. } => "set_interval",
+        CommandBody::Identify => "identify",
+        CommandBody::Reboot => "reboot",
+        CommandBody::SetConfig { .. } => "set_config",
+        CommandBody::Custom { name, .. } => name.as_str(),
+    }
+}
+
+/// Who asked for a command, so its status can be routed back.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Origin {
+    /// The WebSocket client that sent it, if any.
+    pub client: Option<u64>,
+    /// The client's own id for the request, echoed in every status.
+    pub request_id: Option<serde_json::Value>,
+}
+
+/// One command and where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandRecord {
+    /// Its id.
+    pub id: CommandId,
+    /// Target device.
+    pub device: DeviceId,
+    /// What to do.
+    pub body: CommandBody,
+    /// Current state.
+    pub state: CommandState,
+    /// Explanation of the current state (device detail, rejection reason).
+    pub detail: Option<String>,
+    /// Who asked.
+    pub origin: Origin,
+    /// Hub time it was submitted, Unix ms.
+    pub created_ms: u64,
+    /// Hub time of the latest transition, Unix ms.
+    pub updated_ms: u64,
+    /// Hub time after which it times out, Unix ms.
+    pub deadline_ms: u64,
+}

@@ -1,0 +1,349 @@
+//! The registry on a virtual clock: sessions, liveness transitions and the
+//! command lifecycle, with no sockets and no sleeps.
+
+use super::*;
+use sensor_hub_protocol::control::{Name, Text};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn config() -> RegistryConfig {
+    RegistryConfig {
+        max_devices: 3,
+        default_interval_ms: 1_000,
+        late_after_intervals: 3,
+        offline_after_intervals: 10,
+        command_ttl_ms: 10_000,
+        queue_per_device: 2,
+        max_in_flight: 1,
+        retain_finished: 4,
+    }
+}
+
+fn hello(device_id: u32, interval_ms: u32) -> Hello {
+    Hello {
+        device_id,
+        name: Name::try_from("dev").unwrap(),
+        firmware: Name::try_from("1.0").unwrap(),
+        token: Text::new(),
+        interval_ms,
+        device_time_ms: T0 - 250,
+        sensors: Default::default(),
+    }
+}
+
+fn set_interval(ms: u32) -> CommandBody {
+    CommandBody::SetInterval { ms }
+}
+
+fn states(effects: &[Effect], id: CommandId) -> Vec<CommandState> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Command(c) if c.id == id => Some(c.state),
+            _ => None,
+        })
+        .collect()
+}
+
+fn statuses(effects: &[Effect]) -> Vec<(DeviceId, Option<DeviceStatus>, DeviceStatus)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::DeviceStatus {
+                device,
+                status,
+                previous,
+                ..
+            } => Some((*device, *previous, *status)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn hello_opens_a_session_and_announces_the_device() {
+    let mut r = Registry::new(config());
+    let session = r.open_session(&hello(7, 1_000), T0).unwrap();
+    let effects = r.take_effects();
+    assert_eq!(statuses(&effects), [(7, None, DeviceStatus::Online)]);
+    let d = r.device(7).unwrap();
+    assert_eq!(d.session, Some(session));
+    assert_eq!(d.info.as_ref().unwrap().interval_ms, 1_000);
+    assert_eq!(d.clock_offset_ms, Some(250));
+    assert_eq!(r.sessions(), 1);
+}
+
+#[test]
+fn command_round_trip_goes_through_every_state() {
+    let mut r = Registry::new(config());
+    let session = r.open_session(&hello(7, 1_000), T0).unwrap();
+    r.take_effects();
+    let id = r.submit(7, set_interval(500), true, Origin::default(), T0 + 1);
+    let effects = r.take_effects();
+    assert_eq!(
+        states(&effects, id),
+        [CommandState::Queued, CommandState::Sent]
+    );
+    assert!(effects.contains(&Effect::Send {
+        session,
+        id,
+        body: set_interval(500)
+    }));
+    r.command_acked(7, id, T0 + 2);
+    r.command_result(
+        7,
+        id,
+        Outcome::Succeeded,
+        Some("interval 500 ms".into()),
+        T0 + 3,
+    );
+    let effects = r.take_effects();
+    assert_eq!(
+        states(&effects, id),
+        [CommandState::Acked, CommandState::Succeeded]
+    );
+    let c = r.command(id).unwrap();
+    assert_eq!(c.detail.as_deref(), Some("interval 500 ms"));
+    assert_eq!(c.updated_ms, T0 + 3);
+    assert_eq!(
+        r.counters().commands_final[CommandState::Succeeded.index()],
+        1
+    );
+}
+
+#[test]
+fn unknown_device_is_rejected_at_once() {
+    let mut r = Registry::new(config());
+    let id = r.submit(99, CommandBody::Identify, true, Origin::default(), T0);
+    assert_eq!(states(&r.take_effects(), id), [CommandState::Rejected]);
+    assert!(r
+        .command(id)
+        .unwrap()
+        .detail
+        .as_ref()
+        .unwrap()
+        .contains("unknown device 99"));
+}
+
+#[test]
+fn offline_device_rejects_or_queues_as_the_command_says() {
+    let mut r = Registry::new(config());
+    r.data_seen(5, T0); // known from data only: no session
+    r.take_effects();
+    let no_wait = r.submit(5, CommandBody::Identify, false, Origin::default(), T0);
+    assert_eq!(states(&r.take_effects(), no_wait), [CommandState::Rejected]);
+
+    let waits = r.submit(5, CommandBody::Identify, true, Origin::default(), T0);
+    assert_eq!(states(&r.take_effects(), waits), [CommandState::Queued]);
+    // The device connects: the queued command goes out.
+    let session = r.open_session(&hello(5, 1_000), T0 + 2_000).unwrap();
+    let effects = r.take_effects();
+    assert_eq!(states(&effects, waits), [CommandState::Sent]);
+    assert!(effects.contains(&Effect::Send {
+        session,
+        id: waits,
+        body: CommandBody::Identify
+    }));
+}
+
+#[test]
+fn command_times_out_at_its_ttl_and_not_before() {
+    let mut r = Registry::new(config());
+    r.data_seen(5, T0);
+    let id = r.submit(5, CommandBody::Reboot, true, Origin::default(), T0);
+    r.take_effects();
+    r.tick(T0 + 9_999);
+    assert_eq!(states(&r.take_effects(), id), []);
+    r.tick(T0 + 10_000);
+    assert_eq!(states(&r.take_effects(), id), [CommandState::TimedOut]);
+    // A late result changes nothing and is counted.
+    r.command_result(5, id, Outcome::Succeeded, None, T0 + 10_001);
+    assert_eq!(r.command(id).unwrap().state, CommandState::TimedOut);
+    assert_eq!(r.counters().unmatched_replies, 1);
+}
+
+#[test]
+fn sent_commands_time_out_too_and_free_the_way() {
+    let mut r = Registry::new(config());
+    r.open_session(&hello(5, 1_000), T0).unwrap();
+    let first = r.submit(5, CommandBody::Identify, true, Origin::default(), T0);
+    let second = r.submit(5, CommandBody::Reboot, true, Origin::default(), T0 + 5_000);
+    let effects = r.take_effects();
+    // One in flight at a time: the second waits.
+    assert_eq!(
+        states(&effects, first),
+        [CommandState::Queued, CommandState::Sent]
+    );
+    assert_eq!(states(&effects, second), [CommandState::Queued]);
+    r.tick(T0 + 10_000);
+    let effects = r.take_effects();
+    assert_eq!(states(&effects, first), [CommandState::TimedOut]);
+    assert_eq!(states(&effects, second), [CommandState::Sent]);
+}
+
+#[test]
+fn next_command_is_sent_when_the_previous_finishes() {
+    let mut r = Registry::new(config());
+    r.open_session(&hello(5, 1_000), T0).unwrap();
+    let a = r.submit(5, set_interval(100), true, Origin::default(), T0);
+    let b = r.submit(5, set_interval(200), true, Origin::default(), T0);
+    r.take_effects();
+    r.command_acked(5, a, T0 + 1);
+    r.command_result(5, a, Outcome::Failed, Some("nope".into()), T0 + 2);
+    let effects = r.take_effects();
+    assert_eq!(
+        states(&effects, a),
+        [CommandState::Acked, CommandState::Failed]
+    );
+    assert_eq!(states(&effects, b), [CommandState::Sent]);
+}
+
+#[test]
+fn full_queue_rejects() {
+    let mut r = Registry::new(config());
+    r.data_seen(5, T0);
+    r.submit(5, CommandBody::Identify, true, Origin::default(), T0);
+    r.submit(5, CommandBody::Identify, true, Origin::default(), T0);
+    let third = r.submit(5, CommandBody::Identify, true, Origin::default(), T0);
+    let effects = r.take_effects();
+    assert_eq!(states(&effects, third), [CommandState::Rejected]);
+    assert!(r
+        .command(third)
+        .unwrap()
+        .detail
+        .as_ref()
+        .unwrap()
+        .contains("queue_per_device"));
+}
+
+#[test]
+fn a_second_hello_replaces_the_session() {
+    let mut r = Registry::new(config());
+    let old = r.open_session(&hello(7, 1_000), T0).unwrap();
+    let new = r.open_session(&hello(7, 1_000), T0 + 10).unwrap();
+    assert_ne!(old, new);
+    let effects = r.take_effects();
+    assert!(effects.contains(&Effect::CloseSession {
+        session: old,
+        reason: RejectReason::Replaced
+    }));
+    assert_eq!(r.counters().sessions_replaced, 1);
+    // The old session's end does not disturb the new one.
+    r.close_session(7, old, T0 + 20);
+    assert_eq!(r.device(7).unwrap().session, Some(new));
+}
+
+#[test]
+fn silent_device_goes_late_then_offline_then_back_online() {
+    let mut r = Registry::new(config());
+    r.data_seen(3, T0); // data-only device, default interval 1 s
+    r.take_effects();
+    r.tick(T0 + 2_999);
+    assert_eq!(statuses(&r.take_effects()), []);
+    r.tick(T0 + 3_000);
+    assert_eq!(
+        statuses(&r.take_effects()),
+        [(3, Some(DeviceStatus::Online), DeviceStatus::Late)]
+    );
+    r.tick(T0 + 9_999);
+    assert_eq!(statuses(&r.take_effects()), []);
+    r.tick(T0 + 10_000);
+    assert_eq!(
+        statuses(&r.take_effects()),
+        [(3, Some(DeviceStatus::Late), DeviceStatus::Offline)]
+    );
+    r.data_seen(3, T0 + 20_000);
+    assert_eq!(
+        statuses(&r.take_effects()),
+        [(3, Some(DeviceStatus::Offline), DeviceStatus::Online)]
+    );
+    assert_eq!(r.status_counts(), [1, 0, 0]);
+}
+
+#[test]
+fn declared_interval_sets_the_cadence() {
+    let mut r = Registry::new(config());
+    r.open_session(&hello(4, 10_000), T0).unwrap();
+    r.data_seen(4, T0);
+    r.take_effects();
+    r.tick(T0 + 29_999);
+    assert_eq!(r.device(4).unwrap().status, DeviceStatus::Online);
+    r.tick(T0 + 30_000);
+    assert_eq!(r.device(4).unwrap().status, DeviceStatus::Late);
+}
+
+#[test]
+fn connected_device_without_data_is_late_not_offline() {
+    let mut r = Registry::new(config());
+    r.open_session(&hello(4, 1_000), T0).unwrap();
+    r.tick(T0 + 60_000);
+    assert_eq!(r.device(4).unwrap().status, DeviceStatus::Late);
+}
+
+#[test]
+fn lost_session_and_no_data_is_offline_at_the_late_threshold() {
+    let mut r = Registry::new(config());
+    let s = r.open_session(&hello(4, 1_000), T0).unwrap();
+    r.data_seen(4, T0);
+    r.close_session(4, s, T0 + 500);
+    r.take_effects();
+    r.tick(T0 + 2_999);
+    assert_eq!(r.device(4).unwrap().status, DeviceStatus::Online);
+    r.tick(T0 + 3_000);
+    assert_eq!(
+        statuses(&r.take_effects()),
+        [(4, Some(DeviceStatus::Online), DeviceStatus::Offline)]
+    );
+}
+
+#[test]
+fn data_less_device_is_online_exactly_while_connected() {
+    let mut r = Registry::new(config());
+    let s = r.open_session(&hello(6, 0), T0).unwrap();
+    r.tick(T0 + 1_000_000);
+    assert_eq!(r.device(6).unwrap().status, DeviceStatus::Online);
+    r.close_session(6, s, T0 + 1_000_001);
+    assert_eq!(r.device(6).unwrap().status, DeviceStatus::Offline);
+}
+
+#[test]
+fn replies_for_other_devices_or_unknown_ids_are_counted_not_applied() {
+    let mut r = Registry::new(config());
+    r.open_session(&hello(1, 1_000), T0).unwrap();
+    r.open_session(&hello(2, 1_000), T0).unwrap();
+    let id = r.submit(1, CommandBody::Identify, true, Origin::default(), T0);
+    r.command_acked(2, id, T0);
+    r.command_result(2, id, Outcome::Succeeded, None, T0);
+    r.command_acked(1, 4_000, T0);
+    assert_eq!(r.command(id).unwrap().state, CommandState::Sent);
+    assert_eq!(r.counters().unmatched_replies, 3);
+}
+
+#[test]
+fn finished_commands_are_retained_up_to_the_bound() {
+    let mut r = Registry::new(config());
+    let ids: Vec<CommandId> = (0..6)
+        .map(|_| r.submit(42, CommandBody::Identify, true, Origin::default(), T0))
+        .collect();
+    assert!(r.command(ids[0]).is_none());
+    assert!(r.command(ids[1]).is_none());
+    assert!(r.command(ids[2]).is_some());
+    assert!(r.command(ids[5]).is_some());
+}
+
+#[test]
+fn device_limit_refuses_new_devices() {
+    let mut r = Registry::new(config());
+    for id in 1..=3 {
+        r.open_session(&hello(id, 1_000), T0).unwrap();
+    }
+    assert_eq!(
+        r.open_session(&hello(4, 1_000), T0),
+        Err(RejectReason::TooManyDevices)
+    );
+    r.data_seen(5, T0); // not tracked either
+    assert!(r.device(5).is_none());
+    // Known devices still reconnect.
+    assert!(r.open_session(&hello(2, 1_000), T0 + 1).is_ok());
+    assert_eq!(r.counters().rejected_too_many_devices, 1);
+}
