@@ -53,6 +53,10 @@ pub struct HubConfig {
     pub ws: WsConfig,
     /// Bounds on tracked state.
     pub limits: LimitsConfig,
+    /// Liveness thresholds.
+    pub liveness: LivenessConfig,
+    /// Command lifecycle bounds.
+    pub commands: CommandsConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
 }
@@ -75,6 +79,48 @@ pub struct UdpConfig {
 pub struct ControlConfig {
     /// Listen address of the TCP control channel.
     pub bind: SocketAddr,
+    /// Token any device may use ("" for none).
+    pub fleet_token: String,
+    /// Largest frame body, bytes.
+    pub max_frame_bytes: usize,
+    /// Deadline for preamble and hello, ms.
+    pub handshake_timeout_ms: u64,
+    /// Heartbeat period asked of devices, ms.
+    pub heartbeat_interval_ms: u64,
+    /// Session closed after this long without a frame, ms.
+    pub idle_timeout_ms: u64,
+    /// Most concurrent control connections.
+    pub max_connections: usize,
+    /// Per-device tokens, keyed by device id.
+    pub tokens: HashMap<String, String>,
+}
+
+/// `[liveness]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LivenessConfig {
+    /// Cadence assumed before a device declares one, ms.
+    pub default_interval_ms: u64,
+    /// Missed intervals before `late`.
+    pub late_after_intervals: u32,
+    /// Missed intervals before `offline`.
+    pub offline_after_intervals: u32,
+    /// Evaluation period, ms.
+    pub tick_ms: u64,
+}
+
+/// `[commands]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// Time from submission to result before `timed_out`, ms.
+    pub ttl_ms: u64,
+    /// Waiting commands per device.
+    pub queue_per_device: usize,
+    /// Unanswered commands per device.
+    pub max_in_flight: usize,
+    /// Finished commands kept.
+    pub retain_finished: usize,
 }
 
 /// `[http]`
@@ -162,7 +208,28 @@ impl HubConfig {
 
     /// Checks ranges the types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, usize); 7] = [
+        let positive: [(&'static str, usize); 16] = [
+            ("control.max_connections", self.control.max_connections),
+            (
+                "control.handshake_timeout_ms",
+                self.control.handshake_timeout_ms as usize,
+            ),
+            (
+                "control.heartbeat_interval_ms",
+                self.control.heartbeat_interval_ms as usize,
+            ),
+            (
+                "liveness.default_interval_ms",
+                self.liveness.default_interval_ms as usize,
+            ),
+            (
+                "liveness.late_after_intervals",
+                self.liveness.late_after_intervals as usize,
+            ),
+            ("liveness.tick_ms", self.liveness.tick_ms as usize),
+            ("commands.ttl_ms", self.commands.ttl_ms as usize),
+            ("commands.queue_per_device", self.commands.queue_per_device),
+            ("commands.max_in_flight", self.commands.max_in_flight),
             ("udp.recv_buffer_bytes", self.udp.recv_buffer_bytes),
             ("udp.batch_max", self.udp.batch_max),
             ("ws.max_clients", self.ws.max_clients),
@@ -179,6 +246,37 @@ impl HubConfig {
                 });
             }
         }
+        if !(64..=65_535).contains(&self.control.max_frame_bytes) {
+            return Err(ConfigError::OutOfRange {
+                key: "control.max_frame_bytes",
+                expected: "between 64 and 65535 bytes",
+            });
+        }
+        if self.control.idle_timeout_ms <= self.control.heartbeat_interval_ms {
+            return Err(ConfigError::OutOfRange {
+                key: "control.idle_timeout_ms",
+                expected: "longer than control.heartbeat_interval_ms (e.g. three times it)",
+            });
+        }
+        if self.control.heartbeat_interval_ms > u64::from(u32::MAX) {
+            return Err(ConfigError::OutOfRange {
+                key: "control.heartbeat_interval_ms",
+                expected: "at most 4294967295",
+            });
+        }
+        if self.liveness.offline_after_intervals <= self.liveness.late_after_intervals {
+            return Err(ConfigError::OutOfRange {
+                key: "liveness.offline_after_intervals",
+                expected: "more than liveness.late_after_intervals",
+            });
+        }
+        if self.control.fleet_token.len() > 128 {
+            return Err(ConfigError::OutOfRange {
+                key: "control.fleet_token",
+                expected: "at most 128 bytes (the hello's token field)",
+            });
+        }
+        self.device_tokens()?;
         if self.ws.max_client_message_bytes < 256 {
             return Err(ConfigError::OutOfRange {
                 key: "ws.max_client_message_bytes",
@@ -207,6 +305,29 @@ fn explain(message: String) -> String {
         format!("{message}: expected IP:PORT, e.g. \"0.0.0.0:47100\" or \"[::]:47100\"")
     } else {
         message
+    }
+}
+
+impl HubConfig {
+    /// `control.tokens` with parsed device ids.
+    pub fn device_tokens(&self) -> Result<HashMap<u32, String>, ConfigError> {
+        self.control
+            .tokens
+            .iter()
+            .map(|(id, token)| {
+                let device: u32 = id.parse().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "key `control.tokens.{id}` is not a device id: expected a whole number like \"17\""
+                    ))
+                })?;
+                if token.len() > 128 || token.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "bad value for `control.tokens.{id}`: expected a token of 1 to 128 bytes"
+                    )));
+                }
+                Ok((device, token.clone()))
+            })
+            .collect()
     }
 }
 

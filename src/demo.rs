@@ -22,6 +22,7 @@ pub fn reachable(addr: SocketAddr) -> SocketAddr {
 
 /// Runs the hub with `devices` simulated devices until SIGINT/SIGTERM.
 pub async fn demo(config: HubConfig, devices: u32, interval_ms: u64) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal().context("installing signal handlers")?;
     let listeners = Listeners::bind(&config).await?;
     let udp = reachable(listeners.udp_addr()?);
     let http = reachable(listeners.http_addr()?);
@@ -36,7 +37,7 @@ pub async fn demo(config: HubConfig, devices: u32, interval_ms: u64) -> anyhow::
     });
     let stop_fleet = CancellationToken::new();
     let sim = tokio::spawn(run_udp(fleet, udp, stop_fleet.clone()));
-    let result = run(config, listeners, shutdown_signal()).await;
+    let result = run(config, listeners, shutdown).await;
     stop_fleet.cancel();
     let stats = sim
         .await

@@ -2,13 +2,20 @@
 //! drive it with `warp::test` without a server: embedded dashboard files,
 //! `GET /api/devices`, `GET /healthz`, `GET /metrics` and `/ws`.
 
-use serde::Serialize;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sensor_hub_protocol::control::ValueKind;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
 use warp::http::{header, Response, StatusCode};
 use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection, Reply};
 
 use crate::assets;
+use crate::command_json::parse_command;
 use crate::hub::{unix_ms, Hub};
+use crate::registry::{kind_of, CommandRecord, CommandState, DeviceEntry, DeviceStatus, Origin};
 use crate::state::DeviceState;
 use crate::ws;
 use crate::ws::messages::JsonValue;
@@ -38,71 +45,207 @@ pub(crate) fn response(
 }
 
 #[derive(Serialize)]
-struct SensorView {
+struct SensorView<'a> {
     channel: u8,
-    value: JsonValue,
-    time_ms: u64,
-    received_ms: u64,
+    name: Option<&'a str>,
+    unit: Option<&'a str>,
+    kind: Option<ValueKind>,
+    min: Option<f32>,
+    max: Option<f32>,
+    value: Option<JsonValue>,
+    time_ms: Option<u64>,
+    received_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
-struct DeviceView {
+struct DeviceView<'a> {
     id: u32,
-    addr: String,
-    first_seen_ms: u64,
-    last_seen_ms: u64,
+    name: Option<&'a str>,
+    firmware: Option<&'a str>,
+    interval_ms: Option<u32>,
+    status: Option<DeviceStatus>,
+    status_since_ms: Option<u64>,
+    connected: bool,
+    clock_offset_ms: Option<i64>,
+    addr: Option<String>,
+    first_seen_ms: Option<u64>,
+    last_seen_ms: Option<u64>,
     datagrams: u64,
     readings: u64,
     bytes: u64,
-    last_seq: u32,
-    sensors: Vec<SensorView>,
+    last_seq: Option<u32>,
+    sensors: Vec<SensorView<'a>>,
 }
 
-impl From<&DeviceState> for DeviceView {
-    fn from(d: &DeviceState) -> Self {
-        DeviceView {
-            id: d.id,
-            addr: d.addr.to_string(),
-            first_seen_ms: d.first_seen_ms,
-            last_seen_ms: d.last_seen_ms,
-            datagrams: d.datagrams,
-            readings: d.readings,
-            bytes: d.bytes,
-            last_seq: d.last_seq,
-            sensors: d
-                .sensors
-                .iter()
-                .map(|(&channel, s)| SensorView {
-                    channel,
-                    value: JsonValue(s.value),
-                    time_ms: s.time_ms,
-                    received_ms: s.received_ms,
-                })
-                .collect(),
-        }
+fn device_view<'a>(
+    id: u32,
+    data: Option<&'a DeviceState>,
+    entry: Option<&'a DeviceEntry>,
+) -> DeviceView<'a> {
+    let info = entry.and_then(|e| e.info.as_ref());
+    let mut channels: BTreeSet<u8> = info
+        .map(|i| i.sensors.iter().map(|s| s.channel).collect())
+        .unwrap_or_default();
+    if let Some(d) = data {
+        channels.extend(d.sensors.keys());
+    }
+    let sensors = channels
+        .into_iter()
+        .map(|channel| {
+            let declared = info.and_then(|i| i.sensors.iter().find(|s| s.channel == channel));
+            let latest = data.and_then(|d| d.sensors.get(&channel));
+            SensorView {
+                channel,
+                name: declared.map(|s| s.name.as_str()),
+                unit: declared.map(|s| s.unit.as_str()),
+                kind: declared.map(|s| s.kind),
+                min: declared.and_then(|s| s.min),
+                max: declared.and_then(|s| s.max),
+                value: latest.map(|s| JsonValue(s.value)),
+                time_ms: latest.map(|s| s.time_ms),
+                received_ms: latest.map(|s| s.received_ms),
+            }
+        })
+        .collect();
+    DeviceView {
+        id,
+        name: info.map(|i| i.name.as_str()),
+        firmware: info.map(|i| i.firmware.as_str()),
+        interval_ms: info.map(|i| i.interval_ms),
+        status: entry.map(|e| e.status),
+        status_since_ms: entry.map(|e| e.status_since_ms),
+        connected: entry.is_some_and(|e| e.session.is_some()),
+        clock_offset_ms: entry.and_then(|e| e.clock_offset_ms),
+        addr: data.map(|d| d.addr.to_string()),
+        first_seen_ms: data.map(|d| d.first_seen_ms),
+        last_seen_ms: data
+            .map(|d| d.last_seen_ms)
+            .max(entry.and_then(|e| e.last_seen_ms())),
+        datagrams: data.map_or(0, |d| d.datagrams),
+        readings: data.map_or(0, |d| d.readings),
+        bytes: data.map_or(0, |d| d.bytes),
+        last_seq: data.map(|d| d.last_seq),
+        sensors,
     }
 }
 
 #[derive(Serialize)]
-struct DevicesView {
+struct DevicesView<'a> {
     hub_time_ms: u64,
-    devices: Vec<DeviceView>,
+    devices: Vec<DeviceView<'a>>,
 }
 
-/// JSON body of `GET /api/devices`.
+/// JSON body of `GET /api/devices`: every device the data plane or the
+/// control plane knows, with declared sensors merged with latest values.
 pub fn devices_json(hub: &Hub) -> String {
-    let view = {
-        let state = hub.lock_state();
-        DevicesView {
-            hub_time_ms: unix_ms(),
-            devices: state
-                .devices_by_id()
-                .into_iter()
-                .map(DeviceView::from)
-                .collect(),
-        }
+    let state = hub.lock_state();
+    let mut ids: BTreeSet<u32> = state.devices_by_id().iter().map(|d| d.id).collect();
+    ids.extend(state.registry.device_ids());
+    let view = DevicesView {
+        hub_time_ms: unix_ms(),
+        devices: ids
+            .into_iter()
+            .map(|id| device_view(id, state.device(id), state.registry.device(id)))
+            .collect(),
     };
     serde_json::to_string(&view).unwrap_or_default()
+}
+
+/// A command as the HTTP API reports it.
+#[derive(Serialize)]
+struct CommandView<'a> {
+    command_id: u32,
+    device: u32,
+    kind: &'a str,
+    state: CommandState,
+    detail: Option<&'a str>,
+    created_ms: u64,
+    updated_ms: u64,
+}
+
+fn command_json(record: &CommandRecord) -> String {
+    serde_json::to_string(&CommandView {
+        command_id: record.id,
+        device: record.device,
+        kind: kind_of(&record.body),
+        state: record.state,
+        detail: record.detail.as_deref(),
+        created_ms: record.created_ms,
+        updated_ms: record.updated_ms,
+    })
+    .unwrap_or_default()
+}
+
+fn json_error(status: StatusCode, message: String) -> Response<Bytes> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    response(status, "application/json", body)
+}
+
+/// Query of `POST /api/devices/{id}/commands`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandQuery {
+    /// Queue the command while the device has no session (default true).
+    wait: Option<bool>,
+    /// How long this request waits for a final state, ms (default: the
+    /// command TTL plus one second; at most ten minutes).
+    timeout_ms: Option<u64>,
+}
+
+/// Submits a command and answers with its final state (200) or, if the
+/// request's wait ends first, its current state (202).
+async fn submit_command(
+    hub: Hub,
+    device: u32,
+    query: CommandQuery,
+    body: Bytes,
+) -> Response<Bytes> {
+    let command: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            let message =
+                format!("the body must be a JSON command like {{\"kind\":\"identify\"}}: {e}");
+            return json_error(StatusCode::BAD_REQUEST, message);
+        }
+    };
+    let body = match parse_command(&command) {
+        Ok(body) => body,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
+    };
+    let default_wait = hub.config().commands.ttl_ms.saturating_add(1_000);
+    let wait = Duration::from_millis(query.timeout_ms.unwrap_or(default_wait).min(600_000));
+    let mut updates = hub.subscribe_commands();
+    let id = hub.control(|r, now| {
+        r.submit(
+            device,
+            body,
+            query.wait.unwrap_or(true),
+            Origin::default(),
+            now,
+        )
+    });
+    let current = |hub: &Hub| hub.lock_state().registry.command(id).cloned();
+    let mut record = current(&hub);
+    let deadline = tokio::time::Instant::now() + wait;
+    while !record.as_ref().is_some_and(|r| r.state.is_final()) {
+        match tokio::time::timeout_at(deadline, updates.recv()).await {
+            Err(_) | Ok(Err(RecvError::Closed)) => break,
+            // Wake-ups only: the registry has the newest state.
+            Ok(Ok(update)) if update.id == id => record = current(&hub).or(Some(update)),
+            Ok(Ok(_)) => {}
+            Ok(Err(RecvError::Lagged(_))) => record = current(&hub).or(record),
+        }
+    }
+    match record {
+        Some(r) if r.state.is_final() => {
+            response(StatusCode::OK, "application/json", command_json(&r))
+        }
+        Some(r) => response(StatusCode::ACCEPTED, "application/json", command_json(&r)),
+        None => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the command was retired before it could be reported (commands.retain_finished)".into(),
+        ),
+    }
 }
 
 /// The whole HTTP application.
@@ -131,7 +274,19 @@ pub fn routes(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejectio
                 None => Err(warp::reject::not_found()),
             }
         });
-    ws::route(hub).or(devices).or(healthz).or(metrics).or(files)
+    let command_hub = hub.clone();
+    let commands = warp::path!("api" / "devices" / u32 / "commands")
+        .and(warp::post())
+        .and(warp::query::<CommandQuery>())
+        .and(warp::body::content_length_limit(16 * 1024))
+        .and(warp::body::bytes())
+        .then(move |device, query, body| submit_command(command_hub.clone(), device, query, body));
+    ws::route(hub)
+        .or(devices)
+        .or(commands)
+        .or(healthz)
+        .or(metrics)
+        .or(files)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! the pure state behind one lock, the shell's counters, the broadcast ring
 //! of live frames, and the shutdown token and task tracker.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,8 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::HubConfig;
-use crate::metrics::{render, MetricsSnapshot, ShellMetrics};
+use crate::control::auth::Tokens;
+use crate::control::Outbound;
+use crate::dispatch::dispatch;
+use crate::metrics::{bump, render, MetricsSnapshot, ShellMetrics};
 use crate::net::{kernel_udp_stats, RecvBuffer};
+use crate::registry::{CommandRecord, Registry, RegistryConfig, SessionId};
 use crate::state::HubState;
 use crate::ws::Frame;
 
@@ -22,6 +27,10 @@ pub fn unix_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Command updates kept for HTTP requests waiting on a result; a waiter
+/// that falls behind re-reads the registry.
+const COMMAND_UPDATES: usize = 1024;
 
 /// Facts about the UDP socket the metrics need.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +47,9 @@ struct Inner {
     state: Mutex<HubState>,
     metrics: ShellMetrics,
     frames: broadcast::Sender<Frame>,
+    command_updates: broadcast::Sender<CommandRecord>,
+    sessions: Mutex<HashMap<SessionId, tokio::sync::mpsc::Sender<Outbound>>>,
+    tokens: Tokens,
     started: Instant,
     udp: UdpSocketInfo,
     cancel: CancellationToken,
@@ -52,11 +64,30 @@ impl Hub {
     /// A hub with empty state.
     pub fn new(config: HubConfig, udp: UdpSocketInfo) -> Hub {
         let (frames, _) = broadcast::channel(config.ws.broadcast_frames);
+        let (command_updates, _) = broadcast::channel(COMMAND_UPDATES);
+        let registry = Registry::new(RegistryConfig {
+            max_devices: config.limits.max_devices,
+            default_interval_ms: config.liveness.default_interval_ms,
+            late_after_intervals: config.liveness.late_after_intervals,
+            offline_after_intervals: config.liveness.offline_after_intervals,
+            command_ttl_ms: config.commands.ttl_ms,
+            queue_per_device: config.commands.queue_per_device,
+            max_in_flight: config.commands.max_in_flight,
+            retain_finished: config.commands.retain_finished,
+        });
+        // Validated when the configuration was loaded.
+        let tokens = Tokens::new(
+            &config.control.fleet_token,
+            config.device_tokens().unwrap_or_default(),
+        );
         Hub(Arc::new(Inner {
-            state: Mutex::new(HubState::new(config.limits.max_devices)),
+            tokens,
+            state: Mutex::new(HubState::new(config.limits.max_devices, registry)),
             config,
             metrics: ShellMetrics::default(),
             frames,
+            command_updates,
+            sessions: Mutex::new(HashMap::new()),
             started: Instant::now(),
             udp,
             cancel: CancellationToken::new(),
@@ -74,6 +105,60 @@ impl Hub {
     /// poisoned lock is used as is.
     pub fn lock_state(&self) -> MutexGuard<'_, HubState> {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the registry at the current time and applies the effects
+    /// it queued, in order, before the lock is released (every effect is a
+    /// non-blocking send, so ordering is kept without a dispatcher task).
+    pub fn control<R>(&self, f: impl FnOnce(&mut Registry, u64) -> R) -> R {
+        let now = unix_ms();
+        let mut state = self.lock_state();
+        let result = f(&mut state.registry, now);
+        let effects = state.registry.take_effects();
+        dispatch(self, effects);
+        result
+    }
+
+    /// Registers the outbound queue of a control session.
+    pub fn add_session(&self, session: SessionId, tx: tokio::sync::mpsc::Sender<Outbound>) {
+        self.sessions().insert(session, tx);
+    }
+
+    /// Forgets a control session's outbound queue.
+    pub fn remove_session(&self, session: SessionId) {
+        self.sessions().remove(&session);
+    }
+
+    /// Queues a message for a control session without waiting. The queue is
+    /// sized for the commands a device may have in flight, so a full queue
+    /// means a stuck session: the message is dropped, counted, and the
+    /// command times out.
+    pub fn send_to_session(&self, session: SessionId, message: Outbound) {
+        let sender = self.sessions().get(&session).cloned();
+        if let Some(tx) = sender {
+            if tx.try_send(message).is_err() {
+                bump(&self.metrics().control_outbound_dropped);
+            }
+        }
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<SessionId, tokio::sync::mpsc::Sender<Outbound>>> {
+        self.0.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes a command's new state to HTTP requests waiting on it.
+    pub fn publish_command(&self, record: CommandRecord) {
+        let _ = self.0.command_updates.send(record);
+    }
+
+    /// A receiver of every command update from now on.
+    pub fn subscribe_commands(&self) -> broadcast::Receiver<CommandRecord> {
+        self.0.command_updates.subscribe()
+    }
+
+    /// The device tokens the control channel accepts.
+    pub fn tokens(&self) -> &Tokens {
+        &self.0.tokens
     }
 
     /// The shell's counters.
@@ -103,13 +188,22 @@ impl Hub {
 
     /// The Prometheus text of every metric, now.
     pub fn metrics_text(&self) -> String {
-        let (ingest, devices) = {
+        let (ingest, devices, registry, device_status, control_sessions) = {
             let state = self.lock_state();
-            (state.counters().clone(), state.device_count())
+            (
+                state.counters().clone(),
+                state.device_count(),
+                state.registry.counters().clone(),
+                state.registry.status_counts(),
+                state.registry.sessions(),
+            )
         };
         render(&MetricsSnapshot {
             ingest,
             devices,
+            registry,
+            device_status,
+            control_sessions,
             shell: self.metrics(),
             kernel: self.0.udp.inode.and_then(kernel_udp_stats),
             udp_recv_buffer_bytes: self.0.udp.recv_buffer.granted(),

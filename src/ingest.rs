@@ -8,6 +8,7 @@ use std::io;
 use sensor_hub_protocol::MAX_DATAGRAM_LEN;
 use tokio::net::UdpSocket;
 
+use crate::dispatch::dispatch;
 use crate::hub::{unix_ms, Hub};
 use crate::live::LiveSender;
 use crate::metrics::bump;
@@ -59,6 +60,11 @@ pub async fn run(hub: Hub, socket: UdpSocket, live: LiveSender) {
                         accepted.push(datagram);
                     }
                 }
+            }
+            // Devices that appeared or came back online.
+            let effects = state.registry.take_effects();
+            if !effects.is_empty() {
+                dispatch(&hub, effects);
             }
         }
         let full_cycle = received.len() == batch_max;

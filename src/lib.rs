@@ -6,6 +6,9 @@
 //!
 //! Pure core (no sockets, no clocks; time is passed in):
 //! * [`state`]: per-device and per-sensor state, ingest counters, drop reasons.
+//! * [`registry`]: control sessions, liveness and the command lifecycle,
+//!   as a state machine that returns effects.
+//! * [`command_json`]: commands as clients write them in JSON.
 //! * [`ws::messages`]: the WebSocket JSON messages, both directions.
 //! * [`config`]: typed configuration and its layered loading.
 //! * [`metrics`]: counters and their Prometheus text.
@@ -18,7 +21,8 @@
 //! * [`live`]: batching accepted datagrams into shared JSON frames.
 //! * [`ws`]: the `/ws` endpoint and per-client sessions.
 //! * [`http`]: the HTTP application (dashboard files, API, metrics).
-//! * [`control`]: the TCP control-channel listener.
+//! * [`control`]: the TCP control channel: listener, sessions, tokens.
+//! * [`dispatch`]: applies the registry's effects (sessions, status frames).
 //! * [`net`]: socket options and kernel counters.
 //! * [`assets`]: the embedded dashboard files.
 //! * [`demo`]: a hub plus simulated devices in one process.
@@ -27,9 +31,11 @@
 //! `docs/PROTOCOL.md`.
 
 pub mod assets;
+pub mod command_json;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod dispatch;
 pub mod http;
 pub mod hub;
 pub mod ingest;

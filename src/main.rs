@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sensor_hub::config::HubConfig;
 use sensor_hub::server::{run, shutdown_signal, Listeners};
@@ -77,6 +78,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = load(config.as_ref())?;
             runtime()?.block_on(async {
+                let shutdown = shutdown_signal().context("installing signal handlers")?;
                 let listeners = Listeners::bind(&config).await?;
                 tracing::info!(
                     udp = %listeners.udp_addr()?,
@@ -84,7 +86,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     http = %listeners.http_addr()?,
                     "sensor-hub listening"
                 );
-                run(config, listeners, shutdown_signal()).await
+                run(config, listeners, shutdown).await
             })
         }
         Command::Demo {

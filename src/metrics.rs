@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::control::CloseReason;
 use crate::net::KernelUdpStats;
+use crate::registry::{CommandState, DeviceStatus, RegistryCounters};
 use crate::state::{DropReason, IngestCounters};
 use crate::ws::messages::ClientError;
 
@@ -32,6 +34,10 @@ pub struct ShellMetrics {
     pub udp_recv_errors: AtomicU64,
     /// Control-channel connections accepted.
     pub control_connections: AtomicU64,
+    /// Control connections ended, by [`CloseReason::index`].
+    pub control_closed: [AtomicU64; CloseReason::COUNT],
+    /// Messages for a control session dropped because its queue was full.
+    pub control_outbound_dropped: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -46,6 +52,12 @@ pub struct MetricsSnapshot<'a> {
     pub ingest: IngestCounters,
     /// Tracked devices.
     pub devices: usize,
+    /// The registry's counters.
+    pub registry: RegistryCounters,
+    /// Devices per status, in [`DeviceStatus::ALL`] order.
+    pub device_status: [usize; 3],
+    /// Open control sessions.
+    pub control_sessions: usize,
     /// The shell's counters.
     pub shell: &'a ShellMetrics,
     /// Kernel counters of the UDP socket, where the OS exposes them.
@@ -200,6 +212,69 @@ pub fn render(s: &MetricsSnapshot<'_>) -> String {
         let count = load(&sh.ws_client_errors[e.index()]);
         let _ = writeln!(out, "{errors}{{code=\"{}\"}} {count}", e.code());
     }
+    let by_status = "sensor_hub_devices_by_status";
+    family(&mut out, by_status, GAUGE, "Devices per liveness status.");
+    for status in DeviceStatus::ALL {
+        let count = s.device_status[status as usize];
+        let _ = writeln!(out, "{by_status}{{status=\"{}\"}} {count}", status.name());
+    }
+    let closed = "sensor_hub_control_closed_total";
+    family(
+        &mut out,
+        closed,
+        COUNTER,
+        "Control connections ended, by reason.",
+    );
+    for reason in CloseReason::ALL {
+        let count = load(&sh.control_closed[reason.index()]);
+        let _ = writeln!(out, "{closed}{{reason=\"{}\"}} {count}", reason.name());
+    }
+    let commands = "sensor_hub_commands_finished_total";
+    family(
+        &mut out,
+        commands,
+        COUNTER,
+        "Commands that reached a final state, by state.",
+    );
+    for state in CommandState::ALL.into_iter().filter(|s| s.is_final()) {
+        let count = s.registry.commands_final[state.index()];
+        let _ = writeln!(out, "{commands}{{state=\"{}\"}} {count}", state.name());
+    }
+    singles(
+        &mut out,
+        &[
+            (
+                "sensor_hub_control_sessions",
+                GAUGE,
+                "Open control sessions.",
+                s.control_sessions as u64,
+            ),
+            (
+                "sensor_hub_control_sessions_opened_total",
+                COUNTER,
+                "Control sessions opened (hello accepted).",
+                s.registry.sessions_opened,
+            ),
+            (
+                "sensor_hub_control_sessions_replaced_total",
+                COUNTER,
+                "Control sessions replaced by a newer hello of the same device.",
+                s.registry.sessions_replaced,
+            ),
+            (
+                "sensor_hub_control_unmatched_replies_total",
+                COUNTER,
+                "Command acks or results naming no pending command of that device.",
+                s.registry.unmatched_replies,
+            ),
+            (
+                "sensor_hub_control_outbound_dropped_total",
+                COUNTER,
+                "Messages for a control session dropped because its queue was full.",
+                load(&sh.control_outbound_dropped),
+            ),
+        ],
+    );
     singles(
         &mut out,
         &[
@@ -235,6 +310,9 @@ mod tests {
         let text = render(&MetricsSnapshot {
             ingest,
             devices: 4,
+            registry: RegistryCounters::default(),
+            device_status: [3, 1, 0],
+            control_sessions: 2,
             shell: &shell,
             kernel: Some(KernelUdpStats {
                 drops: 2,
@@ -251,6 +329,10 @@ mod tests {
         assert!(text.contains("sensor_hub_udp_kernel_drops_total 2\n"));
         assert!(text.contains("sensor_hub_ws_clients_rejected_total 1\n"));
         assert!(text.contains("sensor_hub_devices 4\n"));
+        assert!(text.contains("sensor_hub_devices_by_status{status=\"late\"} 1\n"));
+        assert!(text.contains("sensor_hub_control_sessions 2\n"));
+        assert!(text.contains("sensor_hub_control_closed_total{reason=\"idle_timeout\"} 0\n"));
+        assert!(text.contains("sensor_hub_commands_finished_total{state=\"timed_out\"} 0\n"));
         assert!(text.contains("sensor_hub_uptime_seconds 1.500\n"));
         // Every sample line belongs to a family announced with HELP and TYPE.
         for line in text.lines().filter(|l| !l.starts_with('#')) {

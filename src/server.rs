@@ -105,6 +105,12 @@ pub async fn run(
     let serializer = tokio::spawn(live::run_serializer(hub.clone(), live_rx));
     let ingest = tokio::spawn(ingest::run(hub.clone(), udp, live_tx));
     let control = tokio::spawn(control::run(hub.clone(), control));
+    let ticker = tokio::spawn(run_ticker(hub.clone()));
+    if hub.tokens().is_empty() {
+        tracing::warn!(
+            "no device tokens configured (control.fleet_token, control.tokens): every device's hello will be rejected"
+        );
+    }
     let server_cancel = cancel.clone();
     let server = tokio::spawn(
         warp::serve(http::routes(hub.clone()))
@@ -121,6 +127,7 @@ pub async fn run(
     let drained = tokio::time::timeout(drain, async {
         let _ = ingest.await;
         let _ = control.await;
+        let _ = ticker.await;
         // Ingest has stopped and dropped its sender: the serializer ends.
         let _ = serializer.await;
         hub.tasks().wait().await;
@@ -135,26 +142,30 @@ pub async fn run(
     Ok(())
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the hub");
-                let _ = ctrl_c.await;
-            }
+/// Re-evaluates liveness and command timeouts every `liveness.tick_ms`.
+async fn run_ticker(hub: Hub) {
+    let cancel = hub.cancel_token();
+    let mut interval = tokio::time::interval(Duration::from_millis(hub.config().liveness.tick_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = interval.tick() => hub.control(|registry, now| registry.tick(now)),
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+}
+
+/// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are
+/// installed when this is called, so a signal that arrives before the
+/// future is first polled is not lost (nor does it kill the process).
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }

@@ -10,6 +10,8 @@ use sensor_hub_protocol::{
     decode_datagram, restore_time_ms, Channel, DecodeError, DeviceId, Readings, Value,
 };
 
+use crate::registry::Registry;
+
 /// Why a datagram was not accepted. Every read datagram is either accepted
 /// or counted under exactly one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,21 +114,25 @@ pub struct LiveDatagram {
     pub readings: Readings,
 }
 
-/// The fleet as seen through the data plane.
+/// The fleet as seen through the data plane, plus the control plane's
+/// [`Registry`], under one lock so ingest feeds liveness without a second one.
 #[derive(Debug)]
 pub struct HubState {
     devices: HashMap<DeviceId, DeviceState>,
     max_devices: usize,
     counters: IngestCounters,
+    /// Sessions, liveness and commands; told of every accepted datagram.
+    pub registry: Registry,
 }
 
 impl HubState {
     /// Empty state tracking at most `max_devices` devices.
-    pub fn new(max_devices: usize) -> HubState {
+    pub fn new(max_devices: usize, registry: Registry) -> HubState {
         HubState {
             devices: HashMap::new(),
             max_devices,
             counters: IngestCounters::default(),
+            registry,
         }
     }
 
@@ -144,6 +150,7 @@ impl HubState {
         let result = self.accept(bytes, from, now_ms);
         match &result {
             Ok(live) => {
+                self.registry.data_seen(live.device, now_ms);
                 self.counters.datagrams_accepted += 1;
                 self.counters.readings_accepted += live.readings.len() as u64;
             }

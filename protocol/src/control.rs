@@ -32,7 +32,9 @@ pub type Name = String<32>;
 pub type Text = String<128>;
 
 /// Type of a sensor's values; matches [`crate::Value`]'s variants.
+/// (Names are snake_case in text formats; postcard uses the index.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ValueKind {
     /// `Value::F32`.
     F32,

@@ -149,3 +149,46 @@ fn missing_file_and_syntax_errors_name_the_file() {
         .to_string();
     assert!(err.contains(&f.0.display().to_string()), "{err}");
 }
+
+#[test]
+fn device_tokens_parse_and_bad_ones_name_the_key() {
+    let f = file("[control.tokens]\n\"17\" = \"abc\"\n");
+    let c = HubConfig::load(Some(&f.0), env(&[])).unwrap();
+    assert_eq!(c.device_tokens().unwrap()[&17], "abc");
+
+    let f = file("[control.tokens]\nkitchen = \"abc\"\n");
+    let err = HubConfig::load(Some(&f.0), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("control.tokens.kitchen"), "{err}");
+
+    let err = HubConfig::load(None, env(&[("SENSOR_HUB__CONTROL__TOKENS__9", "")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("control.tokens.9"), "{err}");
+}
+
+#[test]
+fn related_limits_are_checked_together() {
+    let err = HubConfig::load(
+        None,
+        env(&[("SENSOR_HUB__CONTROL__IDLE_TIMEOUT_MS", "1000")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("control.idle_timeout_ms"), "{err}");
+    let err = HubConfig::load(
+        None,
+        env(&[("SENSOR_HUB__LIVENESS__OFFLINE_AFTER_INTERVALS", "2")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("liveness.offline_after_intervals"), "{err}");
+    let err = HubConfig::load(
+        None,
+        env(&[("SENSOR_HUB__CONTROL__MAX_FRAME_BYTES", "70000")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("control.max_frame_bytes"), "{err}");
+}

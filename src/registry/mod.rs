@@ -235,6 +235,11 @@ impl Registry {
         self.devices.get(&id)
     }
 
+    /// Every device id the registry tracks.
+    pub fn device_ids(&self) -> impl Iterator<Item = DeviceId> + '_ {
+        self.devices.keys().copied()
+    }
+
     /// Number of devices in each status, by [`DeviceStatus::ALL`] order.
     pub fn status_counts(&self) -> [usize; 3] {
         let mut counts = [0; 3];

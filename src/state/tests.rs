@@ -6,6 +6,22 @@ use sensor_hub_protocol::{encode_datagram, Datagram, Reading, MAGIC, MAX_DATAGRA
 
 const NOW: u64 = 1_700_000_000_000;
 
+fn state(max_devices: usize) -> HubState {
+    HubState::new(
+        max_devices,
+        Registry::new(crate::registry::RegistryConfig {
+            max_devices,
+            default_interval_ms: 1_000,
+            late_after_intervals: 3,
+            offline_after_intervals: 10,
+            command_ttl_ms: 1_000,
+            queue_per_device: 1,
+            max_in_flight: 1,
+            retain_finished: 1,
+        }),
+    )
+}
+
 fn addr() -> SocketAddr {
     "192.0.2.7:40000".parse().unwrap()
 }
@@ -27,7 +43,7 @@ fn bytes(device_id: u32, seq: u32, time_ms: u64, values: &[(u8, Value)]) -> Vec<
 
 #[test]
 fn accepted_datagram_updates_device_and_sensors() {
-    let mut s = HubState::new(10);
+    let mut s = state(10);
     let b = bytes(
         5,
         0,
@@ -55,6 +71,11 @@ fn accepted_datagram_updates_device_and_sensors() {
     // A channel missing from the latest datagram keeps its last value.
     assert_eq!(d.sensors[&1].value, Value::Bool(true));
     assert_eq!(d.sensors[&1].received_ms, NOW);
+    // The registry heard of the data (liveness).
+    assert_eq!(
+        s.registry.device(5).unwrap().last_data_ms,
+        Some(NOW + 1_000)
+    );
 
     let c = s.counters();
     assert_eq!(c.datagrams_received, 2);
@@ -66,7 +87,7 @@ fn accepted_datagram_updates_device_and_sensors() {
 
 #[test]
 fn every_malformed_kind_is_counted_under_its_reason() {
-    let mut s = HubState::new(10);
+    let mut s = state(10);
     let good = bytes(1, 0, NOW, &[(0, Value::I32(7))]);
     let mut bad_version = good.clone();
     bad_version[1] = VERSION + 1;
@@ -93,11 +114,12 @@ fn every_malformed_kind_is_counted_under_its_reason() {
     assert_eq!(c.datagrams_accepted, 0);
     assert_eq!(c.dropped, [1, 2, 1, 1, 1, 0]);
     assert_eq!(s.device_count(), 0, "no device is created by bad input");
+    assert!(s.registry.device(1).is_none());
 }
 
 #[test]
 fn new_devices_beyond_the_limit_are_dropped_but_known_ones_continue() {
-    let mut s = HubState::new(2);
+    let mut s = state(2);
     s.ingest(&bytes(1, 0, NOW, &[]), addr(), NOW).unwrap();
     s.ingest(&bytes(2, 0, NOW, &[]), addr(), NOW).unwrap();
     let err = s.ingest(&bytes(3, 0, NOW, &[]), addr(), NOW).unwrap_err();
@@ -111,7 +133,7 @@ fn new_devices_beyond_the_limit_are_dropped_but_known_ones_continue() {
 
 #[test]
 fn device_time_is_restored_near_hub_time_across_the_32_bit_wrap() {
-    let mut s = HubState::new(10);
+    let mut s = state(10);
     // Hub clock just past a 2^32 ms boundary, device 1.5 s behind it.
     let now = 0x0000_0190_0000_0200;
     let device_time = now - 1_500;
@@ -123,7 +145,7 @@ fn device_time_is_restored_near_hub_time_across_the_32_bit_wrap() {
 
 #[test]
 fn devices_are_listed_by_id_and_follow_their_address() {
-    let mut s = HubState::new(10);
+    let mut s = state(10);
     for id in [30, 10, 20] {
         s.ingest(&bytes(id, 0, NOW, &[]), addr(), NOW).unwrap();
     }

@@ -6,7 +6,11 @@ use sensor_hub_protocol::{Reading, Value, VERSION};
 use serde::ser::Serializer;
 use serde::Serialize;
 
+use crate::command_json::parse_command;
+use crate::registry::{kind_of, CommandRecord, CommandState, DeviceStatus};
 use crate::state::LiveDatagram;
+use sensor_hub_protocol::control::CommandBody;
+use sensor_hub_protocol::DeviceId;
 
 /// Version of the hub, reported in `hello`.
 pub const HUB_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -91,6 +95,51 @@ enum HubMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a serde_json::Value>,
     },
+    CommandStatus {
+        id: Option<&'a serde_json::Value>,
+        command_id: u32,
+        device: DeviceId,
+        kind: &'a str,
+        state: CommandState,
+        detail: Option<&'a str>,
+        at_ms: u64,
+    },
+    DeviceStatus {
+        device: DeviceId,
+        status: DeviceStatus,
+        previous: Option<DeviceStatus>,
+        at_ms: u64,
+    },
+}
+
+/// `{"type":"command_status",…}`: a command's new state; `id` repeats the
+/// client's request id (null for commands from the HTTP API).
+pub fn command_status(record: &CommandRecord) -> String {
+    to_json(&HubMessage::CommandStatus {
+        id: record.origin.request_id.as_ref(),
+        command_id: record.id,
+        device: record.device,
+        kind: kind_of(&record.body),
+        state: record.state,
+        detail: record.detail.as_deref(),
+        at_ms: record.updated_ms,
+    })
+}
+
+/// `{"type":"device_status",…}`: a device's liveness changed (`previous`
+/// is null when the device first appears).
+pub fn device_status(
+    device: DeviceId,
+    status: DeviceStatus,
+    previous: Option<DeviceStatus>,
+    at_ms: u64,
+) -> String {
+    to_json(&HubMessage::DeviceStatus {
+        device,
+        status,
+        previous,
+        at_ms,
+    })
 }
 
 fn to_json(message: &HubMessage<'_>) -> String {
@@ -129,11 +178,13 @@ pub enum ClientError {
     Binary,
     /// Larger than `ws.max_client_message_bytes` (the socket is closed).
     TooLarge,
+    /// A `command` request that is missing or has bad fields.
+    BadCommand,
 }
 
 impl ClientError {
     /// Number of variants.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
     /// Every variant, in index order.
     pub const ALL: [ClientError; ClientError::COUNT] = [
         ClientError::BadJson,
@@ -141,6 +192,7 @@ impl ClientError {
         ClientError::UnknownType,
         ClientError::Binary,
         ClientError::TooLarge,
+        ClientError::BadCommand,
     ];
 
     /// The `code` field of the error message, and the metrics label.
@@ -151,6 +203,7 @@ impl ClientError {
             ClientError::UnknownType => "unknown_type",
             ClientError::Binary => "binary_unsupported",
             ClientError::TooLarge => "too_large",
+            ClientError::BadCommand => "bad_command",
         }
     }
 
@@ -167,6 +220,17 @@ pub enum ClientReply {
     Send(String),
     /// Answer with this JSON error text, and count the error.
     Reject(ClientError, String),
+    /// Submit a command; its statuses answer it.
+    Command {
+        /// Target device.
+        device: DeviceId,
+        /// What to do.
+        body: CommandBody,
+        /// Queue it while the device has no session (default true).
+        wait: bool,
+        /// The client's request id, echoed in every status.
+        request_id: Option<serde_json::Value>,
+    },
 }
 
 /// An `error` message for `error`, echoing the request `id` if any.
@@ -193,8 +257,10 @@ pub fn handle_client_text(text: &str) -> ClientReply {
     let id = parsed.get("id");
     match parsed.get("type").and_then(|t| t.as_str()) {
         Some("ping") => ClientReply::Send(to_json(&HubMessage::Pong { id })),
+        Some("command") => command_request(&parsed, id),
         Some(other) => {
-            let message = format!("unknown message type `{other}`; this hub accepts: ping");
+            let message =
+                format!("unknown message type `{other}`; this hub accepts: ping, command");
             ClientReply::Reject(
                 ClientError::UnknownType,
                 error(ClientError::UnknownType, message, id),
@@ -209,6 +275,39 @@ pub fn handle_client_text(text: &str) -> ClientReply {
                 error(ClientError::MissingType, message, id),
             )
         }
+    }
+}
+
+fn command_request(request: &serde_json::Value, id: Option<&serde_json::Value>) -> ClientReply {
+    let reject = |message: String| {
+        ClientReply::Reject(
+            ClientError::BadCommand,
+            error(ClientError::BadCommand, message, id),
+        )
+    };
+    let Some(device) = request
+        .get("device")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|d| u32::try_from(d).ok())
+    else {
+        return reject("`device` must be a device id (a whole number)".into());
+    };
+    let wait = match request.get("wait") {
+        None => true,
+        Some(w) => match w.as_bool() {
+            Some(w) => w,
+            None => return reject("`wait` must be true or false".into()),
+        },
+    };
+    match request.get("command").map(parse_command) {
+        Some(Ok(body)) => ClientReply::Command {
+            device,
+            body,
+            wait,
+            request_id: id.cloned(),
+        },
+        Some(Err(message)) => reject(message),
+        None => reject("`command` is missing, e.g. {\"kind\": \"identify\"}".into()),
     }
 }
 
@@ -320,6 +419,76 @@ mod tests {
             ClientReply::Reject(_, text) => assert_eq!(parse(&text)["id"], 5),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn command_requests_parse_or_get_bad_command() {
+        assert_eq!(
+            handle_client_text(
+                r#"{"type":"command","id":"c1","device":3,"command":{"kind":"set_interval","ms":500}}"#
+            ),
+            ClientReply::Command {
+                device: 3,
+                body: CommandBody::SetInterval { ms: 500 },
+                wait: true,
+                request_id: Some(json!("c1")),
+            }
+        );
+        match handle_client_text(
+            r#"{"type":"command","device":3,"wait":false,"command":{"kind":"reboot"}}"#,
+        ) {
+            ClientReply::Command { wait, body, .. } => {
+                assert!(!wait);
+                assert_eq!(body, CommandBody::Reboot);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            r#"{"type":"command","id":1,"command":{"kind":"reboot"}}"#,
+            r#"{"type":"command","device":-1,"command":{"kind":"reboot"}}"#,
+            r#"{"type":"command","device":3}"#,
+            r#"{"type":"command","device":3,"wait":"no","command":{"kind":"reboot"}}"#,
+            r#"{"type":"command","device":3,"command":{"kind":"set_interval"}}"#,
+        ] {
+            match handle_client_text(bad) {
+                ClientReply::Reject(ClientError::BadCommand, text) => {
+                    assert_eq!(parse(&text)["code"], "bad_command", "{bad}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn status_messages_carry_state_and_request_id() {
+        let record = CommandRecord {
+            id: 9,
+            device: 3,
+            body: CommandBody::SetInterval { ms: 500 },
+            state: CommandState::Acked,
+            detail: None,
+            origin: crate::registry::Origin {
+                request_id: Some(json!("c1")),
+            },
+            created_ms: 1,
+            updated_ms: 2,
+            deadline_ms: 3,
+        };
+        assert_eq!(
+            parse(&command_status(&record)),
+            json!({"type": "command_status", "id": "c1", "command_id": 9, "device": 3,
+                   "kind": "set_interval", "state": "acked", "detail": null, "at_ms": 2})
+        );
+        assert_eq!(
+            parse(&device_status(
+                3,
+                DeviceStatus::Late,
+                Some(DeviceStatus::Online),
+                5
+            )),
+            json!({"type": "device_status", "device": 3, "status": "late",
+                   "previous": "online", "at_ms": 5})
+        );
     }
 
     #[test]

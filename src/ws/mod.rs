@@ -27,6 +27,7 @@ use warp::{Filter, Rejection};
 
 use crate::hub::Hub;
 use crate::metrics::bump;
+use crate::registry::Origin;
 use messages::{ClientError, ClientReply};
 
 /// A serialized message shared by every client (a reference-counted buffer).
@@ -175,14 +176,22 @@ async fn session(hub: Hub, mut ws: Socket, _slot: ClientSlot) {
                 None => break,
                 Some(Ok(Message::Text(text))) => {
                     let reply = match messages::handle_client_text(&text) {
-                        ClientReply::Send(reply) => reply,
+                        ClientReply::Send(reply) => Some(reply),
                         ClientReply::Reject(error, reply) => {
                             bump(&hub.metrics().ws_client_errors[error.index()]);
-                            reply
+                            Some(reply)
+                        }
+                        ClientReply::Command { device, body, wait, request_id } => {
+                            // Its statuses reach every client as command_status frames.
+                            let origin = Origin { request_id };
+                            hub.control(|r, now| r.submit(device, body, wait, origin, now));
+                            None
                         }
                     };
-                    if !send_text(&hub, &mut ws, reply.into()).await {
-                        break;
+                    if let Some(reply) = reply {
+                        if !send_text(&hub, &mut ws, reply.into()).await {
+                            break;
+                        }
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {

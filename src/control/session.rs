@@ -1,0 +1,257 @@
+//! One control connection, owned by one task: the handshake (preamble,
+//! hello, token) under a deadline, then frames both ways until the device
+//! leaves, goes idle, breaks the protocol, is replaced, or the hub stops.
+//! Every decision about the device is the registry's; this module moves
+//! bytes and timers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use sensor_hub_protocol::codec::{CodecError, FrameCodec};
+use sensor_hub_protocol::control::{
+    check_preamble, ControlError, DeviceMessage, Hello, HubMessage, RejectReason, PREAMBLE,
+};
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout_at, Instant};
+use tokio_util::codec::Framed;
+
+use super::{reject, CloseReason, HubFramed, Outbound};
+use crate::hub::{unix_ms, Hub};
+
+/// Wraps a connection in the control frame codec.
+pub fn framed(hub: &Hub, stream: TcpStream) -> HubFramed {
+    Framed::new(
+        stream,
+        FrameCodec::new(hub.config().control.max_frame_bytes),
+    )
+}
+
+fn frame_error(e: &CodecError) -> CloseReason {
+    match e {
+        CodecError::Protocol(ControlError::Oversized { .. }) => CloseReason::OversizedFrame,
+        CodecError::Protocol(_) => CloseReason::UndecodableFrame,
+        CodecError::Io(_) => CloseReason::IoError,
+    }
+}
+
+/// Serves one connection; returns why it ended.
+pub async fn serve(hub: &Hub, stream: TcpStream, peer: SocketAddr) -> CloseReason {
+    let cancel = hub.cancel_token();
+    let (mut framed, hello) = tokio::select! {
+        handshake = handshake(hub, stream, peer) => match handshake {
+            Ok(done) => done,
+            Err(reason) => return reason,
+        },
+        _ = cancel.cancelled() => return CloseReason::Shutdown,
+    };
+
+    // Room for every command a device may have in flight, plus a close.
+    let (tx, rx) = mpsc::channel(hub.config().commands.max_in_flight + 2);
+    let opened = hub.control(|registry, now| {
+        let session = registry.open_session(&hello, now)?;
+        hub.add_session(session, tx);
+        Ok(session)
+    });
+    let session = match opened {
+        Ok(session) => session,
+        Err(reason) => {
+            reject(
+                &mut framed,
+                reason,
+                "the hub tracks limits.max_devices devices",
+            )
+            .await;
+            return CloseReason::TooManyDevices;
+        }
+    };
+    tracing::info!(%peer, device = hello.device_id, name = %hello.name, session, "control session opened");
+    let welcome = HubMessage::Welcome {
+        session_id: session,
+        hub_time_ms: unix_ms(),
+        heartbeat_ms: hub.config().control.heartbeat_interval_ms as u32,
+    };
+    let reason = match framed.send(welcome).await {
+        Ok(()) => run_session(hub, &mut framed, hello.device_id, rx).await,
+        Err(_) => CloseReason::IoError,
+    };
+    hub.remove_session(session);
+    hub.control(|registry, now| registry.close_session(hello.device_id, session, now));
+    tracing::info!(%peer, device = hello.device_id, session, reason = reason.name(), "control session closed");
+    reason
+}
+
+/// Preamble, hello and token, all within `control.handshake_timeout_ms`.
+async fn handshake(
+    hub: &Hub,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Result<(HubFramed, Hello), CloseReason> {
+    let config = &hub.config().control;
+    let deadline = Instant::now() + Duration::from_millis(config.handshake_timeout_ms);
+
+    let mut preamble = [0u8; PREAMBLE.len()];
+    match timeout_at(deadline, stream.read_exact(&mut preamble)).await {
+        Err(_) => return Err(CloseReason::HandshakeTimeout),
+        Ok(Err(_)) => return Err(CloseReason::PeerClosed),
+        Ok(Ok(_)) => {}
+    }
+    let mut framed = framed(hub, stream);
+    match check_preamble(preamble) {
+        Ok(()) => {}
+        Err(ControlError::BadVersion(v)) => {
+            let detail = format!(
+                "control version {v} is not supported; this hub speaks {}",
+                PREAMBLE[1]
+            );
+            reject(&mut framed, RejectReason::UnsupportedVersion, &detail).await;
+            return Err(CloseReason::UnsupportedVersion);
+        }
+        Err(_) => return Err(CloseReason::BadPreamble),
+    }
+
+    let hello = match timeout_at(deadline, framed.next()).await {
+        Err(_) => return Err(CloseReason::HandshakeTimeout),
+        Ok(None) => return Err(CloseReason::PeerClosed),
+        Ok(Some(Err(e))) => {
+            let reason = frame_error(&e);
+            if reason == CloseReason::UndecodableFrame {
+                reject(
+                    &mut framed,
+                    RejectReason::BadHello,
+                    "the first frame is not a valid v1 hello",
+                )
+                .await;
+                return Err(CloseReason::BadHello);
+            }
+            return Err(reason);
+        }
+        Ok(Some(Ok(DeviceMessage::Hello(hello)))) => hello,
+        Ok(Some(Ok(_))) => {
+            reject(
+                &mut framed,
+                RejectReason::BadHello,
+                "the first frame must be a hello",
+            )
+            .await;
+            return Err(CloseReason::BadHello);
+        }
+    };
+    if let Err(problem) = check_hello(&hello) {
+        reject(&mut framed, RejectReason::BadHello, &problem).await;
+        return Err(CloseReason::BadHello);
+    }
+    if !hub.tokens().admits(hello.device_id, &hello.token) {
+        tracing::warn!(%peer, device = hello.device_id, "control hello with a bad token");
+        let detail = format!("the token is not valid for device {}", hello.device_id);
+        reject(&mut framed, RejectReason::BadToken, &detail).await;
+        return Err(CloseReason::BadToken);
+    }
+
+    Ok((framed, hello))
+}
+
+/// Checks what the types cannot: sensor channels are unique.
+fn check_hello(hello: &Hello) -> Result<(), String> {
+    let mut seen = [false; 256];
+    for sensor in &hello.sensors {
+        let slot = &mut seen[usize::from(sensor.channel)];
+        if *slot {
+            return Err(format!(
+                "sensor channel {} is declared twice",
+                sensor.channel
+            ));
+        }
+        *slot = true;
+    }
+    Ok(())
+}
+
+async fn run_session(
+    hub: &Hub,
+    framed: &mut HubFramed,
+    device: u32,
+    mut outbound: mpsc::Receiver<Outbound>,
+) -> CloseReason {
+    let idle = Duration::from_millis(hub.config().control.idle_timeout_ms);
+    let cancel = hub.cancel_token();
+    let mut idle_deadline = Instant::now() + idle;
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                reject(framed, RejectReason::ShuttingDown, "the hub is shutting down").await;
+                return CloseReason::Shutdown;
+            }
+            message = outbound.recv() => match message {
+                Some(Outbound::Command { id, body }) => {
+                    if framed.send(HubMessage::Command { id, body }).await.is_err() {
+                        return CloseReason::IoError;
+                    }
+                }
+                Some(Outbound::Close(reason)) => {
+                    reject(framed, reason, "a newer session of this device replaced this one").await;
+                    return CloseReason::Replaced;
+                }
+                None => return CloseReason::Shutdown,
+            },
+            frame = timeout_at(idle_deadline, framed.next()) => {
+                let message = match frame {
+                    Err(_) => return CloseReason::IdleTimeout,
+                    Ok(None) => return CloseReason::PeerClosed,
+                    Ok(Some(Err(e))) => return frame_error(&e),
+                    Ok(Some(Ok(message))) => message,
+                };
+                idle_deadline = Instant::now() + idle;
+                if let Some(reason) = handle(hub, framed, device, message).await {
+                    return reason;
+                }
+            }
+        }
+    }
+}
+
+/// Applies one frame from the device; `Some` ends the session.
+async fn handle(
+    hub: &Hub,
+    framed: &mut HubFramed,
+    device: u32,
+    message: DeviceMessage,
+) -> Option<CloseReason> {
+    match message {
+        DeviceMessage::Heartbeat { device_time_ms } => {
+            hub.control(|r, now| r.heartbeat(device, Some(device_time_ms), now));
+            let ack = HubMessage::HeartbeatAck {
+                hub_time_ms: unix_ms(),
+            };
+            if framed.send(ack).await.is_err() {
+                return Some(CloseReason::IoError);
+            }
+        }
+        DeviceMessage::CommandAck { id } => hub.control(|r, now| {
+            r.heartbeat(device, None, now);
+            r.command_acked(device, id, now);
+        }),
+        DeviceMessage::CommandResult {
+            id,
+            outcome,
+            detail,
+        } => hub.control(|r, now| {
+            r.heartbeat(device, None, now);
+            r.command_result(device, id, outcome, detail.map(|d| d.to_string()), now);
+        }),
+        DeviceMessage::Bye => return Some(CloseReason::PeerClosed),
+        DeviceMessage::Hello(_) => {
+            reject(
+                framed,
+                RejectReason::BadHello,
+                "hello is only valid as the first frame",
+            )
+            .await;
+            return Some(CloseReason::UndecodableFrame);
+        }
+    }
+    None
+}

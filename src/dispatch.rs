@@ -1,0 +1,47 @@
+//! Applies the registry's effects: commands and closes go to the control
+//! session they name, status changes go to every WebSocket client (as
+//! `command_status` and `device_status` frames) and to HTTP requests
+//! waiting on a command.
+
+use crate::control::Outbound;
+use crate::hub::Hub;
+use crate::registry::Effect;
+use crate::ws::messages;
+
+/// Applies `effects` in order. Never blocks.
+pub fn dispatch(hub: &Hub, effects: Vec<Effect>) {
+    for effect in effects {
+        match effect {
+            Effect::Send { session, id, body } => {
+                hub.send_to_session(session, Outbound::Command { id, body });
+            }
+            Effect::CloseSession { session, reason } => {
+                hub.send_to_session(session, Outbound::Close(reason));
+            }
+            Effect::Command(record) => {
+                tracing::debug!(
+                    command = record.id,
+                    device = record.device,
+                    state = record.state.name(),
+                    "command"
+                );
+                hub.publish(messages::command_status(&record).into());
+                hub.publish_command(record);
+            }
+            Effect::DeviceStatus {
+                device,
+                status,
+                previous,
+                at_ms,
+            } => {
+                tracing::info!(
+                    device,
+                    status = status.name(),
+                    previous = previous.map(|p| p.name()),
+                    "device status"
+                );
+                hub.publish(messages::device_status(device, status, previous, at_ms).into());
+            }
+        }
+    }
+}
