@@ -160,3 +160,79 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// A hand-driven device on the control channel.
+pub mod device {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use sensor_hub_protocol::codec::{CodecError, FrameCodec};
+    use sensor_hub_protocol::control::*;
+    use tokio::io::AsyncWriteExt as _;
+    use tokio::net::TcpStream;
+    use tokio_util::codec::Framed;
+
+    pub type DeviceFramed = Framed<TcpStream, FrameCodec<DecodedHubMessage, DeviceMessage>>;
+
+    pub fn hello(device_id: u32, token: &str, interval_ms: u32) -> DeviceMessage {
+        DeviceMessage::Hello(Hello {
+            device_id,
+            name: Name::try_from("test-device").unwrap(),
+            firmware: Name::try_from("test 1.0").unwrap(),
+            token: Text::try_from(token).unwrap(),
+            interval_ms,
+            device_time_ms: sensor_hub::hub::unix_ms(),
+            sensors: [SensorInfo {
+                channel: 0,
+                name: Name::try_from("temperature").unwrap(),
+                unit: "°C".try_into().unwrap(),
+                kind: ValueKind::F32,
+                min: Some(-40.0),
+                max: Some(85.0),
+            }]
+            .into_iter()
+            .collect(),
+        })
+    }
+
+    /// Connects and sends the preamble.
+    pub async fn connect(addr: SocketAddr) -> DeviceFramed {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&PREAMBLE).await.unwrap();
+        Framed::new(stream, FrameCodec::new(MAX_FRAME_BODY))
+    }
+
+    /// Connects, says hello, and expects a welcome.
+    pub async fn session(addr: SocketAddr, device_id: u32, token: &str) -> DeviceFramed {
+        let mut framed = connect(addr).await;
+        framed.send(hello(device_id, token, 1_000)).await.unwrap();
+        match next(&mut framed).await {
+            Some(HubMessage::Welcome { .. }) => framed,
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    /// Next hub message within 5 s; `None` when the hub closed the connection.
+    pub async fn next(framed: &mut DeviceFramed) -> Option<HubMessage> {
+        match tokio::time::timeout(Duration::from_secs(5), framed.next())
+            .await
+            .expect("a hub message or a close within 5 s")
+        {
+            None | Some(Err(CodecError::Io(_))) => None,
+            Some(Ok(DecodedHubMessage::Known(m))) => Some(m),
+            other => panic!("unexpected frame: {other:?}"),
+        }
+    }
+
+    /// Reads until the hub closes the connection; returns the reject, if any.
+    pub async fn closed(framed: &mut DeviceFramed) -> Option<(RejectReason, String)> {
+        let mut rejected = None;
+        while let Some(m) = next(framed).await {
+            if let HubMessage::Reject { reason, detail } = m {
+                rejected = Some((reason, detail.to_string()));
+            }
+        }
+        rejected
+    }
+}
