@@ -4,7 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::Context as _;
-use device_sim::{build_fleet, run_udp, FleetSpec};
+use device_sim::{
+    build_fleet, run_fleet, ControlTarget, FleetOptions, FleetSpec, DEFAULT_BOOT_PAUSE_MS,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HubConfig;
@@ -20,11 +22,23 @@ pub fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Runs the hub with `devices` simulated devices until SIGINT/SIGTERM.
-pub async fn demo(config: HubConfig, devices: u32, interval_ms: u64) -> anyhow::Result<()> {
+/// A fresh random fleet token (128 bits, hex).
+fn random_token() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// Runs the hub with `devices` simulated devices until SIGINT/SIGTERM. The
+/// simulated devices are provisioned automatically: they use the configured
+/// fleet token, or a random one made for this run.
+pub async fn demo(mut config: HubConfig, devices: u32, interval_ms: u64) -> anyhow::Result<()> {
+    if config.control.fleet_token.is_empty() {
+        config.control.fleet_token = random_token();
+    }
+    let token = config.control.fleet_token.clone();
     let shutdown = shutdown_signal().context("installing signal handlers")?;
     let listeners = Listeners::bind(&config).await?;
     let udp = reachable(listeners.udp_addr()?);
+    let control = reachable(listeners.control_addr()?);
     let http = reachable(listeners.http_addr()?);
     println!("sensor-hub demo: {devices} simulated devices sending to {udp}");
     println!("Dashboard: http://{http}/");
@@ -36,7 +50,15 @@ pub async fn demo(config: HubConfig, devices: u32, interval_ms: u64) -> anyhow::
         ..FleetSpec::default()
     });
     let stop_fleet = CancellationToken::new();
-    let sim = tokio::spawn(run_udp(fleet, udp, stop_fleet.clone()));
+    let options = FleetOptions {
+        udp,
+        control: Some(ControlTarget {
+            addr: control,
+            token,
+        }),
+        boot_pause_ms: DEFAULT_BOOT_PAUSE_MS,
+    };
+    let sim = tokio::spawn(run_fleet(fleet, options, stop_fleet.clone()));
     let result = run(config, listeners, shutdown).await;
     stop_fleet.cancel();
     let stats = sim
@@ -46,6 +68,8 @@ pub async fn demo(config: HubConfig, devices: u32, interval_ms: u64) -> anyhow::
     tracing::info!(
         datagrams = stats.datagrams_sent,
         errors = stats.send_errors,
+        sessions = stats.sessions_opened,
+        commands = stats.commands_received,
         "simulated fleet stopped"
     );
     result

@@ -72,6 +72,11 @@ impl SimDevice {
         self.next_seq
     }
 
+    /// Restarts the sequence at 0, as after a reboot.
+    pub fn reset_seq(&mut self) {
+        self.next_seq = 0;
+    }
+
     /// Samples every sensor at `now_ms` (Unix milliseconds) and returns the
     /// datagram carrying those readings.
     pub fn next_datagram(&mut self, now_ms: u64) -> Datagram {
@@ -131,6 +136,18 @@ mod tests {
             );
         }
         assert_eq!(d.next_seq(), 5);
+    }
+
+    #[test]
+    fn reset_seq_restarts_the_sequence_at_zero() {
+        let mut d = device();
+        for _ in 0..3 {
+            d.next_datagram(1_700_000_000_000);
+        }
+        d.reset_seq();
+        assert_eq!(d.next_seq(), 0);
+        assert_eq!(d.next_datagram(1_700_000_003_000).seq, 0);
+        assert_eq!(d.next_seq(), 1);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Simulated sensor devices: the demo fleet, and (later) the fault injector
-//! and load generator.
+//! Simulated sensor devices: the demo fleet, its UDP datagrams and its TCP
+//! control sessions, and (later) the fault injector and load generator.
 //!
 //! # Layout
 //!
@@ -8,14 +8,33 @@
 //! * [`device`]: one simulated device: its sensors and its datagram
 //!   sequence. Pure: the caller says what time it is.
 //! * [`fleet`]: builds a varied fleet of devices from a few parameters.
+//! * `schedule`: when one device sends next (cadence, interval changes,
+//!   reboot pauses). Pure.
 //! * [`udp`]: the I/O shell that sends a fleet's datagrams on one socket,
 //!   each device at its own interval.
+//! * `device_control`: per-device state shared by a control session (which
+//!   changes the interval or asks for a reboot) and the UDP sender.
+//! * [`hello`]: the hello a device opens a control session with. Pure.
+//! * [`command`]: how a device answers the hub's commands. Pure.
+//! * [`backoff`]: reconnect delays with jitter. Pure.
+//! * `control`: the I/O shell of one device's control sessions: hello,
+//!   heartbeats, commands, reconnects.
+//! * [`runner`]: runs a fleet's UDP sender and control sessions together
+//!   ([`run_fleet`]) and sums up their [`FleetStats`].
 
+pub mod backoff;
+pub mod command;
+mod control;
 pub mod device;
+mod device_control;
 pub mod fleet;
+pub mod hello;
+pub mod runner;
+mod schedule;
 pub mod signal;
 pub mod udp;
 
 pub use device::{SimDevice, SimSensor};
 pub use fleet::{build_fleet, FleetSpec};
+pub use runner::{run_fleet, ControlTarget, FleetOptions, FleetStats, DEFAULT_BOOT_PAUSE_MS};
 pub use udp::{run_udp, UdpStats};

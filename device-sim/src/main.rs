@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use device_sim::{build_fleet, run_udp, FleetSpec};
+use device_sim::{
+    build_fleet, run_fleet, ControlTarget, FleetOptions, FleetSpec, DEFAULT_BOOT_PAUSE_MS,
+};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -36,6 +38,16 @@ enum Command {
         /// Stop after this many seconds.
         #[arg(long)]
         duration_s: Option<u64>,
+        /// Hub control (TCP) address, HOST:PORT; each device then keeps a
+        /// control session (hello, heartbeats, commands).
+        #[arg(long, value_name = "HOST:PORT")]
+        control: Option<String>,
+        /// Token the devices present in their hello.
+        #[arg(long, default_value = "", requires = "control")]
+        token: String,
+        /// How long a rebooted device sends nothing, in milliseconds.
+        #[arg(long, default_value_t = DEFAULT_BOOT_PAUSE_MS)]
+        boot_pause_ms: u64,
     },
 }
 
@@ -57,7 +69,17 @@ async fn main() -> anyhow::Result<()> {
             interval_ms,
             seed,
             duration_s,
+            control,
+            token,
+            boot_pause_ms,
         } => {
+            let control = match control {
+                Some(addr) => Some(ControlTarget {
+                    addr: resolve(&addr).await?,
+                    token,
+                }),
+                None => None,
+            };
             let fleet = build_fleet(&FleetSpec {
                 devices,
                 first_id,
@@ -80,15 +102,37 @@ async fn main() -> anyhow::Result<()> {
                 }
                 stopper.cancel();
             });
-            tracing::info!(devices, interval_ms, %hub, "sending");
-            let stats = run_udp(fleet, hub, cancel)
+            let control_addr = control.as_ref().map(|c| c.addr);
+            tracing::info!(devices, interval_ms, %hub, control = ?control_addr, "sending");
+            let options = FleetOptions {
+                udp: hub,
+                control,
+                boot_pause_ms,
+            };
+            let stats = run_fleet(fleet, options, cancel)
                 .await
                 .context("simulator failed")?;
             println!(
-                "sent {} datagrams ({} bytes), {} send errors",
-                stats.datagrams_sent, stats.bytes_sent, stats.send_errors
+                "sent {} datagrams ({} bytes), {} send errors; control: {} sessions, {} rejects, {} commands, {} reboots, {} failed connection attempts",
+                stats.datagrams_sent,
+                stats.bytes_sent,
+                stats.send_errors,
+                stats.sessions_opened,
+                stats.rejects,
+                stats.commands_received,
+                stats.reboots,
+                stats.connect_failures,
             );
             Ok(())
         }
     }
+}
+
+/// The first address `host_port` resolves to.
+async fn resolve(host_port: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(host_port)
+        .await
+        .with_context(|| format!("resolving the control address {host_port}"))?
+        .next()
+        .with_context(|| format!("the control address {host_port} resolves to nothing"))
 }

@@ -1,6 +1,8 @@
 //! The UDP shell: sends a fleet's datagrams from one socket, each device on
-//! its own schedule, until cancelled. Devices are kept in a min-heap by due
-//! time, so a large fleet costs one timer, not one task per device.
+//! its own schedule (`schedule`), until cancelled. Devices are kept in a
+//! min-heap by due time, so a large fleet costs one timer, not one task per
+//! device. Interval changes and reboots arrive through the fleet's shared
+//! control state (`device_control`) and wake the sender at once.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -14,6 +16,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::device::SimDevice;
+use crate::device_control::FleetControls;
+use crate::schedule::SendSlot;
 
 /// What a sending run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,9 +39,27 @@ pub fn unix_ms() -> u64 {
 }
 
 /// Sends each device's datagrams to `hub` at the device's interval until
-/// `cancel` fires. Devices start spread over their first interval.
+/// `cancel` fires. Devices start spread over their first interval. Nothing
+/// changes their intervals; for devices under remote control, see
+/// [`crate::run_fleet`].
 pub async fn run_udp(
+    devices: Vec<SimDevice>,
+    hub: SocketAddr,
+    cancel: CancellationToken,
+) -> anyhow::Result<UdpStats> {
+    let controls = FleetControls::new(&devices);
+    send_datagrams(devices, &controls, hub, cancel).await
+}
+
+/// A timer entry: when, which device, and the schedule generation it was
+/// made for (outdated entries are skipped).
+type TimerEntry = Reverse<(Instant, usize, u64)>;
+
+/// Like [`run_udp`], but each device's interval and reboots follow its
+/// entry in `controls` (same order as `devices`).
+pub(crate) async fn send_datagrams(
     mut devices: Vec<SimDevice>,
+    controls: &FleetControls,
     hub: SocketAddr,
     cancel: CancellationToken,
 ) -> anyhow::Result<UdpStats> {
@@ -54,24 +76,44 @@ pub async fn run_udp(
         .with_context(|| format!("setting the hub address {hub}"))?;
 
     let start = Instant::now();
-    let mut schedule: BinaryHeap<Reverse<(Instant, usize)>> = devices
+    let mut slots: Vec<SendSlot> = devices
         .iter()
         .enumerate()
         .map(|(i, d)| {
             let offset = d.interval_ms * i as u64 / devices.len().max(1) as u64;
-            Reverse((start + Duration::from_millis(offset), i))
+            SendSlot::new(start + Duration::from_millis(offset))
         })
+        .collect();
+    let mut timers: BinaryHeap<TimerEntry> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, slot)| timer_entry(i, slot))
         .collect();
 
     let mut stats = UdpStats::default();
     let mut buf = [0u8; MAX_DATAGRAM_LEN];
-    while let Some(&Reverse((due, index))) = schedule.peek() {
+    while let Some(&Reverse((due, index, generation))) = timers.peek() {
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => break,
+            _ = controls.changed() => {
+                apply_changes(&mut devices, &mut slots, controls, &mut timers);
+                continue;
+            }
             _ = tokio::time::sleep_until(due) => {}
         }
-        schedule.pop();
-        let device = &mut devices[index];
+        timers.pop();
+        let (Some(device), Some(slot)) = (devices.get_mut(index), slots.get_mut(index)) else {
+            continue;
+        };
+        if !slot.is_current(generation) {
+            continue;
+        }
+        let interval = Duration::from_millis(device.interval_ms.max(1));
+        if slot.send_now(interval, Instant::now()) {
+            device.reset_seq();
+        }
+        timers.push(timer_entry(index, slot));
         let datagram = device.next_datagram(unix_ms());
         let bytes = encode_datagram(&datagram, &mut buf)
             .context("a simulated datagram exceeded the v1 size limit")?;
@@ -85,10 +127,32 @@ pub async fn run_udp(
                 tracing::debug!(error = %e, "send to {hub} failed");
             }
         }
-        // Keep the cadence; after a stall, skip missed slots instead of bursting.
-        let interval = Duration::from_millis(device.interval_ms.max(1));
-        let next = (due + interval).max(Instant::now());
-        schedule.push(Reverse((next, index)));
     }
     Ok(stats)
+}
+
+fn timer_entry(index: usize, slot: &SendSlot) -> TimerEntry {
+    let (due, generation) = slot.due();
+    Reverse((due, index, generation))
+}
+
+/// Reschedules every device whose control state changed.
+fn apply_changes(
+    devices: &mut [SimDevice],
+    slots: &mut [SendSlot],
+    controls: &FleetControls,
+    timers: &mut BinaryHeap<TimerEntry>,
+) {
+    let now = Instant::now();
+    for (index, (device, slot)) in devices.iter_mut().zip(slots.iter_mut()).enumerate() {
+        let Some(change) = controls.device(index).and_then(|c| c.take_change()) else {
+            continue;
+        };
+        if let Some(until) = change.reboot_until {
+            slot.reboot(until);
+        }
+        device.interval_ms = change.interval_ms;
+        slot.set_interval(Duration::from_millis(change.interval_ms.max(1)), now);
+        timers.push(timer_entry(index, slot));
+    }
 }

@@ -26,10 +26,27 @@ pub const MAX_FRAME_BODY: usize = u16::MAX as usize;
 /// Most sensors a device may declare.
 pub const MAX_SENSORS: usize = 64;
 
-/// A bounded short text (names, units, firmware versions, config keys).
-pub type Name = String<32>;
+/// Capacity of a [`Name`], bytes.
+pub const NAME_LEN: usize = 32;
+/// Capacity of a [`Text`], bytes.
+pub const TEXT_LEN: usize = 128;
+/// Capacity of a sensor unit, bytes.
+pub const UNIT_LEN: usize = 16;
+
+/// A bounded short text (names, firmware versions, config keys).
+pub type Name = String<NAME_LEN>;
 /// A bounded longer text (tokens, config values, details, reasons).
-pub type Text = String<128>;
+pub type Text = String<TEXT_LEN>;
+
+/// `text` cut at a character boundary to fit `N` bytes, for senders that
+/// prefer a shortened name or detail to an unsendable frame.
+pub fn fit<const N: usize>(text: &str) -> String<N> {
+    let mut end = text.len().min(N);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    String::try_from(&text[..end]).unwrap_or_default()
+}
 
 /// Type of a sensor's values; matches [`crate::Value`]'s variants.
 /// (Names are snake_case in text formats; postcard uses the index.)
@@ -52,7 +69,7 @@ pub struct SensorInfo {
     /// Human name, e.g. "temperature".
     pub name: Name,
     /// Unit, e.g. "°C"; empty for none.
-    pub unit: String<16>,
+    pub unit: String<UNIT_LEN>,
     /// Value type.
     pub kind: ValueKind,
     /// Lowest plausible value, if known.

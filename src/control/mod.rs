@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures_util::SinkExt as _;
 use sensor_hub_protocol::codec::FrameCodec;
-use sensor_hub_protocol::control::{CommandBody, DeviceMessage, HubMessage, RejectReason, Text};
+use sensor_hub_protocol::control::{fit, CommandBody, DeviceMessage, HubMessage, RejectReason};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 
@@ -119,17 +119,8 @@ pub type HubFramed = Framed<tokio::net::TcpStream, FrameCodec<DeviceMessage, Hub
 
 /// Sends `Reject` (best effort: the peer may be gone already).
 pub async fn reject(framed: &mut HubFramed, reason: RejectReason, detail: &str) {
-    let detail = truncated(detail);
+    let detail = fit(detail);
     let _ = framed.send(HubMessage::Reject { reason, detail }).await;
-}
-
-/// `text` cut to the 128 bytes a `Text` holds, at a character boundary.
-pub fn truncated(text: &str) -> Text {
-    let mut end = text.len().min(128);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    Text::try_from(&text[..end]).unwrap_or_default()
 }
 
 /// One of `control.max_connections`, released when dropped.

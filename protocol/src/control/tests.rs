@@ -188,3 +188,16 @@ fn encode_reports_small_buffers() {
         Err(ControlError::BufferTooSmall)
     );
 }
+
+#[test]
+fn fit_cuts_at_a_character_boundary() {
+    let short: Name = fit("interval 500 ms");
+    assert_eq!(short, "interval 500 ms");
+    // 'é' is two bytes: 32 bytes would split the 16th after the 'a'.
+    let long = std::format!("a{}", "é".repeat(20));
+    let cut: Name = fit(&long);
+    assert_eq!(cut.len(), 31);
+    assert!(long.starts_with(cut.as_str()));
+    let text: Text = fit(&"x".repeat(200));
+    assert_eq!(text.len(), TEXT_LEN);
+}

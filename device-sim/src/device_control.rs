@@ -1,0 +1,189 @@
+//! What a device's control session may change about how the device sends
+//! datagrams: its report interval and reboot requests. [`DeviceControl`] is
+//! shared (in an `Arc`) between the session, which writes it, and the UDP
+//! sender, which reads it; a fleet-wide [`Notify`] wakes the sender so a
+//! change is applied at once rather than at the device's next send.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::device::SimDevice;
+
+/// Control state of one device.
+#[derive(Debug)]
+pub(crate) struct DeviceControl {
+    /// Current report interval, in ms (at least 1).
+    interval_ms: AtomicU64,
+    /// A reboot the sender has not yet applied: silent until this instant,
+    /// then the sequence restarts at 0.
+    reboot_until: Mutex<Option<Instant>>,
+    /// Something changed since the sender last looked.
+    changed: AtomicBool,
+    /// Wakes the fleet's UDP sender.
+    wake: Arc<Notify>,
+}
+
+/// A change for the sender to apply, taken by [`DeviceControl::take_change`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ControlChange {
+    /// The interval now in force, in ms.
+    pub interval_ms: u64,
+    /// If the device rebooted: send nothing until then, then restart the
+    /// sequence at 0.
+    pub reboot_until: Option<Instant>,
+}
+
+impl DeviceControl {
+    fn new(interval_ms: u64, wake: Arc<Notify>) -> DeviceControl {
+        DeviceControl {
+            interval_ms: AtomicU64::new(interval_ms.max(1)),
+            reboot_until: Mutex::new(None),
+            changed: AtomicBool::new(false),
+            wake,
+        }
+    }
+
+    /// The report interval in force, in ms.
+    pub fn interval_ms(&self) -> u64 {
+        self.interval_ms.load(Ordering::SeqCst)
+    }
+
+    /// Changes the report interval (0 is taken as 1 ms).
+    pub fn set_interval_ms(&self, ms: u64) {
+        self.interval_ms.store(ms.max(1), Ordering::SeqCst);
+        self.mark_changed();
+    }
+
+    /// Asks the sender to stay silent for `pause`, then restart the
+    /// sequence at 0. A second request during the pause extends it.
+    pub fn request_reboot(&self, pause: Duration) {
+        let until = Instant::now() + pause;
+        {
+            let mut pending = self
+                .reboot_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *pending = Some(pending.map_or(until, |earlier| earlier.max(until)));
+        }
+        self.mark_changed();
+    }
+
+    /// The change since the last call, if any (for the sender).
+    pub fn take_change(&self) -> Option<ControlChange> {
+        if !self.changed.swap(false, Ordering::SeqCst) {
+            return None;
+        }
+        let reboot_until = self
+            .reboot_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        Some(ControlChange {
+            interval_ms: self.interval_ms(),
+            reboot_until,
+        })
+    }
+
+    fn mark_changed(&self) {
+        self.changed.store(true, Ordering::SeqCst);
+        // Stores a permit if the sender is busy, so no change is missed.
+        self.wake.notify_one();
+    }
+}
+
+/// The control state of every device of a fleet, by fleet index, and the
+/// sender's wake-up.
+#[derive(Debug)]
+pub(crate) struct FleetControls {
+    wake: Arc<Notify>,
+    devices: Vec<Arc<DeviceControl>>,
+}
+
+impl FleetControls {
+    /// Control state for each of `devices`, starting at their intervals.
+    pub fn new(devices: &[SimDevice]) -> FleetControls {
+        let wake = Arc::new(Notify::new());
+        let devices = devices
+            .iter()
+            .map(|d| Arc::new(DeviceControl::new(d.interval_ms, wake.clone())))
+            .collect();
+        FleetControls { wake, devices }
+    }
+
+    /// Control state of the device at `index`.
+    pub fn device(&self, index: usize) -> Option<&Arc<DeviceControl>> {
+        self.devices.get(index)
+    }
+
+    /// All devices' control state, in fleet order.
+    pub fn devices(&self) -> &[Arc<DeviceControl>] {
+        &self.devices
+    }
+
+    /// Completes when some device's control state may have changed.
+    pub async fn changed(&self) {
+        self.wake.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn control() -> DeviceControl {
+        DeviceControl::new(1_000, Arc::new(Notify::new()))
+    }
+
+    #[test]
+    fn nothing_to_take_until_something_changes() {
+        let c = control();
+        assert_eq!(c.take_change(), None);
+        c.set_interval_ms(250);
+        assert_eq!(
+            c.take_change(),
+            Some(ControlChange {
+                interval_ms: 250,
+                reboot_until: None
+            })
+        );
+        assert_eq!(c.take_change(), None);
+        assert_eq!(c.interval_ms(), 250);
+    }
+
+    #[test]
+    fn zero_interval_is_taken_as_one_ms() {
+        let c = control();
+        c.set_interval_ms(0);
+        assert_eq!(c.interval_ms(), 1);
+    }
+
+    #[test]
+    fn a_reboot_is_taken_once_and_a_second_one_extends_the_pause() {
+        let c = control();
+        let before = Instant::now();
+        c.request_reboot(Duration::from_millis(500));
+        c.request_reboot(Duration::from_millis(100));
+        let change = c.take_change().expect("a change");
+        let until = change.reboot_until.expect("a reboot");
+        assert!(until >= before + Duration::from_millis(500));
+        assert_eq!(change.interval_ms, 1_000);
+        assert_eq!(c.take_change(), None);
+    }
+
+    #[tokio::test]
+    async fn a_change_wakes_the_sender_even_if_it_was_not_waiting() {
+        let fleet = FleetControls {
+            wake: Arc::new(Notify::new()),
+            devices: Vec::new(),
+        };
+        let c = DeviceControl::new(10, fleet.wake.clone());
+        c.set_interval_ms(20);
+        tokio::time::timeout(Duration::from_secs(1), fleet.changed())
+            .await
+            .expect("woken by the stored permit");
+    }
+}
