@@ -85,6 +85,19 @@ fn singles(out: &mut String, series: &[Single]) {
     }
 }
 
+/// A family with one label: a `(label value, count)` per series.
+fn labeled(
+    out: &mut String,
+    (name, kind, help): (&str, &str, &str),
+    label: &str,
+    series: impl IntoIterator<Item = (&'static str, u64)>,
+) {
+    family(out, name, kind, help);
+    for (value, count) in series {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
+    }
+}
+
 fn load(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
@@ -122,20 +135,19 @@ pub fn render(s: &MetricsSnapshot<'_>) -> String {
             ),
         ],
     );
-    let dropped = "sensor_hub_udp_datagrams_dropped_total";
-    family(
+    labeled(
         &mut out,
-        dropped,
-        COUNTER,
-        "Datagrams read but not accepted, by reason.",
+        (
+            "sensor_hub_udp_datagrams_dropped_total",
+            COUNTER,
+            "Datagrams read but not accepted, by reason.",
+        ),
+        "reason",
+        i.dropped
+            .iter()
+            .enumerate()
+            .map(|(index, &count)| (DropReason::label(index), count)),
     );
-    for (index, count) in i.dropped.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "{dropped}{{reason=\"{}\"}} {count}",
-            DropReason::label(index)
-        );
-    }
     if let Some(k) = s.kernel {
         singles(
             &mut out,
@@ -201,45 +213,49 @@ pub fn render(s: &MetricsSnapshot<'_>) -> String {
             ),
         ],
     );
-    let errors = "sensor_hub_ws_client_errors_total";
-    family(
+    labeled(
         &mut out,
-        errors,
-        COUNTER,
-        "Client messages answered with an error, by code.",
+        (
+            "sensor_hub_ws_client_errors_total",
+            COUNTER,
+            "Client messages answered with an error, by code.",
+        ),
+        "code",
+        ClientError::ALL.map(|e| (e.code(), load(&sh.ws_client_errors[e.index()]))),
     );
-    for e in ClientError::ALL {
-        let count = load(&sh.ws_client_errors[e.index()]);
-        let _ = writeln!(out, "{errors}{{code=\"{}\"}} {count}", e.code());
-    }
-    let by_status = "sensor_hub_devices_by_status";
-    family(&mut out, by_status, GAUGE, "Devices per liveness status.");
-    for status in DeviceStatus::ALL {
-        let count = s.device_status[status as usize];
-        let _ = writeln!(out, "{by_status}{{status=\"{}\"}} {count}", status.name());
-    }
-    let closed = "sensor_hub_control_closed_total";
-    family(
+    labeled(
         &mut out,
-        closed,
-        COUNTER,
-        "Control connections ended, by reason.",
+        (
+            "sensor_hub_devices_by_status",
+            GAUGE,
+            "Devices per liveness status.",
+        ),
+        "status",
+        DeviceStatus::ALL.map(|st| (st.name(), s.device_status[st as usize] as u64)),
     );
-    for reason in CloseReason::ALL {
-        let count = load(&sh.control_closed[reason.index()]);
-        let _ = writeln!(out, "{closed}{{reason=\"{}\"}} {count}", reason.name());
-    }
-    let commands = "sensor_hub_commands_finished_total";
-    family(
+    labeled(
         &mut out,
-        commands,
-        COUNTER,
-        "Commands that reached a final state, by state.",
+        (
+            "sensor_hub_control_closed_total",
+            COUNTER,
+            "Control connections ended, by reason.",
+        ),
+        "reason",
+        CloseReason::ALL.map(|r| (r.name(), load(&sh.control_closed[r.index()]))),
     );
-    for state in CommandState::ALL.into_iter().filter(|s| s.is_final()) {
-        let count = s.registry.commands_final[state.index()];
-        let _ = writeln!(out, "{commands}{{state=\"{}\"}} {count}", state.name());
-    }
+    labeled(
+        &mut out,
+        (
+            "sensor_hub_commands_finished_total",
+            COUNTER,
+            "Commands that reached a final state, by state.",
+        ),
+        "state",
+        CommandState::ALL
+            .into_iter()
+            .filter(|st| st.is_final())
+            .map(|st| (st.name(), s.registry.commands_final[st.index()])),
+    );
     singles(
         &mut out,
         &[
