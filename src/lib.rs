@@ -30,6 +30,7 @@
 //! The wire format is in the `sensor-hub-protocol` crate and
 //! `docs/PROTOCOL.md`.
 
+pub mod aggregate;
 pub mod assets;
 pub mod command_json;
 pub mod config;
