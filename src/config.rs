@@ -57,6 +57,10 @@ pub struct HubConfig {
     pub liveness: LivenessConfig,
     /// Command lifecycle bounds.
     pub commands: CommandsConfig,
+    /// Rolling statistics.
+    pub aggregation: AggregationConfig,
+    /// `/metrics` options.
+    pub metrics: MetricsConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
 }
@@ -109,6 +113,24 @@ pub struct LivenessConfig {
     pub tick_ms: u64,
 }
 
+/// `[aggregation]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationConfig {
+    /// Rolling window lengths, seconds.
+    pub windows_s: Vec<u64>,
+    /// Slices per window.
+    pub buckets_per_window: usize,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Per-device series are exported while at most this many devices are tracked.
+    pub per_device_max: usize,
+}
+
 /// `[commands]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,14 +159,26 @@ pub struct HttpConfig {
 pub struct WsConfig {
     /// Most concurrent WebSocket clients.
     pub max_clients: usize,
-    /// Frames retained for lagging clients.
-    pub broadcast_frames: usize,
-    /// Most datagrams per `readings` frame.
-    pub frame_max_datagrams: usize,
-    /// Batches queued between ingest and the serializer.
-    pub live_queue_batches: usize,
     /// Largest accepted client message, bytes.
     pub max_client_message_bytes: usize,
+    /// Replay buffer bound, bytes (estimated JSON size).
+    pub replay_bytes: usize,
+    /// Bytes a client may have waiting.
+    pub client_budget_bytes: usize,
+    /// Time over budget before eviction, ms.
+    pub slow_grace_ms: u64,
+    /// Ping period, ms.
+    pub ping_interval_ms: u64,
+    /// Extra time allowed for the pong, ms.
+    pub pong_timeout_ms: u64,
+    /// Average client messages per second.
+    pub client_messages_per_s: u32,
+    /// Client message burst.
+    pub client_message_burst: u32,
+    /// Period of `device_stats`, ms.
+    pub stats_interval_ms: u64,
+    /// Shortest aggregate interval, ms.
+    pub min_aggregate_interval_ms: u64,
 }
 
 /// `[limits]`
@@ -208,7 +242,22 @@ impl HubConfig {
 
     /// Checks ranges the types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, usize); 16] = [
+        let positive: [(&'static str, usize); 20] = [
+            ("ws.client_budget_bytes", self.ws.client_budget_bytes),
+            ("ws.ping_interval_ms", self.ws.ping_interval_ms as usize),
+            (
+                "ws.client_messages_per_s",
+                self.ws.client_messages_per_s as usize,
+            ),
+            (
+                "ws.client_message_burst",
+                self.ws.client_message_burst as usize,
+            ),
+            ("ws.stats_interval_ms", self.ws.stats_interval_ms as usize),
+            (
+                "ws.min_aggregate_interval_ms",
+                self.ws.min_aggregate_interval_ms as usize,
+            ),
             ("control.max_connections", self.control.max_connections),
             (
                 "control.handshake_timeout_ms",
@@ -233,9 +282,7 @@ impl HubConfig {
             ("udp.recv_buffer_bytes", self.udp.recv_buffer_bytes),
             ("udp.batch_max", self.udp.batch_max),
             ("ws.max_clients", self.ws.max_clients),
-            ("ws.broadcast_frames", self.ws.broadcast_frames),
-            ("ws.frame_max_datagrams", self.ws.frame_max_datagrams),
-            ("ws.live_queue_batches", self.ws.live_queue_batches),
+            ("ws.replay_bytes", self.ws.replay_bytes),
             ("limits.max_devices", self.limits.max_devices),
         ];
         for (key, value) in positive {
@@ -277,6 +324,23 @@ impl HubConfig {
             });
         }
         self.device_tokens()?;
+        let windows = &self.aggregation.windows_s;
+        if windows.is_empty()
+            || windows.len() > 4
+            || windows.iter().any(|&w| !(1..=86_400).contains(&w))
+        {
+            return Err(ConfigError::OutOfRange {
+                key: "aggregation.windows_s",
+                expected:
+                    "a list of 1 to 4 window lengths between 1 and 86400 seconds, e.g. [10, 60]",
+            });
+        }
+        if !(1..=120).contains(&self.aggregation.buckets_per_window) {
+            return Err(ConfigError::OutOfRange {
+                key: "aggregation.buckets_per_window",
+                expected: "between 1 and 120",
+            });
+        }
         if self.ws.max_client_message_bytes < 256 {
             return Err(ConfigError::OutOfRange {
                 key: "ws.max_client_message_bytes",
@@ -289,10 +353,10 @@ impl HubConfig {
                 expected: "at most 4096 (work per cycle is capped to keep the hub responsive)",
             });
         }
-        if self.ws.broadcast_frames > 65_536 {
+        if self.ws.replay_bytes < self.ws.client_budget_bytes {
             return Err(ConfigError::OutOfRange {
-                key: "ws.broadcast_frames",
-                expected: "at most 65536",
+                key: "ws.replay_bytes",
+                expected: "at least ws.client_budget_bytes (a client may lag by its budget)",
             });
         }
         Ok(())

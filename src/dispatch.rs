@@ -1,12 +1,12 @@
 //! Applies the registry's effects: commands and closes go to the control
-//! session they name, status changes go to every WebSocket client (as
-//! `command_status` and `device_status` frames) and to HTTP requests
-//! waiting on a command.
+//! session they name, status changes go into the event stream (and so to
+//! the WebSocket clients that want them) and to HTTP requests waiting on a
+//! command. Runs under the state lock.
 
 use crate::control::Outbound;
 use crate::hub::Hub;
 use crate::registry::Effect;
-use crate::ws::messages;
+use crate::stream::Event;
 
 /// Applies `effects` in order. Never blocks.
 pub fn dispatch(hub: &Hub, effects: Vec<Effect>) {
@@ -25,7 +25,7 @@ pub fn dispatch(hub: &Hub, effects: Vec<Effect>) {
                     state = record.state.name(),
                     "command"
                 );
-                hub.publish(messages::command_status(&record).into());
+                hub.publish(Event::CommandStatus(record.clone()));
                 hub.publish_command(record);
             }
             Effect::DeviceStatus {
@@ -40,7 +40,12 @@ pub fn dispatch(hub: &Hub, effects: Vec<Effect>) {
                     previous = previous.map(|p| p.name()),
                     "device status"
                 );
-                hub.publish(messages::device_status(device, status, previous, at_ms).into());
+                hub.publish(Event::DeviceStatus {
+                    device,
+                    status,
+                    previous,
+                    at_ms,
+                });
             }
         }
     }

@@ -2,10 +2,8 @@
 //! drive it with `warp::test` without a server: embedded dashboard files,
 //! `GET /api/devices`, `GET /healthz`, `GET /metrics` and `/ws`.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use sensor_hub_protocol::control::ValueKind;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use warp::http::{header, Response, StatusCode};
@@ -15,10 +13,9 @@ use warp::{Filter, Rejection, Reply};
 use crate::assets;
 use crate::command_json::parse_command;
 use crate::hub::{unix_ms, Hub};
-use crate::registry::{kind_of, CommandRecord, CommandState, DeviceEntry, DeviceStatus, Origin};
-use crate::state::DeviceState;
+use crate::registry::{kind_of, CommandRecord, CommandState, Origin};
+use crate::views::{self, DeviceView};
 use crate::ws;
-use crate::ws::messages::JsonValue;
 
 /// A response with a fixed body and the headers every answer carries.
 pub(crate) fn response(
@@ -45,108 +42,19 @@ pub(crate) fn response(
 }
 
 #[derive(Serialize)]
-struct SensorView<'a> {
-    channel: u8,
-    name: Option<&'a str>,
-    unit: Option<&'a str>,
-    kind: Option<ValueKind>,
-    min: Option<f32>,
-    max: Option<f32>,
-    value: Option<JsonValue>,
-    time_ms: Option<u64>,
-    received_ms: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct DeviceView<'a> {
-    id: u32,
-    name: Option<&'a str>,
-    firmware: Option<&'a str>,
-    interval_ms: Option<u32>,
-    status: Option<DeviceStatus>,
-    status_since_ms: Option<u64>,
-    connected: bool,
-    clock_offset_ms: Option<i64>,
-    addr: Option<String>,
-    first_seen_ms: Option<u64>,
-    last_seen_ms: Option<u64>,
-    datagrams: u64,
-    readings: u64,
-    bytes: u64,
-    last_seq: Option<u32>,
-    sensors: Vec<SensorView<'a>>,
-}
-
-fn device_view<'a>(
-    id: u32,
-    data: Option<&'a DeviceState>,
-    entry: Option<&'a DeviceEntry>,
-) -> DeviceView<'a> {
-    let info = entry.and_then(|e| e.info.as_ref());
-    let mut channels: BTreeSet<u8> = info
-        .map(|i| i.sensors.iter().map(|s| s.channel).collect())
-        .unwrap_or_default();
-    if let Some(d) = data {
-        channels.extend(d.sensors.keys());
-    }
-    let sensors = channels
-        .into_iter()
-        .map(|channel| {
-            let declared = info.and_then(|i| i.sensors.iter().find(|s| s.channel == channel));
-            let latest = data.and_then(|d| d.sensors.get(&channel));
-            SensorView {
-                channel,
-                name: declared.map(|s| s.name.as_str()),
-                unit: declared.map(|s| s.unit.as_str()),
-                kind: declared.map(|s| s.kind),
-                min: declared.and_then(|s| s.min),
-                max: declared.and_then(|s| s.max),
-                value: latest.map(|s| JsonValue(s.value)),
-                time_ms: latest.map(|s| s.time_ms),
-                received_ms: latest.map(|s| s.received_ms),
-            }
-        })
-        .collect();
-    DeviceView {
-        id,
-        name: info.map(|i| i.name.as_str()),
-        firmware: info.map(|i| i.firmware.as_str()),
-        interval_ms: info.map(|i| i.interval_ms),
-        status: entry.map(|e| e.status),
-        status_since_ms: entry.map(|e| e.status_since_ms),
-        connected: entry.is_some_and(|e| e.session.is_some()),
-        clock_offset_ms: entry.and_then(|e| e.clock_offset_ms),
-        addr: data.map(|d| d.addr.to_string()),
-        first_seen_ms: data.map(|d| d.first_seen_ms),
-        last_seen_ms: data
-            .map(|d| d.last_seen_ms)
-            .max(entry.and_then(|e| e.last_seen_ms())),
-        datagrams: data.map_or(0, |d| d.datagrams),
-        readings: data.map_or(0, |d| d.readings),
-        bytes: data.map_or(0, |d| d.bytes),
-        last_seq: data.map(|d| d.last_seq),
-        sensors,
-    }
-}
-
-#[derive(Serialize)]
 struct DevicesView<'a> {
     hub_time_ms: u64,
     devices: Vec<DeviceView<'a>>,
 }
 
 /// JSON body of `GET /api/devices`: every device the data plane or the
-/// control plane knows, with declared sensors merged with latest values.
+/// control plane knows (see [`views`]).
 pub fn devices_json(hub: &Hub) -> String {
     let state = hub.lock_state();
-    let mut ids: BTreeSet<u32> = state.devices_by_id().iter().map(|d| d.id).collect();
-    ids.extend(state.registry.device_ids());
+    let now = unix_ms();
     let view = DevicesView {
-        hub_time_ms: unix_ms(),
-        devices: ids
-            .into_iter()
-            .map(|id| device_view(id, state.device(id), state.registry.device(id)))
-            .collect(),
+        hub_time_ms: now,
+        devices: views::devices(&state, None, now),
     };
     serde_json::to_string(&view).unwrap_or_default()
 }

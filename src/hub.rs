@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,8 +17,8 @@ use crate::dispatch::dispatch;
 use crate::metrics::{bump, render, MetricsSnapshot, ShellMetrics};
 use crate::net::{kernel_udp_stats, RecvBuffer};
 use crate::registry::{CommandRecord, Registry, RegistryConfig, SessionId};
-use crate::state::HubState;
-use crate::ws::Frame;
+use crate::state::{HubState, WindowConfig};
+use crate::stream::{Event, ReplayRing};
 
 /// Current wall-clock time in Unix milliseconds (0 if the clock is before 1970).
 pub fn unix_ms() -> u64 {
@@ -46,7 +46,10 @@ struct Inner {
     config: HubConfig,
     state: Mutex<HubState>,
     metrics: ShellMetrics,
-    frames: broadcast::Sender<Frame>,
+    ring: Mutex<ReplayRing>,
+    head: watch::Sender<u64>,
+    epoch: String,
+    next_client: std::sync::atomic::AtomicU64,
     command_updates: broadcast::Sender<CommandRecord>,
     sessions: Mutex<HashMap<SessionId, tokio::sync::mpsc::Sender<Outbound>>>,
     tokens: Tokens,
@@ -63,7 +66,8 @@ pub struct Hub(Arc<Inner>);
 impl Hub {
     /// A hub with empty state.
     pub fn new(config: HubConfig, udp: UdpSocketInfo) -> Hub {
-        let (frames, _) = broadcast::channel(config.ws.broadcast_frames);
+        let ring = Mutex::new(ReplayRing::new(config.ws.replay_bytes));
+        let (head, _) = watch::channel(0);
         let (command_updates, _) = broadcast::channel(COMMAND_UPDATES);
         let registry = Registry::new(RegistryConfig {
             max_devices: config.limits.max_devices,
@@ -82,10 +86,25 @@ impl Hub {
         );
         Hub(Arc::new(Inner {
             tokens,
-            state: Mutex::new(HubState::new(config.limits.max_devices, registry)),
+            state: Mutex::new(HubState::new(
+                config.limits.max_devices,
+                WindowConfig {
+                    windows_ms: config
+                        .aggregation
+                        .windows_s
+                        .iter()
+                        .map(|s| s * 1_000)
+                        .collect(),
+                    buckets: config.aggregation.buckets_per_window,
+                },
+                registry,
+            )),
             config,
             metrics: ShellMetrics::default(),
-            frames,
+            ring,
+            head,
+            epoch: format!("{:016x}", fastrand::u64(..)),
+            next_client: std::sync::atomic::AtomicU64::new(1),
             command_updates,
             sessions: Mutex::new(HashMap::new()),
             started: Instant::now(),
@@ -166,14 +185,35 @@ impl Hub {
         &self.0.metrics
     }
 
-    /// A receiver of live frames, starting with the next one published.
-    pub fn subscribe_frames(&self) -> broadcast::Receiver<Frame> {
-        self.0.frames.subscribe()
+    /// Appends an event to the stream. Call it while holding the state lock,
+    /// right after the change it describes: that keeps snapshots (taken
+    /// under the same lock) consistent with the sequence numbers.
+    pub fn publish(&self, event: Event) -> u64 {
+        let seq = self.ring().push(event);
+        self.0.head.send_replace(seq);
+        seq
     }
 
-    /// Publishes a frame to every subscribed client; `false` if none is.
-    pub fn publish(&self, frame: Frame) -> bool {
-        self.0.frames.send(frame).is_ok()
+    /// The replay ring.
+    pub fn ring(&self) -> MutexGuard<'_, ReplayRing> {
+        self.0.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes whenever an event is published.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.0.head.subscribe()
+    }
+
+    /// This run's stream epoch: a resume from another epoch gets a resync.
+    pub fn epoch(&self) -> &str {
+        &self.0.epoch
+    }
+
+    /// A fresh WebSocket client id.
+    pub fn next_client_id(&self) -> u64 {
+        self.0
+            .next_client
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fires when the hub is shutting down.
@@ -188,26 +228,36 @@ impl Hub {
 
     /// The Prometheus text of every metric, now.
     pub fn metrics_text(&self) -> String {
-        let (ingest, devices, registry, device_status, control_sessions) = {
-            let state = self.lock_state();
-            (
-                state.counters().clone(),
-                state.device_count(),
-                state.registry.counters().clone(),
-                state.registry.status_counts(),
-                state.registry.sessions(),
-            )
+        let per_device_max = self.config().metrics.per_device_max;
+        let state = self.lock_state();
+        let per_device = (state.device_count() <= per_device_max).then(|| {
+            state
+                .devices_by_id()
+                .into_iter()
+                .map(|d| (d.id, *d.seq.counts(), d.latency.clone()))
+                .collect()
+        });
+        let (replay_bytes, stream_seq) = {
+            let ring = self.ring();
+            (ring.bytes(), ring.head())
         };
-        render(&MetricsSnapshot {
-            ingest,
-            devices,
-            registry,
-            device_status,
-            control_sessions,
+        let snapshot = MetricsSnapshot {
+            ingest: state.counters().clone(),
+            devices: state.device_count(),
+            registry: state.registry.counters().clone(),
+            device_status: state.registry.status_counts(),
+            control_sessions: state.registry.sessions(),
+            seq_totals: state.seq_totals(),
+            latency: state.latency().clone(),
+            per_device,
+            replay_bytes,
+            stream_seq,
             shell: self.metrics(),
             kernel: self.0.udp.inode.and_then(kernel_udp_stats),
             udp_recv_buffer_bytes: self.0.udp.recv_buffer.granted(),
             uptime_seconds: self.0.started.elapsed().as_secs_f64(),
-        })
+        };
+        drop(state);
+        render(&snapshot)
     }
 }

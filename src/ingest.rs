@@ -1,7 +1,7 @@
 //! The UDP shell: owns the data-plane socket, reads datagrams in batches
 //! (at most `udp.batch_max` per cycle, then yields), hands them to the pure
 //! [`HubState`](crate::state::HubState) under one lock per batch, and
-//! passes what was accepted to the live stream.
+//! publishes what was accepted as one `Readings` event.
 
 use std::io;
 
@@ -10,15 +10,15 @@ use tokio::net::UdpSocket;
 
 use crate::dispatch::dispatch;
 use crate::hub::{unix_ms, Hub};
-use crate::live::LiveSender;
 use crate::metrics::bump;
+use crate::stream::Event;
 
 /// Receive slot size: one byte more than the largest valid datagram, so an
 /// oversized datagram shows up as a read that fills the slot.
 const SLOT: usize = MAX_DATAGRAM_LEN + 1;
 
 /// Reads and ingests datagrams until the hub shuts down.
-pub async fn run(hub: Hub, socket: UdpSocket, live: LiveSender) {
+pub async fn run(hub: Hub, socket: UdpSocket) {
     let batch_max = hub.config().udp.batch_max;
     let mut buffer = vec![0u8; batch_max * SLOT];
     let mut received = Vec::with_capacity(batch_max);
@@ -49,29 +49,25 @@ pub async fn run(hub: Hub, socket: UdpSocket, live: LiveSender) {
             continue;
         }
         let now = unix_ms();
-        let want_live = !live.nobody_listening();
-        let mut accepted = Vec::new();
         {
             let mut state = hub.lock_state();
+            let mut accepted = Vec::with_capacity(received.len());
             for (i, &(len, from)) in received.iter().enumerate() {
                 let bytes = &buffer[i * SLOT..i * SLOT + len];
                 if let Ok(datagram) = state.ingest(bytes, from, now) {
-                    if want_live {
-                        accepted.push(datagram);
-                    }
+                    accepted.push(datagram);
                 }
             }
-            // Devices that appeared or came back online.
+            // Devices that appeared or came back online, then the readings:
+            // published under the lock, so snapshots stay consistent.
             let effects = state.registry.take_effects();
-            if !effects.is_empty() {
-                dispatch(&hub, effects);
+            dispatch(&hub, effects);
+            if !accepted.is_empty() {
+                hub.publish(Event::Readings(accepted));
             }
         }
         let full_cycle = received.len() == batch_max;
         received.clear();
-        if !accepted.is_empty() {
-            live.send(accepted);
-        }
         if full_cycle {
             // More may be waiting; let other tasks run first.
             tokio::task::yield_now().await;

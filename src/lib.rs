@@ -9,6 +9,10 @@
 //! * [`registry`]: control sessions, liveness and the command lifecycle,
 //!   as a state machine that returns effects.
 //! * [`command_json`]: commands as clients write them in JSON.
+//! * [`aggregate`]: rolling windows, sequence accounting, latency.
+//! * [`stream`]: the numbered event stream, its replay ring,
+//!   subscriptions and coalescing.
+//! * [`views`]: JSON views of devices for the API and snapshots.
 //! * [`ws::messages`]: the WebSocket JSON messages, both directions.
 //! * [`config`]: typed configuration and its layered loading.
 //! * [`metrics`]: counters and their Prometheus text.
@@ -18,7 +22,7 @@
 //!   ([`server::run`]) until a shutdown future completes.
 //! * [`hub`]: the handle shared by all tasks.
 //! * [`ingest`]: the UDP receive loop.
-//! * [`live`]: batching accepted datagrams into shared JSON frames.
+//! * [`stats`]: publishes per-device statistics periodically.
 //! * [`ws`]: the `/ws` endpoint and per-client sessions.
 //! * [`http`]: the HTTP application (dashboard files, API, metrics).
 //! * [`control`]: the TCP control channel: listener, sessions, tokens.
@@ -40,10 +44,12 @@ pub mod dispatch;
 pub mod http;
 pub mod hub;
 pub mod ingest;
-pub mod live;
 pub mod metrics;
 pub mod net;
 pub mod registry;
 pub mod server;
 pub mod state;
+pub mod stats;
+pub mod stream;
+pub mod views;
 pub mod ws;

@@ -5,11 +5,15 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::aggregate::latency::{LatencyHistogram, BOUNDS_MS};
+use crate::aggregate::sequence::SeqCounts;
 use crate::control::CloseReason;
 use crate::net::KernelUdpStats;
 use crate::registry::{CommandState, DeviceStatus, RegistryCounters};
 use crate::state::{DropReason, IngestCounters};
-use crate::ws::messages::ClientError;
+use crate::ws::requests::ClientError;
+use crate::ws::session::Eviction;
+use sensor_hub_protocol::DeviceId;
 
 /// Shell-side counters; cheap to bump from any task.
 #[derive(Debug, Default)]
@@ -22,14 +26,10 @@ pub struct ShellMetrics {
     pub ws_clients_rejected: AtomicU64,
     /// Messages sent to WebSocket clients.
     pub ws_messages_sent: AtomicU64,
-    /// Live frames a lagging client skipped (oldest first).
-    pub ws_frames_skipped: AtomicU64,
+    /// Clients the hub closed, by [`Eviction::index`].
+    pub ws_evictions: [AtomicU64; Eviction::COUNT],
     /// Client messages answered with an error, by [`ClientError::index`].
     pub ws_client_errors: [AtomicU64; ClientError::COUNT],
-    /// Live `readings` frames serialized (each shared by all clients).
-    pub live_frames: AtomicU64,
-    /// Datagrams left out of the live stream because its queue was full.
-    pub live_datagrams_dropped: AtomicU64,
     /// Errors reading the UDP socket.
     pub udp_recv_errors: AtomicU64,
     /// Control-channel connections accepted.
@@ -58,6 +58,16 @@ pub struct MetricsSnapshot<'a> {
     pub device_status: [usize; 3],
     /// Open control sessions.
     pub control_sessions: usize,
+    /// Sequence accounting summed over devices.
+    pub seq_totals: SeqCounts,
+    /// Latency over all devices.
+    pub latency: LatencyHistogram,
+    /// Per-device sequence accounting and latency, when few enough devices.
+    pub per_device: Option<Vec<(DeviceId, SeqCounts, LatencyHistogram)>>,
+    /// Estimated bytes in the replay ring.
+    pub replay_bytes: usize,
+    /// Sequence number of the newest streamed event.
+    pub stream_seq: u64,
     /// The shell's counters.
     pub shell: &'a ShellMetrics,
     /// Kernel counters of the UDP socket, where the OS exposes them.
@@ -96,6 +106,29 @@ fn labeled(
     for (value, count) in series {
         let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
     }
+}
+
+/// The samples of a Prometheus histogram; `labels` go before `le`.
+fn histogram(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0;
+    for (i, count) in h.buckets().iter().enumerate() {
+        cumulative += count;
+        let le = BOUNDS_MS
+            .get(i)
+            .map_or("+Inf".to_string(), |b| b.to_string());
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum_ms());
+    let _ = writeln!(out, "{name}_count{braces} {}", h.count());
 }
 
 fn load(c: &AtomicU64) -> u64 {
@@ -206,10 +239,16 @@ pub fn render(s: &MetricsSnapshot<'_>) -> String {
                 load(&sh.ws_messages_sent),
             ),
             (
-                "sensor_hub_ws_frames_skipped_total",
+                "sensor_hub_stream_seq",
                 COUNTER,
-                "Live frames skipped by clients that fell more than ws.broadcast_frames behind.",
-                load(&sh.ws_frames_skipped),
+                "Sequence number of the newest event in the WebSocket stream.",
+                s.stream_seq,
+            ),
+            (
+                "sensor_hub_stream_replay_bytes",
+                GAUGE,
+                "Estimated bytes held in the replay buffer (ws.replay_bytes).",
+                s.replay_bytes as u64,
             ),
         ],
     );
@@ -222,6 +261,16 @@ pub fn render(s: &MetricsSnapshot<'_>) -> String {
         ),
         "code",
         ClientError::ALL.map(|e| (e.code(), load(&sh.ws_client_errors[e.index()]))),
+    );
+    labeled(
+        &mut out,
+        (
+            "sensor_hub_ws_evictions_total",
+            COUNTER,
+            "WebSocket clients closed by the hub, by reason.",
+        ),
+        "reason",
+        Eviction::ALL.map(|e| (e.name(), load(&sh.ws_evictions[e.index()]))),
     );
     labeled(
         &mut out,
@@ -293,17 +342,63 @@ pub fn render(s: &MetricsSnapshot<'_>) -> String {
     );
     singles(
         &mut out,
-        &[
-            ("sensor_hub_live_frames_total", COUNTER,
-             "Live readings frames serialized (each shared by every client).",
-             load(&sh.live_frames)),
-            ("sensor_hub_live_datagrams_dropped_total", COUNTER,
-             "Accepted datagrams left out of the live stream because its queue (ws.live_queue_batches) was full.",
-             load(&sh.live_datagrams_dropped)),
-            ("sensor_hub_control_connections_total", COUNTER,
-             "TCP control-channel connections accepted.", load(&sh.control_connections)),
+        &[(
+            "sensor_hub_control_connections_total",
+            COUNTER,
+            "TCP control-channel connections accepted.",
+            load(&sh.control_connections),
+        )],
+    );
+    let seq = &s.seq_totals;
+    labeled(
+        &mut out,
+        (
+            "sensor_hub_sequence_total",
+            COUNTER,
+            "Datagram accounting from sequence numbers, over all devices.",
+        ),
+        "kind",
+        [
+            ("received", seq.received),
+            ("lost", seq.lost),
+            ("reordered", seq.reordered),
+            ("duplicated", seq.duplicated),
+            ("restarts", seq.restarts),
         ],
     );
+    let latency = "sensor_hub_latency_ms";
+    family(
+        &mut out,
+        latency,
+        "histogram",
+        "Hub receive time minus device time (clock-offset corrected), ms.",
+    );
+    histogram(&mut out, latency, "", &s.latency);
+    if let Some(devices) = &s.per_device {
+        let name = "sensor_hub_device_sequence_total";
+        family(&mut out, name, COUNTER, "Per-device datagram accounting (while at most metrics.per_device_max devices are tracked).");
+        for (device, c, _) in devices {
+            for (kind, v) in [
+                ("received", c.received),
+                ("lost", c.lost),
+                ("reordered", c.reordered),
+                ("duplicated", c.duplicated),
+                ("restarts", c.restarts),
+            ] {
+                let _ = writeln!(out, "{name}{{device=\"{device}\",kind=\"{kind}\"}} {v}");
+            }
+        }
+        let name = "sensor_hub_device_latency_ms";
+        family(
+            &mut out,
+            name,
+            "histogram",
+            "Per-device latency, ms (while at most metrics.per_device_max devices are tracked).",
+        );
+        for (device, _, latency) in devices {
+            histogram(&mut out, name, &format!("device=\"{device}\""), latency);
+        }
+    }
     let uptime = "sensor_hub_uptime_seconds";
     family(&mut out, uptime, GAUGE, "Seconds since the hub started.");
     let _ = writeln!(out, "{uptime} {:.3}", s.uptime_seconds);
@@ -329,6 +424,19 @@ mod tests {
             registry: RegistryCounters::default(),
             device_status: [3, 1, 0],
             control_sessions: 2,
+            seq_totals: SeqCounts {
+                received: 9,
+                lost: 1,
+                ..Default::default()
+            },
+            latency: {
+                let mut h = LatencyHistogram::default();
+                h.record(3);
+                h
+            },
+            per_device: Some(vec![(7, SeqCounts::default(), LatencyHistogram::default())]),
+            replay_bytes: 100,
+            stream_seq: 5,
             shell: &shell,
             kernel: Some(KernelUdpStats {
                 drops: 2,
@@ -346,6 +454,14 @@ mod tests {
         assert!(text.contains("sensor_hub_ws_clients_rejected_total 1\n"));
         assert!(text.contains("sensor_hub_devices 4\n"));
         assert!(text.contains("sensor_hub_devices_by_status{status=\"late\"} 1\n"));
+        assert!(text.contains("sensor_hub_sequence_total{kind=\"lost\"} 1\n"));
+        assert!(text.contains("sensor_hub_latency_ms_bucket{le=\"2\"} 0\n"));
+        assert!(text.contains("sensor_hub_latency_ms_bucket{le=\"5\"} 1\n"));
+        assert!(text.contains("sensor_hub_latency_ms_bucket{le=\"+Inf\"} 1\n"));
+        assert!(text.contains("sensor_hub_latency_ms_count 1\n"));
+        assert!(text.contains("sensor_hub_device_latency_ms_count{device=\"7\"} 0\n"));
+        assert!(text.contains("sensor_hub_device_sequence_total{device=\"7\",kind=\"lost\"} 0\n"));
+        assert!(text.contains("sensor_hub_ws_evictions_total{reason=\"slow_consumer\"} 0\n"));
         assert!(text.contains("sensor_hub_control_sessions 2\n"));
         assert!(text.contains("sensor_hub_control_closed_total{reason=\"idle_timeout\"} 0\n"));
         assert!(text.contains("sensor_hub_commands_finished_total{state=\"timed_out\"} 0\n"));
@@ -353,6 +469,13 @@ mod tests {
         // Every sample line belongs to a family announced with HELP and TYPE.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    name.strip_suffix(suffix)
+                        .filter(|base| text.contains(&format!("# TYPE {base} histogram")))
+                })
+                .unwrap_or(name);
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
         }

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::config::HubConfig;
 use crate::hub::{Hub, UdpSocketInfo};
 use crate::net::{bind_udp, socket_inode};
-use crate::{control, http, ingest, live};
+use crate::{control, http, ingest, stats};
 
 /// The hub's bound sockets.
 #[derive(Debug)]
@@ -101,9 +101,8 @@ pub async fn run(
     let hub = Hub::new(config, udp_info);
     let cancel = hub.cancel_token();
 
-    let (live_tx, live_rx) = live::channel(&hub);
-    let serializer = tokio::spawn(live::run_serializer(hub.clone(), live_rx));
-    let ingest = tokio::spawn(ingest::run(hub.clone(), udp, live_tx));
+    let ingest = tokio::spawn(ingest::run(hub.clone(), udp));
+    let stats = tokio::spawn(stats::run(hub.clone()));
     let control = tokio::spawn(control::run(hub.clone(), control));
     let ticker = tokio::spawn(run_ticker(hub.clone()));
     if hub.tokens().is_empty() {
@@ -128,8 +127,7 @@ pub async fn run(
         let _ = ingest.await;
         let _ = control.await;
         let _ = ticker.await;
-        // Ingest has stopped and dropped its sender: the serializer ends.
-        let _ = serializer.await;
+        let _ = stats.await;
         hub.tasks().wait().await;
         let _ = server.await;
     })

@@ -3,6 +3,7 @@
 //! the caller passes the bytes, the sender's address and the current time,
 //! so everything here is unit-tested directly.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
@@ -10,6 +11,9 @@ use sensor_hub_protocol::{
     decode_datagram, restore_time_ms, Channel, DecodeError, DeviceId, Readings, Value,
 };
 
+use crate::aggregate::latency::LatencyHistogram;
+use crate::aggregate::sequence::{SeqCounts, SeqTracker};
+use crate::aggregate::window::{Window, WindowStats};
 use crate::registry::Registry;
 
 /// Why a datagram was not accepted. Every read datagram is either accepted
@@ -65,8 +69,8 @@ impl IngestCounters {
     }
 }
 
-/// Latest known value of one sensor.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Latest value and rolling statistics of one sensor.
+#[derive(Debug, Clone)]
 pub struct SensorState {
     /// The value.
     pub value: Value,
@@ -74,10 +78,42 @@ pub struct SensorState {
     pub time_ms: u64,
     /// Hub time at which it arrived, Unix ms.
     pub received_ms: u64,
+    /// Hub time of its first reading.
+    pub first_ms: u64,
+    /// Readings received.
+    pub count: u64,
+    /// One rolling window per configured length.
+    windows: Vec<Window>,
+}
+
+impl SensorState {
+    /// Statistics of every window at `now_ms`.
+    pub fn window_stats(&self, now_ms: u64) -> Vec<WindowStats> {
+        let age = now_ms.saturating_sub(self.first_ms);
+        self.windows.iter().map(|w| w.stats(now_ms, age)).collect()
+    }
+}
+
+/// The numeric form of a value for statistics (booleans as 0 and 1).
+pub fn numeric(value: Value) -> f64 {
+    match value {
+        Value::F32(f) => f64::from(f),
+        Value::I32(i) => f64::from(i),
+        Value::Bool(b) => f64::from(u8::from(b)),
+    }
+}
+
+/// Rolling-window settings (`[aggregation]`).
+#[derive(Debug, Clone)]
+pub struct WindowConfig {
+    /// Window lengths, ms.
+    pub windows_ms: Vec<u64>,
+    /// Slices per window.
+    pub buckets: usize,
 }
 
 /// What the hub knows about one device.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct DeviceState {
     /// Numeric id.
     pub id: DeviceId,
@@ -97,6 +133,21 @@ pub struct DeviceState {
     pub last_seq: u32,
     /// Latest value per channel (at most 256).
     pub sensors: BTreeMap<Channel, SensorState>,
+    /// Loss, reordering and duplicates from sequence numbers.
+    pub seq: SeqTracker,
+    /// Receive time minus device time (offset-corrected when known).
+    pub latency: LatencyHistogram,
+    /// Datagram rate over the first configured window.
+    rate: Window,
+}
+
+impl DeviceState {
+    /// Datagrams per second over the first rolling window, at `now_ms`.
+    pub fn rate_per_s(&self, now_ms: u64) -> f64 {
+        self.rate
+            .stats(now_ms, now_ms.saturating_sub(self.first_seen_ms))
+            .rate_per_s
+    }
 }
 
 /// An accepted datagram, as passed on to live subscribers.
@@ -121,17 +172,21 @@ pub struct HubState {
     devices: HashMap<DeviceId, DeviceState>,
     max_devices: usize,
     counters: IngestCounters,
+    windows: WindowConfig,
+    latency: LatencyHistogram,
     /// Sessions, liveness and commands; told of every accepted datagram.
     pub registry: Registry,
 }
 
 impl HubState {
     /// Empty state tracking at most `max_devices` devices.
-    pub fn new(max_devices: usize, registry: Registry) -> HubState {
+    pub fn new(max_devices: usize, windows: WindowConfig, registry: Registry) -> HubState {
         HubState {
             devices: HashMap::new(),
             max_devices,
             counters: IngestCounters::default(),
+            windows,
+            latency: LatencyHistogram::default(),
             registry,
         }
     }
@@ -150,7 +205,6 @@ impl HubState {
         let result = self.accept(bytes, from, now_ms);
         match &result {
             Ok(live) => {
-                self.registry.data_seen(live.device, now_ms);
                 self.counters.datagrams_accepted += 1;
                 self.counters.readings_accepted += live.readings.len() as u64;
             }
@@ -168,11 +222,9 @@ impl HubState {
         let datagram = decode_datagram(bytes).map_err(DropReason::Decode)?;
         let tracked = self.devices.len();
         let device = match self.devices.entry(datagram.device_id) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(_) if tracked >= self.max_devices => {
-                return Err(DropReason::DeviceLimit)
-            }
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(DeviceState {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(_) if tracked >= self.max_devices => return Err(DropReason::DeviceLimit),
+            Entry::Vacant(e) => e.insert(DeviceState {
                 id: datagram.device_id,
                 addr: from,
                 first_seen_ms: now_ms,
@@ -182,9 +234,22 @@ impl HubState {
                 bytes: 0,
                 last_seq: datagram.seq,
                 sensors: BTreeMap::new(),
+                seq: SeqTracker::default(),
+                latency: LatencyHistogram::default(),
+                rate: Window::new(
+                    self.windows.windows_ms.first().copied().unwrap_or(10_000),
+                    self.windows.buckets,
+                    now_ms,
+                ),
             }),
         };
+        let offset = self.registry.data_seen(datagram.device_id, now_ms);
         let time_ms = restore_time_ms(datagram.time_ms, now_ms);
+        let latency = now_ms as i64 - time_ms as i64 - offset.unwrap_or(0);
+        device.latency.record(latency);
+        self.latency.record(latency);
+        device.seq.observe(datagram.seq, time_ms);
+        device.rate.add(now_ms, 1.0);
         device.addr = from;
         device.last_seen_ms = now_ms;
         device.datagrams += 1;
@@ -192,14 +257,32 @@ impl HubState {
         device.bytes += bytes.len() as u64;
         device.last_seq = datagram.seq;
         for reading in &datagram.readings {
-            device.sensors.insert(
-                reading.channel,
-                SensorState {
+            let sensor = device
+                .sensors
+                .entry(reading.channel)
+                .or_insert_with(|| SensorState {
                     value: reading.value,
                     time_ms,
                     received_ms: now_ms,
-                },
-            );
+                    first_ms: now_ms,
+                    count: 0,
+                    windows: self
+                        .windows
+                        .windows_ms
+                        .iter()
+                        .map(|&w| Window::new(w, self.windows.buckets, now_ms))
+                        .collect(),
+                });
+            sensor.value = reading.value;
+            sensor.time_ms = time_ms;
+            sensor.received_ms = now_ms;
+            sensor.count += 1;
+            let value = numeric(reading.value);
+            if value.is_finite() {
+                for window in &mut sensor.windows {
+                    window.add(now_ms, value);
+                }
+            }
         }
         Ok(LiveDatagram {
             device: datagram.device_id,
@@ -208,6 +291,20 @@ impl HubState {
             received_ms: now_ms,
             readings: datagram.readings,
         })
+    }
+
+    /// Latency over all devices.
+    pub fn latency(&self) -> &LatencyHistogram {
+        &self.latency
+    }
+
+    /// Sequence counts summed over all devices.
+    pub fn seq_totals(&self) -> SeqCounts {
+        let mut total = SeqCounts::default();
+        for d in self.devices.values() {
+            total.add(d.seq.counts());
+        }
+        total
     }
 
     /// Counters over every datagram read so far.

@@ -245,8 +245,7 @@ async fn silent_device_goes_late_then_offline_then_online_again() {
         ("SENSOR_HUB__LIVENESS__TICK_MS", "20"),
     ])
     .await;
-    let mut ws = hub.ws().await;
-    next_json(&mut ws).await; // hello
+    let mut ws = subscribed_client(&hub).await;
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let send = |seq| datagram(21, seq, &[(0, Value::F32(1.0))]);
     udp.send_to(&send(0), hub.udp).await.unwrap();

@@ -24,8 +24,8 @@ async fn collect_datagrams(ws: &mut Client, count: usize) -> Vec<serde_json::Val
     let mut seen = Vec::new();
     while seen.len() < count {
         let msg = next_json(ws).await;
-        if msg["type"] == "device_status" {
-            continue; // a new device appears
+        if msg["type"] == "device_status" || msg["type"] == "device_stats" {
+            continue; // a new device appears; statistics
         }
         assert_eq!(msg["type"], "readings", "{msg}");
         assert!(msg["hub_time_ms"].as_u64().is_some());
@@ -42,6 +42,9 @@ async fn datagrams_arrive_as_json_readings_on_the_websocket() {
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["protocol"], 1);
     assert!(hello["server_time_ms"].as_u64().unwrap() > 1_600_000_000_000);
+    assert!(hello["epoch"].as_str().is_some());
+    let snapshot = subscribe(&mut ws, serde_json::json!({})).await;
+    assert_eq!(snapshot["devices"], serde_json::json!([]));
 
     let udp = sender().await;
     let values = [
@@ -85,10 +88,8 @@ async fn datagrams_arrive_as_json_readings_on_the_websocket() {
 #[tokio::test]
 async fn every_client_gets_the_same_frames() {
     let hub = start_hub(&[]).await;
-    let mut a = hub.ws().await;
-    let mut b = hub.ws().await;
-    next_json(&mut a).await;
-    next_json(&mut b).await;
+    let mut a = subscribed_client(&hub).await;
+    let mut b = subscribed_client(&hub).await;
     let udp = sender().await;
     for seq in 0..20 {
         udp.send_to(&datagram(3, seq, &[(0, Value::F32(seq as f32))]), hub.udp)
@@ -167,6 +168,7 @@ async fn client_messages_get_answers_and_errors_without_closing() {
     for (input, code) in [
         ("{not json", "bad_json"),
         ("[]", "missing_type"),
+        (r#"{"type":"subscribe","mode":"fast"}"#, "bad_subscription"),
         (r#"{"type":"fly","id":4}"#, "unknown_type"),
     ] {
         ws.send(Message::text(input)).await.unwrap();

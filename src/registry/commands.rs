@@ -85,11 +85,13 @@ pub fn kind_of(body: &CommandBody) -> &str {
     }
 }
 
-/// Who asked for a command, so its status can be matched by the asker.
+/// Who asked for a command, so its status can be routed back.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Origin {
     /// The client's own id for the request, echoed in every status.
     pub request_id: Option<serde_json::Value>,
+    /// The WebSocket client that sent it, if any.
+    pub client: Option<u64>,
 }
 
 /// One command and where it is.

@@ -279,12 +279,15 @@ impl Registry {
         self.devices.get_mut(&device)
     }
 
-    /// A datagram from `device` was accepted at `now_ms`.
-    pub fn data_seen(&mut self, device: DeviceId, now_ms: u64) {
-        if let Some(entry) = self.entry(device, now_ms) {
+    /// A datagram from `device` was accepted at `now_ms`. Returns the
+    /// device's clock offset (hub minus device), if known.
+    pub fn data_seen(&mut self, device: DeviceId, now_ms: u64) -> Option<i64> {
+        let offset = self.entry(device, now_ms).and_then(|entry| {
             entry.last_data_ms = Some(now_ms);
-        }
+            entry.clock_offset_ms
+        });
         self.update_status(device, now_ms);
+        offset
     }
 
     /// A device said hello (already authenticated by the shell). Returns the

@@ -9,6 +9,10 @@ const NOW: u64 = 1_700_000_000_000;
 fn state(max_devices: usize) -> HubState {
     HubState::new(
         max_devices,
+        WindowConfig {
+            windows_ms: vec![10_000, 60_000],
+            buckets: 10,
+        },
         Registry::new(crate::registry::RegistryConfig {
             max_devices,
             default_interval_ms: 1_000,

@@ -1,25 +1,20 @@
 //! The `/ws` endpoint: the upgrade handshake (done here rather than with
-//! warp's wrapper so frames can be shared as `Utf8Bytes` without a copy per
-//! client), the client-count limit, and one session task per client.
-//!
-//! Overflow policy: every client reads the same bounded broadcast ring of
-//! serialized frames (`ws.broadcast_frames`). A client that falls further
-//! behind skips the oldest frames, counted in
-//! `sensor_hub_ws_frames_skipped_total`; nobody else waits for it.
+//! warp's wrapper so messages can be shared as `Utf8Bytes` without a copy
+//! per client), the client-count limit, and one [`session`] per client.
+//! The API is documented in docs/WEBSOCKET.md.
 
+pub mod json;
+pub mod limits;
 pub mod messages;
+pub mod requests;
+pub mod session;
 
 use std::sync::atomic::Ordering;
 
-use futures_util::{SinkExt as _, StreamExt as _};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::sync::broadcast::error::RecvError;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use warp::http::{header, Response, StatusCode};
 use warp::hyper::body::Bytes;
@@ -27,11 +22,6 @@ use warp::{Filter, Rejection};
 
 use crate::hub::Hub;
 use crate::metrics::bump;
-use crate::registry::Origin;
-use messages::{ClientError, ClientReply};
-
-/// A serialized message shared by every client (a reference-counted buffer).
-pub type Frame = Utf8Bytes;
 
 type Reply = Response<warp::hyper::body::Bytes>;
 
@@ -94,7 +84,8 @@ fn accept(hub: &Hub, headers: &warp::http::HeaderMap, on_upgrade: Option<OnUpgra
                     Some(config),
                 )
                 .await;
-                session(session_hub, ws, slot).await;
+                session::run(session_hub, ws).await;
+                drop(slot);
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
         }
@@ -136,100 +127,5 @@ impl ClientSlot {
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         self.0.metrics().ws_clients.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-
-async fn send_text(hub: &Hub, ws: &mut Socket, text: Utf8Bytes) -> bool {
-    let ok = ws.send(Message::Text(text)).await.is_ok();
-    if ok {
-        bump(&hub.metrics().ws_messages_sent);
-    }
-    ok
-}
-
-async fn close(ws: &mut Socket, code: CloseCode, reason: &'static str) {
-    let _ = ws
-        .close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
-        .await;
-}
-
-async fn session(hub: Hub, mut ws: Socket, _slot: ClientSlot) {
-    let mut frames = hub.subscribe_frames();
-    bump(&hub.metrics().ws_clients_accepted);
-    if !send_text(&hub, &mut ws, messages::hello(crate::hub::unix_ms()).into()).await {
-        return;
-    }
-    let cancel = hub.cancel_token();
-    loop {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                close(&mut ws, CloseCode::Away, "hub shutting down").await;
-                break;
-            }
-            incoming = ws.next() => match incoming {
-                None => break,
-                Some(Ok(Message::Text(text))) => {
-                    let reply = match messages::handle_client_text(&text) {
-                        ClientReply::Send(reply) => Some(reply),
-                        ClientReply::Reject(error, reply) => {
-                            bump(&hub.metrics().ws_client_errors[error.index()]);
-                            Some(reply)
-                        }
-                        ClientReply::Command { device, body, wait, request_id } => {
-                            // Its statuses reach every client as command_status frames.
-                            let origin = Origin { request_id };
-                            hub.control(|r, now| r.submit(device, body, wait, origin, now));
-                            None
-                        }
-                    };
-                    if let Some(reply) = reply {
-                        if !send_text(&hub, &mut ws, reply.into()).await {
-                            break;
-                        }
-                    }
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    let error = ClientError::Binary;
-                    bump(&hub.metrics().ws_client_errors[error.index()]);
-                    let reply = messages::error(
-                        error,
-                        "binary frames are not supported; send JSON text".into(),
-                        None,
-                    );
-                    if !send_text(&hub, &mut ws, reply.into()).await {
-                        break;
-                    }
-                }
-                // Close: tungstenite queues the reply; the next poll ends the stream.
-                // Ping: the pong is queued and flushed on the next poll.
-                Some(Ok(_)) => {}
-                Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. })))  => {
-                    bump(&hub.metrics().ws_client_errors[ClientError::TooLarge.index()]);
-                    close(&mut ws, CloseCode::Size, "message too large (ws.max_client_message_bytes)").await;
-                    break;
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "WebSocket client error");
-                    break;
-                }
-            },
-            frame = frames.recv() => match frame {
-                Ok(frame) => {
-                    if !send_text(&hub, &mut ws, frame).await {
-                        break;
-                    }
-                }
-                Err(RecvError::Lagged(skipped)) => {
-                    hub.metrics().ws_frames_skipped.fetch_add(skipped, Ordering::Relaxed);
-                }
-                Err(RecvError::Closed) => break,
-            },
-        }
     }
 }

@@ -146,6 +146,32 @@ pub async fn next_json(ws: &mut Client) -> serde_json::Value {
     }
 }
 
+/// Sends a `subscribe` (fields of `request` plus the type) and returns
+/// the `snapshot` that answers it.
+pub async fn subscribe(ws: &mut Client, mut request: serde_json::Value) -> serde_json::Value {
+    use futures_util::SinkExt as _;
+    request["type"] = "subscribe".into();
+    ws.send(Message::text(request.to_string())).await.unwrap();
+    loop {
+        let msg = next_json(ws).await;
+        if msg["type"] == "snapshot" {
+            return msg;
+        }
+    }
+}
+
+/// Connects, reads `hello`, and subscribes to everything, live.
+pub async fn subscribed_client(hub: &TestHub) -> Client {
+    let mut ws = hub.ws().await;
+    assert_eq!(next_json(&mut ws).await["type"], "hello");
+    subscribe(
+        &mut ws,
+        serde_json::json!({"devices": "all", "sensors": "all", "mode": "live"}),
+    )
+    .await;
+    ws
+}
+
 /// Polls `check` every 20 ms for up to 5 s.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where

@@ -1,0 +1,220 @@
+//! The hub's outgoing event stream: every reading batch, device status
+//! change, command transition and periodic device statistics, numbered in
+//! one sequence and kept in a bounded replay ring.
+//!
+//! Events are appended under the state lock, right after the state change
+//! they describe, so a snapshot taken under that lock together with the
+//! ring's head sequence number is exactly consistent with the events that
+//! follow it. WebSocket sessions read the ring from their own cursor; a
+//! client that reconnects resumes from its last sequence number as long as
+//! the ring still holds what came after it. The ring is bounded by an
+//! estimate of the bytes its events take as JSON (`ws.replay_bytes`).
+
+pub mod conflate;
+pub mod subscription;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+
+use sensor_hub_protocol::DeviceId;
+
+use crate::registry::{CommandRecord, DeviceStatus};
+use crate::state::LiveDatagram;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Statistics of one device, as published in `device_stats`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceStats {
+    /// The device.
+    pub device: DeviceId,
+    /// Sequence accounting.
+    pub seq: crate::aggregate::sequence::SeqCounts,
+    /// Datagrams per second since the previous statistics.
+    pub rate_per_s: f64,
+    /// Median latency bucket bound, ms.
+    pub latency_p50_ms: Option<u64>,
+    /// 99th percentile latency bucket bound, ms.
+    pub latency_p99_ms: Option<u64>,
+    /// Latency samples.
+    pub latency_count: u64,
+}
+
+/// One thing that happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A batch of accepted datagrams.
+    Readings(Vec<LiveDatagram>),
+    /// A device's liveness changed (or it appeared).
+    DeviceStatus {
+        /// The device.
+        device: DeviceId,
+        /// New status.
+        status: DeviceStatus,
+        /// Previous status, if any.
+        previous: Option<DeviceStatus>,
+        /// Hub time.
+        at_ms: u64,
+    },
+    /// A command changed state (its origin names the client that sent it).
+    CommandStatus(CommandRecord),
+    /// Periodic statistics of the devices that changed.
+    DeviceStats(Vec<DeviceStats>),
+}
+
+impl Event {
+    /// A rough size of the event as JSON, for the ring's byte bound.
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            Event::Readings(batch) => {
+                64 + batch
+                    .iter()
+                    .map(|d| 90 + 32 * d.readings.len())
+                    .sum::<usize>()
+            }
+            Event::DeviceStatus { .. } => 110,
+            Event::CommandStatus(record) => 180 + record.detail.as_ref().map_or(0, String::len),
+            Event::DeviceStats(stats) => 64 + 200 * stats.len(),
+        }
+    }
+}
+
+/// An event with its sequence number; the JSON every client with a full
+/// subscription receives is made once, by the first that needs it.
+#[derive(Debug)]
+pub struct Entry {
+    /// Position in the stream.
+    pub seq: u64,
+    /// What happened.
+    pub event: Event,
+    approx_bytes: usize,
+    /// JSON for unfiltered subscribers.
+    pub full_json: OnceLock<Utf8Bytes>,
+}
+
+/// The bounded replay ring.
+#[derive(Debug)]
+pub struct ReplayRing {
+    entries: VecDeque<Arc<Entry>>,
+    bytes: usize,
+    max_bytes: usize,
+    next_seq: u64,
+}
+
+/// The ring no longer holds what a cursor needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone {
+    /// Oldest sequence number still held.
+    pub oldest: u64,
+}
+
+impl ReplayRing {
+    /// An empty ring holding about `max_bytes` of events; the first event
+    /// gets sequence number 1.
+    pub fn new(max_bytes: usize) -> ReplayRing {
+        ReplayRing {
+            entries: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+            next_seq: 1,
+        }
+    }
+
+    /// Appends an event, dropping the oldest ones beyond the bound; returns
+    /// its sequence number.
+    pub fn push(&mut self, event: Event) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let approx_bytes = event.approx_bytes();
+        self.bytes += approx_bytes;
+        self.entries.push_back(Arc::new(Entry {
+            seq,
+            event,
+            approx_bytes,
+            full_json: OnceLock::new(),
+        }));
+        while self.bytes > self.max_bytes && self.entries.len() > 1 {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= old.approx_bytes;
+            }
+        }
+        seq
+    }
+
+    /// Sequence number of the newest event (0 before the first).
+    pub fn head(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Up to `max` entries from sequence number `from` on, or [`Gone`] if
+    /// some of them were dropped already.
+    pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<Arc<Entry>>, Gone> {
+        let oldest = self.entries.front().map_or(self.next_seq, |e| e.seq);
+        if from < oldest {
+            return Err(Gone { oldest });
+        }
+        let skip = (from - oldest) as usize;
+        Ok(self.entries.iter().skip(skip).take(max).cloned().collect())
+    }
+
+    /// Estimated bytes of the events from `from` on (how far behind a
+    /// cursor is).
+    pub fn bytes_from(&self, from: u64) -> usize {
+        let oldest = self.entries.front().map_or(self.next_seq, |e| e.seq);
+        let skip = from.saturating_sub(oldest) as usize;
+        self.entries.iter().skip(skip).map(|e| e.approx_bytes).sum()
+    }
+
+    /// Estimated bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(device: DeviceId) -> Event {
+        Event::DeviceStatus {
+            device,
+            status: DeviceStatus::Online,
+            previous: None,
+            at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn numbers_events_and_reads_from_a_cursor() {
+        let mut ring = ReplayRing::new(10_000);
+        assert_eq!(ring.head(), 0);
+        assert_eq!(ring.read_from(1, 10).unwrap().len(), 0);
+        for d in 0..5 {
+            ring.push(status(d));
+        }
+        assert_eq!(ring.head(), 5);
+        let entries = ring.read_from(3, 10).unwrap();
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [3, 4, 5]);
+        assert_eq!(ring.read_from(1, 2).unwrap().len(), 2);
+        assert_eq!(ring.read_from(6, 10).unwrap().len(), 0);
+        assert_eq!(ring.bytes_from(4), 2 * 110);
+    }
+
+    #[test]
+    fn oldest_events_go_when_the_bound_is_reached() {
+        let mut ring = ReplayRing::new(3 * 110);
+        for d in 0..5 {
+            ring.push(status(d));
+        }
+        assert_eq!(ring.bytes(), 3 * 110);
+        assert_eq!(ring.read_from(2, 10).unwrap_err(), Gone { oldest: 3 });
+        assert_eq!(ring.read_from(3, 10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn one_event_larger_than_the_bound_is_still_kept() {
+        let mut ring = ReplayRing::new(10);
+        ring.push(status(1));
+        assert_eq!(ring.read_from(1, 10).unwrap().len(), 1);
+    }
+}

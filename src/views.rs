@@ -1,0 +1,241 @@
+//! JSON views of the fleet, shared by `GET /api/devices` and the WebSocket
+//! `snapshot`: each device with what the data plane measured and what the
+//! control plane knows, its sensors (declared metadata merged with latest
+//! values and rolling statistics), and its packet statistics. Built from a
+//! borrowed [`HubState`] at a given time; no I/O.
+
+use std::collections::BTreeSet;
+
+use sensor_hub_protocol::control::ValueKind;
+use sensor_hub_protocol::DeviceId;
+use serde::Serialize;
+
+use crate::aggregate::sequence::SeqCounts;
+use crate::registry::{DeviceEntry, DeviceStatus};
+use crate::state::{DeviceState, HubState};
+use crate::stream::subscription::Subscription;
+use crate::stream::DeviceStats;
+use crate::ws::json::JsonValue;
+
+/// Statistics of one rolling window.
+#[derive(Debug, Serialize)]
+pub struct WindowView {
+    /// Window length, seconds.
+    pub window_s: u64,
+    /// Readings in it.
+    pub count: u64,
+    /// Smallest.
+    pub min: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+    /// Mean (for booleans: fraction true).
+    pub mean: Option<f64>,
+    /// Readings per second.
+    pub rate_per_s: f64,
+}
+
+/// One sensor.
+#[derive(Debug, Serialize)]
+pub struct SensorView<'a> {
+    channel: u8,
+    name: Option<&'a str>,
+    unit: Option<&'a str>,
+    kind: Option<ValueKind>,
+    min: Option<f32>,
+    max: Option<f32>,
+    value: Option<JsonValue>,
+    time_ms: Option<u64>,
+    received_ms: Option<u64>,
+    count: u64,
+    windows: Vec<WindowView>,
+}
+
+/// Latency summary.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct LatencyView {
+    /// Median, upper bucket bound in ms.
+    pub p50_ms: Option<u64>,
+    /// 99th percentile, upper bucket bound in ms.
+    pub p99_ms: Option<u64>,
+    /// Samples.
+    pub count: u64,
+}
+
+/// Packet statistics of one device (also the `device_stats` entries).
+#[derive(Debug, Serialize)]
+pub struct StatsView {
+    /// The device.
+    pub device: DeviceId,
+    /// Datagrams accepted (duplicates included).
+    pub received: u64,
+    /// Sequence numbers never received.
+    pub lost: u64,
+    /// Arrived after a higher sequence number.
+    pub reordered: u64,
+    /// Extra copies.
+    pub duplicated: u64,
+    /// Sequence restarts (reboots).
+    pub restarts: u64,
+    /// lost / (unique received + lost).
+    pub loss_ratio: f64,
+    /// Datagrams per second over the first rolling window.
+    pub rate_per_s: f64,
+    /// Latency.
+    pub latency_ms: LatencyView,
+}
+
+impl From<&DeviceStats> for StatsView {
+    fn from(s: &DeviceStats) -> Self {
+        let SeqCounts {
+            received,
+            lost,
+            reordered,
+            duplicated,
+            restarts,
+        } = s.seq;
+        StatsView {
+            device: s.device,
+            received,
+            lost,
+            reordered,
+            duplicated,
+            restarts,
+            loss_ratio: s.seq.loss_ratio(),
+            rate_per_s: s.rate_per_s,
+            latency_ms: LatencyView {
+                p50_ms: s.latency_p50_ms,
+                p99_ms: s.latency_p99_ms,
+                count: s.latency_count,
+            },
+        }
+    }
+}
+
+/// The statistics of a device at `now_ms`.
+pub fn device_stats(d: &DeviceState, now_ms: u64) -> DeviceStats {
+    DeviceStats {
+        device: d.id,
+        seq: *d.seq.counts(),
+        rate_per_s: d.rate_per_s(now_ms),
+        latency_p50_ms: d.latency.quantile_ms(0.5),
+        latency_p99_ms: d.latency.quantile_ms(0.99),
+        latency_count: d.latency.count(),
+    }
+}
+
+/// One device.
+#[derive(Debug, Serialize)]
+pub struct DeviceView<'a> {
+    id: u32,
+    name: Option<&'a str>,
+    firmware: Option<&'a str>,
+    interval_ms: Option<u32>,
+    status: Option<DeviceStatus>,
+    status_since_ms: Option<u64>,
+    connected: bool,
+    clock_offset_ms: Option<i64>,
+    addr: Option<String>,
+    first_seen_ms: Option<u64>,
+    last_seen_ms: Option<u64>,
+    datagrams: u64,
+    readings: u64,
+    bytes: u64,
+    last_seq: Option<u32>,
+    stats: Option<StatsView>,
+    sensors: Vec<SensorView<'a>>,
+}
+
+fn device_view<'a>(
+    id: u32,
+    data: Option<&'a DeviceState>,
+    entry: Option<&'a DeviceEntry>,
+    subscription: Option<&Subscription>,
+    now_ms: u64,
+) -> DeviceView<'a> {
+    let info = entry.and_then(|e| e.info.as_ref());
+    let mut channels: BTreeSet<u8> = info
+        .map(|i| i.sensors.iter().map(|s| s.channel).collect())
+        .unwrap_or_default();
+    if let Some(d) = data {
+        channels.extend(d.sensors.keys());
+    }
+    let sensors = channels
+        .into_iter()
+        .filter(|&c| subscription.is_none_or(|s| s.covers_channel(c)))
+        .map(|channel| {
+            let declared = info.and_then(|i| i.sensors.iter().find(|s| s.channel == channel));
+            let latest = data.and_then(|d| d.sensors.get(&channel));
+            SensorView {
+                channel,
+                name: declared.map(|s| s.name.as_str()),
+                unit: declared.map(|s| s.unit.as_str()),
+                kind: declared.map(|s| s.kind),
+                min: declared.and_then(|s| s.min),
+                max: declared.and_then(|s| s.max),
+                value: latest.map(|s| JsonValue(s.value)),
+                time_ms: latest.map(|s| s.time_ms),
+                received_ms: latest.map(|s| s.received_ms),
+                count: latest.map_or(0, |s| s.count),
+                windows: latest
+                    .map(|s| {
+                        s.window_stats(now_ms)
+                            .into_iter()
+                            .map(|w| WindowView {
+                                window_s: w.window_ms / 1_000,
+                                count: w.count,
+                                min: w.min,
+                                max: w.max,
+                                mean: w.mean,
+                                rate_per_s: w.rate_per_s,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    DeviceView {
+        id,
+        name: info.map(|i| i.name.as_str()),
+        firmware: info.map(|i| i.firmware.as_str()),
+        interval_ms: info.map(|i| i.interval_ms),
+        status: entry.map(|e| e.status),
+        status_since_ms: entry.map(|e| e.status_since_ms),
+        connected: entry.is_some_and(|e| e.session.is_some()),
+        clock_offset_ms: entry.and_then(|e| e.clock_offset_ms),
+        addr: data.map(|d| d.addr.to_string()),
+        first_seen_ms: data.map(|d| d.first_seen_ms),
+        last_seen_ms: data
+            .map(|d| d.last_seen_ms)
+            .max(entry.and_then(|e| e.last_seen_ms())),
+        datagrams: data.map_or(0, |d| d.datagrams),
+        readings: data.map_or(0, |d| d.readings),
+        bytes: data.map_or(0, |d| d.bytes),
+        last_seq: data.map(|d| d.last_seq),
+        stats: data.map(|d| StatsView::from(&device_stats(d, now_ms))),
+        sensors,
+    }
+}
+
+/// Every device the data plane or the control plane knows (that the
+/// subscription covers, if one is given), ordered by id.
+pub fn devices<'a>(
+    state: &'a HubState,
+    subscription: Option<&Subscription>,
+    now_ms: u64,
+) -> Vec<DeviceView<'a>> {
+    let mut ids: BTreeSet<u32> = state.devices_by_id().iter().map(|d| d.id).collect();
+    ids.extend(state.registry.device_ids());
+    ids.into_iter()
+        .filter(|&id| subscription.is_none_or(|s| s.covers_device(id)))
+        .map(|id| {
+            device_view(
+                id,
+                state.device(id),
+                state.registry.device(id),
+                subscription,
+                now_ms,
+            )
+        })
+        .collect()
+}
