@@ -1,6 +1,7 @@
-// app.js: live readings page logic: seeds devices from /api/devices, follows /ws
-// (hello/readings, reconnect with backoff), and renders the header counters and
-// device table. Device data is untrusted: DOM is built with textContent only.
+// app.js: live readings page logic: subscribes on /ws (snapshot, then readings),
+// resumes without gaps after a reconnect (or reloads the snapshot on resync),
+// and renders the header counters and device table. Device data is untrusted:
+// the DOM is built with textContent only.
 
 const $ = (id) => document.getElementById(id);
 const tbody = $("devices").tBodies[0];
@@ -12,9 +13,11 @@ let ws = null;
 let backoff = 500;
 let retryAt = 0; // local ms of the next reconnect attempt, 0 when none pending
 let everConnected = false;
-let seeded = false; // a /api/devices snapshot has been applied
 let lastRefetch = 0;
 let refetchTimer = 0;
+let streamEpoch = null; // from hello: resume only within the same hub run
+let streamSeq = null; // seq of the last stream message applied
+const SUBSCRIPTION = { devices: "all", sensors: "all", mode: "live" };
 
 const hubNow = () => Date.now() + clockOffset;
 const isNum = (v) => typeof v === "number" && Number.isFinite(v);
@@ -144,10 +147,18 @@ async function loadDevices() {
   try {
     const res = await fetch("/api/devices", { cache: "no-store" });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    const body = await res.json();
-    if (!body || !Array.isArray(body.devices)) throw new Error("unexpected /api/devices shape");
+    applyDevices(await res.json());
+  } catch (err) {
+    console.warn("sensor hub: loading /api/devices failed:", err);
+  }
+  renderSummary();
+}
+
+// Applies a device list: the body of /api/devices, or a snapshot/resync message.
+function applyDevices(body) {
+  {
+    if (!body || !Array.isArray(body.devices)) throw new Error("unexpected device list shape");
     syncClock(body.hub_time_ms);
-    seeded = true;
     const seen = new Set();
     for (const x of body.devices) {
       if (!x || !isNum(x.id)) continue;
@@ -174,10 +185,11 @@ async function loadDevices() {
         devices.delete(d.id);
       }
     }
-  } catch (err) {
-    console.warn("sensor hub: loading /api/devices failed:", err);
   }
-  renderSummary();
+}
+
+function send(obj) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
 }
 
 function onReadings(msg) {
@@ -211,14 +223,23 @@ function onMessage(ev) {
   let msg;
   try { msg = JSON.parse(ev.data); } catch { return console.warn("sensor hub: non-JSON message ignored"); }
   if (!msg || typeof msg !== "object") return;
+  if (msg.type !== "hello" && isNum(msg.seq)) streamSeq = msg.seq;
   if (msg.type === "hello") {
     syncClock(msg.server_time_ms);
     $("hub-version").textContent = `hub v${String(msg.hub_version ?? "?")}`;
     $("hub-protocol").textContent = `protocol ${String(msg.protocol ?? "?")}`;
     backoff = 500;
     setConnection("live", "live");
-    if (everConnected || !seeded) loadDevices(); // page load already fetched the first snapshot
+    if (streamEpoch !== null && streamSeq !== null) {
+      // Same request whatever the epoch: the hub answers resync if it restarted.
+      send({ type: "resume", epoch: streamEpoch, last_seq: streamSeq, ...SUBSCRIPTION });
+    } else {
+      send({ type: "subscribe", ...SUBSCRIPTION });
+    }
+    streamEpoch = typeof msg.epoch === "string" ? msg.epoch : null;
     everConnected = true;
+  } else if (msg.type === "snapshot" || msg.type === "resync") {
+    try { applyDevices(msg); } catch (err) { console.warn("sensor hub: bad snapshot:", err); }
   } else if (msg.type === "readings") {
     onReadings(msg);
   } else if (msg.type === "error") {
@@ -262,5 +283,4 @@ setInterval(() => {
 }, 1000);
 
 renderSummary();
-loadDevices();
 connect();
