@@ -26,6 +26,8 @@ pub struct ShellMetrics {
     pub ws_clients_rejected: AtomicU64,
     /// Messages sent to WebSocket clients.
     pub ws_messages_sent: AtomicU64,
+    /// Bytes handed to WebSocket writers and not yet written, all clients.
+    pub ws_queued_bytes: AtomicU64,
     /// Clients the hub closed, by [`Eviction::index`].
     pub ws_evictions: [AtomicU64; Eviction::COUNT],
     /// Client messages answered with an error, by [`ClientError::index`].
@@ -237,6 +239,12 @@ pub fn render(s: &MetricsSnapshot<'_>) -> String {
                 COUNTER,
                 "Messages sent to WebSocket clients.",
                 load(&sh.ws_messages_sent),
+            ),
+            (
+                "sensor_hub_ws_queued_bytes",
+                GAUGE,
+                "Bytes waiting to be written to WebSocket clients (each bounded by ws.client_budget_bytes).",
+                load(&sh.ws_queued_bytes),
             ),
             (
                 "sensor_hub_stream_seq",

@@ -15,7 +15,7 @@
 //! The writer pings every `ws.ping_interval_ms`; a client silent for that
 //! plus `ws.pong_timeout_ms` is closed with 4009.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +46,9 @@ pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Messages the writer may hold beyond the byte budget's accounting.
 const WRITER_QUEUE: usize = 4_096;
+/// How long an evicted client has to take its close frame (it may need to
+/// read what is already in flight first).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events taken from the ring per lock.
 const READ_BATCH: usize = 256;
 /// How often budgets and pongs are checked.
@@ -142,13 +145,21 @@ pub async fn run(hub: Hub, ws: Socket) {
     let (sink, mut stream) = ws.split();
     let (out, out_rx) = mpsc::channel(WRITER_QUEUE);
     let queued = Arc::new(AtomicUsize::new(0));
+    let closing = Arc::new(AtomicBool::new(false));
     let ping_every = Duration::from_millis(hub.config().ws.ping_interval_ms);
-    let mut writer = tokio::spawn(write(hub.clone(), sink, out_rx, queued.clone(), ping_every));
+    let mut writer = tokio::spawn(write(
+        hub.clone(),
+        sink,
+        out_rx,
+        queued.clone(),
+        closing.clone(),
+        ping_every,
+    ));
     let config = &hub.config().ws;
     let mut session = Session {
         client: hub.next_client_id(),
         out,
-        queued,
+        queued: queued.clone(),
         subscription: None,
         cursor: 0,
         conflator: Conflator::default(),
@@ -168,20 +179,28 @@ pub async fn run(hub: Hub, ws: Socket) {
         Ok(()) => session.serve(&mut stream).await,
         Err(end) => end,
     };
+    // Whatever is still queued is dropped; the writer sends the close frame
+    // (if any) after the message it is writing, then ends. A client that
+    // never takes it is cut off after CLOSE_TIMEOUT.
+    closing.store(true, Ordering::Release);
     if let End::Close(frame) = end {
-        let _ = session.out.try_send(Outgoing {
+        let close = Outgoing {
             message: Message::Close(Some(frame)),
             bytes: 0,
-        });
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.out.send(close)).await;
     }
     drop(session);
-    // The writer ends after the close frame, or when its queue is dropped;
-    // a writer stuck on a client that does not read is stopped.
-    if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+    if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)
         .await
         .is_err()
     {
         writer.abort();
+        // Bytes of messages dropped unsent leave the hub-wide gauge.
+        let unsent = queued.swap(0, Ordering::AcqRel) as u64;
+        hub.metrics()
+            .ws_queued_bytes
+            .fetch_sub(unsent, Ordering::AcqRel);
     }
 }
 
@@ -190,6 +209,7 @@ async fn write(
     mut sink: SplitSink<Socket, Message>,
     mut rx: mpsc::Receiver<Outgoing>,
     queued: Arc<AtomicUsize>,
+    closing: Arc<AtomicBool>,
     ping_every: Duration,
 ) {
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -202,11 +222,18 @@ async fn write(
         let Some(Outgoing { message, bytes }) = outgoing else {
             break;
         };
-        let closing = message.is_close();
-        let sent = sink.send(message).await.is_ok();
+        let is_close = message.is_close();
+        let skip = closing.load(Ordering::Acquire) && !is_close;
+        let sent = skip || sink.send(message).await.is_ok();
         queued.fetch_sub(bytes, Ordering::AcqRel);
-        if !sent || closing {
+        hub.metrics()
+            .ws_queued_bytes
+            .fetch_sub(bytes as u64, Ordering::AcqRel);
+        if !sent || is_close {
             break;
+        }
+        if skip {
+            continue;
         }
         if bytes > 0 {
             bump(&hub.metrics().ws_messages_sent);
@@ -258,14 +285,27 @@ impl Session {
 
     fn send_shared(&mut self, text: Utf8Bytes, bytes: usize) -> Result<(), End> {
         self.queued.fetch_add(bytes, Ordering::AcqRel);
+        self.hub
+            .metrics()
+            .ws_queued_bytes
+            .fetch_add(bytes as u64, Ordering::AcqRel);
         let outgoing = Outgoing {
             message: Message::Text(text),
             bytes,
         };
         match self.out.try_send(outgoing) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(self.evict(Eviction::SlowConsumer)),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(End::Gone),
+            Err(e) => {
+                self.queued.fetch_sub(bytes, Ordering::AcqRel);
+                self.hub
+                    .metrics()
+                    .ws_queued_bytes
+                    .fetch_sub(bytes as u64, Ordering::AcqRel);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => Err(self.evict(Eviction::SlowConsumer)),
+                    mpsc::error::TrySendError::Closed(_) => Err(End::Gone),
+                }
+            }
         }
     }
 
