@@ -25,7 +25,7 @@ pub fn dispatch(hub: &Hub, effects: Vec<Effect>) {
                     state = record.state.name(),
                     "command"
                 );
-                hub.publish(Event::CommandStatus(record.clone()));
+                hub.publish(Event::CommandStatus(Box::new(record.clone())));
                 hub.publish_command(record);
             }
             Effect::DeviceStatus {

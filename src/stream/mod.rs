@@ -56,7 +56,7 @@ pub enum Event {
         at_ms: u64,
     },
     /// A command changed state (its origin names the client that sent it).
-    CommandStatus(CommandRecord),
+    CommandStatus(Box<CommandRecord>),
     /// Periodic statistics of the devices that changed.
     DeviceStats(Vec<DeviceStats>),
 }

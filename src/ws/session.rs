@@ -122,8 +122,14 @@ struct Outgoing {
 enum End {
     /// The client left or the connection broke.
     Gone,
-    /// The hub closes it with this frame.
-    Close(CloseFrame),
+    /// The hub closes it with this frame; `discard` drops what is still
+    /// queued for it (a client that cannot or does not read).
+    Close {
+        /// The close frame.
+        frame: CloseFrame,
+        /// Drop queued messages instead of sending them first.
+        discard: bool,
+    },
 }
 
 struct Session {
@@ -179,11 +185,11 @@ pub async fn run(hub: Hub, ws: Socket) {
         Ok(()) => session.serve(&mut stream).await,
         Err(end) => end,
     };
-    // Whatever is still queued is dropped; the writer sends the close frame
-    // (if any) after the message it is writing, then ends. A client that
-    // never takes it is cut off after CLOSE_TIMEOUT.
-    closing.store(true, Ordering::Release);
-    if let End::Close(frame) = end {
+    // The writer sends the close frame after what is queued (or, for a
+    // client that does not read, after only the message it is writing), then
+    // ends. A client that never takes it is cut off after CLOSE_TIMEOUT.
+    if let End::Close { frame, discard } = end {
+        closing.store(discard, Ordering::Release);
         let close = Outgoing {
             message: Message::Close(Some(frame)),
             bytes: 0,
@@ -253,7 +259,8 @@ impl Session {
             let step = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
-                    return End::Close(CloseFrame { code: CloseCode::Away, reason: "hub shutting down".into() });
+                    let frame = CloseFrame { code: CloseCode::Away, reason: "hub shutting down".into() };
+                    return End::Close { frame, discard: false };
                 }
                 incoming = stream.next() => self.incoming(incoming, &mut aggregate_tick),
                 _ = check.tick() => self.check().and_then(|()| self.pump()),
@@ -316,7 +323,10 @@ impl Session {
             reason = why.name(),
             "closing WebSocket client"
         );
-        End::Close(why.close_frame())
+        End::Close {
+            frame: why.close_frame(),
+            discard: matches!(why, Eviction::SlowConsumer | Eviction::NoPong),
+        }
     }
 
     fn refuse(&mut self, refusal: Refusal) -> Result<(), End> {

@@ -111,7 +111,7 @@ fn status_and_stats_events_render_with_their_seq() {
         deadline_ms: 3,
     };
     assert_eq!(
-        parse(&event(9, &Event::CommandStatus(record), 0)),
+        parse(&event(9, &Event::CommandStatus(Box::new(record)), 0)),
         json!({"type": "command_status", "seq": 9, "id": "c1", "command_id": 9, "device": 3,
                "kind": "set_interval", "state": "acked", "detail": null, "at_ms": 2})
     );
