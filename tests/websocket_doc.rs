@@ -1,0 +1,263 @@
+//! docs/WEBSOCKET.md cannot drift: every client example is accepted by the
+//! hub's parser, and every hub example has exactly the shape (field names,
+//! nesting) of a message the hub builds.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sensor_hub::aggregate::sequence::SeqCounts;
+use sensor_hub::registry::{
+    CommandRecord, CommandState, DeviceStatus, Origin, Registry, RegistryConfig,
+};
+use sensor_hub::state::{HubState, LiveDatagram, WindowConfig};
+use sensor_hub::stream::conflate::Folded;
+use sensor_hub::stream::{DeviceStats, Event};
+use sensor_hub::views;
+use sensor_hub::ws::messages;
+use sensor_hub::ws::requests::{self, ClientError};
+use sensor_hub_protocol::control::{CommandBody, Hello, Name, SensorInfo, Text, ValueKind};
+use sensor_hub_protocol::{encode_datagram, Datagram, Reading, Value};
+use serde_json::{json, Value as Json};
+
+const DOC: &str = include_str!("../docs/WEBSOCKET.md");
+const NOW: u64 = 1_763_731_200_000;
+
+/// (kind, text) of every ```json client / ```json hub block.
+fn examples() -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let mut lines = DOC.lines();
+    while let Some(line) = lines.next() {
+        let kind = match line.trim() {
+            "```json client" => "client",
+            "```json hub" => "hub",
+            _ => continue,
+        };
+        let body: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
+        out.push((kind, body.join("\n")));
+    }
+    out
+}
+
+/// Field names and nesting, without values.
+#[derive(Debug, PartialEq)]
+enum Shape {
+    Leaf,
+    Object(BTreeMap<String, Shape>),
+    List(Option<Box<Shape>>),
+}
+
+fn shape(v: &Json) -> Shape {
+    match v {
+        Json::Object(map) => {
+            Shape::Object(map.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
+        }
+        Json::Array(items) => Shape::List(items.first().map(|i| Box::new(shape(i)))),
+        _ => Shape::Leaf,
+    }
+}
+
+/// A state with one fully described device, to build real messages from.
+fn state() -> HubState {
+    let mut registry = Registry::new(RegistryConfig {
+        max_devices: 10,
+        default_interval_ms: 1_000,
+        late_after_intervals: 3,
+        offline_after_intervals: 10,
+        command_ttl_ms: 1_000,
+        queue_per_device: 1,
+        max_in_flight: 1,
+        retain_finished: 1,
+    });
+    let hello = Hello {
+        device_id: 3,
+        name: Name::try_from("kitchen-3").unwrap(),
+        firmware: Name::try_from("device-sim 0.1.0").unwrap(),
+        token: Text::new(),
+        interval_ms: 1_000,
+        device_time_ms: NOW,
+        sensors: [SensorInfo {
+            channel: 0,
+            name: Name::try_from("temperature").unwrap(),
+            unit: "°C".try_into().unwrap(),
+            kind: ValueKind::F32,
+            min: Some(-40.0),
+            max: Some(85.0),
+        }]
+        .into_iter()
+        .collect(),
+    };
+    registry.open_session(&hello, NOW).unwrap();
+    let mut state = HubState::new(
+        10,
+        WindowConfig {
+            windows_ms: vec![10_000, 60_000],
+            buckets: 10,
+        },
+        registry,
+    );
+    let datagram = Datagram {
+        device_id: 3,
+        seq: 0,
+        time_ms: NOW as u32,
+        readings: [Reading {
+            channel: 0,
+            value: Value::F32(21.5),
+        }]
+        .into_iter()
+        .collect(),
+        auth_tag: None,
+    };
+    let mut buf = [0u8; 512];
+    let bytes = encode_datagram(&datagram, &mut buf).unwrap();
+    state
+        .ingest(bytes, "192.168.1.40:51234".parse().unwrap(), NOW)
+        .unwrap();
+    state
+}
+
+/// A real message of each type, as the hub builds it.
+fn built(kind: &str) -> Json {
+    let id = json!("x");
+    let state = state();
+    let devices = views::devices(&state, None, NOW);
+    let datagram = LiveDatagram {
+        device: 3,
+        seq: 1,
+        time_ms: NOW,
+        received_ms: NOW,
+        readings: [Reading {
+            channel: 0,
+            value: Value::F32(1.0),
+        }]
+        .into_iter()
+        .collect(),
+    };
+    let text = match kind {
+        "hello" => messages::hello("e", 1, NOW),
+        "snapshot" => messages::snapshot(Some(&id), None, "e", 1, NOW, &devices),
+        "resync" => messages::snapshot(Some(&id), Some("why"), "e", 1, NOW, &[]),
+        "readings" => messages::readings(1, &[datagram], NOW),
+        "aggregates" => messages::aggregates(
+            1,
+            1_000,
+            &[(
+                (3, 0),
+                Folded {
+                    last: Value::F32(1.0),
+                    time_ms: NOW,
+                    count: 1,
+                    min: 1.0,
+                    max: 1.0,
+                    sum: 1.0,
+                },
+            )],
+        ),
+        "device_status" => messages::event(
+            1,
+            &Event::DeviceStatus {
+                device: 3,
+                status: DeviceStatus::Late,
+                previous: Some(DeviceStatus::Online),
+                at_ms: NOW,
+            },
+            NOW,
+        ),
+        "device_stats" => messages::device_stats(
+            1,
+            &[DeviceStats {
+                device: 3,
+                seq: SeqCounts::default(),
+                rate_per_s: 1.0,
+                latency_p50_ms: Some(1),
+                latency_p99_ms: Some(2),
+                latency_count: 1,
+            }],
+        ),
+        "command_status" => messages::event(
+            1,
+            &Event::CommandStatus(Box::new(CommandRecord {
+                id: 1,
+                device: 3,
+                body: CommandBody::Identify,
+                state: CommandState::Succeeded,
+                detail: Some("done".into()),
+                origin: Origin {
+                    request_id: Some(id.clone()),
+                    client: None,
+                },
+                created_ms: NOW,
+                updated_ms: NOW,
+                deadline_ms: NOW,
+            })),
+            NOW,
+        ),
+        "ack" => messages::ack(Some(&id), "resume", 1),
+        "pong" => messages::pong(Some(&id)),
+        "error" => messages::error(ClientError::BadJson, "m", Some(&id)),
+        other => panic!("docs/WEBSOCKET.md shows a hub message `{other}` the hub does not send"),
+    };
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn every_client_example_is_accepted() {
+    let clients: Vec<String> = examples()
+        .into_iter()
+        .filter(|(k, _)| *k == "client")
+        .map(|(_, t)| t)
+        .collect();
+    assert!(clients.len() >= 7);
+    let mut types = BTreeSet::new();
+    for text in clients {
+        let request = requests::parse(&text, 100);
+        assert!(request.is_ok(), "{text}: {request:?}");
+        let v: Json = serde_json::from_str(&text).unwrap();
+        types.insert(v["type"].as_str().unwrap().to_string());
+    }
+    let expected: BTreeSet<String> = ["subscribe", "unsubscribe", "resume", "command", "ping"]
+        .map(String::from)
+        .into();
+    assert_eq!(types, expected, "one example of every request");
+}
+
+#[test]
+fn every_hub_example_has_the_shape_the_hub_builds() {
+    let mut types = BTreeSet::new();
+    for (_, text) in examples().into_iter().filter(|(k, _)| *k == "hub") {
+        let doc: Json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let kind = doc["type"].as_str().unwrap().to_string();
+        assert_eq!(
+            shape(&doc),
+            shape(&built(&kind)),
+            "docs/WEBSOCKET.md example of `{kind}`"
+        );
+        types.insert(kind);
+    }
+    let expected: BTreeSet<String> = [
+        "hello",
+        "snapshot",
+        "readings",
+        "aggregates",
+        "device_status",
+        "device_stats",
+        "command_status",
+        "ack",
+        "resync",
+        "pong",
+        "error",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(types, expected, "one example of every message");
+}
+
+#[test]
+fn every_error_code_is_documented() {
+    for e in ClientError::ALL {
+        assert!(DOC.contains(&format!("| `{}` |", e.code())), "{}", e.code());
+    }
+}
