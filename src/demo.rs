@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::Context as _;
 use device_sim::{
-    build_fleet, run_fleet, ControlTarget, FleetOptions, FleetSpec, DEFAULT_BOOT_PAUSE_MS,
+    build_fleet, run_fleet, ControlTarget, FaultSpec, FleetOptions, FleetSpec,
+    DEFAULT_BOOT_PAUSE_MS,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +58,7 @@ pub async fn demo(mut config: HubConfig, devices: u32, interval_ms: u64) -> anyh
             token,
         }),
         boot_pause_ms: DEFAULT_BOOT_PAUSE_MS,
+        faults: FaultSpec::NONE,
     };
     let sim = tokio::spawn(run_fleet(fleet, options, stop_fleet.clone()));
     let result = run(config, listeners, shutdown).await;

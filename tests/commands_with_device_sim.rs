@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use device_sim::{build_fleet, run_fleet, ControlTarget, FleetOptions, FleetSpec};
+use device_sim::{build_fleet, run_fleet, ControlTarget, FaultSpec, FleetOptions, FleetSpec};
 use futures_util::SinkExt as _;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
@@ -56,6 +56,7 @@ impl Sim {
                 token: TOKEN.into(),
             }),
             boot_pause_ms: 300,
+            faults: FaultSpec::NONE,
         };
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run_fleet(fleet, options, cancel.clone()));
@@ -160,6 +161,16 @@ async fn reboot_resets_the_sequence_and_the_device_comes_back() {
     })
     .await;
     assert_eq!(device_field(&hub, 1, "connected").await, true);
+    // The hub saw a restart, not a loss.
+    assert_eq!(
+        hub.metric("sensor_hub_sequence_total{kind=\"restarts\"}")
+            .await,
+        1
+    );
+    assert_eq!(
+        hub.metric("sensor_hub_sequence_total{kind=\"lost\"}").await,
+        0
+    );
     let stats = sim.stop().await;
     assert_eq!(stats.reboots, 1);
     assert_eq!(stats.sessions_opened, 2);

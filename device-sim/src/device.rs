@@ -45,6 +45,8 @@ pub struct SimDevice {
     pub sensors: Vec<SimSensor>,
     /// Sequence number of the next datagram.
     next_seq: u32,
+    /// The seed it was built with.
+    seed: u64,
     rng: fastrand::Rng,
 }
 
@@ -63,8 +65,15 @@ impl SimDevice {
             interval_ms,
             sensors,
             next_seq: 0,
+            seed,
             rng: fastrand::Rng::with_seed(seed),
         }
+    }
+
+    /// The seed the device was built with (its fault injector derives its
+    /// own from it).
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// Sequence number the next datagram will carry.

@@ -1,5 +1,5 @@
 //! Simulated sensor devices: the demo fleet, its UDP datagrams and its TCP
-//! control sessions, and (later) the fault injector and load generator.
+//! control sessions, the UDP fault injector, and (later) the load generator.
 //!
 //! # Layout
 //!
@@ -10,6 +10,8 @@
 //! * [`fleet`]: builds a varied fleet of devices from a few parameters.
 //! * `schedule`: when one device sends next (cadence, interval changes,
 //!   reboot pauses). Pure.
+//! * [`faults`]: loses, reorders and duplicates a device's datagrams and
+//!   reports exactly what the hub will count. Pure.
 //! * [`udp`]: the I/O shell that sends a fleet's datagrams on one socket,
 //!   each device at its own interval.
 //! * `device_control`: per-device state shared by a control session (which
@@ -27,6 +29,7 @@ pub mod command;
 mod control;
 pub mod device;
 mod device_control;
+pub mod faults;
 pub mod fleet;
 pub mod hello;
 pub mod runner;
@@ -35,6 +38,7 @@ pub mod signal;
 pub mod udp;
 
 pub use device::{SimDevice, SimSensor};
+pub use faults::{FaultInjector, FaultSpec, InjectedFaults};
 pub use fleet::{build_fleet, FleetSpec};
 pub use runner::{run_fleet, ControlTarget, FleetOptions, FleetStats, DEFAULT_BOOT_PAUSE_MS};
 pub use udp::{run_udp, UdpStats};

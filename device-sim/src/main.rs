@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use device_sim::{
-    build_fleet, run_fleet, ControlTarget, FleetOptions, FleetSpec, DEFAULT_BOOT_PAUSE_MS,
+    build_fleet, run_fleet, ControlTarget, FaultSpec, FleetOptions, FleetSpec,
+    DEFAULT_BOOT_PAUSE_MS,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -48,7 +49,27 @@ enum Command {
         /// How long a rebooted device sends nothing, in milliseconds.
         #[arg(long, default_value_t = DEFAULT_BOOT_PAUSE_MS)]
         boot_pause_ms: u64,
+        /// Probability (0..=1) that a datagram is lost.
+        #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+        loss: f64,
+        /// Probability (0..=1) that a datagram is held back and sent after
+        /// the device's next one.
+        #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+        reorder: f64,
+        /// Probability (0..=1) that a datagram is sent twice.
+        #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+        duplicate: f64,
     },
+}
+
+/// Parses a probability, refusing anything outside 0..=1 (or NaN).
+fn probability(text: &str) -> Result<f64, String> {
+    let p: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not a probability within 0..=1"))
+    }
 }
 
 #[tokio::main]
@@ -72,7 +93,11 @@ async fn main() -> anyhow::Result<()> {
             control,
             token,
             boot_pause_ms,
+            loss,
+            reorder,
+            duplicate,
         } => {
+            let faults = FaultSpec::new(loss, reorder, duplicate)?;
             let control = match control {
                 Some(addr) => Some(ControlTarget {
                     addr: resolve(&addr).await?,
@@ -108,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
                 udp: hub,
                 control,
                 boot_pause_ms,
+                faults,
             };
             let stats = run_fleet(fleet, options, cancel)
                 .await
@@ -123,6 +149,13 @@ async fn main() -> anyhow::Result<()> {
                 stats.reboots,
                 stats.connect_failures,
             );
+            if !faults.is_none() {
+                let injected = stats.injected;
+                println!(
+                    "injected faults: {} datagrams on the wire, {} lost, {} reordered, {} duplicated",
+                    injected.sent, injected.lost, injected.reordered, injected.duplicated,
+                );
+            }
             Ok(())
         }
     }

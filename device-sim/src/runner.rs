@@ -1,7 +1,7 @@
-//! Runs a whole simulated fleet: the UDP sender for every device plus, if
-//! a control address is given, one control session per device, all wired
-//! to the devices' shared control state; stops them together on cancel and
-//! sums up what they did.
+//! Runs a whole simulated fleet: the UDP sender for every device (with
+//! faults injected, if asked) plus, if a control address is given, one
+//! control session per device, all wired to the devices' shared control
+//! state; stops them together on cancel and sums up what they did.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::{run_control_sessions, SessionContext, SessionCounters};
 use crate::device::SimDevice;
 use crate::device_control::FleetControls;
+use crate::faults::{FaultSpec, InjectedFaults};
 use crate::hello::HelloTemplate;
 use crate::udp::{send_datagrams, UdpStats};
 
@@ -44,7 +45,7 @@ impl fmt::Debug for ControlTarget {
 }
 
 /// How to run a fleet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FleetOptions {
     /// The hub's UDP address, for datagrams.
     pub udp: SocketAddr,
@@ -52,15 +53,20 @@ pub struct FleetOptions {
     pub control: Option<ControlTarget>,
     /// How long a rebooting device sends nothing, in ms.
     pub boot_pause_ms: u64,
+    /// Faults injected into every device's datagrams ([`FaultSpec::NONE`]:
+    /// none); what was injected is reported in [`FleetStats::injected`].
+    pub faults: FaultSpec,
 }
 
 impl FleetOptions {
-    /// Datagrams to `udp`, no control sessions, default boot pause.
+    /// Datagrams to `udp`, no control sessions, default boot pause, no
+    /// faults.
     pub fn udp_only(udp: SocketAddr) -> FleetOptions {
         FleetOptions {
             udp,
             control: None,
             boot_pause_ms: DEFAULT_BOOT_PAUSE_MS,
+            faults: FaultSpec::NONE,
         }
     }
 }
@@ -84,6 +90,9 @@ pub struct FleetStats {
     pub reboots: u64,
     /// Control connection attempts that failed before a welcome or reject.
     pub connect_failures: u64,
+    /// Faults injected into the datagrams, summed over devices; equal to
+    /// what the hub counts as long as `send_errors` is 0.
+    pub injected: InjectedFaults,
 }
 
 impl FleetStats {
@@ -98,19 +107,25 @@ impl FleetStats {
             commands_received: read(&sessions.commands_received),
             reboots: read(&sessions.reboots),
             connect_failures: read(&sessions.connect_failures),
+            injected: udp.injected,
         }
     }
 }
 
 /// Runs `devices` until `cancel` fires: datagrams to `options.udp`, and a
 /// control session per device if `options.control` is set. Fails early on
-/// an unusable option (token too long) or if the UDP socket cannot be set
-/// up; a hub that cannot be reached is retried, not an error.
+/// an unusable option (token too long, fault probability out of range) or
+/// if the UDP socket cannot be set up; a hub that cannot be reached is
+/// retried, not an error.
 pub async fn run_fleet(
     devices: Vec<SimDevice>,
     options: FleetOptions,
     cancel: CancellationToken,
 ) -> anyhow::Result<FleetStats> {
+    options
+        .faults
+        .validate()
+        .context("the fault options are unusable")?;
     let controls = FleetControls::new(&devices);
     let counters = Arc::new(SessionCounters::default());
     let stop_sessions = cancel.child_token();
@@ -129,7 +144,7 @@ pub async fn run_fleet(
             sessions.spawn(run_control_sessions(ctx, stop_sessions.clone()));
         }
     }
-    let udp = send_datagrams(devices, &controls, options.udp, cancel).await;
+    let udp = send_datagrams(devices, &controls, options.udp, options.faults, cancel).await;
     stop_sessions.cancel();
     let wind_down = async { while sessions.join_next().await.is_some() {} };
     if tokio::time::timeout(SESSION_WIND_DOWN, wind_down)
@@ -176,5 +191,21 @@ mod tests {
             .await
             .expect_err("refused");
         assert!(format!("{err:#}").contains("129 bytes"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn a_fault_probability_out_of_range_is_refused_up_front() {
+        let devices = crate::build_fleet(&crate::FleetSpec::default());
+        let options = FleetOptions {
+            faults: FaultSpec {
+                loss: 1.5,
+                ..FaultSpec::NONE
+            },
+            ..FleetOptions::udp_only(([127, 0, 0, 1], 9).into())
+        };
+        let err = run_fleet(devices, options, CancellationToken::new())
+            .await
+            .expect_err("refused");
+        assert!(format!("{err:#}").contains("loss probability"), "{err:#}");
     }
 }

@@ -2,7 +2,10 @@
 //! its own schedule (`schedule`), until cancelled. Devices are kept in a
 //! min-heap by due time, so a large fleet costs one timer, not one task per
 //! device. Interval changes and reboots arrive through the fleet's shared
-//! control state (`device_control`) and wake the sender at once.
+//! control state (`device_control`) and wake the sender at once. Each
+//! device's datagrams pass through its [`FaultInjector`]; when the run is
+//! cancelled, a device whose injector asks for it sends one last clean
+//! datagram, so the injected report matches what the hub counts.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -17,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::device::SimDevice;
 use crate::device_control::FleetControls;
+use crate::faults::{injector_seed, FaultInjector, FaultSpec, InjectedFaults, Outgoing};
 use crate::schedule::SendSlot;
 
 /// What a sending run did.
@@ -28,6 +32,8 @@ pub struct UdpStats {
     pub bytes_sent: u64,
     /// Sends the kernel refused (e.g. nobody listening yet: ICMP unreachable).
     pub send_errors: u64,
+    /// Faults injected, summed over devices (all zero without faults).
+    pub injected: InjectedFaults,
 }
 
 /// Current wall-clock time in Unix milliseconds.
@@ -48,7 +54,7 @@ pub async fn run_udp(
     cancel: CancellationToken,
 ) -> anyhow::Result<UdpStats> {
     let controls = FleetControls::new(&devices);
-    send_datagrams(devices, &controls, hub, cancel).await
+    send_datagrams(devices, &controls, hub, FaultSpec::NONE, cancel).await
 }
 
 /// A timer entry: when, which device, and the schedule generation it was
@@ -56,11 +62,13 @@ pub async fn run_udp(
 type TimerEntry = Reverse<(Instant, usize, u64)>;
 
 /// Like [`run_udp`], but each device's interval and reboots follow its
-/// entry in `controls` (same order as `devices`).
+/// entry in `controls` (same order as `devices`), and `faults` are
+/// injected into its datagrams.
 pub(crate) async fn send_datagrams(
     mut devices: Vec<SimDevice>,
     controls: &FleetControls,
     hub: SocketAddr,
+    faults: FaultSpec,
     cancel: CancellationToken,
 ) -> anyhow::Result<UdpStats> {
     let local: SocketAddr = match hub {
@@ -90,6 +98,10 @@ pub(crate) async fn send_datagrams(
         .map(|(i, slot)| timer_entry(i, slot))
         .collect();
 
+    let mut injectors: Vec<FaultInjector> = devices
+        .iter()
+        .map(|d| FaultInjector::new(faults, injector_seed(d.seed(), d.id)))
+        .collect();
     let mut stats = UdpStats::default();
     let mut buf = [0u8; MAX_DATAGRAM_LEN];
     while let Some(&Reverse((due, index, generation))) = timers.peek() {
@@ -103,7 +115,11 @@ pub(crate) async fn send_datagrams(
             _ = tokio::time::sleep_until(due) => {}
         }
         timers.pop();
-        let (Some(device), Some(slot)) = (devices.get_mut(index), slots.get_mut(index)) else {
+        let (Some(device), Some(slot), Some(injector)) = (
+            devices.get_mut(index),
+            slots.get_mut(index),
+            injectors.get_mut(index),
+        ) else {
             continue;
         };
         if !slot.is_current(generation) {
@@ -117,6 +133,31 @@ pub(crate) async fn send_datagrams(
         let datagram = device.next_datagram(unix_ms());
         let bytes = encode_datagram(&datagram, &mut buf)
             .context("a simulated datagram exceeded the v1 size limit")?;
+        let outgoing = injector.push(datagram.seq, bytes);
+        send_all(&socket, hub, &outgoing, &mut stats).await;
+    }
+    // Last datagrams: make trailing drops visible and release held ones.
+    for (device, injector) in devices.iter_mut().zip(&mut injectors) {
+        if injector.needs_final() {
+            let datagram = device.next_datagram(unix_ms());
+            let bytes = encode_datagram(&datagram, &mut buf)
+                .context("a simulated datagram exceeded the v1 size limit")?;
+            let outgoing = injector.finish(datagram.seq, bytes);
+            send_all(&socket, hub, &outgoing, &mut stats).await;
+        }
+        stats.injected.add(&injector.report());
+    }
+    Ok(stats)
+}
+
+/// Puts `outgoing` on the wire to `hub`, in order, counting into `stats`.
+async fn send_all(
+    socket: &UdpSocket,
+    hub: SocketAddr,
+    outgoing: &Outgoing<'_>,
+    stats: &mut UdpStats,
+) {
+    for bytes in outgoing.datagrams() {
         match socket.send(bytes).await {
             Ok(n) => {
                 stats.datagrams_sent += 1;
@@ -128,7 +169,6 @@ pub(crate) async fn send_datagrams(
             }
         }
     }
-    Ok(stats)
 }
 
 fn timer_entry(index: usize, slot: &SendSlot) -> TimerEntry {

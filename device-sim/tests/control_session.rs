@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use device_sim::{build_fleet, run_fleet, ControlTarget, FleetOptions, FleetSpec, FleetStats};
+use device_sim::{
+    build_fleet, run_fleet, ControlTarget, FaultSpec, FleetOptions, FleetSpec, FleetStats,
+};
 use futures_util::{SinkExt as _, StreamExt as _};
 use sensor_hub_protocol::codec::FrameCodec;
 use sensor_hub_protocol::control::{
@@ -52,6 +54,7 @@ impl Sim {
                 token: TOKEN.into(),
             }),
             boot_pause_ms,
+            faults: FaultSpec::NONE,
         };
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run_fleet(devices, options, cancel.clone()));
