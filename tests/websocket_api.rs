@@ -428,8 +428,9 @@ async fn a_client_that_does_not_answer_pings_is_closed() {
         ("SENSOR_HUB__WS__PONG_TIMEOUT_MS", "200"),
     ])
     .await;
-    let mut silent = hub.ws().await; // never polled: never answers pings
-                                     // One that keeps reading (and so answers pings) meanwhile.
+    // Never polled, so it never answers pings.
+    let mut silent = hub.ws().await;
+    // One that keeps reading (and so answers pings) meanwhile.
     let mut awake = subscribed_client(&hub).await;
     let (tx, mut from_awake) = tokio::sync::mpsc::unbounded_channel();
     let reader = tokio::spawn(async move {

@@ -484,8 +484,15 @@ impl Session {
     /// Without a subscription only the statuses of the client's own
     /// commands are delivered.
     fn pump(&mut self) -> Result<(), End> {
-        let subscription = self.subscription.clone();
-        let live = subscription.as_ref().is_none_or(|s| s.mode == Mode::Live);
+        // Taken out for the duration, so a long device list is not cloned.
+        let subscription = self.subscription.take();
+        let result = self.pump_with(subscription.as_ref());
+        self.subscription = subscription;
+        result
+    }
+
+    fn pump_with(&mut self, subscription: Option<&Subscription>) -> Result<(), End> {
+        let live = subscription.is_none_or(|s| s.mode == Mode::Live);
         loop {
             if live && self.over_budget() {
                 self.over_budget_since.get_or_insert_with(Instant::now);
@@ -506,7 +513,7 @@ impl Session {
             }
             for entry in entries {
                 self.cursor = entry.seq + 1;
-                self.deliver(subscription.as_ref(), &entry)?;
+                self.deliver(subscription, &entry)?;
             }
         }
     }
