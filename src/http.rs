@@ -163,6 +163,10 @@ pub fn routes(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejectio
     let devices = warp::path!("api" / "devices")
         .and(get)
         .map(move || response(StatusCode::OK, "application/json", devices_json(&api_hub)));
+    let hub_view = hub.clone();
+    let hub_api = warp::path!("api" / "hub")
+        .and(get)
+        .map(move || response(StatusCode::OK, "application/json", hub_view.hub_json()));
     let healthz = warp::path!("healthz")
         .and(get)
         .map(|| response(StatusCode::OK, "application/json", r#"{"status":"ok"}"#));
@@ -192,6 +196,7 @@ pub fn routes(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejectio
     ws::route(hub)
         .or(devices)
         .or(commands)
+        .or(hub_api)
         .or(healthz)
         .or(metrics)
         .or(files)

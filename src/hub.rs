@@ -228,7 +228,18 @@ impl Hub {
 
     /// The Prometheus text of every metric, now.
     pub fn metrics_text(&self) -> String {
+        render(&self.metrics_snapshot())
+    }
+
+    /// The JSON of `GET /api/hub`: the same figures as `/metrics`.
+    pub fn hub_json(&self) -> String {
+        crate::metrics::hub_json(&self.metrics_snapshot())
+    }
+
+    /// Every figure `/metrics` shows, gathered at one moment.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot<'_> {
         let per_device_max = self.config().metrics.per_device_max;
+        let kernel = self.0.udp.inode.and_then(kernel_udp_stats);
         let state = self.lock_state();
         let per_device = (state.device_count() <= per_device_max).then(|| {
             state
@@ -241,7 +252,7 @@ impl Hub {
             let ring = self.ring();
             (ring.bytes(), ring.head())
         };
-        let snapshot = MetricsSnapshot {
+        MetricsSnapshot {
             ingest: state.counters().clone(),
             devices: state.device_count(),
             registry: state.registry.counters().clone(),
@@ -253,11 +264,9 @@ impl Hub {
             replay_bytes,
             stream_seq,
             shell: self.metrics(),
-            kernel: self.0.udp.inode.and_then(kernel_udp_stats),
+            kernel,
             udp_recv_buffer_bytes: self.0.udp.recv_buffer.granted(),
             uptime_seconds: self.0.started.elapsed().as_secs_f64(),
-        };
-        drop(state);
-        render(&snapshot)
+        }
     }
 }

@@ -413,6 +413,51 @@ pub fn render(s: &MetricsSnapshot<'_>) -> String {
     out
 }
 
+/// The same figures as JSON, for the dashboard's hub view (`GET /api/hub`).
+pub fn hub_json(s: &MetricsSnapshot<'_>) -> String {
+    let sh = s.shell;
+    let i = &s.ingest;
+    let by_label = |pairs: Vec<(&'static str, u64)>| -> serde_json::Map<String, serde_json::Value> {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect()
+    };
+    let view = serde_json::json!({
+        "hub_version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": s.uptime_seconds,
+        "datagrams_received": i.datagrams_received,
+        "bytes_received": i.bytes_received,
+        "datagrams_accepted": i.datagrams_accepted,
+        "readings_accepted": i.readings_accepted,
+        "dropped": by_label((0..DropReason::COUNT).map(|r| (DropReason::label(r), i.dropped[r])).collect()),
+        "kernel_drops": s.kernel.map(|k| k.drops),
+        "udp_receive_buffer_bytes": s.udp_recv_buffer_bytes,
+        "devices": s.devices,
+        "devices_by_status": by_label(DeviceStatus::ALL.iter().map(|st| (st.name(), s.device_status[*st as usize] as u64)).collect()),
+        "sequence": {
+            "received": s.seq_totals.received,
+            "lost": s.seq_totals.lost,
+            "reordered": s.seq_totals.reordered,
+            "duplicated": s.seq_totals.duplicated,
+            "restarts": s.seq_totals.restarts,
+        },
+        "latency_ms": {
+            "p50": s.latency.quantile_ms(0.5),
+            "p99": s.latency.quantile_ms(0.99),
+            "count": s.latency.count(),
+        },
+        "ws_clients": load(&sh.ws_clients),
+        "ws_messages_sent": load(&sh.ws_messages_sent),
+        "ws_queued_bytes": load(&sh.ws_queued_bytes),
+        "ws_evictions": by_label(Eviction::ALL.iter().map(|e| (e.name(), load(&sh.ws_evictions[e.index()]))).collect()),
+        "control_sessions": s.control_sessions,
+        "commands_finished": by_label(CommandState::ALL.iter().filter(|st| st.is_final()).map(|st| (st.name(), s.registry.commands_final[st.index()])).collect()),
+        "stream_seq": s.stream_seq,
+    });
+    view.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

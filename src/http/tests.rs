@@ -114,6 +114,26 @@ async fn healthz_and_metrics_answer() {
 }
 
 #[tokio::test]
+async fn api_hub_has_the_metrics_figures_as_json() {
+    let hub = hub();
+    ingest(&hub, 1, 0);
+    hub.lock_state()
+        .ingest(b"junk", "127.0.0.1:9".parse().unwrap(), unix_ms())
+        .unwrap_err();
+    let r = get(&hub, "/api/hub").await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(v["datagrams_received"], 2);
+    assert_eq!(v["datagrams_accepted"], 1);
+    assert_eq!(v["dropped"]["bad_magic"], 1);
+    assert_eq!(v["devices"], 1);
+    assert_eq!(v["devices_by_status"]["online"], 1);
+    assert_eq!(v["sequence"]["received"], 1);
+    assert_eq!(v["ws_clients"], 0);
+    assert!(v["uptime_s"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test]
 async fn ws_without_upgrade_headers_is_a_clear_400() {
     let r = get(&hub(), "/ws").await;
     assert_eq!(r.status(), 400);
