@@ -51,7 +51,8 @@ async fn dashboard_files_are_served_with_their_types() {
     let hub = hub();
     for (path, ty, marker) in [
         ("/", "text/html", "<html"),
-        ("/app.js", "text/javascript", "WebSocket"),
+        ("/app.js", "text/javascript", "/stream.js"),
+        ("/stream.js", "text/javascript", "WebSocket"),
         ("/style.css", "text/css", "{"),
     ] {
         let r = get(&hub, path).await;

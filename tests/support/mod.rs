@@ -30,13 +30,19 @@ pub struct TestHub {
 /// Starts a hub with loopback port-0 binds plus `overrides`
 /// (`SENSOR_HUB__…` style keys).
 pub async fn start_hub(overrides: &[(&str, &str)]) -> TestHub {
+    start_hub_on(["127.0.0.1:0"; 3].map(String::from), overrides).await
+}
+
+/// Starts a hub bound to `[udp, control, http]`, plus `overrides`.
+pub async fn start_hub_on(binds: [String; 3], overrides: &[(&str, &str)]) -> TestHub {
+    let [udp, control, http] = binds;
     let mut env: HashMap<String, String> = [
-        ("SENSOR_HUB__UDP__BIND", "127.0.0.1:0"),
-        ("SENSOR_HUB__CONTROL__BIND", "127.0.0.1:0"),
-        ("SENSOR_HUB__HTTP__BIND", "127.0.0.1:0"),
+        ("SENSOR_HUB__UDP__BIND", udp),
+        ("SENSOR_HUB__CONTROL__BIND", control),
+        ("SENSOR_HUB__HTTP__BIND", http),
     ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
     .collect();
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
@@ -62,6 +68,11 @@ pub async fn start_hub(overrides: &[(&str, &str)]) -> TestHub {
 }
 
 impl TestHub {
+    /// Its three addresses, to start another hub on the same ports.
+    pub fn binds(&self) -> [String; 3] {
+        [self.udp, self.control, self.http].map(|a| a.to_string())
+    }
+
     /// Signals shutdown and waits for `run` to return.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -1,0 +1,401 @@
+//! The dashboard in real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, installed by scripts/test), driven through WebDriver
+//! (fantoccini), against a real hub with simulated devices: the fleet view,
+//! capped charts, commands clicked in the page, liveness, and reconnecting
+//! after the hub restarts. The run also refreshes docs/dashboard.png.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use device_sim::{
+    build_fleet, run_fleet, ControlTarget, FaultSpec, FleetOptions, FleetSpec, FleetStats,
+};
+use fantoccini::{Client, ClientBuilder};
+use serde_json::{json, Value};
+use support::*;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "browser-test-token";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver and a browser session, ended on drop.
+struct Browser {
+    client: Client,
+    driver: Child,
+    profile: std::path::PathBuf,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        for path in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                std::path::Path::new(path).exists(),
+                "{path} is missing: run scripts/test, which installs Debian's chromium and chromium-driver"
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile =
+            std::env::temp_dir().join(format!("sensor-hub-chromium-{}-{port}", std::process::id()));
+        let caps = json!({
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a Chromium session through chromedriver");
+        Browser {
+            client,
+            driver,
+            profile,
+        }
+    }
+
+    /// Runs `script` (a function body returning a value) in the page.
+    async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    /// Polls `script` until `ok` accepts its value, for up to `within`.
+    async fn until(
+        &self,
+        what: &str,
+        within: Duration,
+        script: &str,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.js(script).await;
+            if ok(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last value {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn end(mut self) {
+        let _ = self.client.close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// A simulated fleet running in the background.
+struct Fleet {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<FleetStats>>,
+}
+
+impl Fleet {
+    fn start(
+        udp: SocketAddr,
+        control: Option<SocketAddr>,
+        first_id: u32,
+        devices: u32,
+        interval_ms: u64,
+    ) -> Fleet {
+        let fleet = build_fleet(&FleetSpec {
+            devices,
+            first_id,
+            interval_ms,
+            seed: 7,
+        });
+        let options = FleetOptions {
+            udp,
+            control: control.map(|addr| ControlTarget {
+                addr,
+                token: TOKEN.into(),
+            }),
+            boot_pause_ms: 300,
+            faults: FaultSpec::NONE,
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_fleet(fleet, options, cancel.clone()));
+        Fleet { cancel, task }
+    }
+
+    async fn stop(self) -> FleetStats {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    }
+}
+
+const HUB_CONFIG: &[(&str, &str)] = &[
+    ("SENSOR_HUB__CONTROL__FLEET_TOKEN", TOKEN),
+    // Devices with a session declare 100 ms: late after 0.5 s of silence.
+    // UDP-only devices (no declared interval): late after 1 s, offline after 4 s.
+    ("SENSOR_HUB__LIVENESS__DEFAULT_INTERVAL_MS", "200"),
+    ("SENSOR_HUB__LIVENESS__LATE_AFTER_INTERVALS", "5"),
+    ("SENSOR_HUB__LIVENESS__OFFLINE_AFTER_INTERVALS", "20"),
+    ("SENSOR_HUB__LIVENESS__TICK_MS", "50"),
+    ("SENSOR_HUB__WS__STATS_INTERVAL_MS", "250"),
+];
+
+fn row_status(id: u32) -> String {
+    format!(
+        r#"return document.querySelector('#fleet tr[data-device-id="{id}"] [data-field="status"]')?.dataset.status ?? null;"#
+    )
+}
+
+#[tokio::test]
+async fn dashboard_end_to_end() {
+    let hub = start_hub(HUB_CONFIG).await;
+    let connected = Fleet::start(hub.udp, Some(hub.control), 1, 3, 100);
+    let udp_only = Fleet::start(hub.udp, None, 100, 1, 100);
+    let browser = Browser::start().await;
+    let base = format!("http://{}/?points=40", hub.http);
+
+    // Fleet view: every device, with names and status, within a few seconds.
+    browser.client.goto(&format!("{base}#/")).await.unwrap();
+    browser
+        .until(
+            "four devices online with names",
+            Duration::from_secs(10),
+            r#"
+            const rows = [...document.querySelectorAll('#fleet tr[data-device-id]')];
+            return rows.map(r => [r.dataset.deviceId,
+                r.querySelector('[data-field="name"]').textContent.trim(),
+                r.querySelector('[data-field="status"]').dataset.status]);
+        "#,
+            |v| {
+                let rows = v.as_array().map(Vec::as_slice).unwrap_or(&[]);
+                rows.len() == 4
+                    && rows.iter().all(|r| r[2] == "online")
+                    && rows.iter().any(|r| r[1] == "kitchen-1")
+            },
+        )
+        .await;
+    browser
+        .until(
+            "connection live",
+            Duration::from_secs(5),
+            "return document.getElementById('connection').dataset.state;",
+            |v| v == "live",
+        )
+        .await;
+    browser.until("loss and rate shown", Duration::from_secs(5), r#"
+        return document.querySelector('#fleet tr[data-device-id="1"] [data-field="rate"]')?.textContent ?? '';
+    "#, |v| v.as_str().is_some_and(|t| t.chars().any(|c| c.is_ascii_digit() && c != '0'))).await;
+    // The filter narrows the list.
+    let filter = browser
+        .client
+        .find(fantoccini::Locator::Id("fleet-filter"))
+        .await
+        .unwrap();
+    filter.send_keys("kitchen").await.unwrap();
+    browser
+        .until("filtered to one row", Duration::from_secs(5), "return [...document.querySelectorAll('#fleet tr[data-device-id]')].filter(r => !r.hidden && r.offsetParent !== null).length;", |v| v == 1)
+        .await;
+    // Clearing with keys, as a person would (WebDriver's clear() fires no input event).
+    filter
+        .send_keys(&"\u{E003}".repeat("kitchen".len()))
+        .await
+        .unwrap();
+    browser
+        .until("all rows back", Duration::from_secs(5), "return [...document.querySelectorAll('#fleet tr[data-device-id]')].filter(r => !r.hidden && r.offsetParent !== null).length;", |v| v == 4)
+        .await;
+    browser
+        .js("document.activeElement?.blur(); return null;")
+        .await;
+    let png = browser.client.screenshot().await.unwrap();
+    std::fs::write(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/docs/dashboard.png"),
+        &png,
+    )
+    .unwrap();
+
+    // Device view: a chart fills up to its cap and stays there.
+    browser
+        .client
+        .goto(&format!("{base}#/device/1"))
+        .await
+        .unwrap();
+    let points = r#"
+        const c = document.querySelector('#device-view figure.sensor[data-channel="0"] canvas.chart');
+        return c ? [Number(c.dataset.points), Number(c.dataset.maxPoints)] : null;
+    "#;
+    browser
+        .until(
+            "chart points arriving",
+            Duration::from_secs(10),
+            points,
+            |v| v[0].as_u64().is_some_and(|n| n > 0),
+        )
+        .await;
+    browser
+        .until("chart capped", Duration::from_secs(15), points, |v| {
+            v[0] == 40 && v[1] == 40
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(browser.js(points).await, json!([40, 40]), "the cap holds");
+
+    // A command clicked in the page reaches the device and succeeds.
+    let ms = browser
+        .client
+        .find(fantoccini::Locator::Css(
+            "#command-set-interval input[name=ms]",
+        ))
+        .await
+        .unwrap();
+    ms.clear().await.unwrap();
+    ms.send_keys("100").await.unwrap();
+    browser
+        .client
+        .find(fantoccini::Locator::Css(
+            "#command-set-interval button, #command-set-interval [type=submit]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .until(
+            "set_interval succeeded in the page",
+            Duration::from_secs(10),
+            "return document.querySelector('#command-log li')?.dataset.state ?? null;",
+            |v| v == "succeeded",
+        )
+        .await;
+    browser
+        .client
+        .find(fantoccini::Locator::Css(
+            r#"#commands button[data-command="identify"]"#,
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .until(
+            "identify succeeded",
+            Duration::from_secs(10),
+            "return [...document.querySelectorAll('#command-log li')].map(li => li.dataset.state);",
+            |v| {
+                v.as_array()
+                    .is_some_and(|s| s.len() == 2 && s.iter().all(|x| x == "succeeded"))
+            },
+        )
+        .await;
+    let device_png = browser.client.screenshot().await.unwrap();
+    std::fs::write(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/docs/device.png"),
+        &device_png,
+    )
+    .unwrap();
+
+    // A device that stops becomes late, then offline.
+    browser.client.goto(&format!("{base}#/")).await.unwrap();
+    browser
+        .until(
+            "udp-only device online",
+            Duration::from_secs(5),
+            &row_status(100),
+            |v| v == "online",
+        )
+        .await;
+    udp_only.stop().await;
+    browser
+        .until(
+            "stopped device late",
+            Duration::from_secs(5),
+            &row_status(100),
+            |v| v == "late",
+        )
+        .await;
+    browser
+        .until(
+            "stopped device offline",
+            Duration::from_secs(10),
+            &row_status(100),
+            |v| v == "offline",
+        )
+        .await;
+
+    // The hub restarts; the page notices and comes back by itself.
+    let binds = hub.binds();
+    hub.stop().await;
+    browser
+        .until(
+            "page notices the hub is gone",
+            Duration::from_secs(10),
+            "return document.getElementById('connection').dataset.state;",
+            |v| v == "reconnecting",
+        )
+        .await;
+    let hub = start_hub_on(binds, HUB_CONFIG).await;
+    browser
+        .until(
+            "page live again",
+            Duration::from_secs(20),
+            "return document.getElementById('connection').dataset.state;",
+            |v| v == "live",
+        )
+        .await;
+    browser
+        .until(
+            "devices back after the restart",
+            Duration::from_secs(20),
+            &row_status(1),
+            |v| v == "online",
+        )
+        .await;
+
+    let stats = connected.stop().await;
+    assert_eq!(
+        stats.commands_received, 2,
+        "set_interval and identify reached the device"
+    );
+    browser.end().await;
+    hub.stop().await;
+}

@@ -1,0 +1,216 @@
+// device.js: the device view (#/device/ID): status line, packet counters, one
+// figure per sensor (latest value, 10 s window stats, live chart collected only
+// while the view is open), and the command panel with its log (<= 20 lines,
+// client ids "ui-N", lifecycle from command_status). Windows are refetched
+// from /api/devices every 5 s while open.
+import { devices, hubNow, on, requestRefresh, send } from "/stream.js";
+import { DASH, displayName, el, fmtAgo, fmtCount, fmtInterval, fmtLatency, fmtPercent, fmtValue, isNum, setText, statusOf } from "/format.js";
+import { Chart } from "/chart.js";
+
+// --- command log (module-wide so statuses land even while the view is closed) ---
+const LOG_MAX = 20;
+const log = []; // { cid, device, kind, args, states: [], state, detail }
+let nextId = 1;
+let logView = null; // { ol, device } of the open view
+
+function renderLog() {
+  if (!logView) return;
+  const items = log.filter((e) => e.device === logView.device).map((e) => {
+    const states = e.state === "error" ? [...e.states, "error"] : e.states;
+    const lifecycle = states.length ? states.join(" → ") : "waiting for the hub…";
+    return el("li", { "data-command-id": e.cid, "data-state": e.state },
+      el("span", { className: "kind", textContent: e.args ? `${e.kind} ${e.args}` : e.kind }), " ",
+      el("span", { className: "lifecycle", textContent: lifecycle }),
+      e.detail ? el("span", { className: "detail", textContent: ` — ${e.detail}` }) : "");
+  });
+  logView.ol.replaceChildren(...items);
+  logView.empty.hidden = items.length > 0;
+}
+
+function sendCommand(device, kind, fields = {}, args = "") {
+  const entry = { cid: `ui-${nextId++}`, device, kind, args, states: [], state: "pending", detail: "" };
+  log.push(entry);
+  if (log.length > LOG_MAX) log.splice(0, log.length - LOG_MAX);
+  if (!send({ type: "command", id: entry.cid, device, command: { kind, ...fields } })) {
+    Object.assign(entry, { state: "error", detail: "not connected, not sent" });
+  }
+  renderLog();
+}
+
+on("command", (msg) => {
+  const entry = log.find((e) => e.cid === msg.id && e.device === msg.device);
+  if (!entry || typeof msg.state !== "string") return;
+  if (entry.states[entry.states.length - 1] !== msg.state) entry.states.push(msg.state);
+  entry.state = msg.state;
+  if (typeof msg.detail === "string") entry.detail = msg.detail;
+  renderLog();
+});
+on("error", (msg) => {
+  const entry = log.find((e) => e.cid === msg.id);
+  if (!entry) return;
+  Object.assign(entry, { state: "error", detail: typeof msg.message === "string" ? msg.message : "refused" });
+  renderLog();
+});
+
+// --- the view -------------------------------------------------------------------
+function facts(pairs, cls) { // [[label, key]] -> <dl> and its value elements by key
+  const dl = el("dl", { className: cls });
+  const f = {};
+  for (const [label, key] of pairs) {
+    f[key] = el("dd", { "data-field": key });
+    dl.append(el("div", {}, el("dt", { textContent: label }), f[key]));
+  }
+  return [dl, f];
+}
+
+function commandPanel(id) {
+  const ms = el("input", { name: "ms", type: "number", min: "1", max: "86400000", step: "1", required: true,
+    inputMode: "numeric", "aria-label": "Report interval in milliseconds" });
+  const setInterval_ = el("form", { id: "command-set-interval", className: "command" },
+    el("label", {}, "Interval (ms) ", ms), el("button", { type: "submit", textContent: "Set interval" }));
+  setInterval_.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const n = Number(ms.value);
+    if (Number.isInteger(n) && n >= 1) sendCommand(id, "set_interval", { ms: n }, `${n} ms`);
+  });
+  const key = el("input", { name: "key", required: true, maxLength: 32, autocomplete: "off", "aria-label": "Config key" });
+  const value = el("input", { name: "value", maxLength: 128, autocomplete: "off", "aria-label": "Config value" });
+  const setConfig = el("form", { id: "command-set-config", className: "command" },
+    el("label", {}, "Key ", key), el("label", {}, "Value ", value), el("button", { type: "submit", textContent: "Set config" }));
+  setConfig.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    if (key.value) sendCommand(id, "set_config", { key: key.value, value: value.value }, `${key.value}=${value.value}`);
+  });
+  const identify = el("button", { type: "button", textContent: "Identify", "data-command": "identify" });
+  identify.addEventListener("click", () => sendCommand(id, "identify"));
+  const reboot = el("button", { type: "button", textContent: "Reboot", className: "danger", "data-command": "reboot" });
+  const hint = el("span", { className: "hint", role: "status" });
+  let confirmTimer = 0;
+  const disarm = () => { clearTimeout(confirmTimer); confirmTimer = 0; reboot.textContent = "Reboot"; delete reboot.dataset.confirm; hint.textContent = ""; };
+  reboot.addEventListener("click", () => {
+    if (confirmTimer) { disarm(); sendCommand(id, "reboot"); return; }
+    reboot.textContent = "Confirm reboot";
+    reboot.dataset.confirm = "pending";
+    hint.textContent = "Click again within 5 s to reboot the device.";
+    confirmTimer = setTimeout(disarm, 5000);
+  });
+  const ol = el("ol", { id: "command-log" });
+  const empty = el("p", { className: "muted", textContent: "No commands sent from this page yet." });
+  const section = el("section", { id: "commands", "aria-label": "Commands" },
+    el("h3", { textContent: "Commands" }), setInterval_,
+    el("div", { className: "command" }, identify, reboot, hint), setConfig,
+    el("h4", { textContent: "Command log" }), empty, ol);
+  return [section, { ol, empty, device: id }, disarm];
+}
+
+function sensorFigure(s) {
+  const fig = el("figure", { className: "sensor", "data-channel": String(s.channel) });
+  const caption = el("figcaption");
+  const value = el("span", { "data-field": "value" });
+  const unit = el("span", { className: "unit" });
+  const windowLabel = el("p", { className: "window-label" });
+  const [stats, f] = facts([["min", "min"], ["mean", "mean"], ["max", "max"]], "window");
+  const canvas = el("canvas", { className: "chart", role: "img" });
+  fig.append(caption, el("p", { className: "reading" }, value, " ", unit), windowLabel, stats, canvas);
+  const chart = new Chart(canvas, { boolean: s.kind === "bool" });
+  return { fig, caption, value, unit, windowLabel, f, canvas, chart };
+}
+
+export function mount(main, id) {
+  const heading = el("h2", { tabIndex: -1 });
+  const missing = el("p", { className: "empty", hidden: true, textContent: `The hub has not reported device ${id} (yet).` });
+  const [status, sf] = facts([["Status", "status"], ["Firmware", "firmware"], ["Last seen", "last-seen"], ["Interval", "interval"]], "status-line");
+  sf.status.append(el("span", { className: "dot", "aria-hidden": "true" }), el("span"));
+  const [counters, cf] = facts([["Received", "received"], ["Lost", "lost"], ["Reordered", "reordered"], ["Duplicated", "duplicated"],
+    ["Restarts", "restarts"], ["Loss", "loss"], ["Latency p50 / p99", "latency"]], "counters");
+  const grid = el("div", { className: "sensors" });
+  const [commands, view, disarm] = commandPanel(id);
+  const section = el("section", { id: "device-view", "data-device-id": String(id) },
+    el("p", { className: "crumb" }, el("a", { href: "#/", textContent: "← Fleet" })), heading, missing, status,
+    el("h3", { textContent: "Packets" }), counters, el("h3", { textContent: "Sensors" }), grid, commands);
+  main.replaceChildren(section);
+  logView = view;
+  renderLog();
+
+  const sensors = new Map(); // channel -> figure parts (charts live only while the view is open)
+  function figureFor(s) {
+    let p = sensors.get(s.channel);
+    if (p) return p;
+    p = sensorFigure(s);
+    sensors.set(s.channel, p);
+    const after = [...sensors.keys()].filter((c) => c > s.channel).sort((a, b) => a - b)[0];
+    grid.insertBefore(p.fig, after === undefined ? null : sensors.get(after).fig);
+    describe(p, s);
+    return p;
+  }
+  function describe(p, sensor) { // caption, chart name and unit (metadata may arrive after the first reading)
+    const label = sensor.name || `channel ${sensor.channel}`;
+    setText(p.caption, sensor.unit ? `${label} (${sensor.unit})` : label);
+    p.canvas.setAttribute("aria-label", `${label} chart`);
+    p.chart.unit = sensor.unit || "";
+    setText(p.unit, sensor.unit || "");
+  }
+
+  let frame = 0;
+  const schedule = () => { if (!frame) frame = requestAnimationFrame(render); };
+  function renderSeen(d) {
+    setText(sf["last-seen"], d && isNum(d.last_seen_ms) ? fmtAgo(hubNow() - d.last_seen_ms) : "never");
+  }
+  function render() {
+    frame = 0;
+    const d = devices.get(id);
+    missing.hidden = !!d;
+    const name = d ? displayName(d) : `device ${id}`;
+    setText(heading, name);
+    document.title = `${name} · Sensor hub`;
+    const st = statusOf(d?.status);
+    sf.status.dataset.status = st;
+    setText(sf.status.lastChild, st);
+    setText(sf.firmware, d?.firmware ?? DASH);
+    setText(sf.interval, fmtInterval(d?.interval_ms));
+    renderSeen(d);
+    const s = d?.stats;
+    for (const k of ["received", "lost", "reordered", "duplicated", "restarts"]) setText(cf[k], fmtCount(s?.[k]));
+    setText(cf.loss, fmtPercent(s?.loss_ratio));
+    setText(cf.latency, s ? fmtLatency(s.latency.p50, s.latency.p99, s.latency.count) : DASH);
+    for (const sensor of d ? [...d.sensors.values()] : []) {
+      const p = figureFor(sensor);
+      describe(p, sensor);
+      setText(p.value, fmtValue(sensor.value));
+      const w = sensor.windows[0];
+      setText(p.windowLabel, w && isNum(w.window_s) ? `${w.window_s} s window` : "window: not yet reported");
+      for (const k of ["min", "mean", "max"]) setText(p.f[k], fmtValue(w?.[k]));
+    }
+  }
+
+  const offs = [
+    on("model", schedule),
+    on("device", (dev) => { if (dev === id) schedule(); }),
+    on("readings", (msg) => {
+      const d = devices.get(id);
+      for (const dg of Array.isArray(msg.datagrams) ? msg.datagrams : []) {
+        if (dg?.device !== id || !d) continue;
+        const t = isNum(dg.received_ms) ? dg.received_ms : hubNow();
+        for (const r of Array.isArray(dg.readings) ? dg.readings : []) {
+          const s = r && d.sensors.get(r.channel);
+          if (s) figureFor(s).chart.push(t, typeof r.value === "boolean" || isNum(r.value) ? r.value : null);
+        }
+        schedule();
+      }
+    }),
+  ];
+  const secondTimer = setInterval(() => renderSeen(devices.get(id)), 1000);
+  const refreshTimer = setInterval(requestRefresh, 5000);
+  requestRefresh();
+  render();
+  return () => {
+    offs.forEach((off) => off());
+    clearInterval(secondTimer);
+    clearInterval(refreshTimer);
+    if (frame) cancelAnimationFrame(frame);
+    disarm();
+    for (const p of sensors.values()) p.chart.destroy();
+    sensors.clear();
+    if (logView === view) logView = null;
+  };
+}
