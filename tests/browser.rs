@@ -334,6 +334,24 @@ async fn dashboard_end_to_end() {
     )
     .unwrap();
 
+    // Hub view: the ingest rate and drop counters, from /api/hub.
+    browser.client.goto(&format!("{base}#/hub")).await.unwrap();
+    browser
+        .until("ingest rate measured", Duration::from_secs(10), r#"
+            return parseFloat(document.querySelector('#hub-view [data-field="ingest-rate"]')?.textContent ?? '');
+        "#, |v| v.as_f64().is_some_and(|r| r > 10.0))
+        .await;
+    browser
+        .until(
+            "drops by reason listed",
+            Duration::from_secs(5),
+            r#"
+            return document.querySelectorAll('#drops tr[data-reason]').length;
+        "#,
+            |v| v == 6,
+        )
+        .await;
+
     // A device that stops becomes late, then offline.
     browser.client.goto(&format!("{base}#/")).await.unwrap();
     browser
