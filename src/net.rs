@@ -51,6 +51,20 @@ pub fn bind_udp(
     ))
 }
 
+/// A non-blocking TCP listener with SO_REUSEADDR (a restarted hub can bind
+/// its port again at once) and TCP_NODELAY, which accepted connections
+/// inherit on Linux: small WebSocket messages and control frames go out
+/// without waiting on Nagle's algorithm and the peer's delayed ACK.
+pub fn listen_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Kernel-side counters of one UDP socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KernelUdpStats {
@@ -137,6 +151,16 @@ mod tests {
             reported: 416 * 1024,
         };
         assert!(capped.capped());
+    }
+
+    #[test]
+    fn accepted_connections_inherit_nodelay() {
+        let listener = listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[test]

@@ -77,11 +77,12 @@ impl Listeners {
 }
 
 async fn bind_tcp(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| {
+    let listener = crate::net::listen_tcp(addr).with_context(|| {
         format!(
             "cannot listen on {addr} ({key}); is the port in use? choose another address or port 0"
         )
-    })
+    })?;
+    Ok(TcpListener::from_std(listener)?)
 }
 
 /// Serves until `shutdown` completes, then closes WebSockets with a close

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use sensor_hub_protocol::{
-    decode_datagram, restore_time_ms, Channel, DecodeError, DeviceId, Readings, Value,
+    decode_datagram, restore_time_ms, Channel, DecodeError, DeviceId, Reading, Value,
 };
 
 use crate::aggregate::latency::LatencyHistogram;
@@ -161,8 +161,9 @@ pub struct LiveDatagram {
     pub time_ms: u64,
     /// Hub receive time, Unix ms.
     pub received_ms: u64,
-    /// The readings.
-    pub readings: Readings,
+    /// The readings, allocated to their exact number (the replay ring holds
+    /// many of these; a fixed 64-reading array would cost 512 bytes each).
+    pub readings: Box<[Reading]>,
 }
 
 /// The fleet as seen through the data plane, plus the control plane's
@@ -289,7 +290,7 @@ impl HubState {
             seq: datagram.seq,
             time_ms,
             received_ms: now_ms,
-            readings: datagram.readings,
+            readings: Box::from(&datagram.readings[..]),
         })
     }
 

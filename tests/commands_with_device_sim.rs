@@ -57,6 +57,7 @@ impl Sim {
             }),
             boot_pause_ms: 300,
             faults: FaultSpec::NONE,
+            device_faults: Vec::new(),
         };
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run_fleet(fleet, options, cancel.clone()));

@@ -1,14 +1,16 @@
 //! What a device's control session may change about how the device sends
-//! datagrams: its report interval and reboot requests. [`DeviceControl`] is
-//! shared (in an `Arc`) between the session, which writes it, and the UDP
-//! sender, which reads it; a fleet-wide [`Notify`] wakes the sender so a
-//! change is applied at once rather than at the device's next send.
+//! datagrams (its report interval, reboot requests), and the other way
+//! round, what the sender tells the session (the device rebooted by
+//! itself: a random reboot). [`DeviceControl`] is shared (in an `Arc`)
+//! between the session and the UDP sender; a fleet-wide [`Notify`] wakes
+//! the sender so a change is applied at once rather than at the device's
+//! next send, and a per-device [`watch`] channel wakes the session.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::device::SimDevice;
@@ -25,6 +27,8 @@ pub(crate) struct DeviceControl {
     changed: AtomicBool,
     /// Wakes the fleet's UDP sender.
     wake: Arc<Notify>,
+    /// How often the device rebooted by itself; the session watches it.
+    own_reboots: watch::Sender<u64>,
 }
 
 /// A change for the sender to apply, taken by [`DeviceControl::take_change`].
@@ -44,6 +48,7 @@ impl DeviceControl {
             reboot_until: Mutex::new(None),
             changed: AtomicBool::new(false),
             wake,
+            own_reboots: watch::Sender::new(0),
         }
     }
 
@@ -70,6 +75,19 @@ impl DeviceControl {
             *pending = Some(pending.map_or(until, |earlier| earlier.max(until)));
         }
         self.mark_changed();
+    }
+
+    /// The device rebooted by itself (the sender already silenced it): its
+    /// control session must drop the connection and reconnect after the
+    /// boot pause.
+    pub fn device_rebooted(&self) {
+        self.own_reboots
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// Follows the device's own reboots (for its control session).
+    pub fn watch_own_reboots(&self) -> watch::Receiver<u64> {
+        self.own_reboots.subscribe()
     }
 
     /// The change since the last call, if any (for the sender).
@@ -171,6 +189,22 @@ mod tests {
         let until = change.reboot_until.expect("a reboot");
         assert!(until >= before + Duration::from_millis(500));
         assert_eq!(change.interval_ms, 1_000);
+        assert_eq!(c.take_change(), None);
+    }
+
+    #[tokio::test]
+    async fn the_session_hears_of_the_devices_own_reboots_but_not_of_older_ones() {
+        let c = control();
+        c.device_rebooted();
+        let mut reboots = c.watch_own_reboots();
+        assert!(!reboots.has_changed().expect("open"));
+        c.device_rebooted();
+        tokio::time::timeout(Duration::from_secs(1), reboots.changed())
+            .await
+            .expect("woken")
+            .expect("open");
+        assert_eq!(*reboots.borrow_and_update(), 2);
+        // Not a change the sender has to apply: it did so already.
         assert_eq!(c.take_change(), None);
     }
 

@@ -1,30 +1,42 @@
 //! UDP fault injection with an exact account: [`FaultInjector`] decides,
-//! per device and per datagram, whether a datagram is lost, held back and
-//! sent late (reordered) or sent twice, and keeps an [`InjectedFaults`]
-//! report equal to what the hub's sequence accounting (highest number plus
-//! a window below it; restarts told apart by a newer device clock) will
-//! count. Pure: datagrams go in as bytes and come out as the bytes to put
-//! on the wire now, in order; the caller owns the socket.
+//! per device and per datagram, whether a datagram is lost, corrupted, held
+//! back and sent late (reordered) or sent twice, and keeps an
+//! [`InjectedFaults`] report equal to what the hub's sequence accounting
+//! (highest number plus a window below it; restarts told apart by a newer
+//! device clock) and its drop reasons will count. Pure: datagrams go in as
+//! bytes and come out as the bytes to put on the wire now, in order; the
+//! caller owns the socket.
+//!
+//! The other kinds of fault live beside it: what to inject ([`FaultSpec`],
+//! in `spec`), how a corrupted datagram is damaged ([`Corruption`]), the
+//! device's skewed clock (`clock`), jitter (`jitter`), and random reboots
+//! and control-session drops (`odds`).
 //!
 //! # Rules (what keeps the report exact)
 //!
 //! * An *epoch* is a run of consecutive sequence numbers; a number that is
 //!   not the last one plus 1 (a reboot restarted the sequence) starts a new
-//!   one. The first datagram of an epoch is always sent, once and in order:
-//!   the hub begins the epoch with it, and a drop or hold there would move
-//!   the epoch's start instead of counting as a fault.
+//!   one, which the hub counts as a restart. The first datagram of an epoch
+//!   is always sent, once, intact and in order: the hub begins the epoch
+//!   with it, and a drop or hold there would move the epoch's start instead
+//!   of counting as a fault.
 //! * At most one fault per datagram, drawn in order: lost with probability
-//!   `loss`, else held back with probability `reorder`, else sent twice
-//!   with probability `duplicate`.
+//!   `loss`, else corrupted with probability `corrupt`, else held back with
+//!   probability `reorder`, else sent twice with probability `duplicate`.
+//! * A corrupted datagram goes on the wire damaged so that the hub drops it
+//!   under a known reason; the kinds of damage take turns ([`Corruption::ALL`],
+//!   each device starting at a kind its seed picks).
+//!   It is counted under its reason at once. Its sequence number never
+//!   reaches the hub's accounting, so for loss it is a drop like any other.
 //! * At most one datagram is held at a time. The datagram after it is sent
 //!   clean, immediately followed by the held one (the hub sees `n+1, n`: a
 //!   late arrival one below the highest, well inside its window). A held
-//!   datagram is never lost or duplicated.
+//!   datagram is never lost, corrupted or duplicated.
 //! * A drop counts as `lost` only once a higher number of the same epoch is
-//!   on the wire; until then the hub cannot see it. Drops still unseen when
-//!   a new epoch begins are forgotten, as the hub forgets them. At most
-//!   [`MAX_LOSS_RUN`] datagrams in a row are dropped, so a gap never looks
-//!   like a counter reset to the hub.
+//!   on the wire intact; until then the hub cannot see it. Drops still
+//!   unseen when a new epoch begins are forgotten, as the hub forgets them.
+//!   At most [`MAX_LOSS_RUN`] datagrams in a row are dropped or corrupted,
+//!   so a gap never looks like a counter reset to the hub.
 //! * If a new epoch begins while a datagram is held, the held one is sent
 //!   first, in order (a plain send, not reordered).
 //! * At the end of a run, [`FaultInjector::needs_final`] says whether one
@@ -33,108 +45,28 @@
 //!   held one, late, counted as reordered).
 //!
 //! Exact as long as the network delivers what is put on the wire in the
-//! order sent (true on loopback), every send succeeds, and a rebooted
-//! device's clock is strictly ahead of its last datagram before the reboot.
+//! order sent (true on loopback; jitter keeps each device's order), every
+//! send succeeds, and a rebooted device's clock is strictly ahead of its
+//! last datagram before the reboot (the sender's clock sees to that).
 
-use std::fmt;
 use std::iter;
 
-/// Most datagrams dropped in a row; the next one is sent.
+mod clock;
+mod corrupt;
+pub(crate) mod jitter;
+pub(crate) mod odds;
+mod report;
+mod spec;
+
+pub use clock::skewed_ms;
+pub(crate) use clock::DatagramClock;
+pub use corrupt::{CorruptedCounts, Corruption, BAD_VERSION, TRUNCATED_BYTES};
+pub use jitter::DELAY_LINE_CAPACITY;
+pub use report::InjectedFaults;
+pub use spec::{FaultSpec, InvalidFaultSpec, MAX_CLOCK_SKEW_MS, MAX_JITTER_MS};
+
+/// Most datagrams dropped or corrupted in a row; the next one is sent.
 pub const MAX_LOSS_RUN: u32 = 1_000;
-
-/// Fault probabilities per datagram, each within `0..=1`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct FaultSpec {
-    /// A datagram is not sent.
-    pub loss: f64,
-    /// A datagram is held back and sent right after the device's next one.
-    pub reorder: f64,
-    /// A datagram is sent twice, back to back.
-    pub duplicate: f64,
-}
-
-impl FaultSpec {
-    /// No faults: every datagram goes out once, in order.
-    pub const NONE: FaultSpec = FaultSpec {
-        loss: 0.0,
-        reorder: 0.0,
-        duplicate: 0.0,
-    };
-
-    /// A validated spec.
-    pub fn new(loss: f64, reorder: f64, duplicate: f64) -> Result<FaultSpec, InvalidFaultSpec> {
-        let spec = FaultSpec {
-            loss,
-            reorder,
-            duplicate,
-        };
-        spec.validate()?;
-        Ok(spec)
-    }
-
-    /// Checks that every probability is within `0..=1` (NaN is not).
-    pub fn validate(&self) -> Result<(), InvalidFaultSpec> {
-        for (fault, value) in [
-            ("loss", self.loss),
-            ("reorder", self.reorder),
-            ("duplicate", self.duplicate),
-        ] {
-            if !(0.0..=1.0).contains(&value) {
-                return Err(InvalidFaultSpec { fault, value });
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether no fault can ever be injected.
-    pub fn is_none(&self) -> bool {
-        self.loss == 0.0 && self.reorder == 0.0 && self.duplicate == 0.0
-    }
-}
-
-/// A fault probability outside `0..=1`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct InvalidFaultSpec {
-    /// Which fault: `loss`, `reorder` or `duplicate`.
-    pub fault: &'static str,
-    /// The value given.
-    pub value: f64,
-}
-
-impl fmt::Display for InvalidFaultSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the {} probability must be within 0..=1, not {}",
-            self.fault, self.value
-        )
-    }
-}
-
-impl std::error::Error for InvalidFaultSpec {}
-
-/// What was injected, as the hub will count it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct InjectedFaults {
-    /// Datagrams put on the wire, extra copies included (hub: received).
-    pub sent: u64,
-    /// Dropped datagrams the hub can see missing (hub: lost).
-    pub lost: u64,
-    /// Held datagrams sent after a higher number (hub: reordered).
-    pub reordered: u64,
-    /// Extra copies sent (hub: duplicated).
-    pub duplicated: u64,
-}
-
-impl InjectedFaults {
-    /// Adds another device's report.
-    pub fn add(&mut self, other: &InjectedFaults) {
-        self.sent += other.sent;
-        self.lost += other.lost;
-        self.reordered += other.reordered;
-        self.duplicated += other.duplicated;
-    }
-}
 
 /// The fault injector of one device. See the module doc for its rules.
 #[derive(Debug, Clone)]
@@ -147,8 +79,10 @@ pub struct FaultInjector {
     held: Option<Vec<u8>>,
     /// Drops of this epoch the hub cannot see yet.
     unseen_lost: u64,
-    /// Drops in a row, up to [`MAX_LOSS_RUN`].
+    /// Drops (and corruptions) in a row, up to [`MAX_LOSS_RUN`].
     loss_run: u32,
+    /// Index in [`Corruption::ALL`] of the next corruption's damage.
+    next_corruption: usize,
     report: InjectedFaults,
 }
 
@@ -167,6 +101,7 @@ pub fn injector_seed(device_seed: u64, device_id: u32) -> u64 {
 enum Fault {
     None,
     Lose,
+    Corrupt,
     Hold,
     Duplicate,
 }
@@ -182,6 +117,9 @@ impl FaultInjector {
             held: None,
             unseen_lost: 0,
             loss_run: 0,
+            // Devices start their turns at different kinds, so a fleet's
+            // corruptions spread over the four reasons even in short runs.
+            next_corruption: (seed % Corruption::ALL.len() as u64) as usize,
             report: InjectedFaults::default(),
         }
     }
@@ -192,7 +130,8 @@ impl FaultInjector {
     }
 
     /// Takes the device's next datagram, numbered `seq`, and returns what
-    /// to send now: nothing, it, it twice, or it and then a held one.
+    /// to send now: nothing, it, it damaged, it twice, or it and then a
+    /// held one.
     pub fn push<'a>(&mut self, seq: u32, bytes: &'a [u8]) -> Outgoing<'a> {
         self.place(seq, bytes, true)
     }
@@ -215,13 +154,15 @@ impl FaultInjector {
             flushed: None,
             current: bytes,
             copies: 1,
+            corrupted: None,
             late: None,
         };
-        let continues = self
-            .last_seq
-            .is_some_and(|last| seq == last.wrapping_add(1));
-        self.last_seq = Some(seq);
+        let previous = self.last_seq.replace(seq);
+        let continues = previous.is_some_and(|last| seq == last.wrapping_add(1));
         if !continues {
+            if previous.is_some() {
+                self.report.restarts += 1;
+            }
             // A new epoch: a held datagram goes out first, in order, and
             // makes the drops before it visible; other drops never will be.
             out.flushed = self.held.take();
@@ -240,6 +181,16 @@ impl FaultInjector {
                     self.unseen_lost += 1;
                     self.loss_run += 1;
                     out.copies = 0;
+                    return out;
+                }
+                Fault::Corrupt => {
+                    let kind = Corruption::ALL[self.next_corruption % Corruption::ALL.len()];
+                    self.next_corruption = self.next_corruption.wrapping_add(1);
+                    self.report.corrupted.count(kind);
+                    self.unseen_lost += 1;
+                    self.loss_run += 1;
+                    out.copies = 0;
+                    out.corrupted = Some(kind.apply(bytes));
                     return out;
                 }
                 Fault::Hold => {
@@ -262,6 +213,8 @@ impl FaultInjector {
         let spec = self.spec;
         if self.chance(spec.loss) && self.loss_run < MAX_LOSS_RUN {
             Fault::Lose
+        } else if self.chance(spec.corrupt) && self.loss_run < MAX_LOSS_RUN {
+            Fault::Corrupt
         } else if self.chance(spec.reorder) {
             Fault::Hold
         } else if self.chance(spec.duplicate) {
@@ -291,8 +244,10 @@ pub struct Outgoing<'a> {
     /// A held datagram of the previous epoch, sent before the current one.
     flushed: Option<Vec<u8>>,
     current: &'a [u8],
-    /// How many times the current datagram is sent (0, 1 or 2).
+    /// How many times the current datagram is sent intact (0, 1 or 2).
     copies: u8,
+    /// The current datagram, damaged, sent instead of it.
+    corrupted: Option<Vec<u8>>,
     /// A held datagram, sent after the current one.
     late: Option<Vec<u8>>,
 }
@@ -304,6 +259,7 @@ impl Outgoing<'_> {
             .as_deref()
             .into_iter()
             .chain(iter::repeat_n(self.current, usize::from(self.copies)))
+            .chain(self.corrupted.as_deref())
             .chain(self.late.as_deref())
     }
 }

@@ -1,11 +1,15 @@
 //! The `Hello` a simulated device opens every control session with:
 //! identity, credential, firmware, and a description of each sensor (value
-//! type, unit, plausible range). Pure: built once per device, then stamped
-//! with the current interval and clock for each session.
+//! type, unit, plausible range). Pure: the parts are kept once per device,
+//! compactly (a full `Hello` holds room for 64 sensors inline, about 6 KB),
+//! and a hello is built with the current interval and clock for each
+//! session.
 
 use core::fmt;
 
-use sensor_hub_protocol::control::{fit, Hello, SensorInfo, ValueKind, MAX_SENSORS, TEXT_LEN};
+use sensor_hub_protocol::control::{
+    fit, Hello, Name, SensorInfo, Text, ValueKind, MAX_SENSORS, TEXT_LEN,
+};
 
 use crate::device::{SimDevice, SimSensor};
 use crate::signal::SignalKind;
@@ -39,15 +43,19 @@ impl std::error::Error for HelloError {}
 /// A device's hello, less what changes between sessions.
 #[derive(Clone)]
 pub(crate) struct HelloTemplate {
-    hello: Hello,
+    device_id: u32,
+    name: Name,
+    token: Text,
+    /// At most [`MAX_SENSORS`].
+    sensors: Vec<SensorInfo>,
 }
 
 // Manual: the hello carries the token, which must not end up in logs.
 impl fmt::Debug for HelloTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HelloTemplate")
-            .field("device_id", &self.hello.device_id)
-            .field("name", &self.hello.name)
+            .field("device_id", &self.device_id)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -59,35 +67,41 @@ impl HelloTemplate {
         let token = token
             .try_into()
             .map_err(|_| HelloError::TokenTooLong { len: token.len() })?;
-        let mut hello = Hello {
+        Ok(HelloTemplate {
             device_id: device.id,
             name: fit(&device.name),
-            firmware: fit(FIRMWARE),
             token,
-            interval_ms: 0,
-            device_time_ms: 0,
-            sensors: Default::default(),
-        };
-        for sensor in device.sensors.iter().take(MAX_SENSORS) {
-            // Cannot fail: at most MAX_SENSORS are taken.
-            let _ = hello.sensors.push(sensor_info(sensor));
-        }
-        Ok(HelloTemplate { hello })
+            sensors: device
+                .sensors
+                .iter()
+                .take(MAX_SENSORS)
+                .map(sensor_info)
+                .collect(),
+        })
     }
 
     /// The device id it announces.
     pub fn device_id(&self) -> u32 {
-        self.hello.device_id
+        self.device_id
     }
 
     /// The hello for a session opened at `now_ms` (Unix ms) by a device
     /// sending every `interval_ms`.
     pub fn hello(&self, interval_ms: u64, now_ms: u64) -> Hello {
-        Hello {
+        let mut hello = Hello {
+            device_id: self.device_id,
+            name: self.name.clone(),
+            firmware: fit(FIRMWARE),
+            token: self.token.clone(),
             interval_ms: u32::try_from(interval_ms).unwrap_or(u32::MAX),
             device_time_ms: now_ms,
-            ..self.hello.clone()
+            sensors: Default::default(),
+        };
+        for sensor in &self.sensors {
+            // Cannot fail: the template keeps at most MAX_SENSORS.
+            let _ = hello.sensors.push(sensor.clone());
         }
+        hello
     }
 }
 

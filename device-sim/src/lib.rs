@@ -1,5 +1,5 @@
 //! Simulated sensor devices: the demo fleet, its UDP datagrams and its TCP
-//! control sessions, the UDP fault injector, and (later) the load generator.
+//! control sessions, the fault injector, and the benchmark load generator.
 //!
 //! # Layout
 //!
@@ -10,35 +10,52 @@
 //! * [`fleet`]: builds a varied fleet of devices from a few parameters.
 //! * `schedule`: when one device sends next (cadence, interval changes,
 //!   reboot pauses). Pure.
-//! * [`faults`]: loses, reorders and duplicates a device's datagrams and
-//!   reports exactly what the hub will count. Pure.
+//! * [`faults`]: what faults to inject ([`FaultSpec`]); loses, corrupts,
+//!   reorders and duplicates a device's datagrams and reports exactly what
+//!   the hub will count; skews clocks, jitters sends, draws random reboots
+//!   and session drops. Pure.
 //! * [`udp`]: the I/O shell that sends a fleet's datagrams on one socket,
-//!   each device at its own interval.
+//!   each device at its own interval, through its faults.
 //! * `device_control`: per-device state shared by a control session (which
-//!   changes the interval or asks for a reboot) and the UDP sender.
+//!   changes the interval or asks for a reboot) and the UDP sender (which
+//!   reports random reboots).
 //! * [`hello`]: the hello a device opens a control session with. Pure.
 //! * [`command`]: how a device answers the hub's commands. Pure.
 //! * [`backoff`]: reconnect delays with jitter. Pure.
 //! * `control`: the I/O shell of one device's control sessions: hello,
-//!   heartbeats, commands, reconnects.
+//!   heartbeats, commands, reconnects, injected session drops.
 //! * [`runner`]: runs a fleet's UDP sender and control sessions together
 //!   ([`run_fleet`]) and sums up their [`FleetStats`].
+//! * [`monitor`]: a running fleet's live figures ([`FleetMonitor`]).
+//! * [`output`]: how the `device-sim` binary shows a run (live line,
+//!   summary, JSON).
+//! * [`run_command`]: `device-sim run`, its flags and what it does.
+//! * [`fdlimit`]: the open-file limit a fleet of control sessions needs.
+//! * [`bench`]: `device-sim bench`, measuring a hub process.
 
 pub mod backoff;
+pub mod bench;
 pub mod command;
 mod control;
 pub mod device;
 mod device_control;
 pub mod faults;
+pub mod fdlimit;
 pub mod fleet;
 pub mod hello;
+pub mod monitor;
+pub mod output;
+pub mod run_command;
 pub mod runner;
 mod schedule;
 pub mod signal;
 pub mod udp;
 
 pub use device::{SimDevice, SimSensor};
-pub use faults::{FaultInjector, FaultSpec, InjectedFaults};
+pub use faults::{CorruptedCounts, Corruption, FaultInjector, FaultSpec, InjectedFaults};
 pub use fleet::{build_fleet, FleetSpec};
-pub use runner::{run_fleet, ControlTarget, FleetOptions, FleetStats, DEFAULT_BOOT_PAUSE_MS};
+pub use monitor::{FleetMonitor, LiveStats};
+pub use runner::{
+    run_fleet, run_fleet_monitored, ControlTarget, FleetOptions, FleetStats, DEFAULT_BOOT_PAUSE_MS,
+};
 pub use udp::{run_udp, UdpStats};

@@ -1,27 +1,34 @@
 //! Runs a whole simulated fleet: the UDP sender for every device (with
-//! faults injected, if asked) plus, if a control address is given, one
-//! control session per device, all wired to the devices' shared control
-//! state; stops them together on cancel and sums up what they did.
+//! faults injected, if asked: fleet-wide or per device) plus, if a control
+//! address is given, one control session per device, their first
+//! connections staggered, all wired to the devices' shared control state;
+//! stops them together on cancel and sums up what they did.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sensor_hub_protocol::DeviceId;
+use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{run_control_sessions, SessionContext, SessionCounters};
 use crate::device::SimDevice;
 use crate::device_control::FleetControls;
-use crate::faults::{FaultSpec, InjectedFaults};
+use crate::faults::{injector_seed, FaultSpec, InjectedFaults};
 use crate::hello::HelloTemplate;
-use crate::udp::{send_datagrams, UdpStats};
+use crate::monitor::FleetMonitor;
+use crate::udp::{send_datagrams, SendPlan, UdpStats};
 
 /// Default time a rebooting device stays off the network, in ms.
 pub const DEFAULT_BOOT_PAUSE_MS: u64 = 1_000;
+/// Time between two devices' first control connections: 10 000 devices
+/// connect over the first second, so the hub's accept queue keeps up.
+pub const CONNECT_SPACING: Duration = Duration::from_micros(100);
 /// How long sessions get to say bye after the fleet is cancelled.
 const SESSION_WIND_DOWN: Duration = Duration::from_secs(2);
 
@@ -53,9 +60,13 @@ pub struct FleetOptions {
     pub control: Option<ControlTarget>,
     /// How long a rebooting device sends nothing, in ms.
     pub boot_pause_ms: u64,
-    /// Faults injected into every device's datagrams ([`FaultSpec::NONE`]:
-    /// none); what was injected is reported in [`FleetStats::injected`].
+    /// Faults injected into every device ([`FaultSpec::NONE`]: none);
+    /// what was injected is reported in [`FleetStats`].
     pub faults: FaultSpec,
+    /// Devices whose faults differ from `faults`: each listed device gets
+    /// its spec instead (the last entry for a device wins). Every id must
+    /// be in the fleet.
+    pub device_faults: Vec<(DeviceId, FaultSpec)>,
 }
 
 impl FleetOptions {
@@ -67,14 +78,16 @@ impl FleetOptions {
             control: None,
             boot_pause_ms: DEFAULT_BOOT_PAUSE_MS,
             faults: FaultSpec::NONE,
+            device_faults: Vec::new(),
         }
     }
 }
 
 /// What a fleet run did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct FleetStats {
-    /// Datagrams handed to the kernel.
+    /// Datagrams handed to the kernel, corrupted ones included (hub:
+    /// `udp_datagrams_received_total`, when nothing is lost on the way).
     pub datagrams_sent: u64,
     /// Bytes in those datagrams.
     pub bytes_sent: u64,
@@ -86,8 +99,13 @@ pub struct FleetStats {
     pub rejects: u64,
     /// Commands received, known or not.
     pub commands_received: u64,
-    /// Reboots carried out.
+    /// Reboots carried out: on the hub's command, plus `random_reboots`.
     pub reboots: u64,
+    /// Reboots injected at random (included in `reboots`).
+    pub random_reboots: u64,
+    /// Control sessions dropped abruptly on purpose (no `Bye`), each
+    /// followed by a reconnect.
+    pub session_drops: u64,
     /// Control connection attempts that failed before a welcome or reject.
     pub connect_failures: u64,
     /// Faults injected into the datagrams, summed over devices; equal to
@@ -105,46 +123,73 @@ impl FleetStats {
             sessions_opened: read(&sessions.sessions_opened),
             rejects: read(&sessions.rejects),
             commands_received: read(&sessions.commands_received),
-            reboots: read(&sessions.reboots),
+            reboots: read(&sessions.reboots) + udp.reboots,
+            random_reboots: udp.reboots,
+            session_drops: read(&sessions.session_drops),
             connect_failures: read(&sessions.connect_failures),
             injected: udp.injected,
         }
+    }
+
+    /// Every fault injected: datagram faults, random reboots and session
+    /// drops.
+    pub fn faults_injected(&self) -> u64 {
+        self.injected.faults() + self.random_reboots + self.session_drops
     }
 }
 
 /// Runs `devices` until `cancel` fires: datagrams to `options.udp`, and a
 /// control session per device if `options.control` is set. Fails early on
-/// an unusable option (token too long, fault probability out of range) or
-/// if the UDP socket cannot be set up; a hub that cannot be reached is
-/// retried, not an error.
+/// an unusable option (token too long, fault setting out of range, a
+/// per-device fault for a device not in the fleet) or if the UDP socket
+/// cannot be set up; a hub that cannot be reached is retried, not an error.
 pub async fn run_fleet(
     devices: Vec<SimDevice>,
     options: FleetOptions,
     cancel: CancellationToken,
 ) -> anyhow::Result<FleetStats> {
-    options
-        .faults
-        .validate()
-        .context("the fault options are unusable")?;
+    run_fleet_monitored(devices, options, cancel, FleetMonitor::default()).await
+}
+
+/// [`run_fleet`], keeping `monitor` up to date as it goes.
+pub async fn run_fleet_monitored(
+    devices: Vec<SimDevice>,
+    options: FleetOptions,
+    cancel: CancellationToken,
+    monitor: FleetMonitor,
+) -> anyhow::Result<FleetStats> {
+    let faults = fault_plan(&devices, &options)?;
+    let boot_pause = Duration::from_millis(options.boot_pause_ms);
     let controls = FleetControls::new(&devices);
-    let counters = Arc::new(SessionCounters::default());
+    let counters = monitor.sessions.clone();
     let stop_sessions = cancel.child_token();
     let mut sessions = JoinSet::new();
     if let Some(target) = &options.control {
-        for (device, control) in devices.iter().zip(controls.devices()) {
+        let mut start_delay = Duration::ZERO;
+        for ((device, control), spec) in devices.iter().zip(controls.devices()).zip(&faults) {
             let template = HelloTemplate::new(device, &target.token)
                 .context("the control options are unusable")?;
             let ctx = SessionContext {
                 template,
                 addr: target.addr,
-                boot_pause: Duration::from_millis(options.boot_pause_ms),
+                boot_pause,
                 control: control.clone(),
                 counters: counters.clone(),
+                start_delay,
+                clock_skew_ms: spec.clock_skew_ms,
+                session_drop: spec.session_drop,
+                seed: injector_seed(device.seed(), device.id),
             };
             sessions.spawn(run_control_sessions(ctx, stop_sessions.clone()));
+            start_delay += CONNECT_SPACING;
         }
     }
-    let udp = send_datagrams(devices, &controls, options.udp, options.faults, cancel).await;
+    let plan = SendPlan {
+        hub: options.udp,
+        boot_pause,
+        faults,
+    };
+    let udp = send_datagrams(devices, &controls, plan, &monitor.udp, cancel).await;
     stop_sessions.cancel();
     let wind_down = async { while sessions.join_next().await.is_some() {} };
     if tokio::time::timeout(SESSION_WIND_DOWN, wind_down)
@@ -155,6 +200,30 @@ pub async fn run_fleet(
         sessions.abort_all();
     }
     Ok(FleetStats::new(udp?, &counters))
+}
+
+/// Each device's faults, in fleet order: `options.faults`, or the device's
+/// own entry in `options.device_faults`. Every spec is validated.
+fn fault_plan(devices: &[SimDevice], options: &FleetOptions) -> anyhow::Result<Vec<FaultSpec>> {
+    options
+        .faults
+        .validate()
+        .context("the fault options are unusable")?;
+    let mut specs = vec![options.faults; devices.len()];
+    let index: HashMap<DeviceId, usize> =
+        devices.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
+    for (id, spec) in &options.device_faults {
+        spec.validate()
+            .with_context(|| format!("the fault options of device {id} are unusable"))?;
+        let slot = index
+            .get(id)
+            .and_then(|&i| specs.get_mut(i))
+            .with_context(|| {
+                format!("device_faults names device {id}, which is not in the fleet")
+            })?;
+        *slot = *spec;
+    }
+    Ok(specs)
 }
 
 #[cfg(test)]
@@ -207,5 +276,45 @@ mod tests {
             .await
             .expect_err("refused");
         assert!(format!("{err:#}").contains("loss probability"), "{err:#}");
+    }
+
+    #[test]
+    fn per_device_faults_replace_the_fleet_wide_ones() {
+        let devices = crate::build_fleet(&crate::FleetSpec {
+            devices: 3,
+            first_id: 10,
+            ..crate::FleetSpec::default()
+        });
+        let flaky = FaultSpec {
+            corrupt: 0.5,
+            clock_skew_ms: -40,
+            ..FaultSpec::NONE
+        };
+        let options = FleetOptions {
+            faults: FaultSpec::new(0.1, 0.0, 0.0).expect("valid"),
+            device_faults: vec![(12, FaultSpec::NONE), (11, FaultSpec::NONE), (11, flaky)],
+            ..FleetOptions::udp_only(([127, 0, 0, 1], 9).into())
+        };
+        let plan = fault_plan(&devices, &options).expect("usable");
+        assert_eq!(plan, [options.faults, flaky, FaultSpec::NONE]);
+    }
+
+    #[test]
+    fn per_device_faults_must_name_a_device_of_the_fleet_and_be_valid() {
+        let devices = crate::build_fleet(&crate::FleetSpec::default());
+        let mut options = FleetOptions {
+            device_faults: vec![(99, FaultSpec::NONE)],
+            ..FleetOptions::udp_only(([127, 0, 0, 1], 9).into())
+        };
+        let err = fault_plan(&devices, &options).expect_err("refused");
+        assert!(format!("{err:#}").contains("device 99, which is not in the fleet"));
+        let bad = FaultSpec {
+            jitter_ms: u64::MAX,
+            ..FaultSpec::NONE
+        };
+        options.device_faults = vec![(1, bad)];
+        let err = fault_plan(&devices, &options).expect_err("refused");
+        assert!(format!("{err:#}").contains("of device 1"), "{err:#}");
+        assert!(format!("{err:#}").contains("jitter"), "{err:#}");
     }
 }

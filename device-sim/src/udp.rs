@@ -1,37 +1,47 @@
 //! The UDP shell: sends a fleet's datagrams from one socket, each device on
 //! its own schedule (`schedule`), until cancelled. Devices are kept in a
 //! min-heap by due time, so a large fleet costs one timer, not one task per
-//! device. Interval changes and reboots arrive through the fleet's shared
-//! control state (`device_control`) and wake the sender at once. Each
-//! device's datagrams pass through its [`FaultInjector`]; when the run is
-//! cancelled, a device whose injector asks for it sends one last clean
-//! datagram, so the injected report matches what the hub counts.
+//! device. Interval changes and commanded reboots arrive through the
+//! fleet's shared control state (`device_control`) and wake the sender at
+//! once. Each device's datagrams pass through its lane (`udp::lane`): its
+//! skewed clock and its [`FaultInjector`](crate::FaultInjector); with
+//! jitter they then wait in the lane's delay line, released by a second
+//! heap. A random reboot is applied here and told to the device's control
+//! session. When the run is cancelled, waiting datagrams go out, and a
+//! device whose injector asks for it sends one last clean datagram, so the
+//! injected report matches what the hub counts.
+
+mod lane;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use sensor_hub_protocol::{encode_datagram, MAX_DATAGRAM_LEN};
+use sensor_hub_protocol::MAX_DATAGRAM_LEN;
+use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::device::SimDevice;
 use crate::device_control::FleetControls;
-use crate::faults::{injector_seed, FaultInjector, FaultSpec, InjectedFaults, Outgoing};
-use crate::schedule::SendSlot;
+use crate::faults::{FaultSpec, InjectedFaults};
+use lane::Lane;
 
 /// What a sending run did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct UdpStats {
-    /// Datagrams handed to the kernel.
+    /// Datagrams handed to the kernel, corrupted ones included.
     pub datagrams_sent: u64,
     /// Bytes in those datagrams.
     pub bytes_sent: u64,
     /// Sends the kernel refused (e.g. nobody listening yet: ICMP unreachable).
     pub send_errors: u64,
+    /// Random reboots injected.
+    pub reboots: u64,
     /// Faults injected, summed over devices (all zero without faults).
     pub injected: InjectedFaults,
 }
@@ -54,23 +64,162 @@ pub async fn run_udp(
     cancel: CancellationToken,
 ) -> anyhow::Result<UdpStats> {
     let controls = FleetControls::new(&devices);
-    send_datagrams(devices, &controls, hub, FaultSpec::NONE, cancel).await
+    let plan = SendPlan {
+        hub,
+        boot_pause: Duration::ZERO,
+        faults: vec![FaultSpec::NONE; devices.len()],
+    };
+    send_datagrams(devices, &controls, plan, &UdpCounters::default(), cancel).await
+}
+
+/// Where to send and what to inject.
+#[derive(Debug, Clone)]
+pub(crate) struct SendPlan {
+    /// The hub's UDP address.
+    pub hub: SocketAddr,
+    /// How long a randomly rebooted device stays silent.
+    pub boot_pause: Duration,
+    /// Each device's faults, in fleet order (missing: none).
+    pub faults: Vec<FaultSpec>,
+}
+
+/// The sender's figures as it goes, for a live display (it alone writes).
+#[derive(Debug, Default)]
+pub(crate) struct UdpCounters {
+    pub datagrams_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub send_errors: AtomicU64,
+    /// Random reboots.
+    pub reboots: AtomicU64,
+    /// Datagram faults as far as visible (lost, reordered, duplicated,
+    /// corrupted).
+    pub faults: AtomicU64,
 }
 
 /// A timer entry: when, which device, and the schedule generation it was
 /// made for (outdated entries are skipped).
 type TimerEntry = Reverse<(Instant, usize, u64)>;
+/// A release entry: when a lane's oldest delayed datagram is due, which lane.
+type ReleaseEntry = Reverse<(Instant, usize)>;
 
-/// Like [`run_udp`], but each device's interval and reboots follow its
-/// entry in `controls` (same order as `devices`), and `faults` are
-/// injected into its datagrams.
+/// Like [`run_udp`], but each device's interval and commanded reboots
+/// follow its entry in `controls` (same order as `devices`), the faults of
+/// `plan` are injected, and the figures are kept up in `live` as well.
 pub(crate) async fn send_datagrams(
-    mut devices: Vec<SimDevice>,
+    devices: Vec<SimDevice>,
     controls: &FleetControls,
-    hub: SocketAddr,
-    faults: FaultSpec,
+    plan: SendPlan,
+    live: &UdpCounters,
     cancel: CancellationToken,
 ) -> anyhow::Result<UdpStats> {
+    let socket = connect(plan.hub).await?;
+    let mut wire = Wire {
+        socket,
+        hub: plan.hub,
+        stats: UdpStats::default(),
+        live,
+    };
+    let start = Instant::now();
+    let count = devices.len().max(1) as u64;
+    let mut faults = plan.faults.iter().copied();
+    let mut lanes: Vec<Lane> = devices
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let offset = d.interval_ms * i as u64 / count;
+            let spec = faults.next().unwrap_or(FaultSpec::NONE);
+            Lane::new(d, spec, start + Duration::from_millis(offset))
+        })
+        .collect();
+    let mut timers: BinaryHeap<TimerEntry> = lanes
+        .iter()
+        .enumerate()
+        .map(|(i, lane)| timer_entry(i, lane))
+        .collect();
+    let mut releases: BinaryHeap<ReleaseEntry> = BinaryHeap::new();
+    let mut buf = [0u8; MAX_DATAGRAM_LEN];
+    loop {
+        let next_send = timers.peek().map(|Reverse((due, ..))| *due);
+        let next_release = releases.peek().map(|Reverse((due, _))| *due);
+        let Some(due) = earliest(next_send, next_release) else {
+            break;
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            _ = controls.changed() => {
+                apply_changes(&mut lanes, controls, &mut timers);
+                continue;
+            }
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        let now = Instant::now();
+        if next_release.is_some_and(|release| release <= now) {
+            if let Some(Reverse((_, index))) = releases.pop() {
+                if let Some(lane) = lanes.get_mut(index) {
+                    lane.armed = None;
+                    while let Some(bytes) = lane.delay.pop_due(now) {
+                        wire.send(&bytes).await;
+                    }
+                    arm(lane, index, &mut releases);
+                }
+            }
+            continue;
+        }
+        let Some(Reverse((_, index, generation))) = timers.pop() else {
+            continue;
+        };
+        let Some(lane) = lanes.get_mut(index) else {
+            continue;
+        };
+        if !lane.slot.is_current(generation) {
+            continue;
+        }
+        let outgoing = lane.produce(now, unix_ms(), &mut buf)?;
+        timers.push(timer_entry(index, lane));
+        if lane.delay.is_active() {
+            let due = lane.delay.due_from(now);
+            for bytes in outgoing.datagrams() {
+                if let Some(early) = lane.delay.push(due, bytes.to_vec()) {
+                    wire.send(&early).await;
+                }
+            }
+            arm(lane, index, &mut releases);
+        } else {
+            for bytes in outgoing.datagrams() {
+                wire.send(bytes).await;
+            }
+        }
+        live.faults.fetch_add(lane.new_faults(), Ordering::Relaxed);
+        if lane.reboots_now() {
+            lane.slot.reboot(now + plan.boot_pause);
+            timers.push(timer_entry(index, lane));
+            if let Some(control) = controls.device(index) {
+                control.device_rebooted();
+            }
+            wire.stats.reboots += 1;
+            live.reboots.store(wire.stats.reboots, Ordering::Relaxed);
+        }
+    }
+    // Waiting datagrams go out, then the last ones that make trailing
+    // drops visible and release held ones.
+    for lane in &mut lanes {
+        for bytes in lane.delay.drain() {
+            wire.send(&bytes).await;
+        }
+        if let Some(outgoing) = lane.finish(unix_ms(), &mut buf)? {
+            for bytes in outgoing.datagrams() {
+                wire.send(bytes).await;
+            }
+        }
+        live.faults.fetch_add(lane.new_faults(), Ordering::Relaxed);
+        wire.stats.injected.add(&lane.injected());
+    }
+    Ok(wire.stats)
+}
+
+/// The simulator's socket, connected to `hub`.
+async fn connect(hub: SocketAddr) -> anyhow::Result<UdpSocket> {
     let local: SocketAddr = match hub {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -82,117 +231,82 @@ pub(crate) async fn send_datagrams(
         .connect(hub)
         .await
         .with_context(|| format!("setting the hub address {hub}"))?;
-
-    let start = Instant::now();
-    let mut slots: Vec<SendSlot> = devices
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let offset = d.interval_ms * i as u64 / devices.len().max(1) as u64;
-            SendSlot::new(start + Duration::from_millis(offset))
-        })
-        .collect();
-    let mut timers: BinaryHeap<TimerEntry> = slots
-        .iter()
-        .enumerate()
-        .map(|(i, slot)| timer_entry(i, slot))
-        .collect();
-
-    let mut injectors: Vec<FaultInjector> = devices
-        .iter()
-        .map(|d| FaultInjector::new(faults, injector_seed(d.seed(), d.id)))
-        .collect();
-    let mut stats = UdpStats::default();
-    let mut buf = [0u8; MAX_DATAGRAM_LEN];
-    while let Some(&Reverse((due, index, generation))) = timers.peek() {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            _ = controls.changed() => {
-                apply_changes(&mut devices, &mut slots, controls, &mut timers);
-                continue;
-            }
-            _ = tokio::time::sleep_until(due) => {}
-        }
-        timers.pop();
-        let (Some(device), Some(slot), Some(injector)) = (
-            devices.get_mut(index),
-            slots.get_mut(index),
-            injectors.get_mut(index),
-        ) else {
-            continue;
-        };
-        if !slot.is_current(generation) {
-            continue;
-        }
-        let interval = Duration::from_millis(device.interval_ms.max(1));
-        if slot.send_now(interval, Instant::now()) {
-            device.reset_seq();
-        }
-        timers.push(timer_entry(index, slot));
-        let datagram = device.next_datagram(unix_ms());
-        let bytes = encode_datagram(&datagram, &mut buf)
-            .context("a simulated datagram exceeded the v1 size limit")?;
-        let outgoing = injector.push(datagram.seq, bytes);
-        send_all(&socket, hub, &outgoing, &mut stats).await;
-    }
-    // Last datagrams: make trailing drops visible and release held ones.
-    for (device, injector) in devices.iter_mut().zip(&mut injectors) {
-        if injector.needs_final() {
-            let datagram = device.next_datagram(unix_ms());
-            let bytes = encode_datagram(&datagram, &mut buf)
-                .context("a simulated datagram exceeded the v1 size limit")?;
-            let outgoing = injector.finish(datagram.seq, bytes);
-            send_all(&socket, hub, &outgoing, &mut stats).await;
-        }
-        stats.injected.add(&injector.report());
-    }
-    Ok(stats)
+    Ok(socket)
 }
 
-/// Puts `outgoing` on the wire to `hub`, in order, counting into `stats`.
-async fn send_all(
-    socket: &UdpSocket,
+/// The socket and what went through it.
+struct Wire<'a> {
+    socket: UdpSocket,
     hub: SocketAddr,
-    outgoing: &Outgoing<'_>,
-    stats: &mut UdpStats,
-) {
-    for bytes in outgoing.datagrams() {
-        match socket.send(bytes).await {
+    stats: UdpStats,
+    live: &'a UdpCounters,
+}
+
+impl Wire<'_> {
+    /// Puts one datagram on the wire, counting it.
+    async fn send(&mut self, bytes: &[u8]) {
+        match self.socket.send(bytes).await {
             Ok(n) => {
-                stats.datagrams_sent += 1;
-                stats.bytes_sent += n as u64;
+                self.stats.datagrams_sent += 1;
+                self.stats.bytes_sent += n as u64;
+                let live = self.live;
+                live.datagrams_sent
+                    .store(self.stats.datagrams_sent, Ordering::Relaxed);
+                live.bytes_sent
+                    .store(self.stats.bytes_sent, Ordering::Relaxed);
             }
             Err(e) => {
-                stats.send_errors += 1;
-                tracing::debug!(error = %e, "send to {hub} failed");
+                self.stats.send_errors += 1;
+                self.live
+                    .send_errors
+                    .store(self.stats.send_errors, Ordering::Relaxed);
+                tracing::debug!(error = %e, "send to {} failed", self.hub);
             }
         }
     }
 }
 
-fn timer_entry(index: usize, slot: &SendSlot) -> TimerEntry {
-    let (due, generation) = slot.due();
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn timer_entry(index: usize, lane: &Lane) -> TimerEntry {
+    let (due, generation) = lane.slot.due();
     Reverse((due, index, generation))
+}
+
+/// Sets the lane's release timer for its oldest delayed datagram, unless
+/// one is set already (it then fires no later than that datagram is due).
+fn arm(lane: &mut Lane, index: usize, releases: &mut BinaryHeap<ReleaseEntry>) {
+    if lane.armed.is_some() {
+        return;
+    }
+    if let Some(due) = lane.delay.next_due() {
+        lane.armed = Some(due);
+        releases.push(Reverse((due, index)));
+    }
 }
 
 /// Reschedules every device whose control state changed.
 fn apply_changes(
-    devices: &mut [SimDevice],
-    slots: &mut [SendSlot],
+    lanes: &mut [Lane],
     controls: &FleetControls,
     timers: &mut BinaryHeap<TimerEntry>,
 ) {
     let now = Instant::now();
-    for (index, (device, slot)) in devices.iter_mut().zip(slots.iter_mut()).enumerate() {
+    for (index, lane) in lanes.iter_mut().enumerate() {
         let Some(change) = controls.device(index).and_then(|c| c.take_change()) else {
             continue;
         };
         if let Some(until) = change.reboot_until {
-            slot.reboot(until);
+            lane.slot.reboot(until);
         }
-        device.interval_ms = change.interval_ms;
-        slot.set_interval(Duration::from_millis(change.interval_ms.max(1)), now);
-        timers.push(timer_entry(index, slot));
+        lane.device.interval_ms = change.interval_ms;
+        lane.slot
+            .set_interval(Duration::from_millis(change.interval_ms.max(1)), now);
+        timers.push(timer_entry(index, lane));
     }
 }

@@ -55,6 +55,7 @@ impl Sim {
             }),
             boot_pause_ms,
             faults: FaultSpec::NONE,
+            device_faults: Vec::new(),
         };
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run_fleet(devices, options, cancel.clone()));
@@ -368,10 +369,13 @@ async fn set_interval_speeds_up_datagrams_and_a_reboot_restarts_the_sequence() {
         assert_eq!(next.seq, 1);
 
         expect_closed(&mut conn).await;
-        let (_conn, hello) = accept_device(&hub).await;
+        let (mut conn, hello) = accept_device(&hub).await;
         assert_eq!(hello.interval_ms, 20);
+        // Answered: a device stopped during its hello waits for the answer.
+        welcome(&mut conn, 2).await;
         let stats = sim.stop().await;
         assert_eq!(stats.reboots, 1);
+        assert_eq!(stats.sessions_opened, 2);
         assert!(stats.datagrams_sent >= 12, "{stats:?}");
     })
     .await

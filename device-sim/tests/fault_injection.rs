@@ -1,8 +1,11 @@
 //! A fleet with faults injected, against a plain UDP socket: every datagram
-//! received is decoded and run through a copy of the hub's sequence
-//! accounting, whose totals must equal the fleet's injected report, also
-//! across reboots ordered over a (fake) control session.
+//! received goes through a copy of the hub's decoding (drop reasons) and
+//! sequence accounting, whose totals must equal the fleet's injected
+//! report, also across reboots ordered over a (fake) control session and
+//! with every kind of fault at once.
 
+#[path = "support/fake_hub.rs"]
+mod fake_hub;
 #[path = "support/hub_model.rs"]
 mod hub_model;
 
@@ -11,9 +14,10 @@ use std::time::Duration;
 
 use device_sim::udp::unix_ms;
 use device_sim::{build_fleet, run_fleet, FaultSpec, FleetOptions, FleetSpec, FleetStats};
-use device_sim::{ControlTarget, InjectedFaults};
+use device_sim::{ControlTarget, Corruption};
+use fake_hub::FakeHub;
 use futures_util::{SinkExt as _, StreamExt as _};
-use hub_model::{Counts, HubModel};
+use hub_model::Hub;
 use sensor_hub_protocol::codec::FrameCodec;
 use sensor_hub_protocol::control::{CommandBody, DeviceMessage, HubMessage, PREAMBLE};
 use sensor_hub_protocol::{decode_datagram, restore_time_ms, DeviceId};
@@ -28,30 +32,27 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest one step (a connection, a frame, the fleet stopping) may take.
 const STEP: Duration = Duration::from_secs(1);
 
-/// What the socket received, counted as the hub would, per device.
+/// What the socket received, as the hub would count it, and each device's
+/// clock offset (its datagram time minus the receiver's clock), lowest and
+/// highest.
 #[derive(Debug, Default)]
 struct Tally {
-    datagrams: u64,
-    devices: HashMap<DeviceId, HubModel>,
+    hub: Hub,
+    offsets: HashMap<DeviceId, (i64, i64)>,
 }
 
 impl Tally {
     fn observe(&mut self, bytes: &[u8]) {
-        let datagram = decode_datagram(bytes).expect("a valid datagram");
-        let time_ms = restore_time_ms(datagram.time_ms, unix_ms());
-        self.datagrams += 1;
-        self.devices
-            .entry(datagram.device_id)
-            .or_default()
-            .observe(datagram.seq, time_ms);
-    }
-
-    fn totals(&self) -> Counts {
-        let mut totals = Counts::default();
-        for device in self.devices.values() {
-            totals.add(&device.counts);
+        let now = unix_ms();
+        self.hub.read(bytes, now);
+        if let Ok(datagram) = decode_datagram(bytes) {
+            let offset = restore_time_ms(datagram.time_ms, now) as i64 - now as i64;
+            let seen = self
+                .offsets
+                .entry(datagram.device_id)
+                .or_insert((offset, offset));
+            *seen = (seen.0.min(offset), seen.1.max(offset));
         }
-        totals
     }
 }
 
@@ -83,17 +84,28 @@ async fn count_until_done(
 
 /// Asserts that the hub model counted exactly what the fleet reported.
 fn assert_exact(stats: &FleetStats, tally: &Tally) {
-    let hub = tally.totals();
-    let counted = InjectedFaults {
-        sent: hub.received,
-        lost: hub.lost,
-        reordered: hub.reordered,
-        duplicated: hub.duplicated,
-    };
-    assert_eq!(counted, stats.injected, "{stats:?}");
+    let (hub, injected) = (&tally.hub, &stats.injected);
+    let counts = hub.totals();
     assert_eq!(stats.send_errors, 0, "{stats:?}");
-    assert_eq!(stats.datagrams_sent, tally.datagrams, "{stats:?}");
-    assert_eq!(stats.injected.sent, tally.datagrams, "{stats:?}");
+    assert_eq!(stats.datagrams_sent, hub.datagrams, "{stats:?}");
+    assert_eq!(injected.on_wire(), hub.datagrams, "{stats:?}");
+    assert_eq!(counts.received, injected.sent, "{stats:?}");
+    assert_eq!(counts.lost, injected.lost, "{stats:?}");
+    assert_eq!(counts.reordered, injected.reordered, "{stats:?}");
+    assert_eq!(counts.duplicated, injected.duplicated, "{stats:?}");
+    assert_eq!(counts.restarts, injected.restarts, "{stats:?}");
+    for kind in Corruption::ALL {
+        let reason = kind.reason();
+        assert_eq!(
+            hub.dropped(reason),
+            injected.corrupted.get(kind),
+            "{reason}: {stats:?}"
+        );
+    }
+    assert_eq!(
+        hub.dropped.values().sum::<u64>(),
+        injected.corrupted.total()
+    );
 }
 
 fn fleet(devices: u32, seed: u64) -> Vec<device_sim::SimDevice> {
@@ -110,7 +122,10 @@ async fn a_faulty_fleet_reports_exactly_what_the_hub_counts() {
     timeout(TEST_TIMEOUT, async {
         let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
         let options = FleetOptions {
-            faults: FaultSpec::new(0.1, 0.1, 0.05).expect("valid"),
+            faults: FaultSpec {
+                corrupt: 0.08,
+                ..FaultSpec::new(0.1, 0.1, 0.05).expect("valid")
+            },
             ..FleetOptions::udp_only(udp.local_addr().expect("local address"))
         };
         let cancel = CancellationToken::new();
@@ -125,12 +140,18 @@ async fn a_faulty_fleet_reports_exactly_what_the_hub_counts() {
         stop.await.expect("no panic");
 
         assert_exact(&stats, &tally);
-        assert_eq!(tally.devices.len(), 3);
-        assert_eq!(tally.totals().restarts, 0);
+        assert_eq!(tally.hub.devices.len(), 3);
         let injected = stats.injected;
+        assert_eq!(injected.restarts, 0);
         assert!(injected.sent >= 200, "{injected:?}");
         assert!(
             injected.lost > 0 && injected.reordered > 0 && injected.duplicated > 0,
+            "{injected:?}"
+        );
+        assert!(
+            Corruption::ALL
+                .iter()
+                .all(|&kind| injected.corrupted.get(kind) > 0),
             "{injected:?}"
         );
     })
@@ -163,7 +184,8 @@ async fn the_report_stays_exact_across_reboots() {
 
         assert_exact(&stats, &tally);
         assert_eq!(stats.reboots, REBOOTS, "{stats:?}");
-        assert_eq!(tally.totals().restarts, REBOOTS, "{:?}", tally.totals());
+        assert_eq!(stats.random_reboots, 0, "{stats:?}");
+        assert_eq!(stats.injected.restarts, REBOOTS, "{stats:?}");
     })
     .await
     .expect("test finished in time");
@@ -226,4 +248,90 @@ async fn accept_device(listener: &TcpListener, session_id: u64) -> DeviceConn {
     };
     conn.send(welcome).await.expect("sent");
     conn
+}
+
+#[tokio::test]
+async fn every_fault_kind_at_once_is_counted_exactly() {
+    timeout(TEST_TIMEOUT, async {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let control = FakeHub::start(20).await;
+        let faults = FaultSpec {
+            loss: 0.1,
+            reorder: 0.1,
+            duplicate: 0.05,
+            corrupt: 0.1,
+            jitter_ms: 8,
+            clock_skew_ms: -2_500,
+            session_drop: 0.2,
+            reboot: 0.02,
+        };
+        // Device 4 only runs 90 s ahead.
+        let ahead = FaultSpec {
+            clock_skew_ms: 90_000,
+            ..FaultSpec::NONE
+        };
+        let options = FleetOptions {
+            control: Some(ControlTarget {
+                addr: control.addr,
+                token: "t".into(),
+            }),
+            boot_pause_ms: 30,
+            faults,
+            device_faults: vec![(4, ahead)],
+            ..FleetOptions::udp_only(udp.local_addr().expect("local address"))
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_fleet(fleet(4, 5), options, cancel.clone()));
+        let stop = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            cancel.cancel();
+        });
+        let (stats, tally) = timeout(TEST_TIMEOUT, count_until_done(&udp, task))
+            .await
+            .expect("the fleet stops in time");
+        stop.await.expect("no panic");
+        let sessions = control.finish(STEP).await;
+
+        // Datagrams: exactly what the hub counts, every kind present.
+        assert_exact(&stats, &tally);
+        let injected = stats.injected;
+        assert!(
+            injected.lost > 0 && injected.reordered > 0 && injected.duplicated > 0,
+            "{injected:?}"
+        );
+        assert!(injected.corrupted.total() >= 4, "{injected:?}");
+        // Random reboots: each is a restart once the device sends again,
+        // which at most one per device (the last) may not have done.
+        assert!(stats.random_reboots > 0, "{stats:?}");
+        assert_eq!(stats.reboots, stats.random_reboots, "{stats:?}");
+        assert!(injected.restarts <= stats.random_reboots, "{stats:?}");
+        assert!(injected.restarts + 4 >= stats.random_reboots, "{stats:?}");
+        // Sessions: every welcome counted; drops happened and were redialled.
+        assert_eq!(sessions.welcomed, stats.sessions_opened, "{sessions:?}");
+        assert!(stats.session_drops > 0, "{stats:?}");
+        assert!(stats.sessions_opened > 4, "{stats:?}");
+        // Clocks: skewed in datagrams (jitter and holds add a little
+        // delay), hellos and heartbeats; per device where overridden.
+        for device in 1..=4 {
+            let skew = if device == 4 { 90_000 } else { -2_500 };
+            let (low, high) = tally.offsets[&device];
+            assert!(
+                low >= skew - 300 && high <= skew + 50,
+                "{device}: {low}..{high}"
+            );
+            let offsets = &sessions.clock_offsets[&device];
+            assert!(
+                offsets
+                    .iter()
+                    .all(|&o| (skew - 300..=skew + 50).contains(&o)),
+                "{device}: {offsets:?}"
+            );
+        }
+        assert_eq!(
+            stats.faults_injected(),
+            injected.faults() + stats.random_reboots + stats.session_drops
+        );
+    })
+    .await
+    .expect("test finished in time");
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use sensor_hub_protocol::{Channel, DeviceId, Readings};
+use sensor_hub_protocol::{Channel, DeviceId};
 use serde_json::Value;
 
 use crate::state::LiveDatagram;
@@ -74,7 +74,7 @@ impl Subscription {
                     .iter()
                     .filter(|r| self.covers_channel(r.channel))
                     .copied()
-                    .collect::<Readings>(),
+                    .collect(),
                 ..d.clone()
             })
             .collect()

@@ -25,6 +25,9 @@ use crate::metrics::bump;
 
 type Reply = Response<warp::hyper::body::Bytes>;
 
+/// Read and write buffer of each connection, bytes.
+const CONNECTION_BUFFER: usize = 8 * 1024;
+
 /// Largest WebSocket write buffer per client before a send waits.
 const MAX_WRITE_BUFFER: usize = 4 << 20;
 
@@ -73,7 +76,11 @@ fn accept(hub: &Hub, headers: &warp::http::HeaderMap, on_upgrade: Option<OnUpgra
     let config = WebSocketConfig::default()
         .max_message_size(Some(hub.config().ws.max_client_message_bytes))
         .max_frame_size(Some(hub.config().ws.max_client_message_bytes))
-        .max_write_buffer_size(MAX_WRITE_BUFFER);
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        // Per-connection buffers: small, as a hub may have thousands of
+        // clients (tungstenite's defaults are 128 KiB each).
+        .read_buffer_size(CONNECTION_BUFFER)
+        .write_buffer_size(CONNECTION_BUFFER);
     let session_hub = hub.clone();
     hub.tasks().spawn(async move {
         match on_upgrade.await {

@@ -1,9 +1,16 @@
 //! A copy of the hub's per-device sequence accounting
 //! (`src/aggregate/sequence.rs`), rule for rule, with a set in place of
-//! its bitmap: the fault injector's reports are checked against it, both
-//! by the injector's unit tests and by the fleet's integration test.
+//! its bitmap, and of its first step, decoding, which counts every
+//! datagram that is not valid under one drop reason (docs/PROTOCOL.md,
+//! "Drop reasons"; the decoder is the protocol crate's, as in the hub).
+//! The fault injector's reports are checked against it, both by the
+//! injector's unit tests and by the fleet's integration tests.
 
-use std::collections::HashSet;
+#![allow(dead_code)] // each includer uses a part
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sensor_hub_protocol::{decode_datagram, restore_time_ms, DeviceId};
 
 /// How far back the hub recognises late arrivals.
 pub const REORDER_WINDOW: u32 = 1024;
@@ -94,5 +101,48 @@ impl HubModel {
     fn restart(&mut self, seq: u32, time_ms: u64) {
         self.counts.restarts += 1;
         self.begin_epoch(seq, time_ms);
+    }
+}
+
+/// The whole hub's first steps: every datagram read, each either dropped
+/// under a reason or accounted to its device's sequence.
+#[derive(Debug, Default)]
+pub struct Hub {
+    /// Datagrams read, valid or not (hub: `udp_datagrams_received_total`).
+    pub datagrams: u64,
+    /// Datagrams dropped, by reason (hub: `udp_datagrams_dropped_total`).
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Sequence accounting per device.
+    pub devices: HashMap<DeviceId, HubModel>,
+}
+
+impl Hub {
+    /// Reads one datagram at hub time `now_ms` (Unix ms), as the hub does.
+    pub fn read(&mut self, bytes: &[u8], now_ms: u64) {
+        self.datagrams += 1;
+        match decode_datagram(bytes) {
+            Ok(datagram) => {
+                let time_ms = restore_time_ms(datagram.time_ms, now_ms);
+                self.devices
+                    .entry(datagram.device_id)
+                    .or_default()
+                    .observe(datagram.seq, time_ms);
+            }
+            Err(e) => *self.dropped.entry(e.reason()).or_default() += 1,
+        }
+    }
+
+    /// Datagrams dropped under `reason`.
+    pub fn dropped(&self, reason: &str) -> u64 {
+        self.dropped.get(reason).copied().unwrap_or(0)
+    }
+
+    /// The sequence counters summed over devices.
+    pub fn totals(&self) -> Counts {
+        let mut totals = Counts::default();
+        for device in self.devices.values() {
+            totals.add(&device.counts);
+        }
+        totals
     }
 }

@@ -1,0 +1,193 @@
+//! The hub under test: a separate `sensor-hub run` process on loopback
+//! port-0 addresses, its CPU time and resident memory from `/proc`, and its
+//! own counters from `GET /api/hub`.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+
+/// Fleet token the benchmarked hub accepts.
+pub const TOKEN: &str = "bench";
+
+/// A running hub process, killed on drop.
+#[derive(Debug)]
+pub struct HubProcess {
+    child: Child,
+    /// Its UDP address.
+    pub udp: SocketAddr,
+    /// Its control address.
+    pub control: SocketAddr,
+    /// Its HTTP address.
+    pub http: SocketAddr,
+}
+
+/// CPU time and memory of a process at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcSample {
+    /// When it was taken.
+    pub at: Instant,
+    /// User plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident memory now, KiB.
+    pub rss_kib: u64,
+    /// Peak resident memory since start, KiB.
+    pub peak_rss_kib: u64,
+}
+
+impl HubProcess {
+    /// Starts `bin run` with loopback port-0 binds and the limits a
+    /// benchmark needs, and waits for it to report its addresses.
+    pub fn start(bin: &Path) -> anyhow::Result<HubProcess> {
+        let mut child = Command::new(bin)
+            .arg("run")
+            .env("SENSOR_HUB__UDP__BIND", "127.0.0.1:0")
+            .env("SENSOR_HUB__CONTROL__BIND", "127.0.0.1:0")
+            .env("SENSOR_HUB__HTTP__BIND", "127.0.0.1:0")
+            .env("SENSOR_HUB__CONTROL__FLEET_TOKEN", TOKEN)
+            .env("SENSOR_HUB__WS__MAX_CLIENTS", "4000")
+            .env("SENSOR_HUB__CONTROL__MAX_CONNECTIONS", "20000")
+            .env("SENSOR_HUB__LIMITS__MAX_DEVICES", "20000")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting the hub {}", bin.display()))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow!("no hub stderr"))?;
+        let mut lines = BufReader::new(stderr).lines();
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.contains("sensor-hub listening"))
+            .ok_or_else(|| {
+                anyhow!(
+                    "the hub exited before listening (is {} a sensor-hub binary?)",
+                    bin.display()
+                )
+            })?;
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        let addr = |key: &str| -> anyhow::Result<SocketAddr> {
+            let start = line
+                .find(&format!("{key}="))
+                .ok_or_else(|| anyhow!("no {key} in {line}"))?
+                + key.len()
+                + 1;
+            let rest = &line[start..];
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            Ok(rest[..end].parse()?)
+        };
+        Ok(HubProcess {
+            udp: addr("udp")?,
+            control: addr("control")?,
+            http: addr("http")?,
+            child,
+        })
+    }
+
+    /// CPU and memory now.
+    pub fn sample(&self) -> anyhow::Result<ProcSample> {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may contain spaces).
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .ok_or_else(|| anyhow!("bad /proc stat"))?;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |i: usize| -> anyhow::Result<u64> {
+            Ok(fields
+                .get(i)
+                .ok_or_else(|| anyhow!("short /proc stat"))?
+                .parse()?)
+        };
+        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+        let cpu_ticks = field(11)? + field(12)?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(ProcSample {
+            at: Instant::now(),
+            cpu_ticks,
+            rss_kib: kib("VmRSS:"),
+            peak_rss_kib: kib("VmHWM:"),
+        })
+    }
+
+    /// `GET /api/hub`, parsed.
+    pub fn api_hub(&self) -> anyhow::Result<serde_json::Value> {
+        let mut s = TcpStream::connect(self.http)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET /api/hub HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow!("bad HTTP answer"))?;
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("GET /api/hub: {}", head.lines().next().unwrap_or(""));
+        }
+        Ok(serde_json::from_str(body)?)
+    }
+
+    /// A counter of `/api/hub` (e.g. "datagrams_accepted").
+    pub fn counter(&self, key: &str) -> anyhow::Result<u64> {
+        let v = self.api_hub()?;
+        Ok(v[key].as_u64().unwrap_or(0))
+    }
+
+    /// Waits until `datagrams_received` stops growing (the socket is drained).
+    pub fn settle(&self) -> anyhow::Result<()> {
+        let mut last = self.counter("datagrams_received")?;
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.counter("datagrams_received")?;
+            if now == last {
+                return Ok(());
+            }
+            last = now;
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Clock ticks per second for `/proc` CPU times.
+pub fn ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// CPU use between two samples, in percent of one core.
+pub fn cpu_percent(a: &ProcSample, b: &ProcSample, ticks_per_s: u64) -> f64 {
+    let secs = b.at.duration_since(a.at).as_secs_f64();
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    (b.cpu_ticks.saturating_sub(a.cpu_ticks)) as f64 / ticks_per_s as f64 / secs * 100.0
+}

@@ -1,0 +1,88 @@
+//! `device-sim bench`: drives a real hub process and measures it against a
+//! plain UDP socket in the same run — ingest rate as a ratio of the raw
+//! sink's, device → WebSocket latency, WebSocket fan-out — with the hub's
+//! CPU and peak RSS for each scenario. Results print as a table and as one
+//! JSON line; every figure is the median of `runs` repetitions.
+//!
+//! # Layout
+//! * [`hub`]: starting the hub binary, reading its `/proc` figures and `/api/hub`.
+//! * [`udp`]: the paced sender and the raw UDP sink.
+//! * [`ws`]: WebSocket clients that count and time what they receive.
+//! * [`scenarios`]: idle, ingest, latency and fan-out runs.
+//! * [`report`]: the report types, medians, table and JSON.
+
+pub mod hub;
+pub mod report;
+pub mod scenarios;
+pub mod udp;
+pub mod ws;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use report::BenchReport;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The `sensor-hub` binary to start.
+    pub hub_bin: PathBuf,
+    /// Repetitions of every measurement (the median is reported).
+    pub runs: usize,
+    /// Offered rates for the ingest scenario (datagrams/s); 0 = as fast as
+    /// the sender can.
+    pub ingest_rates: Vec<u64>,
+    /// Duration of each ingest measurement.
+    pub ingest_duration: Duration,
+    /// Offered rates for the latency scenario.
+    pub latency_rates: Vec<u64>,
+    /// Duration of each latency measurement.
+    pub latency_duration: Duration,
+    /// Client counts for the fan-out scenario.
+    pub fanout_clients: Vec<usize>,
+    /// Devices (each at 1 Hz) in the fan-out scenario.
+    pub fanout_devices: u32,
+    /// Duration of each fan-out measurement.
+    pub fanout_duration: Duration,
+    /// Devices the ingest and latency senders cycle through.
+    pub devices: u32,
+}
+
+impl BenchConfig {
+    /// The full suite (a few minutes).
+    pub fn full(hub_bin: PathBuf) -> BenchConfig {
+        BenchConfig {
+            hub_bin,
+            runs: 3,
+            ingest_rates: vec![100_000, 200_000, 400_000, 0],
+            ingest_duration: Duration::from_secs(3),
+            latency_rates: vec![1_000, 10_000],
+            latency_duration: Duration::from_secs(3),
+            fanout_clients: vec![1, 100, 1_000],
+            fanout_devices: 1_000,
+            fanout_duration: Duration::from_secs(5),
+            devices: 1_000,
+        }
+    }
+
+    /// A run of a few seconds, to check the bench itself works.
+    pub fn quick(hub_bin: PathBuf) -> BenchConfig {
+        BenchConfig {
+            hub_bin,
+            runs: 1,
+            ingest_rates: vec![20_000],
+            ingest_duration: Duration::from_millis(500),
+            latency_rates: vec![1_000],
+            latency_duration: Duration::from_millis(500),
+            fanout_clients: vec![1, 10],
+            fanout_devices: 100,
+            fanout_duration: Duration::from_millis(1_500),
+            devices: 100,
+        }
+    }
+}
+
+/// Runs every scenario.
+pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
+    scenarios::run_all(config).await
+}

@@ -1,0 +1,241 @@
+//! The benchmark report: one entry per scenario point (each the median of
+//! its runs), the machine it ran on, a table for people and one JSON line
+//! for scripts.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// The machine the benchmark ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Logical cores.
+    pub cores: usize,
+    /// `uname -r`-style kernel version, from /proc.
+    pub kernel: String,
+    /// net.core.rmem_max: the kernel's cap on UDP receive buffers, bytes.
+    pub rmem_max: Option<u64>,
+}
+
+/// The hub with no devices and no clients.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleResult {
+    /// Resident memory one second after start, KiB.
+    pub rss_kib: u64,
+}
+
+/// Ingest at one offered rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestResult {
+    /// Offered datagrams/s (0: as fast as the sender could).
+    pub offered_per_s: u64,
+    /// Datagrams/s the sender achieved towards the hub.
+    pub sent_per_s: f64,
+    /// Datagrams/s a plain UDP socket received from the same sender.
+    pub sink_per_s: f64,
+    /// Datagrams/s the hub accepted.
+    pub hub_per_s: f64,
+    /// hub_per_s / sink_per_s.
+    pub ratio: f64,
+    /// Readings/s the hub accepted.
+    pub hub_readings_per_s: f64,
+    /// Datagrams the kernel dropped on the hub's socket.
+    pub kernel_drops: u64,
+    /// Hub CPU, percent of one core.
+    pub hub_cpu_pct: f64,
+    /// Hub peak resident memory, KiB.
+    pub hub_peak_rss_kib: u64,
+}
+
+/// Device → WebSocket latency at one offered rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyResult {
+    /// Offered datagrams/s.
+    pub offered_per_s: u64,
+    /// Median, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p999_us: u64,
+    /// Datagrams timed.
+    pub samples: u64,
+    /// Datagrams sent but never seen on the WebSocket.
+    pub missing: u64,
+    /// Hub CPU, percent of one core.
+    pub hub_cpu_pct: f64,
+}
+
+/// WebSocket fan-out with one number of clients.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutResult {
+    /// WebSocket clients subscribed to everything.
+    pub clients: usize,
+    /// Devices, each sending at 1 Hz.
+    pub devices: u32,
+    /// Datagrams/s the hub accepted.
+    pub updates_per_s: f64,
+    /// Datagrams/s delivered, summed over clients.
+    pub delivered_per_s: f64,
+    /// WebSocket messages/s, summed over clients.
+    pub messages_per_s: f64,
+    /// Clients that received every accepted datagram.
+    pub complete_clients: usize,
+    /// The smallest share of the accepted datagrams any client received.
+    pub min_fraction: f64,
+    /// Median latency of one timed client, µs.
+    pub p50_us: u64,
+    /// 99th percentile latency of one timed client, µs.
+    pub p99_us: u64,
+    /// Hub CPU, percent of one core.
+    pub hub_cpu_pct: f64,
+    /// Hub peak resident memory, KiB.
+    pub hub_peak_rss_kib: u64,
+}
+
+/// Everything measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Where.
+    pub machine: Machine,
+    /// Repetitions behind each median.
+    pub runs: usize,
+    /// Idle hub.
+    pub idle: IdleResult,
+    /// Ingest scenario.
+    pub ingest: Vec<IngestResult>,
+    /// Latency scenario.
+    pub latency: Vec<LatencyResult>,
+    /// Fan-out scenario.
+    pub fanout: Vec<FanoutResult>,
+}
+
+/// The median of `values` (mean of the middle two for an even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted `values`, nearest rank.
+pub fn quantile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+impl BenchReport {
+    /// One line of JSON.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Tables for people.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            o,
+            "machine: {} cores, kernel {}, rmem_max {} bytes; medians of {} run(s)\n",
+            m.cores,
+            m.kernel,
+            m.rmem_max.map_or("?".into(), |v| v.to_string()),
+            self.runs
+        );
+        let _ = writeln!(o, "idle hub RSS: {} KiB\n", self.idle.rss_kib);
+        let _ = writeln!(o, "ingest (datagrams/s)");
+        let _ = writeln!(
+            o,
+            "{:>10} {:>10} {:>10} {:>10} {:>7} {:>11} {:>7} {:>8}",
+            "offered", "sent", "raw sink", "hub", "ratio", "kernel drop", "hub cpu", "peak RSS"
+        );
+        for r in &self.ingest {
+            let offered = if r.offered_per_s == 0 {
+                "max".to_string()
+            } else {
+                r.offered_per_s.to_string()
+            };
+            let _ = writeln!(
+                o,
+                "{offered:>10} {:>10.0} {:>10.0} {:>10.0} {:>6.1}% {:>11} {:>6.0}% {:>5} MiB",
+                r.sent_per_s,
+                r.sink_per_s,
+                r.hub_per_s,
+                r.ratio * 100.0,
+                r.kernel_drops,
+                r.hub_cpu_pct,
+                r.hub_peak_rss_kib / 1024
+            );
+        }
+        let _ = writeln!(o, "\nlatency device -> WebSocket (µs)");
+        let _ = writeln!(
+            o,
+            "{:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
+            "offered", "p50", "p99", "p99.9", "samples", "missing", "hub cpu"
+        );
+        for r in &self.latency {
+            let _ = writeln!(
+                o,
+                "{:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7.0}%",
+                r.offered_per_s, r.p50_us, r.p99_us, r.p999_us, r.samples, r.missing, r.hub_cpu_pct
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nfan-out ({} devices x 1 Hz)",
+            self.fanout.first().map_or(0, |f| f.devices)
+        );
+        let _ = writeln!(
+            o,
+            "{:>8} {:>9} {:>11} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8}",
+            "clients",
+            "updates/s",
+            "delivered/s",
+            "messages/s",
+            "complete",
+            "p50 µs",
+            "p99 µs",
+            "hub cpu",
+            "peak RSS"
+        );
+        for r in &self.fanout {
+            let _ = writeln!(
+                o,
+                "{:>8} {:>9.0} {:>11.0} {:>10.0} {:>9} {:>8} {:>8} {:>7.0}% {:>5} MiB",
+                r.clients,
+                r.updates_per_s,
+                r.delivered_per_s,
+                r.messages_per_s,
+                format!("{}/{}", r.complete_clients, r.clients),
+                r.p50_us,
+                r.p99_us,
+                r.hub_cpu_pct,
+                r.hub_peak_rss_kib / 1024
+            );
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_quantiles() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+        let v: Vec<u64> = (1..=1000).collect();
+        assert_eq!(quantile(&v, 0.5), 500);
+        assert_eq!(quantile(&v, 0.99), 990);
+        assert_eq!(quantile(&v, 0.999), 999);
+        assert_eq!(quantile(&[], 0.5), 0);
+    }
+}

@@ -1,0 +1,295 @@
+//! The benchmark scenarios. Each point starts a fresh hub process, so its
+//! peak RSS belongs to that point alone, and runs `runs` times; the report
+//! keeps the median of every figure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use super::hub::{cpu_percent, ticks_per_second, HubProcess};
+use super::report::{
+    median, quantile, BenchReport, FanoutResult, IdleResult, IngestResult, LatencyResult, Machine,
+};
+use super::udp::{send, SendPlan, SendResult, SendTimes, Sink};
+use super::ws::Client;
+use super::BenchConfig;
+
+/// Time a fresh hub gets before a measurement starts.
+const WARM_UP: Duration = Duration::from_millis(300);
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+async fn start_hub(config: &BenchConfig) -> anyhow::Result<Arc<HubProcess>> {
+    let bin = config.hub_bin.clone();
+    let hub = Arc::new(blocking(move || HubProcess::start(&bin)).await?);
+    tokio::time::sleep(WARM_UP).await;
+    Ok(hub)
+}
+
+async fn send_to(
+    target: std::net::SocketAddr,
+    plan: SendPlan,
+    times: Option<Arc<SendTimes>>,
+) -> anyhow::Result<SendResult> {
+    blocking(move || Ok(send(target, plan, times.as_deref())?)).await
+}
+
+async fn api_counter(hub: &Arc<HubProcess>, key: &'static str) -> anyhow::Result<u64> {
+    let hub = hub.clone();
+    blocking(move || hub.counter(key)).await
+}
+
+async fn settle(hub: &Arc<HubProcess>) -> anyhow::Result<()> {
+    let hub = hub.clone();
+    blocking(move || hub.settle()).await
+}
+
+fn machine() -> Machine {
+    Machine {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into()),
+        rmem_max: std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+    }
+}
+
+/// Runs every scenario of `config`.
+pub async fn run_all(config: &BenchConfig) -> anyhow::Result<BenchReport> {
+    let ticks = ticks_per_second();
+    let mut idle = Vec::new();
+    for _ in 0..config.runs {
+        let hub = start_hub(config).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        idle.push(hub.sample()?.rss_kib as f64);
+    }
+    let mut ingest = Vec::new();
+    for &rate in &config.ingest_rates {
+        let mut runs = Vec::new();
+        for _ in 0..config.runs {
+            runs.push(
+                ingest_once(config, rate, ticks)
+                    .await
+                    .context("ingest scenario")?,
+            );
+        }
+        ingest.push(IngestResult {
+            offered_per_s: rate,
+            sent_per_s: median(runs.iter().map(|r| r.sent_per_s).collect()),
+            sink_per_s: median(runs.iter().map(|r| r.sink_per_s).collect()),
+            hub_per_s: median(runs.iter().map(|r| r.hub_per_s).collect()),
+            ratio: median(runs.iter().map(|r| r.ratio).collect()),
+            hub_readings_per_s: median(runs.iter().map(|r| r.hub_readings_per_s).collect()),
+            kernel_drops: median(runs.iter().map(|r| r.kernel_drops as f64).collect()) as u64,
+            hub_cpu_pct: median(runs.iter().map(|r| r.hub_cpu_pct).collect()),
+            hub_peak_rss_kib: median(runs.iter().map(|r| r.hub_peak_rss_kib as f64).collect())
+                as u64,
+        });
+    }
+    let mut latency = Vec::new();
+    for &rate in &config.latency_rates {
+        let mut runs = Vec::new();
+        for _ in 0..config.runs {
+            runs.push(
+                latency_once(config, rate, ticks)
+                    .await
+                    .context("latency scenario")?,
+            );
+        }
+        latency.push(LatencyResult {
+            offered_per_s: rate,
+            p50_us: median(runs.iter().map(|r| r.p50_us as f64).collect()) as u64,
+            p99_us: median(runs.iter().map(|r| r.p99_us as f64).collect()) as u64,
+            p999_us: median(runs.iter().map(|r| r.p999_us as f64).collect()) as u64,
+            samples: median(runs.iter().map(|r| r.samples as f64).collect()) as u64,
+            missing: median(runs.iter().map(|r| r.missing as f64).collect()) as u64,
+            hub_cpu_pct: median(runs.iter().map(|r| r.hub_cpu_pct).collect()),
+        });
+    }
+    let mut fanout = Vec::new();
+    for &clients in &config.fanout_clients {
+        let mut runs = Vec::new();
+        for _ in 0..config.runs {
+            runs.push(
+                fanout_once(config, clients, ticks)
+                    .await
+                    .context("fan-out scenario")?,
+            );
+        }
+        let med = |f: fn(&FanoutResult) -> f64| median(runs.iter().map(f).collect());
+        fanout.push(FanoutResult {
+            clients,
+            devices: config.fanout_devices,
+            updates_per_s: med(|r| r.updates_per_s),
+            delivered_per_s: med(|r| r.delivered_per_s),
+            messages_per_s: med(|r| r.messages_per_s),
+            complete_clients: med(|r| r.complete_clients as f64) as usize,
+            min_fraction: med(|r| r.min_fraction),
+            p50_us: med(|r| r.p50_us as f64) as u64,
+            p99_us: med(|r| r.p99_us as f64) as u64,
+            hub_cpu_pct: med(|r| r.hub_cpu_pct),
+            hub_peak_rss_kib: med(|r| r.hub_peak_rss_kib as f64) as u64,
+        });
+    }
+    Ok(BenchReport {
+        machine: machine(),
+        runs: config.runs,
+        idle: IdleResult {
+            rss_kib: median(idle) as u64,
+        },
+        ingest,
+        latency,
+        fanout,
+    })
+}
+
+async fn ingest_once(config: &BenchConfig, rate: u64, ticks: u64) -> anyhow::Result<IngestResult> {
+    let plan = SendPlan {
+        devices: config.devices,
+        rate,
+        duration: config.ingest_duration,
+    };
+    // The same sender against a plain socket.
+    let sink = Sink::start()?;
+    let to_sink = send_to(sink.addr, plan, None).await?;
+    let sink_count = blocking(move || Ok(sink.finish())).await?;
+    let sink_per_s = sink_count as f64 / to_sink.elapsed.as_secs_f64();
+
+    let hub = start_hub(config).await?;
+    let before = hub.clone();
+    let (accepted0, readings0, drops0) = blocking(move || {
+        let v = before.api_hub()?;
+        Ok((
+            v["datagrams_accepted"].as_u64().unwrap_or(0),
+            v["readings_accepted"].as_u64().unwrap_or(0),
+            v["kernel_drops"].as_u64().unwrap_or(0),
+        ))
+    })
+    .await?;
+    let s0 = hub.sample()?;
+    let sent = send_to(hub.udp, plan, None).await?;
+    let s1 = hub.sample()?;
+    settle(&hub).await?;
+    let after = hub.clone();
+    let (accepted1, readings1, drops1) = blocking(move || {
+        let v = after.api_hub()?;
+        Ok((
+            v["datagrams_accepted"].as_u64().unwrap_or(0),
+            v["readings_accepted"].as_u64().unwrap_or(0),
+            v["kernel_drops"].as_u64().unwrap_or(0),
+        ))
+    })
+    .await?;
+    let secs = sent.elapsed.as_secs_f64();
+    let hub_per_s = (accepted1 - accepted0) as f64 / secs;
+    Ok(IngestResult {
+        offered_per_s: rate,
+        sent_per_s: sent.sent as f64 / secs,
+        sink_per_s,
+        hub_per_s,
+        ratio: if sink_per_s > 0.0 {
+            hub_per_s / sink_per_s
+        } else {
+            0.0
+        },
+        hub_readings_per_s: (readings1 - readings0) as f64 / secs,
+        kernel_drops: drops1 - drops0,
+        hub_cpu_pct: cpu_percent(&s0, &s1, ticks),
+        hub_peak_rss_kib: hub.sample()?.peak_rss_kib,
+    })
+}
+
+async fn latency_once(
+    config: &BenchConfig,
+    rate: u64,
+    ticks: u64,
+) -> anyhow::Result<LatencyResult> {
+    let hub = start_hub(config).await?;
+    let plan = SendPlan {
+        devices: config.devices,
+        rate,
+        duration: config.latency_duration,
+    };
+    let times = Arc::new(SendTimes::new(config.devices, plan.capacity()));
+    let (stop, stopped) = watch::channel(false);
+    let client = Client::connect(hub.http, Some(times.clone()), stopped).await?;
+    let s0 = hub.sample()?;
+    let sent = send_to(hub.udp, plan, Some(times)).await?;
+    let s1 = hub.sample()?;
+    settle(&hub).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(true);
+    let mut stats = client.finish().await?;
+    stats.latencies_us.sort_unstable();
+    let l = &stats.latencies_us;
+    Ok(LatencyResult {
+        offered_per_s: rate,
+        p50_us: quantile(l, 0.5),
+        p99_us: quantile(l, 0.99),
+        p999_us: quantile(l, 0.999),
+        samples: l.len() as u64,
+        missing: sent.sent.saturating_sub(stats.datagrams),
+        hub_cpu_pct: cpu_percent(&s0, &s1, ticks),
+    })
+}
+
+async fn fanout_once(
+    config: &BenchConfig,
+    clients: usize,
+    ticks: u64,
+) -> anyhow::Result<FanoutResult> {
+    let hub = start_hub(config).await?;
+    let plan = SendPlan {
+        devices: config.fanout_devices,
+        rate: u64::from(config.fanout_devices),
+        duration: config.fanout_duration,
+    };
+    let times = Arc::new(SendTimes::new(config.fanout_devices, plan.capacity()));
+    let (stop, stopped) = watch::channel(false);
+    let mut connected = Vec::with_capacity(clients);
+    for i in 0..clients {
+        // The first client times what it receives; the others only count.
+        let timed = (i == 0).then(|| times.clone());
+        connected.push(Client::connect(hub.http, timed, stopped.clone()).await?);
+    }
+    let accepted0 = api_counter(&hub, "datagrams_accepted").await?;
+    let s0 = hub.sample()?;
+    let sent = send_to(hub.udp, plan, Some(times)).await?;
+    let s1 = hub.sample()?;
+    settle(&hub).await?;
+    // Let every client take what is on its way.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let accepted = api_counter(&hub, "datagrams_accepted").await? - accepted0;
+    let _ = stop.send(true);
+    let mut all = Vec::with_capacity(clients);
+    for c in connected {
+        all.push(c.finish().await?);
+    }
+    let secs = sent.elapsed.as_secs_f64();
+    let mut timed = std::mem::take(&mut all[0].latencies_us);
+    timed.sort_unstable();
+    Ok(FanoutResult {
+        clients,
+        devices: config.fanout_devices,
+        updates_per_s: accepted as f64 / secs,
+        delivered_per_s: all.iter().map(|c| c.datagrams).sum::<u64>() as f64 / secs,
+        messages_per_s: all.iter().map(|c| c.messages).sum::<u64>() as f64 / secs,
+        complete_clients: all.iter().filter(|c| c.datagrams >= accepted).count(),
+        min_fraction: all
+            .iter()
+            .map(|c| c.datagrams as f64 / accepted.max(1) as f64)
+            .fold(f64::MAX, f64::min),
+        p50_us: quantile(&timed, 0.5),
+        p99_us: quantile(&timed, 0.99),
+        hub_cpu_pct: cpu_percent(&s0, &s1, ticks),
+        hub_peak_rss_kib: hub.sample()?.peak_rss_kib,
+    })
+}

@@ -1,0 +1,127 @@
+//! One control connection to the hub, seen from the device: connecting with
+//! the preamble, the hello and the hub's answer to it, sending a frame, and
+//! closing cleanly. Each step has a deadline.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::future::BoxFuture;
+use futures_util::{SinkExt as _, StreamExt as _};
+use sensor_hub_protocol::codec::FrameCodec;
+use sensor_hub_protocol::control::{
+    DecodedHubMessage, DeviceMessage, HubMessage, RejectReason, Text, PREAMBLE,
+};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use super::SessionContext;
+use crate::faults::skewed_ms;
+use crate::udp::unix_ms;
+
+/// How long connecting to the hub may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the hub may take to answer the hello.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one frame (or the closing handshake) may take to send.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest heartbeat period, whatever the hub asks.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+/// Largest hub frame body accepted (hub frames are small).
+const MAX_HUB_FRAME: usize = 4_096;
+/// Starting size of a connection's read and write buffers (they grow when
+/// needed): small, since a fleet holds one connection per device.
+const CONNECTION_BUFFER: usize = 512;
+
+/// A framed connection to the hub, seen from the device.
+pub(super) type HubConnection = Framed<TcpStream, FrameCodec<DecodedHubMessage, DeviceMessage>>;
+
+/// How a hello went.
+pub(super) enum Handshake {
+    Welcome {
+        conn: HubConnection,
+        session_id: u64,
+        heartbeat: Duration,
+    },
+    Rejected {
+        reason: RejectReason,
+        detail: Text,
+    },
+    Failed(anyhow::Error),
+}
+
+/// Connects, sends the preamble and the hello, and waits for the answer.
+/// Boxed: a hello is about 6 KB inline, and a fleet holds a session future
+/// per device; only the devices connecting now pay for it.
+pub(super) fn open_session(ctx: &SessionContext) -> BoxFuture<'_, Handshake> {
+    Box::pin(handshake(ctx))
+}
+
+async fn handshake(ctx: &SessionContext) -> Handshake {
+    let mut conn = match connect(ctx.addr).await {
+        Ok(conn) => conn,
+        Err(e) => return Handshake::Failed(e),
+    };
+    let device_time_ms = skewed_ms(unix_ms(), ctx.clock_skew_ms);
+    let hello = ctx
+        .template
+        .hello(ctx.control.interval_ms(), device_time_ms);
+    if let Err(e) = send(&mut conn, DeviceMessage::Hello(hello)).await {
+        return Handshake::Failed(e.context("sending the preamble and hello"));
+    }
+    let answer = match tokio::time::timeout(WELCOME_TIMEOUT, conn.next()).await {
+        Err(_) => return Handshake::Failed(anyhow::anyhow!("no answer to the hello in time")),
+        Ok(None) => return Handshake::Failed(anyhow::anyhow!("the hub closed the connection")),
+        Ok(Some(Err(e))) => return Handshake::Failed(anyhow::Error::new(e)),
+        Ok(Some(Ok(answer))) => answer,
+    };
+    match answer {
+        DecodedHubMessage::Known(HubMessage::Welcome {
+            session_id,
+            heartbeat_ms,
+            ..
+        }) => Handshake::Welcome {
+            conn,
+            session_id,
+            heartbeat: Duration::from_millis(heartbeat_ms.into()).max(MIN_HEARTBEAT),
+        },
+        DecodedHubMessage::Known(HubMessage::Reject { reason, detail }) => {
+            Handshake::Rejected { reason, detail }
+        }
+        other => Handshake::Failed(anyhow::anyhow!(
+            "expected a welcome, the hub sent {other:?}"
+        )),
+    }
+}
+
+/// A connection to `addr` with the preamble queued: it goes out with the
+/// first frame.
+async fn connect(addr: SocketAddr) -> anyhow::Result<HubConnection> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .with_context(|| format!("connecting to {addr} timed out"))?
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+    let mut conn = Framed::with_capacity(stream, FrameCodec::new(MAX_HUB_FRAME), CONNECTION_BUFFER);
+    conn.write_buffer_mut().extend_from_slice(&PREAMBLE);
+    Ok(conn)
+}
+
+/// Sends one frame, giving up after [`SEND_TIMEOUT`]. Boxed, as
+/// [`open_session`] is: a [`DeviceMessage`] is as large as a hello.
+pub(super) fn send(
+    conn: &mut HubConnection,
+    message: DeviceMessage,
+) -> BoxFuture<'_, anyhow::Result<()>> {
+    Box::pin(async move {
+        tokio::time::timeout(SEND_TIMEOUT, conn.send(message))
+            .await
+            .context("sending to the hub timed out")?
+            .context("sending to the hub")
+    })
+}
+
+/// Ends the connection cleanly: flushes, then shuts down the write side.
+pub(super) async fn close(conn: &mut HubConnection) {
+    let _ = tokio::time::timeout(SEND_TIMEOUT, conn.close()).await;
+}

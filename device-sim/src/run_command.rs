@@ -1,0 +1,296 @@
+//! `device-sim run`: its flags ([`RunArgs`]) and what it does ([`run`]):
+//! raise the open-file limit, build the fleet and its fault spec, run it
+//! for `--duration-s` or until Ctrl-C, and show it the way the output mode
+//! says ([`crate::output`]). The binary parses the flags and sets up
+//! logging with [`RunArgs::output_mode`]'s filter.
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::{FaultSpec, MAX_CLOCK_SKEW_MS, MAX_JITTER_MS};
+use crate::fdlimit::{files_needed, raise_open_file_limit};
+use crate::fleet::{build_fleet, FleetSpec};
+use crate::monitor::FleetMonitor;
+use crate::output::terminal::show_status_line;
+use crate::output::{summary, OutputMode, RunReport};
+use crate::runner::{run_fleet_monitored, ControlTarget, FleetOptions, DEFAULT_BOOT_PAUSE_MS};
+
+/// The flags of `device-sim run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Hub UDP address.
+    #[arg(long, default_value = "127.0.0.1:47100")]
+    pub hub: SocketAddr,
+    /// Number of devices.
+    #[arg(long, default_value_t = 5)]
+    pub devices: u32,
+    /// Id of the first device.
+    #[arg(long, default_value_t = 1)]
+    pub first_id: u32,
+    /// Report interval of each device, in milliseconds.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval_ms: u64,
+    /// Seed for names, phases, noise and faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration_s: Option<u64>,
+    /// Hub control (TCP) address, HOST:PORT; each device then keeps a
+    /// control session (hello, heartbeats, commands).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub control: Option<String>,
+    /// Token the devices present in their hello.
+    #[arg(long, default_value = "", requires = "control")]
+    pub token: String,
+    /// How long a rebooted device sends nothing, in milliseconds.
+    #[arg(long, default_value_t = DEFAULT_BOOT_PAUSE_MS)]
+    pub boot_pause_ms: u64,
+    /// Probability (0..=1) that a datagram is lost.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+    pub loss: f64,
+    /// Probability (0..=1) that a datagram is held back and sent after
+    /// the device's next one.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+    pub reorder: f64,
+    /// Probability (0..=1) that a datagram is sent twice.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+    pub duplicate: f64,
+    /// Probability (0..=1) that a datagram is sent damaged so the hub drops
+    /// it (truncated, bad magic, bad version, trailing byte, in turn).
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+    pub corrupt: f64,
+    /// Delay each datagram by a random 0..=N ms (each device's order kept).
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(..=MAX_JITTER_MS))]
+    pub jitter_ms: u64,
+    /// Run every device's clock N ms ahead (negative: behind).
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-MAX_CLOCK_SKEW_MS..=MAX_CLOCK_SKEW_MS))]
+    pub clock_skew_ms: i64,
+    /// Probability (0..=1), per heartbeat, that a device drops its control
+    /// session abruptly (no Bye) and reconnects.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability, requires = "control")]
+    pub session_drop: f64,
+    /// Probability (0..=1), per datagram, that the device then reboots
+    /// (boot pause, sequence restart, reconnect).
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+    pub reboot: f64,
+    /// Print nothing but errors.
+    #[arg(long, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print one JSON line with every figure at the end, nothing else.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RunArgs {
+    /// The output mode the flags and standard output call for.
+    pub fn output_mode(&self) -> OutputMode {
+        OutputMode::choose(self.quiet, self.json, std::io::stdout().is_terminal())
+    }
+
+    /// The faults the flags ask for.
+    pub fn faults(&self) -> Result<FaultSpec, crate::faults::InvalidFaultSpec> {
+        let spec = FaultSpec {
+            loss: self.loss,
+            reorder: self.reorder,
+            duplicate: self.duplicate,
+            corrupt: self.corrupt,
+            jitter_ms: self.jitter_ms,
+            clock_skew_ms: self.clock_skew_ms,
+            session_drop: self.session_drop,
+            reboot: self.reboot,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// Parses a probability, refusing anything outside 0..=1 (or NaN).
+fn probability(text: &str) -> Result<f64, String> {
+    let p: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not a probability within 0..=1"))
+    }
+}
+
+/// Runs `device-sim run`.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mode = args.output_mode();
+    let faults = args.faults()?;
+    let control = match &args.control {
+        Some(addr) => Some(ControlTarget {
+            addr: resolve(addr).await?,
+            token: args.token.clone(),
+        }),
+        None => None,
+    };
+    ensure_open_files(args.devices, control.is_some());
+    let fleet = build_fleet(&FleetSpec {
+        devices: args.devices,
+        first_id: args.first_id,
+        interval_ms: args.interval_ms,
+        seed: args.seed,
+    });
+    let duration = args.duration_s.map(Duration::from_secs);
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_after(duration, cancel.clone()));
+    let control_addr = control.as_ref().map(|c| c.addr);
+    tracing::info!(devices = args.devices, interval_ms = args.interval_ms, hub = %args.hub,
+        control = ?control_addr, "sending");
+    let options = FleetOptions {
+        udp: args.hub,
+        control,
+        boot_pause_ms: args.boot_pause_ms,
+        faults,
+        device_faults: Vec::new(),
+    };
+    let monitor = FleetMonitor::default();
+    let started = Instant::now();
+    let stop_display = CancellationToken::new();
+    let display = (mode == OutputMode::Live).then(|| {
+        tokio::spawn(show_status_line(
+            monitor.clone(),
+            args.devices,
+            started,
+            duration,
+            stop_display.clone(),
+            std::io::stdout(),
+        ))
+    });
+    let result = run_fleet_monitored(fleet, options, cancel, monitor).await;
+    stop_display.cancel();
+    if let Some(display) = display {
+        let _ = display.await;
+    }
+    let stats = result.context("simulator failed")?;
+    match mode {
+        OutputMode::Live | OutputMode::Plain => println!("{}", summary(&stats, !faults.is_none())),
+        OutputMode::Json => {
+            let report = RunReport::new(args.devices, started.elapsed(), stats);
+            println!("{}", report.json_line().context("serialising the report")?);
+        }
+        OutputMode::Quiet => {}
+    }
+    Ok(())
+}
+
+/// Cancels `cancel` after `duration` (if any) or on Ctrl-C.
+async fn stop_after(duration: Option<Duration>, cancel: CancellationToken) {
+    match duration {
+        Some(duration) => {
+            tokio::select! {
+                _ = tokio::time::sleep(duration) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    cancel.cancel();
+}
+
+/// Raises the open-file limit, warning if a fleet of `devices` will still
+/// run out of descriptors.
+fn ensure_open_files(devices: u32, control: bool) {
+    let needed = files_needed(devices, control);
+    match raise_open_file_limit() {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            needed,
+            "the open-file limit is too low for a control session per device; \
+             some devices will fail to connect (raise the hard limit: ulimit -Hn)"
+        ),
+        Ok(limit) => tracing::debug!(limit, needed, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}
+
+/// The first address `host_port` resolves to.
+async fn resolve(host_port: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(host_port)
+        .await
+        .with_context(|| format!("resolving the control address {host_port}"))?
+        .next()
+        .with_context(|| format!("the control address {host_port} resolves to nothing"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = std::iter::once("device-sim-run").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|cli| cli.run)
+    }
+
+    #[test]
+    fn every_fault_flag_reaches_the_spec() {
+        let args = parse(&[
+            "--control=127.0.0.1:9",
+            "--loss=0.1",
+            "--reorder=0.2",
+            "--duplicate=0.3",
+            "--corrupt=0.4",
+            "--jitter-ms=25",
+            "--clock-skew-ms",
+            "-1500",
+            "--session-drop=0.05",
+            "--reboot=0.01",
+        ])
+        .expect("parses");
+        let spec = args.faults().expect("valid");
+        assert_eq!(
+            spec,
+            FaultSpec {
+                loss: 0.1,
+                reorder: 0.2,
+                duplicate: 0.3,
+                corrupt: 0.4,
+                jitter_ms: 25,
+                clock_skew_ms: -1_500,
+                session_drop: 0.05,
+                reboot: 0.01,
+            }
+        );
+        assert!(parse(&[])
+            .expect("parses")
+            .faults()
+            .expect("valid")
+            .is_none());
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        assert!(parse(&["--corrupt=1.5"]).is_err());
+        assert!(parse(&["--jitter-ms=60001"]).is_err());
+        assert!(parse(&["--clock-skew-ms=-1728000001"]).is_err());
+        // Session drops need control sessions; quiet and JSON exclude each other.
+        assert!(parse(&["--session-drop=0.1"]).is_err());
+        assert!(parse(&["--quiet", "--json"]).is_err());
+    }
+
+    #[test]
+    fn output_flags_choose_the_mode() {
+        let quiet = parse(&["--quiet"]).expect("parses");
+        assert_eq!(quiet.output_mode(), OutputMode::Quiet);
+        let json = parse(&["--json"]).expect("parses");
+        assert_eq!(json.output_mode(), OutputMode::Json);
+    }
+}
