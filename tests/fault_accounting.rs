@@ -1,5 +1,6 @@
-//! Faults injected by device-sim (loss, reordering, duplicates, reboots)
-//! are counted by the hub exactly as injected.
+//! Faults injected by device-sim (loss, reordering, duplicates, corruption,
+//! jitter, clock skew, random reboots, control-session drops) are counted
+//! by the hub exactly as injected.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -7,13 +8,18 @@ mod support;
 
 use std::time::Duration;
 
-use device_sim::{build_fleet, run_fleet, FaultSpec, FleetOptions, FleetSpec};
+use device_sim::{build_fleet, run_fleet, ControlTarget, FaultSpec, FleetOptions, FleetSpec};
 use support::*;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn injected_loss_reorder_and_duplicates_are_counted_exactly() {
-    let hub = start_hub(&[]).await;
+    let hub = start_hub(&[
+        ("SENSOR_HUB__CONTROL__FLEET_TOKEN", "faults"),
+        ("SENSOR_HUB__CONTROL__HEARTBEAT_INTERVAL_MS", "100"),
+        ("SENSOR_HUB__CONTROL__IDLE_TIMEOUT_MS", "1000"),
+    ])
+    .await;
     let fleet = build_fleet(&FleetSpec {
         devices: 3,
         first_id: 1,
@@ -21,7 +27,19 @@ async fn injected_loss_reorder_and_duplicates_are_counted_exactly() {
         seed: 11,
     });
     let mut options = FleetOptions::udp_only(hub.udp);
-    options.faults = FaultSpec::new(0.1, 0.1, 0.05).unwrap();
+    options.control = Some(ControlTarget {
+        addr: hub.control,
+        token: "faults".into(),
+    });
+    options.boot_pause_ms = 100;
+    options.faults = FaultSpec {
+        corrupt: 0.05,
+        jitter_ms: 3,
+        clock_skew_ms: -2_000,
+        session_drop: 0.2,
+        reboot: 0.003,
+        ..FaultSpec::new(0.1, 0.1, 0.05).unwrap()
+    };
     let cancel = CancellationToken::new();
     let sim = tokio::spawn(run_fleet(fleet, options, cancel.clone()));
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -37,11 +55,36 @@ async fn injected_loss_reorder_and_duplicates_are_counted_exactly() {
         injected.lost > 0 && injected.reordered > 0 && injected.duplicated > 0,
         "{injected:?}"
     );
+    assert!(
+        injected.corrupted.total() > 0 && injected.restarts > 0,
+        "{injected:?}"
+    );
+    assert!(stats.session_drops > 0, "{stats:?}");
 
+    let on_wire = injected.sent + injected.corrupted.total();
     eventually("every datagram read", || async {
-        hub.metric("sensor_hub_udp_datagrams_received_total").await == injected.sent
+        hub.metric("sensor_hub_udp_datagrams_received_total").await == on_wire
     })
     .await;
+    let dropped = |reason: &'static str| {
+        let hub = &hub;
+        async move {
+            hub.metric(&format!(
+                "sensor_hub_udp_datagrams_dropped_total{{reason=\"{reason}\"}}"
+            ))
+            .await
+        }
+    };
+    let c = injected.corrupted;
+    assert_eq!(dropped("truncated").await, c.truncated);
+    assert_eq!(dropped("bad_magic").await, c.bad_magic);
+    assert_eq!(dropped("bad_version").await, c.bad_version);
+    assert_eq!(dropped("undecodable").await, c.undecodable);
+    // Every welcome the simulator got is a session the hub opened.
+    assert_eq!(
+        hub.metric("sensor_hub_control_sessions_opened_total").await,
+        stats.sessions_opened
+    );
     assert_eq!(hub.metric("sensor_hub_udp_kernel_drops_total").await, 0);
     let count = |kind: &'static str| {
         let hub = &hub;
@@ -54,7 +97,7 @@ async fn injected_loss_reorder_and_duplicates_are_counted_exactly() {
     assert_eq!(count("lost").await, injected.lost);
     assert_eq!(count("reordered").await, injected.reordered);
     assert_eq!(count("duplicated").await, injected.duplicated);
-    assert_eq!(count("restarts").await, 0);
+    assert_eq!(count("restarts").await, injected.restarts);
 
     // The same figures per device in the API add up.
     let (_, body) = hub.get("/api/devices").await;
