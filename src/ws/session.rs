@@ -51,6 +51,8 @@ const WRITER_QUEUE: usize = 4_096;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events taken from the ring per lock.
 const READ_BATCH: usize = 256;
+/// Most messages written with one flush.
+const WRITE_BATCH: u64 = 64;
 /// How often budgets and pongs are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 
@@ -221,28 +223,41 @@ async fn write(
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        let outgoing = tokio::select! {
+        let first = tokio::select! {
             outgoing = rx.recv() => outgoing,
             _ = ping.tick() => Some(Outgoing { message: Message::Ping(Bytes::new()), bytes: 0 }),
         };
-        let Some(Outgoing { message, bytes }) = outgoing else {
-            break;
+        let Some(first) = first else {
+            break; // the session dropped the queue
         };
-        let is_close = message.is_close();
-        let skip = closing.load(Ordering::Acquire) && !is_close;
-        let sent = skip || sink.send(message).await.is_ok();
-        queued.fetch_sub(bytes, Ordering::AcqRel);
-        hub.metrics()
+        // Everything already queued goes out with one flush (one write for
+        // many small messages when the client is behind).
+        let mut next = Some(first);
+        let (mut bytes_done, mut messages, mut ok, mut close) = (0, 0, true, false);
+        while let Some(Outgoing { message, bytes }) = next.take() {
+            let is_close = message.is_close();
+            if !closing.load(Ordering::Acquire) || is_close {
+                ok = sink.feed(message).await.is_ok();
+                messages += u64::from(bytes > 0);
+            }
+            bytes_done += bytes;
+            close = is_close;
+            if !ok || close || messages >= WRITE_BATCH {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        ok = ok && sink.flush().await.is_ok();
+        queued.fetch_sub(bytes_done, Ordering::AcqRel);
+        let metrics = hub.metrics();
+        metrics
             .ws_queued_bytes
-            .fetch_sub(bytes as u64, Ordering::AcqRel);
-        if !sent || is_close {
+            .fetch_sub(bytes_done as u64, Ordering::AcqRel);
+        metrics
+            .ws_messages_sent
+            .fetch_add(messages, Ordering::Relaxed);
+        if !ok || close {
             break;
-        }
-        if skip {
-            continue;
-        }
-        if bytes > 0 {
-            bump(&hub.metrics().ws_messages_sent);
         }
     }
     let _ = sink.close().await;
