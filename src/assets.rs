@@ -12,53 +12,32 @@ pub struct Asset {
     pub body: &'static str,
 }
 
+const HTML: &str = "text/html; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// An embedded file of web/ served at `path`.
+macro_rules! asset {
+    ($path:literal, $file:literal, $content_type:expr) => {
+        Asset {
+            path: $path,
+            content_type: $content_type,
+            body: include_str!(concat!("../web/", $file)),
+        }
+    };
+}
+
 /// Every embedded file (every file of web/: a test checks none is left out).
 pub const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/",
-        content_type: "text/html; charset=utf-8",
-        body: include_str!("../web/index.html"),
-    },
-    Asset {
-        path: "/style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../web/style.css"),
-    },
-    Asset {
-        path: "/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/app.js"),
-    },
-    Asset {
-        path: "/stream.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/stream.js"),
-    },
-    Asset {
-        path: "/format.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/format.js"),
-    },
-    Asset {
-        path: "/chart.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/chart.js"),
-    },
-    Asset {
-        path: "/fleet.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/fleet.js"),
-    },
-    Asset {
-        path: "/device.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/device.js"),
-    },
-    Asset {
-        path: "/hub.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/hub.js"),
-    },
+    asset!("/", "index.html", HTML),
+    asset!("/style.css", "style.css", CSS),
+    asset!("/app.js", "app.js", JS),
+    asset!("/stream.js", "stream.js", JS),
+    asset!("/format.js", "format.js", JS),
+    asset!("/chart.js", "chart.js", JS),
+    asset!("/fleet.js", "fleet.js", JS),
+    asset!("/device.js", "device.js", JS),
+    asset!("/hub.js", "hub.js", JS),
 ];
 
 /// The asset served at `path`, if any.
