@@ -10,6 +10,7 @@
 //!   as a state machine that returns effects.
 //! * [`command_json`]: commands as clients write them in JSON.
 //! * [`aggregate`]: rolling windows, sequence accounting, latency.
+//! * [`history`]: reading history tiers and retention, rollups, reduction.
 //! * [`stream`]: the numbered event stream, its replay ring,
 //!   subscriptions and coalescing.
 //! * [`views`]: JSON views of devices for the API and snapshots.
@@ -41,6 +42,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod dispatch;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod ingest;

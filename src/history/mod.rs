@@ -1,0 +1,14 @@
+//! The pure core of the reading history: which tier — raw readings, 1-minute
+//! or 1-hour aggregates — keeps what for how long and answers which query
+//! ([`tier`]), the incremental aggregates a writer upserts per flush
+//! ([`rollup`]), and the reduction of a query's points to at most the number
+//! a chart asked for ([`mod@reduce`]). No storage and no clocks here: the store
+//! that uses it passes times in.
+
+pub mod reduce;
+pub mod rollup;
+pub mod tier;
+
+pub use reduce::{reduce, Point};
+pub use rollup::{Aggregate, BucketKey, Reading, Rollup};
+pub use tier::{choose_tier, expired_before, Retention, Tier};
