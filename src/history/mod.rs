@@ -2,13 +2,15 @@
 //! or 1-hour aggregates — keeps what for how long and answers which query
 //! ([`tier`]), the incremental aggregates a writer upserts per flush
 //! ([`rollup`]), and the reduction of a query's points to at most the number
-//! a chart asked for ([`mod@reduce`]). No storage and no clocks here: the store
-//! that uses it passes times in.
+//! a chart asked for ([`mod@reduce`]) are pure, with times passed in; the
+//! SQLite database they are stored in is [`store`].
 
 pub mod reduce;
 pub mod rollup;
+pub mod store;
 pub mod tier;
 
 pub use reduce::{reduce, Point};
 pub use rollup::{Aggregate, BucketKey, Reading, Rollup};
+pub use store::{Store, StoreError};
 pub use tier::{choose_tier, expired_before, Retention, Tier};

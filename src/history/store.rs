@@ -1,0 +1,230 @@
+//! The history's SQLite database (rusqlite, bundled SQLite, WAL mode):
+//! opening or creating it with errors that say what to do, the schema,
+//! batched writes (raw readings plus the minute/hour roll-ups, one
+//! transaction per batch), retention, and range queries per tier.
+//!
+//! A file that exists but is not a sensor-hub database, or that SQLite
+//! finds damaged, is refused — never replaced by a new empty database.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, ErrorCode, OpenFlags};
+
+use super::{expired_before, Point, Reading, Retention, Rollup, Tier};
+
+/// Schema version written into new databases.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS raw (
+    device INTEGER NOT NULL, channel INTEGER NOT NULL, t_ms INTEGER NOT NULL, value REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS raw_by_sensor ON raw (device, channel, t_ms);
+CREATE INDEX IF NOT EXISTS raw_by_time ON raw (t_ms);
+CREATE TABLE IF NOT EXISTS agg (
+    tier INTEGER NOT NULL, device INTEGER NOT NULL, channel INTEGER NOT NULL,
+    bucket_ms INTEGER NOT NULL, count INTEGER NOT NULL, min REAL NOT NULL, max REAL NOT NULL,
+    sum REAL NOT NULL, last REAL NOT NULL, last_ms INTEGER NOT NULL,
+    PRIMARY KEY (tier, device, channel, bucket_ms)) WITHOUT ROWID;
+";
+
+/// Why the store cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created; `hint` says what to do.
+    #[error("cannot use the history database {path}: {problem}; {hint}")]
+    Open {
+        /// The file (`storage.path`).
+        path: PathBuf,
+        /// What SQLite said.
+        problem: String,
+        /// What the user can do about it.
+        hint: &'static str,
+    },
+    /// A statement failed on an open database.
+    #[error("history database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+fn tier_code(tier: Tier) -> i64 {
+    match tier {
+        Tier::Raw => 0,
+        Tier::Minute => 1,
+        Tier::Hour => 2,
+    }
+}
+
+fn open_error(path: &Path, e: &rusqlite::Error) -> StoreError {
+    let code = e.sqlite_error_code();
+    let hint = match code {
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+            "it is not a sensor-hub history database or it is damaged: move it away (the hub then creates a new one) or restore a backup"
+        }
+        Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) | Some(ErrorCode::ReadOnly) => {
+            "check that its directory exists and is writable by the hub's user, or choose another storage.path"
+        }
+        Some(ErrorCode::DiskFull) => "the disk is full: free space or choose another storage.path",
+        _ => "check storage.path, or set storage.enabled = false to run without history",
+    };
+    StoreError::Open {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+        hint,
+    }
+}
+
+/// The open database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens the database at `path`, creating it (and its schema) if the
+    /// file does not exist. An existing file that is not a sensor-hub
+    /// database, or that is damaged, is an error.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, &e))?;
+        let setup = || -> rusqlite::Result<()> {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+            if check != "ok" {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                    Some(check),
+                ));
+            }
+            conn.execute_batch(SCHEMA)?;
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)",
+                params![SCHEMA_VERSION],
+            )?;
+            Ok(())
+        };
+        setup().map_err(|e| open_error(path, &e))?;
+        let version: i64 = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| open_error(path, &e))?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                problem: format!("schema version {version}, this hub uses {SCHEMA_VERSION}"),
+                hint: "use a hub version that matches the database, or move it away",
+            });
+        }
+        Ok(Store { conn })
+    }
+
+    /// Writes a batch of readings and their roll-ups in one transaction.
+    /// Returns the readings written (NaN and infinities are skipped).
+    pub fn write(&mut self, readings: &[Reading]) -> Result<usize, StoreError> {
+        let mut rollup = Rollup::new();
+        let tx = self.conn.transaction()?;
+        let mut written = 0;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO raw (device, channel, t_ms, value) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for r in readings {
+                if rollup.add(r) {
+                    insert.execute(params![r.device, r.channel, r.t_ms as i64, r.value])?;
+                    written += 1;
+                }
+            }
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO agg (tier, device, channel, bucket_ms, count, min, max, sum, last, last_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (tier, device, channel, bucket_ms) DO UPDATE SET
+                   count = count + excluded.count,
+                   min = min(min, excluded.min),
+                   max = max(max, excluded.max),
+                   sum = sum + excluded.sum,
+                   last = CASE WHEN excluded.last_ms >= last_ms THEN excluded.last ELSE last END,
+                   last_ms = max(last_ms, excluded.last_ms)",
+            )?;
+            for (key, a) in rollup.drain() {
+                upsert.execute(params![
+                    tier_code(key.tier),
+                    key.device,
+                    key.channel,
+                    key.bucket_start_ms as i64,
+                    a.count as i64,
+                    a.min,
+                    a.max,
+                    a.sum,
+                    a.last,
+                    a.last_ms as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// Deletes what each tier no longer keeps at `now_ms`; returns rows deleted.
+    pub fn expire(&mut self, now_ms: u64, retention: &Retention) -> Result<usize, StoreError> {
+        let raw_cut = expired_before(Tier::Raw, now_ms, retention) as i64;
+        let mut deleted = self
+            .conn
+            .execute("DELETE FROM raw WHERE t_ms < ?1", params![raw_cut])?;
+        for tier in [Tier::Minute, Tier::Hour] {
+            let cut = expired_before(tier, now_ms, retention) as i64;
+            deleted += self.conn.execute(
+                "DELETE FROM agg WHERE tier = ?1 AND bucket_ms < ?2",
+                params![tier_code(tier), cut],
+            )?;
+        }
+        Ok(deleted)
+    }
+
+    /// The points of one sensor in `[from_ms, to_ms)` from `tier`, by time.
+    pub fn query(
+        &self,
+        device: u32,
+        channel: u8,
+        from_ms: u64,
+        to_ms: u64,
+        tier: Tier,
+    ) -> Result<Vec<Point>, StoreError> {
+        let (from, to) = (from_ms as i64, to_ms as i64);
+        let points = if tier == Tier::Raw {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT t_ms, value FROM raw WHERE device = ?1 AND channel = ?2 AND t_ms >= ?3 AND t_ms < ?4 ORDER BY t_ms",
+            )?;
+            let rows = stmt.query_map(params![device, channel, from, to], |r| {
+                Ok(Point::raw(r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        } else {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT bucket_ms, count, min, max, sum, last FROM agg
+                 WHERE tier = ?1 AND device = ?2 AND channel = ?3 AND bucket_ms >= ?4 AND bucket_ms < ?5
+                 ORDER BY bucket_ms",
+            )?;
+            let rows =
+                stmt.query_map(params![tier_code(tier), device, channel, from, to], |r| {
+                    let count = r.get::<_, i64>(1)? as u64;
+                    let sum: f64 = r.get(4)?;
+                    Ok(Point {
+                        t_ms: r.get::<_, i64>(0)? as u64,
+                        count,
+                        min: r.get(2)?,
+                        max: r.get(3)?,
+                        mean: if count == 0 { 0.0 } else { sum / count as f64 },
+                        last: r.get(5)?,
+                    })
+                })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        Ok(points)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,127 @@
+//! The store on real files in a temporary directory.
+
+use super::*;
+
+const T0: u64 = 1_763_730_000_000; // a minute and an hour boundary
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("sensor-hub-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn file(&self) -> PathBuf {
+        self.0.join("history.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn reading(t_ms: u64, value: f64) -> Reading {
+    Reading {
+        device: 7,
+        channel: 1,
+        t_ms,
+        value,
+    }
+}
+
+#[test]
+fn writes_survive_reopening_and_answer_every_tier() {
+    let dir = TempDir::new("reopen");
+    {
+        let mut store = Store::open(&dir.file()).unwrap();
+        let batch: Vec<Reading> = (0..120)
+            .map(|i| reading(T0 + i * 1_000, i as f64))
+            .collect();
+        assert_eq!(store.write(&batch[..60]).unwrap(), 60);
+        assert_eq!(store.write(&batch[60..]).unwrap(), 60);
+        assert_eq!(store.write(&[reading(T0 + 500, f64::NAN)]).unwrap(), 0);
+    }
+    let store = Store::open(&dir.file()).unwrap();
+    let raw = store.query(7, 1, T0, T0 + 3_600_000, Tier::Raw).unwrap();
+    assert_eq!(raw.len(), 120);
+    assert_eq!(raw[5].mean, 5.0);
+    let minutes = store.query(7, 1, T0, T0 + 3_600_000, Tier::Minute).unwrap();
+    assert_eq!(
+        minutes.len(),
+        2,
+        "two minutes, each merged over two batches"
+    );
+    assert_eq!(
+        (minutes[0].count, minutes[0].min, minutes[0].max),
+        (60, 0.0, 59.0)
+    );
+    assert_eq!((minutes[1].count, minutes[1].last), (60, 119.0));
+    let hours = store.query(7, 1, T0, T0 + 3_600_000, Tier::Hour).unwrap();
+    assert_eq!(hours.len(), 1);
+    assert_eq!((hours[0].count, hours[0].mean), (120, 59.5));
+    assert!(store
+        .query(8, 1, T0, T0 + 3_600_000, Tier::Raw)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn expire_deletes_what_each_tier_no_longer_keeps() {
+    let dir = TempDir::new("expire");
+    let mut store = Store::open(&dir.file()).unwrap();
+    store
+        .write(&[reading(T0, 1.0), reading(T0 + 2 * 3_600_000, 2.0)])
+        .unwrap();
+    let retention = Retention {
+        raw_ms: 3_600_000,
+        minute_ms: 2 * 3_600_000,
+        hour_ms: 10 * 3_600_000,
+    };
+    // Past the raw window of the first reading, and a whole minute past the
+    // minute window of its bucket (a bucket straddling the cut is kept).
+    let now = T0 + 2 * 3_600_000 + 60_001;
+    assert_eq!(
+        store.expire(now, &retention).unwrap(),
+        2,
+        "one raw row, one minute bucket"
+    );
+    assert_eq!(
+        store.query(7, 1, 0, u64::MAX / 2, Tier::Raw).unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store
+            .query(7, 1, 0, u64::MAX / 2, Tier::Hour)
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
+    let dir = TempDir::new("corrupt");
+    let junk = b"this is not sqlite, it is somebody's notes".repeat(200);
+    std::fs::write(dir.file(), &junk).unwrap();
+    let err = Store::open(&dir.file()).unwrap_err().to_string();
+    assert!(err.contains(&dir.file().display().to_string()), "{err}");
+    assert!(err.contains("move it away"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.file()).unwrap(),
+        junk,
+        "the file is untouched"
+    );
+}
+
+#[test]
+fn an_unwritable_place_is_a_clear_error() {
+    let dir = TempDir::new("unwritable");
+    let missing = dir.0.join("no-such-dir").join("history.db");
+    let err = Store::open(&missing).unwrap_err().to_string();
+    assert!(err.contains("writable"), "{err}");
+}
