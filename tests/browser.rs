@@ -116,6 +116,16 @@ impl Browser {
         }
     }
 
+    /// Clicks the element matching `css`.
+    async fn click(&self, css: &str) {
+        let element = self
+            .client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .unwrap();
+        element.click().await.unwrap();
+    }
+
     async fn end(mut self) {
         let _ = self.client.close().await;
         let _ = self.driver.kill();
@@ -180,6 +190,9 @@ const HUB_CONFIG: &[(&str, &str)] = &[
     ("SENSOR_HUB__WS__STATS_INTERVAL_MS", "250"),
 ];
 
+/// The page's connection indicator state.
+const CONNECTION_STATE: &str = "return document.getElementById('connection').dataset.state;";
+
 fn row_status(id: u32) -> String {
     format!(
         r#"return document.querySelector('#fleet tr[data-device-id="{id}"] [data-field="status"]')?.dataset.status ?? null;"#
@@ -218,7 +231,7 @@ async fn dashboard_end_to_end() {
         .until(
             "connection live",
             Duration::from_secs(5),
-            "return document.getElementById('connection').dataset.state;",
+            CONNECTION_STATE,
             |v| v == "live",
         )
         .await;
@@ -290,15 +303,8 @@ async fn dashboard_end_to_end() {
     ms.clear().await.unwrap();
     ms.send_keys("100").await.unwrap();
     browser
-        .client
-        .find(fantoccini::Locator::Css(
-            "#command-set-interval button, #command-set-interval [type=submit]",
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        .click("#command-set-interval button, #command-set-interval [type=submit]")
+        .await;
     browser
         .until(
             "set_interval succeeded in the page",
@@ -308,15 +314,8 @@ async fn dashboard_end_to_end() {
         )
         .await;
     browser
-        .client
-        .find(fantoccini::Locator::Css(
-            r#"#commands button[data-command="identify"]"#,
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        .click(r#"#commands button[data-command="identify"]"#)
+        .await;
     browser
         .until(
             "identify succeeded",
@@ -388,7 +387,7 @@ async fn dashboard_end_to_end() {
         .until(
             "page notices the hub is gone",
             Duration::from_secs(10),
-            "return document.getElementById('connection').dataset.state;",
+            CONNECTION_STATE,
             |v| v == "reconnecting",
         )
         .await;
@@ -397,7 +396,7 @@ async fn dashboard_end_to_end() {
         .until(
             "page live again",
             Duration::from_secs(20),
-            "return document.getElementById('connection').dataset.state;",
+            CONNECTION_STATE,
             |v| v == "live",
         )
         .await;
