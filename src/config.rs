@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use config::{Environment, File, FileFormat};
 use serde::Deserialize;
@@ -63,6 +63,8 @@ pub struct HubConfig {
     pub metrics: MetricsConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Reading history on disk.
+    pub storage: StorageConfig,
 }
 
 /// `[udp]`
@@ -197,6 +199,38 @@ pub struct ShutdownConfig {
     pub drain_timeout_ms: u64,
 }
 
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Keep history in a database (false: memory only, no history).
+    pub enabled: bool,
+    /// The SQLite database file; created on first start.
+    pub path: PathBuf,
+    /// Readings are written in one transaction this often, ms.
+    pub flush_interval_ms: u64,
+    /// Readings waiting to be written; more are dropped (counted).
+    pub queue_readings: usize,
+    /// Raw readings are kept this long, hours.
+    pub raw_retention_hours: u64,
+    /// 1-minute aggregates are kept this long, days.
+    pub minute_retention_days: u64,
+    /// 1-hour aggregates are kept this long, days.
+    pub hour_retention_days: u64,
+}
+
+impl StorageConfig {
+    /// How long each tier is kept.
+    pub fn retention(&self) -> crate::history::Retention {
+        const HOUR_MS: u64 = 3_600_000;
+        crate::history::Retention {
+            raw_ms: self.raw_retention_hours.saturating_mul(HOUR_MS),
+            minute_ms: self.minute_retention_days.saturating_mul(24 * HOUR_MS),
+            hour_ms: self.hour_retention_days.saturating_mul(24 * HOUR_MS),
+        }
+    }
+}
+
 impl HubConfig {
     /// Built-in defaults only.
     pub fn defaults() -> Result<HubConfig, ConfigError> {
@@ -242,7 +276,20 @@ impl HubConfig {
 
     /// Checks ranges the types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, usize); 20] = [
+        let positive: [(&'static str, usize); 24] = [
+            (
+                "storage.flush_interval_ms",
+                self.storage.flush_interval_ms as usize,
+            ),
+            ("storage.queue_readings", self.storage.queue_readings),
+            (
+                "storage.raw_retention_hours",
+                self.storage.raw_retention_hours as usize,
+            ),
+            (
+                "storage.minute_retention_days",
+                self.storage.minute_retention_days as usize,
+            ),
             ("ws.client_budget_bytes", self.ws.client_budget_bytes),
             ("ws.ping_interval_ms", self.ws.ping_interval_ms as usize),
             (
@@ -351,6 +398,26 @@ impl HubConfig {
             return Err(ConfigError::OutOfRange {
                 key: "udp.batch_max",
                 expected: "at most 4096 (work per cycle is capped to keep the hub responsive)",
+            });
+        }
+        if self.storage.flush_interval_ms > 60_000 {
+            return Err(ConfigError::OutOfRange {
+                key: "storage.flush_interval_ms",
+                expected: "at most 60000 (a crash loses up to this much history)",
+            });
+        }
+        if self.storage.hour_retention_days.saturating_mul(24) < self.storage.raw_retention_hours
+            || self.storage.hour_retention_days < self.storage.minute_retention_days
+        {
+            return Err(ConfigError::OutOfRange {
+                key: "storage.hour_retention_days",
+                expected: "at least storage.minute_retention_days and storage.raw_retention_hours (coarser tiers are kept longer)",
+            });
+        }
+        if self.storage.enabled && self.storage.path.as_os_str().is_empty() {
+            return Err(ConfigError::OutOfRange {
+                key: "storage.path",
+                expected: "a file path, e.g. \"/var/lib/sensor-hub/history.db\" (or storage.enabled = false)",
             });
         }
         if self.ws.replay_bytes < self.ws.client_budget_bytes {

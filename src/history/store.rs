@@ -1,16 +1,19 @@
 //! The history's SQLite database (rusqlite, bundled SQLite, WAL mode):
 //! opening or creating it with errors that say what to do, the schema,
 //! batched writes (raw readings plus the minute/hour roll-ups, one
-//! transaction per batch), retention, and range queries per tier.
+//! transaction per batch, together with the device records and the channels
+//! seen), retention, range queries per tier, and loading the devices back.
 //!
 //! A file that exists but is not a sensor-hub database, or that SQLite
 //! finds damaged, is refused — never replaced by a new empty database.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension as _};
 
 use super::{expired_before, Point, Reading, Retention, Rollup, Tier};
+use crate::registry::{DeviceRecord, DeviceStatus};
 
 /// Schema version written into new databases.
 const SCHEMA_VERSION: i64 = 1;
@@ -26,6 +29,9 @@ CREATE TABLE IF NOT EXISTS agg (
     bucket_ms INTEGER NOT NULL, count INTEGER NOT NULL, min REAL NOT NULL, max REAL NOT NULL,
     sum REAL NOT NULL, last REAL NOT NULL, last_ms INTEGER NOT NULL,
     PRIMARY KEY (tier, device, channel, bucket_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (id INTEGER PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (
+    device INTEGER NOT NULL, channel INTEGER NOT NULL, PRIMARY KEY (device, channel)) WITHOUT ROWID;
 ";
 
 /// Why the store cannot be used.
@@ -77,6 +83,18 @@ fn open_error(path: &Path, e: &rusqlite::Error) -> StoreError {
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    /// (device, channel) pairs already in the `channels` table.
+    channels: HashSet<(u32, u8)>,
+}
+
+/// A device as loaded back: its record and the channels it sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDevice {
+    /// What was written last (for a device known only from its readings:
+    /// no info, `offline`).
+    pub record: DeviceRecord,
+    /// Channels it sent, ascending.
+    pub channels: Vec<u8>,
 }
 
 impl Store {
@@ -118,16 +136,54 @@ impl Store {
                 hint: "use a hub version that matches the database, or move it away",
             });
         }
-        Ok(Store { conn })
+        let channels = (|| {
+            let mut stmt = conn.prepare("SELECT device, channel FROM channels")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<HashSet<(u32, u8)>>>()
+        })()
+        .map_err(|e| open_error(path, &e))?;
+        Ok(Store { conn, channels })
+    }
+
+    /// A second, read-only connection to the database a [`Store`] opened at
+    /// `path`, for queries while the store writes (WAL lets both proceed).
+    pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, &e))?;
+        Ok(Store {
+            conn,
+            channels: HashSet::new(),
+        })
     }
 
     /// Writes a batch of readings and their roll-ups in one transaction.
     /// Returns the readings written (NaN and infinities are skipped).
     pub fn write(&mut self, readings: &[Reading]) -> Result<usize, StoreError> {
+        self.write_batch(readings, &[])
+    }
+
+    /// Writes readings, their roll-ups, the channels not seen before and
+    /// the device records in one transaction. Returns the readings written
+    /// (NaN and infinities are skipped).
+    pub fn write_batch(
+        &mut self,
+        readings: &[Reading],
+        devices: &[DeviceRecord],
+    ) -> Result<usize, StoreError> {
         let mut rollup = Rollup::new();
+        let mut new_channels = Vec::new();
         let tx = self.conn.transaction()?;
         let mut written = 0;
         {
+            let mut save = tx.prepare_cached(
+                "INSERT INTO devices (id, record) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+            )?;
+            for device in devices {
+                let json = serde_json::to_string(device)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                save.execute(params![device.id, json])?;
+            }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO raw (device, channel, t_ms, value) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -136,6 +192,17 @@ impl Store {
                     insert.execute(params![r.device, r.channel, r.t_ms as i64, r.value])?;
                     written += 1;
                 }
+                if !self.channels.contains(&(r.device, r.channel)) {
+                    new_channels.push((r.device, r.channel));
+                }
+            }
+            new_channels.sort_unstable();
+            new_channels.dedup();
+            let mut channel = tx.prepare_cached(
+                "INSERT OR IGNORE INTO channels (device, channel) VALUES (?1, ?2)",
+            )?;
+            for &(device, ch) in &new_channels {
+                channel.execute(params![device, ch])?;
             }
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO agg (tier, device, channel, bucket_ms, count, min, max, sum, last, last_ms)
@@ -164,7 +231,73 @@ impl Store {
             }
         }
         tx.commit()?;
+        self.channels.extend(new_channels);
         Ok(written)
+    }
+
+    /// Every device written so far, by id, with the channels it sent. Its
+    /// last-seen time is the later of the record's and its latest reading.
+    /// A record that cannot be read back is skipped with a warning.
+    pub fn load_devices(&self) -> Result<Vec<StoredDevice>, StoreError> {
+        let mut devices: BTreeMap<u32, StoredDevice> = BTreeMap::new();
+        let mut stmt = self.conn.prepare("SELECT id, record FROM devices")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (id, json) = row?;
+            match serde_json::from_str::<DeviceRecord>(&json) {
+                Ok(record) if record.id == id => {
+                    devices.insert(
+                        id,
+                        StoredDevice {
+                            record,
+                            channels: Vec::new(),
+                        },
+                    );
+                }
+                Ok(_) | Err(_) => {
+                    tracing::warn!(
+                        device = id,
+                        "skipping an unreadable device record in the history database"
+                    );
+                }
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT device, channel FROM channels ORDER BY device, channel")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u8>(1)?)))?;
+        for row in rows {
+            let (id, channel) = row?;
+            devices
+                .entry(id)
+                .or_insert_with(|| StoredDevice {
+                    record: DeviceRecord {
+                        id,
+                        info: None,
+                        status: DeviceStatus::Offline,
+                        status_since_ms: 0,
+                        last_seen_ms: None,
+                    },
+                    channels: Vec::new(),
+                })
+                .channels
+                .push(channel);
+        }
+        // Per channel, so each is one lookup at the end of the index.
+        let mut latest = self
+            .conn
+            .prepare("SELECT max(t_ms) FROM raw WHERE device = ?1 AND channel = ?2")?;
+        for device in devices.values_mut() {
+            for &channel in &device.channels {
+                let t: Option<i64> = latest
+                    .query_row(params![device.record.id, channel], |r| r.get(0))
+                    .optional()?
+                    .flatten();
+                let t = t.map(|t| t as u64);
+                device.record.last_seen_ms = device.record.last_seen_ms.max(t);
+            }
+        }
+        Ok(devices.into_values().collect())
     }
 
     /// Deletes what each tier no longer keeps at `now_ms`; returns rows deleted.

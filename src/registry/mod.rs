@@ -18,20 +18,22 @@
 //! while its session is open.
 
 mod commands;
+mod persist;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use sensor_hub_protocol::control::{CommandBody, Hello, Outcome, RejectReason, SensorInfo};
 use sensor_hub_protocol::DeviceId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use commands::{kind_of, CommandId, CommandRecord, CommandState, Origin};
+pub use persist::DeviceRecord;
 
 /// Control session id (unique while the hub runs).
 pub type SessionId = u64;
 
 /// Liveness of a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceStatus {
     /// Reporting at its cadence.
@@ -82,7 +84,7 @@ pub struct RegistryConfig {
 }
 
 /// What a device told the hub in its hello.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceInfo {
     /// Human name.
     pub name: String,
@@ -115,6 +117,8 @@ pub struct DeviceEntry {
     pub status: DeviceStatus,
     /// Hub time of the latest status change.
     pub status_since_ms: u64,
+    /// Channels it sent before the hub restarted (from the history).
+    pub known_channels: Vec<u8>,
     queue: VecDeque<CommandId>,
     in_flight: Vec<CommandId>,
 }
@@ -131,6 +135,7 @@ impl DeviceEntry {
             clock_offset_ms: None,
             status: DeviceStatus::Online,
             status_since_ms: now_ms,
+            known_channels: Vec::new(),
             queue: VecDeque::new(),
             in_flight: Vec::new(),
         }
@@ -202,6 +207,9 @@ pub struct Registry {
     next_session: SessionId,
     next_command: CommandId,
     effects: Vec<Effect>,
+    /// Devices whose record (info or status) changed since the last
+    /// [`Registry::take_changed`].
+    changed: BTreeSet<DeviceId>,
     counters: RegistryCounters,
 }
 
@@ -216,6 +224,7 @@ impl Registry {
             next_session: 1,
             next_command: 1,
             effects: Vec::new(),
+            changed: BTreeSet::new(),
             counters: RegistryCounters::default(),
         }
     }
@@ -269,6 +278,7 @@ impl Registry {
             }
             self.devices
                 .insert(device, DeviceEntry::new(device, now_ms));
+            self.changed.insert(device);
             self.effects.push(Effect::DeviceStatus {
                 device,
                 status: DeviceStatus::Online,
@@ -308,6 +318,7 @@ impl Registry {
         entry.session_started_ms = Some(now_ms);
         entry.last_control_ms = Some(now_ms);
         entry.clock_offset_ms = Some(offset(now_ms, hello.device_time_ms));
+        self.changed.insert(hello.device_id);
         self.next_session += 1;
         self.counters.sessions_opened += 1;
         if let Some(old) = replaced {
@@ -517,6 +528,7 @@ impl Registry {
             let previous = entry.status;
             entry.status = status;
             entry.status_since_ms = now_ms;
+            self.changed.insert(device);
             self.effects.push(Effect::DeviceStatus {
                 device,
                 status,

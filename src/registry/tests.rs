@@ -347,3 +347,89 @@ fn device_limit_refuses_new_devices() {
     assert!(r.open_session(&hello(2, 1_000), T0 + 1).is_ok());
     assert_eq!(r.counters().rejected_too_many_devices, 1);
 }
+
+#[test]
+fn records_change_on_hello_and_status_not_on_every_datagram() {
+    let mut r = Registry::new(config());
+    r.data_seen(1, T0);
+    let first = r.take_changed();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].id, 1);
+    assert_eq!(first[0].info, None);
+    assert_eq!(first[0].status, DeviceStatus::Online);
+    for i in 1..=3 {
+        r.data_seen(1, T0 + i * 500);
+    }
+    assert!(
+        r.take_changed().is_empty(),
+        "datagrams alone change nothing"
+    );
+    r.open_session(&hello(1, 1_000), T0 + 2_000).unwrap();
+    let after_hello = r.take_changed();
+    assert_eq!(after_hello.len(), 1);
+    assert_eq!(
+        after_hello[0].info.as_ref().map(|i| i.name.as_str()),
+        Some("dev")
+    );
+    assert_eq!(after_hello[0].last_seen_ms, Some(T0 + 2_000));
+    r.tick(T0 + 6_000); // silent 4 intervals with a session: late
+    let late = r.take_changed();
+    assert_eq!(late.len(), 1);
+    assert_eq!(
+        (late[0].status, late[0].status_since_ms),
+        (DeviceStatus::Late, T0 + 6_000)
+    );
+    r.tick(T0 + 6_100);
+    assert!(r.take_changed().is_empty());
+}
+
+#[test]
+fn restored_devices_keep_their_info_and_go_offline_unless_they_return() {
+    let mut before = Registry::new(config());
+    before.open_session(&hello(1, 1_000), T0).unwrap();
+    before.data_seen(2, T0 + 100);
+    let records = before.take_changed();
+    assert_eq!(records.len(), 2);
+    // Through JSON, as the store keeps them.
+    let json = serde_json::to_string(&records).unwrap();
+    let records: Vec<DeviceRecord> = serde_json::from_str(&json).unwrap();
+
+    let mut r = Registry::new(config());
+    for record in records.clone() {
+        assert!(r.restore(record, vec![0, 3]));
+    }
+    assert!(!r.restore(records[0].clone(), vec![]), "already tracked");
+    assert!(r.take_effects().is_empty(), "restoring publishes nothing");
+    assert!(r.take_changed().is_empty());
+    let one = r.device(1).unwrap();
+    assert_eq!(one.info.as_ref().map(|i| i.interval_ms), Some(1_000));
+    assert_eq!(one.known_channels, vec![0, 3]);
+    assert_eq!(one.session, None);
+    assert_eq!(one.last_seen_ms(), Some(T0));
+
+    // Restarted an hour later: both are offline at the first tick (device 1
+    // lost its session; device 2 is silent past offline_after_intervals).
+    let later = T0 + 3_600_000;
+    r.tick(later);
+    assert_eq!(r.device(1).unwrap().status, DeviceStatus::Offline);
+    assert_eq!(r.device(2).unwrap().status, DeviceStatus::Offline);
+    assert_eq!(r.take_changed().len(), 2, "the new statuses are persisted");
+
+    // Device 1 comes back: a new session, online again.
+    r.open_session(&hello(1, 1_000), later + 10).unwrap();
+    assert_eq!(r.device(1).unwrap().status, DeviceStatus::Online);
+}
+
+#[test]
+fn restore_respects_max_devices() {
+    let mut r = Registry::new(config()); // max_devices 3
+    let record = |id| DeviceRecord {
+        id,
+        info: None,
+        status: DeviceStatus::Offline,
+        status_since_ms: T0,
+        last_seen_ms: None,
+    };
+    let added: Vec<bool> = (1..=4).map(|id| r.restore(record(id), vec![])).collect();
+    assert_eq!(added, [true, true, true, false]);
+}

@@ -125,3 +125,79 @@ fn an_unwritable_place_is_a_clear_error() {
     let err = Store::open(&missing).unwrap_err().to_string();
     assert!(err.contains("writable"), "{err}");
 }
+
+#[test]
+fn devices_and_their_channels_are_loaded_back() {
+    use crate::registry::{DeviceInfo, DeviceRecord, DeviceStatus};
+    let dir = TempDir::new("devices");
+    let named = DeviceRecord {
+        id: 7,
+        info: Some(DeviceInfo {
+            name: "greenhouse".into(),
+            firmware: "2.1".into(),
+            interval_ms: 1_000,
+            sensors: Vec::new(),
+        }),
+        status: DeviceStatus::Online,
+        status_since_ms: T0 - 5_000,
+        last_seen_ms: Some(T0 - 5_000),
+    };
+    {
+        let mut store = Store::open(&dir.file()).unwrap();
+        store
+            .write_batch(&[reading(T0, 1.0)], std::slice::from_ref(&named))
+            .unwrap();
+        let mut later = named.clone();
+        later.status = DeviceStatus::Late;
+        let other = Reading {
+            device: 9,
+            channel: 2,
+            t_ms: T0 + 10,
+            value: 0.5,
+        };
+        store
+            .write_batch(&[reading(T0 + 1_000, 2.0), other], &[later])
+            .unwrap();
+    }
+    let store = Store::open(&dir.file()).unwrap();
+    let devices = store.load_devices().unwrap();
+    assert_eq!(devices.len(), 2);
+    assert_eq!(devices[0].record.id, 7);
+    assert_eq!(
+        devices[0].record.status,
+        DeviceStatus::Late,
+        "the latest record"
+    );
+    assert_eq!(devices[0].record.info, named.info);
+    assert_eq!(devices[0].channels, vec![1]);
+    assert_eq!(
+        devices[0].record.last_seen_ms,
+        Some(T0 + 1_000),
+        "its latest reading is later than the record"
+    );
+    // Known only from its readings.
+    assert_eq!(devices[1].record.id, 9);
+    assert_eq!(devices[1].record.info, None);
+    assert_eq!(devices[1].record.status, DeviceStatus::Offline);
+    assert_eq!(devices[1].record.last_seen_ms, Some(T0 + 10));
+    assert_eq!(devices[1].channels, vec![2]);
+}
+
+#[test]
+fn a_reader_sees_what_the_writer_committed() {
+    let dir = TempDir::new("reader");
+    let mut store = Store::open(&dir.file()).unwrap();
+    let reader = Store::open_reader(&dir.file()).unwrap();
+    assert!(reader
+        .query(7, 1, 0, u64::MAX / 2, Tier::Raw)
+        .unwrap()
+        .is_empty());
+    store.write(&[reading(T0, 1.0)]).unwrap();
+    assert_eq!(
+        reader
+            .query(7, 1, 0, u64::MAX / 2, Tier::Raw)
+            .unwrap()
+            .len(),
+        1
+    );
+}
