@@ -1,7 +1,10 @@
 //! The HTTP application, built by one function ([`routes`]) so tests can
 //! drive it with `warp::test` without a server: embedded dashboard files,
-//! `GET /api/devices`, `GET /healthz`, `GET /metrics` and `/ws`.
+//! `GET /api/devices`, `POST /api/devices/{id}/commands`,
+//! `GET /api/devices/{id}/sensors/{sensor}/history`, `GET /api/hub`,
+//! `GET /healthz`, `GET /metrics` and `/ws`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +15,8 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::assets;
 use crate::command_json::parse_command;
+use crate::history::query::{RangeRequest, SensorRef};
+use crate::history_api::{self, HistoryError};
 use crate::hub::{unix_ms, Hub};
 use crate::registry::{kind_of, CommandRecord, CommandState, Origin};
 use crate::views::{self, DeviceView};
@@ -156,6 +161,52 @@ async fn submit_command(
     }
 }
 
+/// `from`, `to` and `max_points` of a history query string.
+fn range_request(query: &HashMap<String, String>) -> Result<RangeRequest, String> {
+    let mut request = RangeRequest::default();
+    for (key, value) in query {
+        let slot = match key.as_str() {
+            "from" => &mut request.from_ms,
+            "to" => &mut request.to_ms,
+            "max_points" => &mut request.max_points,
+            other => {
+                return Err(format!(
+                    "unknown query parameter `{other}`; use from, to (Unix ms) and max_points"
+                ))
+            }
+        };
+        *slot = Some(value.parse().map_err(|_| {
+            format!("`{key}` must be a whole number (Unix ms for from/to), not {value:?}")
+        })?);
+    }
+    Ok(request)
+}
+
+/// `GET /api/devices/{id}/sensors/{sensor}/history`.
+async fn history(
+    hub: Hub,
+    device: u32,
+    sensor: String,
+    query: HashMap<String, String>,
+) -> Response<Bytes> {
+    let request = match range_request(&query) {
+        Ok(r) => r,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
+    };
+    let sensor = percent_encoding::percent_decode_str(&sensor).decode_utf8_lossy();
+    match history_api::answer(&hub, device, &SensorRef::parse(&sensor), &request, None).await {
+        Ok(answer) => response(StatusCode::OK, "application/json", answer.to_json()),
+        Err(e) => {
+            if let HistoryError::Failed(_) = e {
+                tracing::warn!(error = %e, "history query failed");
+            }
+            let status =
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            json_error(status, e.to_string())
+        }
+    }
+}
+
 /// The whole HTTP application.
 pub fn routes(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let get = warp::get();
@@ -193,9 +244,15 @@ pub fn routes(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejectio
         .and(warp::body::content_length_limit(16 * 1024))
         .and(warp::body::bytes())
         .then(move |device, query, body| submit_command(command_hub.clone(), device, query, body));
+    let history_hub = hub.clone();
+    let history = warp::path!("api" / "devices" / u32 / "sensors" / String / "history")
+        .and(get)
+        .and(warp::query::<HashMap<String, String>>())
+        .then(move |device, sensor, query| history(history_hub.clone(), device, sensor, query));
     ws::route(hub)
         .or(devices)
         .or(commands)
+        .or(history)
         .or(hub_api)
         .or(healthz)
         .or(metrics)

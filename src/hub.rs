@@ -14,6 +14,7 @@ use crate::config::HubConfig;
 use crate::control::auth::Tokens;
 use crate::control::Outbound;
 use crate::dispatch::dispatch;
+use crate::history::History;
 use crate::metrics::{bump, render, MetricsSnapshot, ShellMetrics};
 use crate::net::{kernel_udp_stats, RecvBuffer};
 use crate::registry::{CommandRecord, Registry, RegistryConfig, SessionId};
@@ -55,6 +56,7 @@ struct Inner {
     tokens: Tokens,
     started: Instant,
     udp: UdpSocketInfo,
+    history: Option<History>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -64,8 +66,9 @@ struct Inner {
 pub struct Hub(Arc<Inner>);
 
 impl Hub {
-    /// A hub with empty state.
-    pub fn new(config: HubConfig, udp: UdpSocketInfo) -> Hub {
+    /// A hub with empty state, keeping history in `history` (none: memory
+    /// only).
+    pub fn new(config: HubConfig, udp: UdpSocketInfo, history: Option<History>) -> Hub {
         let ring = Mutex::new(ReplayRing::new(config.ws.replay_bytes));
         let (head, _) = watch::channel(0);
         let (command_updates, _) = broadcast::channel(COMMAND_UPDATES);
@@ -109,6 +112,7 @@ impl Hub {
             sessions: Mutex::new(HashMap::new()),
             started: Instant::now(),
             udp,
+            history,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }))
@@ -133,8 +137,7 @@ impl Hub {
         let now = unix_ms();
         let mut state = self.lock_state();
         let result = f(&mut state.registry, now);
-        let effects = state.registry.take_effects();
-        dispatch(self, effects);
+        dispatch(self, &mut state.registry);
         result
     }
 
@@ -178,6 +181,11 @@ impl Hub {
     /// The device tokens the control channel accepts.
     pub fn tokens(&self) -> &Tokens {
         &self.0.tokens
+    }
+
+    /// The reading history, unless `storage.enabled` is false.
+    pub fn history(&self) -> Option<&History> {
+        self.0.history.as_ref()
     }
 
     /// The shell's counters.
@@ -240,6 +248,7 @@ impl Hub {
     pub fn metrics_snapshot(&self) -> MetricsSnapshot<'_> {
         let per_device_max = self.config().metrics.per_device_max;
         let kernel = self.0.udp.inode.and_then(kernel_udp_stats);
+        let history = self.history().map(History::stats);
         let state = self.lock_state();
         let per_device = (state.device_count() <= per_device_max).then(|| {
             state
@@ -267,6 +276,7 @@ impl Hub {
             kernel,
             udp_recv_buffer_bytes: self.0.udp.recv_buffer.granted(),
             uptime_seconds: self.0.started.elapsed().as_secs_f64(),
+            history,
         }
     }
 }

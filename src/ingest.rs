@@ -1,7 +1,8 @@
 //! The UDP shell: owns the data-plane socket, reads datagrams in batches
 //! (at most `udp.batch_max` per cycle, then yields), hands them to the pure
 //! [`HubState`](crate::state::HubState) under one lock per batch, and
-//! publishes what was accepted as one `Readings` event.
+//! queues what was accepted for the history and publishes it as one
+//! `Readings` event.
 
 use std::io;
 
@@ -60,9 +61,11 @@ pub async fn run(hub: Hub, socket: UdpSocket) {
             }
             // Devices that appeared or came back online, then the readings:
             // published under the lock, so snapshots stay consistent.
-            let effects = state.registry.take_effects();
-            dispatch(&hub, effects);
+            dispatch(&hub, &mut state.registry);
             if !accepted.is_empty() {
+                if let Some(history) = hub.history() {
+                    history.record(&accepted);
+                }
                 hub.publish(Event::Readings(accepted));
             }
         }

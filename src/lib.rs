@@ -26,6 +26,8 @@
 //! * [`stats`]: publishes per-device statistics periodically.
 //! * [`ws`]: the `/ws` endpoint and per-client sessions.
 //! * [`http`]: the HTTP application (dashboard files, API, metrics).
+//! * [`history_api`]: history queries of HTTP and WebSocket clients.
+//! * [`history::service`]: the history database, its writer thread and queue.
 //! * [`control`]: the TCP control channel: listener, sessions, tokens.
 //! * [`dispatch`]: applies the registry's effects (sessions, status frames).
 //! * [`net`]: socket options and kernel counters.
@@ -43,6 +45,7 @@ pub mod control;
 pub mod demo;
 pub mod dispatch;
 pub mod history;
+pub mod history_api;
 pub mod http;
 pub mod hub;
 pub mod ingest;

@@ -2,12 +2,15 @@
 //! connections) as atomics, and the Prometheus text rendering of those
 //! together with the pure core's ingest counters.
 
+mod history;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::aggregate::latency::{LatencyHistogram, BOUNDS_MS};
 use crate::aggregate::sequence::SeqCounts;
 use crate::control::CloseReason;
+use crate::history::service::HistoryStats;
 use crate::net::KernelUdpStats;
 use crate::registry::{CommandState, DeviceStatus, RegistryCounters};
 use crate::state::{DropReason, IngestCounters};
@@ -78,6 +81,8 @@ pub struct MetricsSnapshot<'a> {
     pub udp_recv_buffer_bytes: usize,
     /// Seconds since the hub started.
     pub uptime_seconds: f64,
+    /// The history's figures, when it is on.
+    pub history: Option<HistoryStats>,
 }
 
 const COUNTER: &str = "counter";
@@ -410,6 +415,7 @@ pub fn render(s: &MetricsSnapshot<'_>) -> String {
     let uptime = "sensor_hub_uptime_seconds";
     family(&mut out, uptime, GAUGE, "Seconds since the hub started.");
     let _ = writeln!(out, "{uptime} {:.3}", s.uptime_seconds);
+    history::render(&mut out, s.history.as_ref());
     out
 }
 
@@ -454,6 +460,7 @@ pub fn hub_json(s: &MetricsSnapshot<'_>) -> String {
         "control_sessions": s.control_sessions,
         "commands_finished": by_label(CommandState::ALL.iter().filter(|st| st.is_final()).map(|st| (st.name(), s.registry.commands_final[st.index()])).collect()),
         "stream_seq": s.stream_seq,
+        "history": history::json(s.history.as_ref()),
     });
     view.to_string()
 }
@@ -497,7 +504,19 @@ mod tests {
             }),
             udp_recv_buffer_bytes: 1024,
             uptime_seconds: 1.5,
+            history: Some(HistoryStats {
+                written: 12,
+                dropped: [1, 2, 3],
+                last_flush_seconds: 0.25,
+                ..Default::default()
+            }),
         });
+        assert!(text.contains("sensor_hub_history_enabled 1\n"));
+        assert!(text.contains("sensor_hub_history_readings_written_total 12\n"));
+        assert!(
+            text.contains("sensor_hub_history_dropped_readings_total{reason=\"write_failed\"} 3\n")
+        );
+        assert!(text.contains("sensor_hub_history_last_flush_seconds 0.25\n"));
         assert!(text.contains("sensor_hub_udp_datagrams_received_total 10\n"));
         assert!(
             text.contains("sensor_hub_udp_datagrams_dropped_total{reason=\"device_limit\"} 3\n")

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::HubConfig;
+use crate::history::{History, StoredDevice};
 use crate::hub::{Hub, UdpSocketInfo};
 use crate::net::{bind_udp, socket_inode};
 use crate::{control, http, ingest, stats};
@@ -99,7 +100,19 @@ pub async fn run(
         udp_info,
     } = listeners;
     let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
-    let hub = Hub::new(config, udp_info);
+    let (history, stored) = open_history(&config).await?;
+    let hub = Hub::new(config, udp_info, history);
+    if !stored.is_empty() {
+        let mut state = hub.lock_state();
+        let restored = stored
+            .into_iter()
+            .filter(|d| state.registry.restore(d.record.clone(), d.channels.clone()))
+            .count();
+        tracing::info!(
+            devices = restored,
+            "devices restored from the history database"
+        );
+    }
     let cancel = hub.cancel_token();
 
     let ingest = tokio::spawn(ingest::run(hub.clone(), udp));
@@ -138,7 +151,26 @@ pub async fn run(
             "shutdown.drain_timeout_ms passed with connections still open; closing them"
         );
     }
+    if let Some(history) = hub.history().cloned() {
+        // The last readings are written before the process ends.
+        let _ = tokio::task::spawn_blocking(move || history.shutdown()).await;
+    }
     Ok(())
+}
+
+/// Opens the history database, unless `storage.enabled` is false; also
+/// returns the devices it remembers.
+async fn open_history(config: &HubConfig) -> anyhow::Result<(Option<History>, Vec<StoredDevice>)> {
+    if !config.storage.enabled {
+        tracing::info!("storage.enabled = false: no history, nothing is written to disk");
+        return Ok((None, Vec::new()));
+    }
+    let storage = config.storage.clone();
+    let (history, devices) = tokio::task::spawn_blocking(move || History::open(&storage))
+        .await
+        .context("opening the history database")??;
+    tracing::info!(path = %config.storage.path.display(), "history database open");
+    Ok((Some(history), devices))
 }
 
 /// Re-evaluates liveness and command timeouts every `liveness.tick_ms`.

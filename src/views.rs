@@ -159,6 +159,9 @@ fn device_view<'a>(
     if let Some(d) = data {
         channels.extend(d.sensors.keys());
     }
+    if let Some(e) = entry {
+        channels.extend(&e.known_channels);
+    }
     let sensors = channels
         .into_iter()
         .filter(|&c| subscription.is_none_or(|s| s.covers_channel(c)))

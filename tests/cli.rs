@@ -79,8 +79,10 @@ fn environment_overrides_reach_the_binary() {
 
 #[test]
 fn run_stops_cleanly_on_sigterm() {
+    let db = std::env::temp_dir().join(format!("sensor-hub-cli-{}-run.db", std::process::id()));
     let mut child = Command::new(BIN)
         .arg("run")
+        .env("SENSOR_HUB__STORAGE__PATH", &db)
         .env("SENSOR_HUB__UDP__BIND", "127.0.0.1:0")
         .env("SENSOR_HUB__CONTROL__BIND", "127.0.0.1:0")
         .env("SENSOR_HUB__HTTP__BIND", "127.0.0.1:0")
@@ -114,4 +116,11 @@ fn run_stops_cleanly_on_sigterm() {
     assert!(exit.success(), "{exit:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
+    assert!(
+        db.exists(),
+        "the history database was created on first start"
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
 }

@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use sensor_hub::aggregate::sequence::SeqCounts;
+use sensor_hub::history::query::{Answer, RangeRequest};
+use sensor_hub::history::{Point, Tier};
 use sensor_hub::registry::{
     CommandRecord, CommandState, DeviceStatus, Origin, Registry, RegistryConfig,
 };
@@ -198,6 +200,12 @@ fn built(kind: &str) -> Json {
         "ack" => messages::ack(Some(&id), "resume", 1),
         "pong" => messages::pong(Some(&id)),
         "error" => messages::error(ClientError::BadJson, "m", Some(&id)),
+        "history" => {
+            let range = RangeRequest::default().validate(NOW).unwrap();
+            let mut answer = Answer::new(3, 0, range, Tier::Raw, true, &[Point::raw(NOW, 1.0)]);
+            answer.id = Some(id.clone());
+            answer.to_json()
+        }
         other => panic!("docs/WEBSOCKET.md shows a hub message `{other}` the hub does not send"),
     };
     serde_json::from_str(&text).unwrap()
@@ -218,9 +226,16 @@ fn every_client_example_is_accepted() {
         let v: Json = serde_json::from_str(&text).unwrap();
         types.insert(v["type"].as_str().unwrap().to_string());
     }
-    let expected: BTreeSet<String> = ["subscribe", "unsubscribe", "resume", "command", "ping"]
-        .map(String::from)
-        .into();
+    let expected: BTreeSet<String> = [
+        "subscribe",
+        "unsubscribe",
+        "resume",
+        "command",
+        "history",
+        "ping",
+    ]
+    .map(String::from)
+    .into();
     assert_eq!(types, expected, "one example of every request");
 }
 
@@ -248,6 +263,7 @@ fn every_hub_example_has_the_shape_the_hub_builds() {
         "ack",
         "resync",
         "pong",
+        "history",
         "error",
     ]
     .map(String::from)

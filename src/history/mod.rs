@@ -5,12 +5,17 @@
 //! a chart asked for ([`mod@reduce`]) are pure, with times passed in; the
 //! SQLite database they are stored in is [`store`].
 
+pub mod merge;
+pub mod query;
+pub mod queue;
 pub mod reduce;
 pub mod rollup;
+pub mod service;
 pub mod store;
 pub mod tier;
 
 pub use reduce::{reduce, Point};
 pub use rollup::{Aggregate, BucketKey, Reading, Rollup};
-pub use store::{Store, StoreError};
+pub use service::History;
+pub use store::{Store, StoreError, StoredDevice};
 pub use tier::{choose_tier, expired_before, Retention, Tier};

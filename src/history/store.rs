@@ -50,6 +50,31 @@ pub enum StoreError {
     /// A statement failed on an open database.
     #[error("history database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The writer thread could not be started.
+    #[error("cannot start the history writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl StoreError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> &'static str {
+        let code = match self {
+            StoreError::Open { hint, .. } => return hint,
+            StoreError::Sql(e) => e.sqlite_error_code(),
+            StoreError::Thread(_) => return "the system is out of threads or memory",
+        };
+        match code {
+            Some(ErrorCode::DiskFull) => "the disk is full: free space (readings are dropped until then)",
+            Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => {
+                "the database is damaged: stop the hub, move the file away or restore a backup"
+            }
+            Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) | Some(ErrorCode::CannotOpen) => {
+                "the database file or its directory is no longer writable: check permissions and the disk"
+            }
+            Some(ErrorCode::SystemIoFailure) => "the disk reported an I/O error: check it (dmesg) and free space",
+            _ => "check the disk and storage.path",
+        }
+    }
 }
 
 fn tier_code(tier: Tier) -> i64 {

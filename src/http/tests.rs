@@ -16,6 +16,7 @@ fn hub() -> Hub {
                 reported: 2 << 20,
             },
         },
+        None,
     )
 }
 

@@ -6,6 +6,7 @@ use sensor_hub_protocol::DeviceId;
 use serde_json::Value;
 
 use crate::command_json::parse_command;
+use crate::history::query::{RangeRequest, SensorRef};
 use crate::stream::subscription::Subscription;
 
 /// Why a client message was answered with an error (the `code` field).
@@ -27,11 +28,20 @@ pub enum ClientError {
     BadSubscription,
     /// More messages than `ws.client_messages_per_s` allows.
     RateLimited,
+    /// A `history` request with bad fields, or for an unknown device or
+    /// sensor.
+    BadHistory,
+    /// A valid `history` request the hub cannot answer (history off,
+    /// database error).
+    HistoryUnavailable,
+    /// Too many `history` requests running (this client's or the hub's);
+    /// retry after an answer arrives.
+    HistoryBusy,
 }
 
 impl ClientError {
     /// Every variant, in index order.
-    pub const ALL: [ClientError; 8] = [
+    pub const ALL: [ClientError; 11] = [
         ClientError::BadJson,
         ClientError::MissingType,
         ClientError::UnknownType,
@@ -40,6 +50,9 @@ impl ClientError {
         ClientError::BadCommand,
         ClientError::BadSubscription,
         ClientError::RateLimited,
+        ClientError::BadHistory,
+        ClientError::HistoryUnavailable,
+        ClientError::HistoryBusy,
     ];
     /// Number of variants.
     pub const COUNT: usize = ClientError::ALL.len();
@@ -55,6 +68,9 @@ impl ClientError {
             ClientError::BadCommand => "bad_command",
             ClientError::BadSubscription => "bad_subscription",
             ClientError::RateLimited => "rate_limited",
+            ClientError::BadHistory => "bad_history",
+            ClientError::HistoryUnavailable => "history_unavailable",
+            ClientError::HistoryBusy => "history_busy",
         }
     }
 
@@ -101,6 +117,17 @@ pub enum Request {
         body: CommandBody,
         /// Queue it while the device has no session (default true).
         wait: bool,
+    },
+    /// Answered with a `history` message (or an error).
+    History {
+        /// Request id.
+        id: Option<Value>,
+        /// The device.
+        device: DeviceId,
+        /// Its sensor.
+        sensor: SensorRef,
+        /// The range and number of points.
+        range: RangeRequest,
     },
     /// Answered with `pong`.
     Ping {
@@ -167,10 +194,11 @@ pub fn parse(text: &str, min_interval_ms: u64) -> Result<Request, Refusal> {
             }
         }
         Some("command") => command(&request, id),
+        Some("history") => history(&request, id),
         Some(other) => Err(refuse(
             ClientError::UnknownType,
             format!(
-                "unknown message type `{other}`; this hub accepts: subscribe, unsubscribe, resume, command, ping"
+                "unknown message type `{other}`; this hub accepts: subscribe, unsubscribe, resume, command, history, ping"
             ),
             id,
         )),
@@ -180,6 +208,37 @@ pub fn parse(text: &str, min_interval_ms: u64) -> Result<Request, Refusal> {
             id,
         )),
     }
+}
+
+fn history(request: &Value, id: Option<&Value>) -> Result<Request, Refusal> {
+    let bad = |m: &str| refuse(ClientError::BadHistory, m, id);
+    let device = request
+        .get("device")
+        .and_then(Value::as_u64)
+        .and_then(|d| u32::try_from(d).ok())
+        .ok_or_else(|| bad("`device` must be a device id (a whole number)"))?;
+    let sensor = request
+        .get("sensor")
+        .and_then(SensorRef::from_json)
+        .ok_or_else(|| bad("`sensor` must be a channel number (0-255) or a sensor name"))?;
+    let number = |key: &str| match request.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            bad(&format!(
+                "`{key}` must be a whole number (Unix ms for from/to)"
+            ))
+        }),
+    };
+    Ok(Request::History {
+        id: id.cloned(),
+        device,
+        sensor,
+        range: RangeRequest {
+            from_ms: number("from")?,
+            to_ms: number("to")?,
+            max_points: number("max_points")?,
+        },
+    })
 }
 
 fn command(request: &Value, id: Option<&Value>) -> Result<Request, Refusal> {
@@ -266,6 +325,30 @@ mod tests {
                 wait: true
             }
         );
+        assert_eq!(
+            ok(
+                r#"{"type":"history","id":"h","device":7,"sensor":"temp","from":10,"to":20,"max_points":5}"#
+            ),
+            Request::History {
+                id: Some(json!("h")),
+                device: 7,
+                sensor: SensorRef::Name("temp".into()),
+                range: RangeRequest {
+                    from_ms: Some(10),
+                    to_ms: Some(20),
+                    max_points: Some(5)
+                }
+            }
+        );
+        assert_eq!(
+            ok(r#"{"type":"history","device":7,"sensor":2}"#),
+            Request::History {
+                id: None,
+                device: 7,
+                sensor: SensorRef::Channel(2),
+                range: RangeRequest::default()
+            }
+        );
     }
 
     #[test]
@@ -305,6 +388,20 @@ mod tests {
             (
                 r#"{"type":"command","device":3,"command":{"kind":"set_interval"}}"#,
                 ClientError::BadCommand,
+            ),
+            (r#"{"type":"history","sensor":1}"#, ClientError::BadHistory),
+            (r#"{"type":"history","device":1}"#, ClientError::BadHistory),
+            (
+                r#"{"type":"history","device":1,"sensor":300}"#,
+                ClientError::BadHistory,
+            ),
+            (
+                r#"{"type":"history","device":1,"sensor":1,"from":"yesterday"}"#,
+                ClientError::BadHistory,
+            ),
+            (
+                r#"{"type":"history","device":1,"sensor":1,"max_points":-5}"#,
+                ClientError::BadHistory,
             ),
         ];
         for (input, expected) in cases {

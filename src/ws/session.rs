@@ -14,6 +14,11 @@
 //!
 //! The writer pings every `ws.ping_interval_ms`; a client silent for that
 //! plus `ws.pong_timeout_ms` is closed with 4009.
+//!
+//! A `history` request runs in a task of its own (the database is read on a
+//! blocking thread); its answer comes back to the session, which hands it
+//! to the writer like any message. A client may have at most
+//! [`HISTORY_IN_FLIGHT`] of them running; more are refused.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,6 +35,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use sensor_hub_protocol::DeviceId;
+
+use crate::history::query::{RangeRequest, SensorRef};
+use crate::history_api::{self, HistoryError};
 use crate::hub::{unix_ms, Hub};
 use crate::metrics::bump;
 use crate::registry::Origin;
@@ -53,6 +62,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_BATCH: usize = 256;
 /// Most messages written with one flush.
 const WRITE_BATCH: u64 = 64;
+/// History requests a client may have running at once.
+pub const HISTORY_IN_FLIGHT: usize = 4;
 /// How often budgets and pongs are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 
@@ -146,6 +157,10 @@ struct Session {
     over_budget_since: Option<Instant>,
     last_heard: Instant,
     rate: RateLimit,
+    /// Answers of history requests, as JSON text (room for every one
+    /// running, so a finished query never waits).
+    history_tx: mpsc::Sender<String>,
+    history_in_flight: usize,
 }
 
 /// Serves one client until it leaves, is evicted, or the hub stops.
@@ -164,6 +179,7 @@ pub async fn run(hub: Hub, ws: Socket) {
         ping_every,
     ));
     let config = &hub.config().ws;
+    let (history_tx, mut history_rx) = mpsc::channel(HISTORY_IN_FLIGHT);
     let mut session = Session {
         client: hub.next_client_id(),
         out,
@@ -179,12 +195,14 @@ pub async fn run(hub: Hub, ws: Socket) {
             config.client_message_burst,
             unix_ms(),
         ),
+        history_tx,
+        history_in_flight: 0,
         hub: hub.clone(),
     };
     let head = hub.ring().head();
     session.cursor = head + 1;
     let end = match session.send(messages::hello(hub.epoch(), head, unix_ms())) {
-        Ok(()) => session.serve(&mut stream).await,
+        Ok(()) => session.serve(&mut stream, &mut history_rx).await,
         Err(end) => end,
     };
     // The writer sends the close frame after what is queued (or, for a
@@ -264,7 +282,11 @@ async fn write(
 }
 
 impl Session {
-    async fn serve(&mut self, stream: &mut SplitStream<Socket>) -> End {
+    async fn serve(
+        &mut self,
+        stream: &mut SplitStream<Socket>,
+        history_rx: &mut mpsc::Receiver<String>,
+    ) -> End {
         let cancel = self.hub.cancel_token();
         let mut head = self.hub.watch_head();
         let mut check = tokio::time::interval(CHECK_EVERY);
@@ -284,6 +306,10 @@ impl Session {
                     Err(_) => Err(End::Gone),
                 },
                 _ = tick(&mut aggregate_tick) => self.flush_aggregates(),
+                Some(answer) = history_rx.recv() => {
+                    self.history_in_flight -= 1;
+                    self.send(answer)
+                }
             };
             if let Err(end) = step {
                 return end;
@@ -417,6 +443,12 @@ impl Session {
                     .control(|r, now| r.submit(device, body, wait, origin, now));
                 Ok(())
             }
+            Request::History {
+                id,
+                device,
+                sensor,
+                range,
+            } => self.history(id, device, sensor, range),
             Request::Subscribe { id, subscription } => {
                 self.start(subscription, aggregate_tick);
                 self.send_snapshot(id.as_ref(), None)
@@ -457,6 +489,46 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Starts a history query; its answer (or error) arrives on the
+    /// session's history channel.
+    fn history(
+        &mut self,
+        id: Option<serde_json::Value>,
+        device: DeviceId,
+        sensor: SensorRef,
+        range: RangeRequest,
+    ) -> Result<(), End> {
+        if self.history_in_flight >= HISTORY_IN_FLIGHT {
+            return self.refuse(Refusal {
+                error: ClientError::HistoryBusy,
+                message: format!(
+                    "{HISTORY_IN_FLIGHT} history requests are already running; wait for their answers"
+                ),
+                id,
+            });
+        }
+        self.history_in_flight += 1;
+        let hub = self.hub.clone();
+        let tx = self.history_tx.clone();
+        tokio::spawn(async move {
+            let text = match history_api::answer(&hub, device, &sensor, &range, id.clone()).await {
+                Ok(answer) => answer.to_json(),
+                Err(e) => {
+                    let code = match e {
+                        HistoryError::Busy => ClientError::HistoryBusy,
+                        ref e if e.is_client_error() => ClientError::BadHistory,
+                        _ => ClientError::HistoryUnavailable,
+                    };
+                    bump(&hub.metrics().ws_client_errors[code.index()]);
+                    messages::error(code, &e.to_string(), id.as_ref())
+                }
+            };
+            // Fails only when the client has gone.
+            let _ = tx.send(text).await;
+        });
+        Ok(())
     }
 
     fn start(&mut self, subscription: Subscription, aggregate_tick: &mut Option<Interval>) {

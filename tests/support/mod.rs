@@ -1,9 +1,12 @@
-//! Shared helpers of the integration tests: a real hub on port 0, a raw
-//! HTTP GET, datagram encoding, and WebSocket reads with a deadline.
+//! Shared helpers of the integration tests: a real hub on port 0 with its
+//! history database in a temporary directory, a raw HTTP GET, datagram
+//! encoding, and WebSocket reads with a deadline.
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -18,6 +21,39 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// A directory removed (with what is in it) when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory, unique to this process and call.
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sensor-hub-test-{}-{}-{name}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A history database path inside it.
+    pub fn db(&self) -> PathBuf {
+        self.0.join("history.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A hub running in this test's runtime on loopback port 0.
 pub struct TestHub {
     pub udp: SocketAddr,
@@ -25,6 +61,8 @@ pub struct TestHub {
     pub http: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Holds its database unless the test named `SENSOR_HUB__STORAGE__PATH`.
+    _storage: Option<TempDir>,
 }
 
 /// Starts a hub with loopback port-0 binds plus `overrides`
@@ -47,6 +85,14 @@ pub async fn start_hub_on(binds: [String; 3], overrides: &[(&str, &str)]) -> Tes
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
     }
+    let storage = (!env.contains_key("SENSOR_HUB__STORAGE__PATH")).then(|| {
+        let dir = TempDir::new("hub");
+        env.insert(
+            "SENSOR_HUB__STORAGE__PATH".into(),
+            dir.db().display().to_string(),
+        );
+        dir
+    });
     let config = HubConfig::load(None, Some(env)).expect("test config");
     let listeners = Listeners::bind(&config).await.expect("bind");
     let (udp, control, http) = (
@@ -64,6 +110,7 @@ pub async fn start_hub_on(binds: [String; 3], overrides: &[(&str, &str)]) -> Tes
         http,
         stop: Some(stop),
         task,
+        _storage: storage,
     }
 }
 

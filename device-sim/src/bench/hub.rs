@@ -1,10 +1,11 @@
 //! The hub under test: a separate `sensor-hub run` process on loopback
-//! port-0 addresses, its CPU time and resident memory from `/proc`, and its
-//! own counters from `GET /api/hub`.
+//! port-0 addresses with its history database in a temporary directory
+//! (storage on, as the hub ships), its CPU time and resident memory from
+//! `/proc`, and its own counters from `GET /api/hub`.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,10 +14,11 @@ use anyhow::{anyhow, bail, Context as _};
 /// Fleet token the benchmarked hub accepts.
 pub const TOKEN: &str = "bench";
 
-/// A running hub process, killed on drop.
+/// A running hub process, killed on drop (and its database removed).
 #[derive(Debug)]
 pub struct HubProcess {
     child: Child,
+    storage_dir: PathBuf,
     /// Its UDP address.
     pub udp: SocketAddr,
     /// Its control address.
@@ -42,8 +44,16 @@ impl HubProcess {
     /// Starts `bin run` with loopback port-0 binds and the limits a
     /// benchmark needs, and waits for it to report its addresses.
     pub fn start(bin: &Path) -> anyhow::Result<HubProcess> {
+        let storage_dir = std::env::temp_dir().join(format!(
+            "device-sim-bench-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&storage_dir)
+            .with_context(|| format!("creating {}", storage_dir.display()))?;
         let mut child = Command::new(bin)
             .arg("run")
+            .env("SENSOR_HUB__STORAGE__PATH", storage_dir.join("history.db"))
             .env("SENSOR_HUB__UDP__BIND", "127.0.0.1:0")
             .env("SENSOR_HUB__CONTROL__BIND", "127.0.0.1:0")
             .env("SENSOR_HUB__HTTP__BIND", "127.0.0.1:0")
@@ -88,6 +98,7 @@ impl HubProcess {
             control: addr("control")?,
             http: addr("http")?,
             child,
+            storage_dir,
         })
     }
 
@@ -169,6 +180,7 @@ impl Drop for HubProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.storage_dir);
     }
 }
 

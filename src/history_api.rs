@@ -1,0 +1,141 @@
+//! History requests from HTTP and WebSocket clients, in the shell: the
+//! device and sensor must be known to the hub (a sensor by channel or by
+//! its declared name), the range is validated, and the query runs on a
+//! blocking thread, at most [`MAX_QUERIES`] at once (more are refused as
+//! busy, so a burst of requests cannot pile up threads).
+
+use sensor_hub_protocol::DeviceId;
+use serde_json::Value;
+
+use crate::history::query::{Answer, RangeRequest, SensorRef};
+use crate::history::StoreError;
+use crate::hub::{unix_ms, Hub};
+use crate::state::HubState;
+
+/// History queries running or waiting for the database at once.
+pub const MAX_QUERIES: usize = 8;
+
+/// Why a history request was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// `storage.enabled` is false.
+    #[error("history is off on this hub (storage.enabled = false); only live data is available")]
+    Disabled,
+    /// The hub does not know the device.
+    #[error("unknown device {0}")]
+    UnknownDevice(DeviceId),
+    /// The device has no such sensor.
+    #[error("device {device} has no sensor {sensor}; known: {known}")]
+    UnknownSensor {
+        /// The device.
+        device: DeviceId,
+        /// What was asked for.
+        sensor: String,
+        /// Its sensors, as "name (channel)".
+        known: String,
+    },
+    /// Bad `from`, `to` or `max_points`.
+    #[error("{0}")]
+    BadRange(String),
+    /// Too many queries at once.
+    #[error("too many history queries at once; retry in a moment")]
+    Busy,
+    /// The database failed.
+    #[error("{0}; {hint}", hint = .0.hint())]
+    Failed(#[from] StoreError),
+}
+
+impl HistoryError {
+    /// HTTP status for it.
+    pub fn status(&self) -> u16 {
+        match self {
+            HistoryError::Disabled => 503,
+            HistoryError::Busy => 429,
+            HistoryError::UnknownDevice(_) | HistoryError::UnknownSensor { .. } => 404,
+            HistoryError::BadRange(_) => 400,
+            HistoryError::Failed(_) => 500,
+        }
+    }
+
+    /// Whether the client asked for something wrong (`bad_history`), as
+    /// opposed to the hub being unable to answer (`history_unavailable`).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            HistoryError::UnknownDevice(_)
+                | HistoryError::UnknownSensor { .. }
+                | HistoryError::BadRange(_)
+        )
+    }
+}
+
+/// Answers a history request; `id` is echoed in the answer.
+pub async fn answer(
+    hub: &Hub,
+    device: DeviceId,
+    sensor: &SensorRef,
+    request: &RangeRequest,
+    id: Option<Value>,
+) -> Result<Answer, HistoryError> {
+    let history = hub.history().cloned().ok_or(HistoryError::Disabled)?;
+    let channel = resolve(&hub.lock_state(), device, sensor)?;
+    let now = unix_ms();
+    let range = request.validate(now).map_err(HistoryError::BadRange)?;
+    let slot = history.query_slot(MAX_QUERIES).ok_or(HistoryError::Busy)?;
+    let mut answer = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        history.query(device, channel, range, now)
+    })
+    .await
+    .map_err(|_| HistoryError::Busy)??;
+    answer.id = id;
+    Ok(answer)
+}
+
+/// The channel `sensor` names on `device`.
+fn resolve(state: &HubState, device: DeviceId, sensor: &SensorRef) -> Result<u8, HistoryError> {
+    let data = state.device(device);
+    let entry = state.registry.device(device);
+    if data.is_none() && entry.is_none() {
+        return Err(HistoryError::UnknownDevice(device));
+    }
+    let declared = entry
+        .and_then(|e| e.info.as_ref())
+        .map(|i| i.sensors.as_slice())
+        .unwrap_or_default();
+    let mut channels: Vec<u8> = declared.iter().map(|s| s.channel).collect();
+    channels.extend(data.into_iter().flat_map(|d| d.sensors.keys().copied()));
+    channels.extend(
+        entry
+            .into_iter()
+            .flat_map(|e| e.known_channels.iter().copied()),
+    );
+    channels.sort_unstable();
+    channels.dedup();
+    let found = match sensor {
+        SensorRef::Channel(c) => channels.contains(c).then_some(*c),
+        SensorRef::Name(name) => declared
+            .iter()
+            .find(|s| s.name.as_str() == name)
+            .map(|s| s.channel),
+    };
+    found.ok_or_else(|| HistoryError::UnknownSensor {
+        device,
+        sensor: match sensor {
+            SensorRef::Channel(c) => format!("on channel {c}"),
+            SensorRef::Name(name) => format!("named {name:?}"),
+        },
+        known: if channels.is_empty() {
+            "none yet".into()
+        } else {
+            channels
+                .iter()
+                .map(|&c| match declared.iter().find(|s| s.channel == c) {
+                    Some(s) => format!("{} ({c})", s.name),
+                    None => format!("channel {c}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    })
+}
