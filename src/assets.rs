@@ -37,6 +37,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("/chart.js", "chart.js", JS),
     asset!("/fleet.js", "fleet.js", JS),
     asset!("/device.js", "device.js", JS),
+    asset!("/history.js", "history.js", JS),
     asset!("/hub.js", "hub.js", JS),
 ];
 

@@ -1,8 +1,10 @@
 //! The dashboard in real headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, installed by scripts/test), driven through WebDriver
 //! (fantoccini), against a real hub with simulated devices: the fleet view,
-//! capped charts, commands clicked in the page, liveness, and reconnecting
-//! after the hub restarts. The run also refreshes docs/dashboard.png.
+//! charts loaded from the history store then continued live (and live only
+//! when the hub keeps no history), the range selector, capped charts,
+//! commands clicked in the page, liveness, and reconnecting after the hub
+//! restarts. The run also refreshes docs/dashboard.png and docs/device.png.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -188,7 +190,35 @@ const HUB_CONFIG: &[(&str, &str)] = &[
     ("SENSOR_HUB__LIVENESS__OFFLINE_AFTER_INTERVALS", "20"),
     ("SENSOR_HUB__LIVENESS__TICK_MS", "50"),
     ("SENSOR_HUB__WS__STATS_INTERVAL_MS", "250"),
+    // Readings reach the history store within 0.2 s.
+    ("SENSOR_HUB__STORAGE__FLUSH_INTERVAL_MS", "200"),
 ];
+
+/// The chart of device 1's channel 0: its history state and range (on the
+/// figure), the history points the page received, and the points drawn,
+/// the cap and the newest reading's time (on the canvas).
+const CHART: &str = r#"
+    const f = document.querySelector('#device-view figure.sensor[data-channel="0"]');
+    const c = f?.querySelector('canvas.chart');
+    const note = f?.querySelector('[data-field="history-note"]');
+    return f && c ? {
+        history: f.dataset.history ?? null, range: f.dataset.range ?? null,
+        history_points: Number(f.dataset.historyPoints), points: Number(c.dataset.points),
+        max_points: Number(c.dataset.maxPoints), last_ms: Number(c.dataset.lastMs ?? 0),
+        note: note && !note.hidden ? note.textContent : null,
+    } : null;
+"#;
+
+/// The range buttons: [data-range, label, aria-pressed] each.
+const RANGE_BUTTONS: &str = r#"
+    return [...document.querySelectorAll('#history-range button[data-range]')]
+        .map(b => [b.dataset.range, b.textContent.trim(), b.getAttribute('aria-pressed')]);
+"#;
+
+/// Number of points of the chart state `v`.
+fn count(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
+}
 
 /// The page's connection indicator state.
 const CONNECTION_STATE: &str = "return document.getElementById('connection').dataset.state;";
@@ -266,31 +296,105 @@ async fn dashboard_end_to_end() {
     )
     .unwrap();
 
-    // Device view: a chart fills up to its cap and stays there.
+    // Device view: each chart first shows what the history store holds for
+    // the default range (readings from before the view opened), then goes on live.
     browser
         .client
         .goto(&format!("{base}#/device/1"))
         .await
         .unwrap();
-    let points = r#"
-        const c = document.querySelector('#device-view figure.sensor[data-channel="0"] canvas.chart');
-        return c ? [Number(c.dataset.points), Number(c.dataset.maxPoints)] : null;
-    "#;
-    browser
+    let loaded = browser
         .until(
-            "chart points arriving",
+            "15 min of history loaded",
             Duration::from_secs(10),
-            points,
-            |v| v[0].as_u64().is_some_and(|n| n > 0),
+            CHART,
+            |v| v["history"] == "ready" && v["range"] == "15m",
         )
         .await;
+    let history_points = count(&loaded, "history_points");
+    assert!(
+        (1..=40).contains(&history_points),
+        "history from the store, at most the cap: {loaded}"
+    );
+    assert!((1..=40).contains(&count(&loaded, "points")), "{loaded}");
+    assert_eq!(loaded["max_points"], 40, "{loaded}");
+    assert_eq!(loaded["note"], Value::Null, "no history note: {loaded}");
+
+    // The range selector: four choices, 15 min chosen.
+    assert_eq!(
+        browser
+            .js("return document.getElementById('history-range')?.getAttribute('aria-label') ?? null;")
+            .await,
+        "History range"
+    );
+    assert_eq!(
+        browser.js(RANGE_BUTTONS).await,
+        json!([
+            ["15m", "15 min", "true"],
+            ["1h", "1 h", "false"],
+            ["24h", "24 h", "false"],
+            ["7d", "7 d", "false"]
+        ])
+    );
+
+    // Choosing 1 h loads that range into every chart and moves the choice.
     browser
-        .until("chart capped", Duration::from_secs(15), points, |v| {
-            v[0] == 40 && v[1] == 40
-        })
+        .click(r#"#history-range button[data-range="1h"]"#)
+        .await;
+    let loaded = browser
+        .until(
+            "1 h of history loaded",
+            Duration::from_secs(10),
+            CHART,
+            |v| v["history"] == "ready" && v["range"] == "1h",
+        )
+        .await;
+    assert!(
+        (1..=40).contains(&count(&loaded, "history_points")),
+        "{loaded}"
+    );
+    assert!((1..=40).contains(&count(&loaded, "points")), "{loaded}");
+    browser
+        .until(
+            "every chart on 1 h",
+            Duration::from_secs(10),
+            r#"
+            const figs = [...document.querySelectorAll('#device-view figure.sensor')];
+            return figs.map(f => [f.dataset.range, f.dataset.history]);
+        "#,
+            |v| {
+                v.as_array().is_some_and(|figs| {
+                    figs.len() == 3 && figs.iter().all(|f| f == &json!(["1h", "ready"]))
+                })
+            },
+        )
+        .await;
+    assert_eq!(
+        browser.js(RANGE_BUTTONS).await,
+        json!([
+            ["15m", "15 min", "false"],
+            ["1h", "1 h", "true"],
+            ["24h", "24 h", "false"],
+            ["7d", "7 d", "false"]
+        ])
+    );
+
+    // Live readings go on after the history, and the cap holds.
+    let since = loaded["last_ms"].as_f64().unwrap_or(0.0);
+    browser
+        .until(
+            "live readings after the history",
+            Duration::from_secs(5),
+            CHART,
+            |v| v["last_ms"].as_f64().is_some_and(|t| t > since),
+        )
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(browser.js(points).await, json!([40, 40]), "the cap holds");
+    let now = browser.js(CHART).await;
+    assert!(
+        (1..=40).contains(&count(&now, "points")),
+        "the cap holds: {now}"
+    );
 
     // A command clicked in the page reaches the device and succeeds.
     let ms = browser
@@ -414,6 +518,61 @@ async fn dashboard_end_to_end() {
         stats.commands_received, 2,
         "set_interval and identify reached the device"
     );
+    browser.end().await;
+    hub.stop().await;
+}
+
+/// With `storage.enabled = false` the device view says history is off and
+/// charts live readings as they come, capped, whatever the range.
+#[tokio::test]
+async fn device_view_without_history() {
+    let mut config = HUB_CONFIG.to_vec();
+    config.push(("SENSOR_HUB__STORAGE__ENABLED", "false"));
+    let hub = start_hub(&config).await;
+    let fleet = Fleet::start(hub.udp, Some(hub.control), 1, 1, 100);
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("http://{}/?points=20#/device/1", hub.http))
+        .await
+        .unwrap();
+    let off = browser
+        .until("history off", Duration::from_secs(10), CHART, |v| {
+            v["history"] == "off"
+        })
+        .await;
+    assert_eq!(off["note"], "history off — live only", "{off}");
+    assert_eq!(off["history_points"], 0, "{off}");
+
+    // Live only: every reading is a point, up to the cap.
+    browser
+        .until("live chart capped", Duration::from_secs(15), CHART, |v| {
+            v["points"] == 20 && v["max_points"] == 20
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(browser.js(CHART).await["points"], 20, "the cap holds");
+
+    // Another range asks again and gets the same answer.
+    browser
+        .click(r#"#history-range button[data-range="24h"]"#)
+        .await;
+    let off = browser
+        .until("24 h: history off", Duration::from_secs(10), CHART, |v| {
+            v["history"] == "off" && v["range"] == "24h"
+        })
+        .await;
+    assert_eq!(off["note"], "history off — live only", "{off}");
+    browser
+        .until(
+            "live again after the range change",
+            Duration::from_secs(5),
+            CHART,
+            |v| count(v, "points") > 1,
+        )
+        .await;
+
+    fleet.stop().await;
     browser.end().await;
     hub.stop().await;
 }

@@ -1,11 +1,14 @@
 // device.js: the device view (#/device/ID): status line, packet counters, one
-// figure per sensor (latest value, 10 s window stats, live chart collected only
-// while the view is open), and the command panel with its log (<= 20 lines,
-// client ids "ui-N", lifecycle from command_status). Windows are refetched
-// from /api/devices every 5 s while open.
+// figure per sensor (latest value, 10 s window stats, a chart of the chosen
+// history range — loaded when the figure appears and when the range changes,
+// then continued live; data-history="loading|ready|off|error" on the figure),
+// and the command panel with its log (<= 20 lines, client ids "ui-N",
+// lifecycle from command_status). Windows are refetched from /api/devices
+// every 5 s while open.
 import { devices, hubNow, on, requestRefresh, send } from "/stream.js";
 import { DASH, displayName, el, fmtAgo, fmtCount, fmtInterval, fmtLatency, fmtPercent, fmtValue, isNum, setText, statusOf } from "/format.js";
 import { Chart } from "/chart.js";
+import { HistoryOff, RANGES, fetchHistory, rangeSelector } from "/history.js";
 
 // --- command log (module-wide so statuses land even while the view is closed) ---
 const LOG_MAX = 20;
@@ -111,9 +114,38 @@ function sensorFigure(s) {
   const windowLabel = el("p", { className: "window-label" });
   const [stats, f] = facts([["min", "min"], ["mean", "mean"], ["max", "max"]], "window");
   const canvas = el("canvas", { className: "chart", role: "img" });
-  fig.append(caption, el("p", { className: "reading" }, value, " ", unit), windowLabel, stats, canvas);
-  const chart = new Chart(canvas, { boolean: s.kind === "bool" });
-  return { fig, caption, value, unit, windowLabel, f, canvas, chart };
+  const note = el("p", { className: "history-note", "data-field": "history-note", hidden: true });
+  fig.append(caption, el("p", { className: "reading" }, value, " ", unit), windowLabel, stats, note, canvas);
+  const chart = new Chart(canvas, { boolean: s.kind === "bool", now: hubNow });
+  return { fig, caption, value, unit, windowLabel, f, note, canvas, chart, channel: s.channel, load: 0 };
+}
+
+/** Loads `range` of the figure's sensor into its chart (which then continues live). */
+function loadHistory(p, device, range) {
+  const load = ++p.load; // a newer load (or closing the view) makes this one stale
+  const maxPoints = Math.min(p.chart.cap, Math.max(10, Math.round(p.canvas.clientWidth) || p.chart.cap));
+  p.chart.setRange(range.ms, Math.ceil(range.ms / maxPoints));
+  const state = (s, note, points = 0) => {
+    p.fig.dataset.historyPoints = String(points);
+    p.fig.dataset.history = s;
+    p.fig.setAttribute("aria-busy", String(s === "loading"));
+    setText(p.note, note);
+    p.note.hidden = !note;
+  };
+  p.fig.dataset.range = range.key;
+  state("loading", "");
+  const to = Math.round(hubNow());
+  fetchHistory({ device, sensor: p.channel, from: to - range.ms, to, max_points: maxPoints }).then((h) => {
+    if (load !== p.load) return;
+    p.chart.load(h.points, h.step);
+    state("ready", "", h.points.length);
+  }, (err) => {
+    if (load !== p.load) return;
+    p.chart.liveOnly();
+    if (err instanceof HistoryOff) return state("off", "history off — live only");
+    console.warn("sensor hub: history failed:", err);
+    state("error", `history failed (${String(err?.message ?? err).slice(0, 100)}) — live only`);
+  });
 }
 
 export function mount(main, id) {
@@ -125,9 +157,15 @@ export function mount(main, id) {
     ["Restarts", "restarts"], ["Loss", "loss"], ["Latency p50 / p99", "latency"]], "counters");
   const grid = el("div", { className: "sensors" });
   const [commands, view, disarm] = commandPanel(id);
+  let range = RANGES[0];
+  const ranges = rangeSelector(range.key, (r) => {
+    range = r;
+    for (const p of sensors.values()) loadHistory(p, id, range);
+  });
   const section = el("section", { id: "device-view", "data-device-id": String(id) },
     el("p", { className: "crumb" }, el("a", { href: "#/", textContent: "← Fleet" })), heading, missing, status,
-    el("h3", { textContent: "Packets" }), counters, el("h3", { textContent: "Sensors" }), grid, commands);
+    el("h3", { textContent: "Packets" }), counters,
+    el("div", { className: "sensors-head" }, el("h3", { textContent: "Sensors" }), ranges), grid, commands);
   main.replaceChildren(section);
   logView = view;
   renderLog();
@@ -141,6 +179,7 @@ export function mount(main, id) {
     const after = [...sensors.keys()].filter((c) => c > s.channel).sort((a, b) => a - b)[0];
     grid.insertBefore(p.fig, after === undefined ? null : sensors.get(after).fig);
     describe(p, s);
+    loadHistory(p, id, range);
     return p;
   }
   function describe(p, sensor) { // caption, chart name and unit (metadata may arrive after the first reading)
@@ -199,7 +238,10 @@ export function mount(main, id) {
       }
     }),
   ];
-  const secondTimer = setInterval(() => renderSeen(devices.get(id)), 1000);
+  const secondTimer = setInterval(() => {
+    renderSeen(devices.get(id));
+    for (const p of sensors.values()) p.chart.schedule(); // the time axis slides
+  }, 1000);
   const refreshTimer = setInterval(requestRefresh, 5000);
   requestRefresh();
   render();
@@ -209,7 +251,7 @@ export function mount(main, id) {
     clearInterval(refreshTimer);
     if (frame) cancelAnimationFrame(frame);
     disarm();
-    for (const p of sensors.values()) p.chart.destroy();
+    for (const p of sensors.values()) { p.load += 1; p.chart.destroy(); }
     sensors.clear();
     if (logView === view) logView = null;
   };

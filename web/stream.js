@@ -1,7 +1,7 @@
 // stream.js: the page's single WebSocket (/ws) and the device model it feeds.
 // Subscribes on the first hello, resumes with epoch + last seq after a reconnect,
 // rebuilds the model from snapshot/resync, applies readings, device_status,
-// device_stats; relays command_status/error; reconnects with backoff (0.5 s
+// device_stats; relays command_status/history/error; reconnects with backoff (0.5 s
 // doubling to 10 s). Also the throttled GET /api/devices refresh (names of new
 // devices, window stats). Memory: per device only latest values and stats.
 import { isNum, str } from "/format.js";
@@ -17,7 +17,8 @@ const syncClock = (ms) => { if (isNum(ms)) clockOffset = ms - Date.now(); };
 
 // --- events ------------------------------------------------------------------
 // "model" (all devices may have changed), "device" (id), "readings" (msg),
-// "command" (command_status msg), "error" (error msg), "connection" ({state, text}).
+// "command" (command_status msg), "history" (history answer), "error" (error msg),
+// "connection" ({state, text}).
 const listeners = new Map();
 export function on(type, fn) {
   if (!listeners.has(type)) listeners.set(type, new Set());
@@ -202,6 +203,7 @@ function onMessage(ev) {
     case "device_status": onStatus(msg); break;
     case "device_stats": onStats(msg); break;
     case "command_status": emit("command", msg); break;
+    case "history": emit("history", msg); break;
     case "error": console.warn(`sensor hub error ${msg.code}: ${msg.message}`); emit("error", msg); break;
     default: break; // unknown types (and ack, pong, aggregates) are ignored on purpose
   }
