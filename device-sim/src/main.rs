@@ -30,6 +30,10 @@ enum Command {
         /// Run only these scenarios (comma-separated: ingest, latency, fanout).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Run the hub without its history database (storage.enabled =
+        /// false), to compare with the default.
+        #[arg(long)]
+        no_storage: bool,
     },
     /// Send a fleet's readings to a hub until interrupted (or for
     /// --duration-s), with faults injected if asked.
@@ -47,7 +51,8 @@ async fn main() -> anyhow::Result<()> {
             runs,
             json,
             only,
-        } => bench(hub_bin, quick, runs, json, only).await,
+            no_storage,
+        } => bench(hub_bin, quick, runs, json, only, no_storage).await,
         Command::Run(args) => device_sim::run_command::run(args).await,
     }
 }
@@ -80,6 +85,7 @@ async fn bench(
     runs: Option<usize>,
     json: bool,
     only: Vec<String>,
+    no_storage: bool,
 ) -> anyhow::Result<()> {
     let hub_bin = match hub_bin {
         Some(path) => path,
@@ -100,6 +106,7 @@ async fn bench(
     if let Some(runs) = runs {
         config.runs = runs.max(1);
     }
+    config.storage = !no_storage;
     if !only.is_empty() {
         for name in &only {
             anyhow::ensure!(

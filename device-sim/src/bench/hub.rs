@@ -42,8 +42,9 @@ pub struct ProcSample {
 
 impl HubProcess {
     /// Starts `bin run` with loopback port-0 binds and the limits a
-    /// benchmark needs, and waits for it to report its addresses.
-    pub fn start(bin: &Path) -> anyhow::Result<HubProcess> {
+    /// benchmark needs (history on or off as `storage` says), and waits for
+    /// it to report its addresses.
+    pub fn start(bin: &Path, storage: bool) -> anyhow::Result<HubProcess> {
         let storage_dir = std::env::temp_dir().join(format!(
             "device-sim-bench-{}-{}",
             std::process::id(),
@@ -54,6 +55,7 @@ impl HubProcess {
         let mut child = Command::new(bin)
             .arg("run")
             .env("SENSOR_HUB__STORAGE__PATH", storage_dir.join("history.db"))
+            .env("SENSOR_HUB__STORAGE__ENABLED", storage.to_string())
             .env("SENSOR_HUB__UDP__BIND", "127.0.0.1:0")
             .env("SENSOR_HUB__CONTROL__BIND", "127.0.0.1:0")
             .env("SENSOR_HUB__HTTP__BIND", "127.0.0.1:0")
@@ -160,6 +162,26 @@ impl HubProcess {
     pub fn counter(&self, key: &str) -> anyhow::Result<u64> {
         let v = self.api_hub()?;
         Ok(v[key].as_u64().unwrap_or(0))
+    }
+
+    /// Waits until the history has written everything queued (nothing
+    /// waiting, and the written count stable over one flush interval), at
+    /// most `limit`. Returns `/api/hub`'s `history` object then (null when
+    /// storage is off).
+    pub fn history_drained(&self, limit: Duration) -> anyhow::Result<serde_json::Value> {
+        let deadline = Instant::now() + limit;
+        let mut last = self.api_hub()?["history"].clone();
+        loop {
+            if last.is_null() || Instant::now() >= deadline {
+                return Ok(last);
+            }
+            std::thread::sleep(Duration::from_millis(1_100));
+            let now = self.api_hub()?["history"].clone();
+            if now["waiting"] == 0 && now["written"] == last["written"] {
+                return Ok(now);
+            }
+            last = now;
+        }
     }
 
     /// Waits until `datagrams_received` stops growing (the socket is drained).

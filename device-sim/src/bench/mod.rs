@@ -46,6 +46,9 @@ pub struct BenchConfig {
     pub fanout_duration: Duration,
     /// Devices the ingest and latency senders cycle through.
     pub devices: u32,
+    /// Run the hub with its history database (as it ships); false sets
+    /// `storage.enabled = false`, for a before/after comparison.
+    pub storage: bool,
 }
 
 impl BenchConfig {
@@ -62,6 +65,7 @@ impl BenchConfig {
             fanout_devices: 1_000,
             fanout_duration: Duration::from_secs(5),
             devices: 1_000,
+            storage: true,
         }
     }
 
@@ -78,6 +82,7 @@ impl BenchConfig {
             fanout_devices: 100,
             fanout_duration: Duration::from_millis(1_500),
             devices: 100,
+            storage: true,
         }
     }
 }

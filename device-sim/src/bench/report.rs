@@ -39,6 +39,12 @@ pub struct IngestResult {
     pub ratio: f64,
     /// Readings/s the hub accepted.
     pub hub_readings_per_s: f64,
+    /// Percent of the accepted readings written to the history database
+    /// once it had caught up (none: storage off).
+    pub history_stored_pct: Option<f64>,
+    /// Accepted readings the history did not store (queue full, write
+    /// failed, not finite); none: storage off.
+    pub history_dropped: Option<u64>,
     /// Datagrams the kernel dropped on the hub's socket.
     pub kernel_drops: u64,
     /// Hub CPU, percent of one core.
@@ -152,8 +158,16 @@ impl BenchReport {
         let _ = writeln!(o, "ingest (datagrams/s)");
         let _ = writeln!(
             o,
-            "{:>10} {:>10} {:>10} {:>10} {:>7} {:>11} {:>7} {:>8}",
-            "offered", "sent", "raw sink", "hub", "ratio", "kernel drop", "hub cpu", "peak RSS"
+            "{:>10} {:>10} {:>10} {:>10} {:>7} {:>11} {:>7} {:>8} {:>8}",
+            "offered",
+            "sent",
+            "raw sink",
+            "hub",
+            "ratio",
+            "kernel drop",
+            "hub cpu",
+            "peak RSS",
+            "stored"
         );
         for r in &self.ingest {
             let offered = if r.offered_per_s == 0 {
@@ -161,9 +175,12 @@ impl BenchReport {
             } else {
                 r.offered_per_s.to_string()
             };
+            let stored = r
+                .history_stored_pct
+                .map_or("off".to_string(), |p| format!("{p:.1}%"));
             let _ = writeln!(
                 o,
-                "{offered:>10} {:>10.0} {:>10.0} {:>10.0} {:>6.1}% {:>11} {:>6.0}% {:>5} MiB",
+                "{offered:>10} {:>10.0} {:>10.0} {:>10.0} {:>6.1}% {:>11} {:>6.0}% {:>5} MiB {stored:>8}",
                 r.sent_per_s,
                 r.sink_per_s,
                 r.hub_per_s,

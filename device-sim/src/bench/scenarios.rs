@@ -27,7 +27,8 @@ async fn blocking<T: Send + 'static>(
 
 async fn start_hub(config: &BenchConfig) -> anyhow::Result<Arc<HubProcess>> {
     let bin = config.hub_bin.clone();
-    let hub = Arc::new(blocking(move || HubProcess::start(&bin)).await?);
+    let storage = config.storage;
+    let hub = Arc::new(blocking(move || HubProcess::start(&bin, storage)).await?);
     tokio::time::sleep(WARM_UP).await;
     Ok(hub)
 }
@@ -88,6 +89,17 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             hub_per_s: median(runs.iter().map(|r| r.hub_per_s).collect()),
             ratio: median(runs.iter().map(|r| r.ratio).collect()),
             hub_readings_per_s: median(runs.iter().map(|r| r.hub_readings_per_s).collect()),
+            history_stored_pct: config
+                .storage
+                .then(|| median(runs.iter().filter_map(|r| r.history_stored_pct).collect())),
+            history_dropped: config.storage.then(|| {
+                median(
+                    runs.iter()
+                        .filter_map(|r| r.history_dropped)
+                        .map(|d| d as f64)
+                        .collect(),
+                ) as u64
+            }),
             kernel_drops: median(runs.iter().map(|r| r.kernel_drops as f64).collect()) as u64,
             hub_cpu_pct: median(runs.iter().map(|r| r.hub_cpu_pct).collect()),
             hub_peak_rss_kib: median(runs.iter().map(|r| r.hub_peak_rss_kib as f64).collect())
@@ -188,6 +200,21 @@ async fn ingest_once(config: &BenchConfig, rate: u64, ticks: u64) -> anyhow::Res
         ))
     })
     .await?;
+    let drained = hub.clone();
+    let history = blocking(move || drained.history_drained(Duration::from_secs(60))).await?;
+    let readings = readings1 - readings0;
+    let (history_stored_pct, history_dropped) = if history.is_null() {
+        (None, None)
+    } else {
+        let written = history["written"].as_u64().unwrap_or(0);
+        let dropped = history["dropped"]
+            .as_object()
+            .map_or(0, |d| d.values().filter_map(|v| v.as_u64()).sum());
+        (
+            Some(written as f64 * 100.0 / readings.max(1) as f64),
+            Some(dropped),
+        )
+    };
     let secs = sent.elapsed.as_secs_f64();
     let hub_per_s = (accepted1 - accepted0) as f64 / secs;
     Ok(IngestResult {
@@ -200,7 +227,9 @@ async fn ingest_once(config: &BenchConfig, rate: u64, ticks: u64) -> anyhow::Res
         } else {
             0.0
         },
-        hub_readings_per_s: (readings1 - readings0) as f64 / secs,
+        hub_readings_per_s: readings as f64 / secs,
+        history_stored_pct,
+        history_dropped,
         kernel_drops: drops1 - drops0,
         hub_cpu_pct: cpu_percent(&s0, &s1, ticks),
         hub_peak_rss_kib: hub.sample()?.peak_rss_kib,
