@@ -350,3 +350,6 @@ fn flush(inner: &Inner, store: &mut Store, last_error_log: &mut Option<Instant>)
     c.last_flush_us
         .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests;

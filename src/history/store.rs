@@ -321,6 +321,10 @@ impl Store {
                 let t = t.map(|t| t as u64);
                 device.record.last_seen_ms = device.record.last_seen_ms.max(t);
             }
+            if device.record.status_since_ms == 0 {
+                // Known only from its readings: offline since it was last heard.
+                device.record.status_since_ms = device.record.last_seen_ms.unwrap_or(0);
+            }
         }
         Ok(devices.into_values().collect())
     }

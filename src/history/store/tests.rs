@@ -180,6 +180,7 @@ fn devices_and_their_channels_are_loaded_back() {
     assert_eq!(devices[1].record.info, None);
     assert_eq!(devices[1].record.status, DeviceStatus::Offline);
     assert_eq!(devices[1].record.last_seen_ms, Some(T0 + 10));
+    assert_eq!(devices[1].record.status_since_ms, T0 + 10);
     assert_eq!(devices[1].channels, vec![2]);
 }
 
