@@ -1,29 +1,45 @@
 //! The history's SQLite database (rusqlite, bundled SQLite, WAL mode):
-//! opening or creating it with errors that say what to do, the schema,
-//! batched writes (raw readings plus the minute/hour roll-ups, one
-//! transaction per batch, together with the device records and the channels
-//! seen), retention, range queries per tier, and loading the devices back.
+//! opening or creating it with errors that say what to do, and the schema.
+//! Writing, compaction and retention are in [`write`](self) (`write.rs`),
+//! queries and loading the devices back in `read.rs`.
+//!
+//! Layout, chosen for few page writes (SD cards wear by pages written, not
+//! bytes stored): each flush appends its readings to `journal`, in arrival
+//! order with no index, so a commit touches the table's last pages only.
+//! Once a minute the closed minutes are moved out of the journal into `raw`
+//! (clustered by sensor and time, `WITHOUT ROWID`) and folded into the
+//! minute and hour aggregates in `agg`, so each sensor's pages are written
+//! once a minute instead of once a flush. Queries read the tier's table and
+//! the journal's rows of the sensor. Retention deletes by sensor, through
+//! the primary keys, so no index by time is needed.
 //!
 //! A file that exists but is not a sensor-hub database, or that SQLite
 //! finds damaged, is refused — never replaced by a new empty database.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension as _};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags};
 
-use super::{expired_before, Point, Reading, Retention, Rollup, Tier};
-use crate::registry::{DeviceRecord, DeviceStatus};
+use super::Tier;
+
+mod read;
+mod write;
+
+pub use read::StoredDevice;
 
 /// Schema version written into new databases.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, t_ms INTEGER NOT NULL,
+    device INTEGER NOT NULL, channel INTEGER NOT NULL, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS raw (
-    device INTEGER NOT NULL, channel INTEGER NOT NULL, t_ms INTEGER NOT NULL, value REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS raw_by_sensor ON raw (device, channel, t_ms);
-CREATE INDEX IF NOT EXISTS raw_by_time ON raw (t_ms);
+    device INTEGER NOT NULL, channel INTEGER NOT NULL, t_ms INTEGER NOT NULL,
+    id INTEGER NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (device, channel, t_ms, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agg (
     tier INTEGER NOT NULL, device INTEGER NOT NULL, channel INTEGER NOT NULL,
     bucket_ms INTEGER NOT NULL, count INTEGER NOT NULL, min REAL NOT NULL, max REAL NOT NULL,
@@ -33,7 +49,6 @@ CREATE TABLE IF NOT EXISTS devices (id INTEGER PRIMARY KEY, record TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS channels (
     device INTEGER NOT NULL, channel INTEGER NOT NULL, PRIMARY KEY (device, channel)) WITHOUT ROWID;
 ";
-
 /// Why the store cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -110,16 +125,9 @@ pub struct Store {
     conn: Connection,
     /// (device, channel) pairs already in the `channels` table.
     channels: HashSet<(u32, u8)>,
-}
-
-/// A device as loaded back: its record and the channels it sent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredDevice {
-    /// What was written last (for a device known only from its readings:
-    /// no info, `offline`).
-    pub record: DeviceRecord,
-    /// Channels it sent, ascending.
-    pub channels: Vec<u8>,
+    /// Journal rows before this time have been compacted (0: not yet since
+    /// opening, so the first write compacts what a crash left behind).
+    compacted_before_ms: u64,
 }
 
 impl Store {
@@ -167,7 +175,11 @@ impl Store {
             rows.collect::<rusqlite::Result<HashSet<(u32, u8)>>>()
         })()
         .map_err(|e| open_error(path, &e))?;
-        Ok(Store { conn, channels })
+        Ok(Store {
+            conn,
+            channels,
+            compacted_before_ms: 0,
+        })
     }
 
     /// A second, read-only connection to the database a [`Store`] opened at
@@ -178,213 +190,8 @@ impl Store {
         Ok(Store {
             conn,
             channels: HashSet::new(),
+            compacted_before_ms: 0,
         })
-    }
-
-    /// Writes a batch of readings and their roll-ups in one transaction.
-    /// Returns the readings written (NaN and infinities are skipped).
-    pub fn write(&mut self, readings: &[Reading]) -> Result<usize, StoreError> {
-        self.write_batch(readings, &[])
-    }
-
-    /// Writes readings, their roll-ups, the channels not seen before and
-    /// the device records in one transaction. Returns the readings written
-    /// (NaN and infinities are skipped).
-    pub fn write_batch(
-        &mut self,
-        readings: &[Reading],
-        devices: &[DeviceRecord],
-    ) -> Result<usize, StoreError> {
-        let mut rollup = Rollup::new();
-        let mut new_channels = Vec::new();
-        let tx = self.conn.transaction()?;
-        let mut written = 0;
-        {
-            let mut save = tx.prepare_cached(
-                "INSERT INTO devices (id, record) VALUES (?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET record = excluded.record",
-            )?;
-            for device in devices {
-                let json = serde_json::to_string(device)
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                save.execute(params![device.id, json])?;
-            }
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO raw (device, channel, t_ms, value) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for r in readings {
-                if rollup.add(r) {
-                    insert.execute(params![r.device, r.channel, r.t_ms as i64, r.value])?;
-                    written += 1;
-                }
-                if !self.channels.contains(&(r.device, r.channel)) {
-                    new_channels.push((r.device, r.channel));
-                }
-            }
-            new_channels.sort_unstable();
-            new_channels.dedup();
-            let mut channel = tx.prepare_cached(
-                "INSERT OR IGNORE INTO channels (device, channel) VALUES (?1, ?2)",
-            )?;
-            for &(device, ch) in &new_channels {
-                channel.execute(params![device, ch])?;
-            }
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO agg (tier, device, channel, bucket_ms, count, min, max, sum, last, last_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (tier, device, channel, bucket_ms) DO UPDATE SET
-                   count = count + excluded.count,
-                   min = min(min, excluded.min),
-                   max = max(max, excluded.max),
-                   sum = sum + excluded.sum,
-                   last = CASE WHEN excluded.last_ms >= last_ms THEN excluded.last ELSE last END,
-                   last_ms = max(last_ms, excluded.last_ms)",
-            )?;
-            for (key, a) in rollup.drain() {
-                upsert.execute(params![
-                    tier_code(key.tier),
-                    key.device,
-                    key.channel,
-                    key.bucket_start_ms as i64,
-                    a.count as i64,
-                    a.min,
-                    a.max,
-                    a.sum,
-                    a.last,
-                    a.last_ms as i64
-                ])?;
-            }
-        }
-        tx.commit()?;
-        self.channels.extend(new_channels);
-        Ok(written)
-    }
-
-    /// Every device written so far, by id, with the channels it sent. Its
-    /// last-seen time is the later of the record's and its latest reading.
-    /// A record that cannot be read back is skipped with a warning.
-    pub fn load_devices(&self) -> Result<Vec<StoredDevice>, StoreError> {
-        let mut devices: BTreeMap<u32, StoredDevice> = BTreeMap::new();
-        let mut stmt = self.conn.prepare("SELECT id, record FROM devices")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
-        for row in rows {
-            let (id, json) = row?;
-            match serde_json::from_str::<DeviceRecord>(&json) {
-                Ok(record) if record.id == id => {
-                    devices.insert(
-                        id,
-                        StoredDevice {
-                            record,
-                            channels: Vec::new(),
-                        },
-                    );
-                }
-                Ok(_) | Err(_) => {
-                    tracing::warn!(
-                        device = id,
-                        "skipping an unreadable device record in the history database"
-                    );
-                }
-            }
-        }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT device, channel FROM channels ORDER BY device, channel")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u8>(1)?)))?;
-        for row in rows {
-            let (id, channel) = row?;
-            devices
-                .entry(id)
-                .or_insert_with(|| StoredDevice {
-                    record: DeviceRecord {
-                        id,
-                        info: None,
-                        status: DeviceStatus::Offline,
-                        status_since_ms: 0,
-                        last_seen_ms: None,
-                    },
-                    channels: Vec::new(),
-                })
-                .channels
-                .push(channel);
-        }
-        // Per channel, so each is one lookup at the end of the index.
-        let mut latest = self
-            .conn
-            .prepare("SELECT max(t_ms) FROM raw WHERE device = ?1 AND channel = ?2")?;
-        for device in devices.values_mut() {
-            for &channel in &device.channels {
-                let t: Option<i64> = latest
-                    .query_row(params![device.record.id, channel], |r| r.get(0))
-                    .optional()?
-                    .flatten();
-                let t = t.map(|t| t as u64);
-                device.record.last_seen_ms = device.record.last_seen_ms.max(t);
-            }
-            if device.record.status_since_ms == 0 {
-                // Known only from its readings: offline since it was last heard.
-                device.record.status_since_ms = device.record.last_seen_ms.unwrap_or(0);
-            }
-        }
-        Ok(devices.into_values().collect())
-    }
-
-    /// Deletes what each tier no longer keeps at `now_ms`; returns rows deleted.
-    pub fn expire(&mut self, now_ms: u64, retention: &Retention) -> Result<usize, StoreError> {
-        let raw_cut = expired_before(Tier::Raw, now_ms, retention) as i64;
-        let mut deleted = self
-            .conn
-            .execute("DELETE FROM raw WHERE t_ms < ?1", params![raw_cut])?;
-        for tier in [Tier::Minute, Tier::Hour] {
-            let cut = expired_before(tier, now_ms, retention) as i64;
-            deleted += self.conn.execute(
-                "DELETE FROM agg WHERE tier = ?1 AND bucket_ms < ?2",
-                params![tier_code(tier), cut],
-            )?;
-        }
-        Ok(deleted)
-    }
-
-    /// The points of one sensor in `[from_ms, to_ms)` from `tier`, by time.
-    pub fn query(
-        &self,
-        device: u32,
-        channel: u8,
-        from_ms: u64,
-        to_ms: u64,
-        tier: Tier,
-    ) -> Result<Vec<Point>, StoreError> {
-        let (from, to) = (from_ms as i64, to_ms as i64);
-        let points = if tier == Tier::Raw {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT t_ms, value FROM raw WHERE device = ?1 AND channel = ?2 AND t_ms >= ?3 AND t_ms < ?4 ORDER BY t_ms",
-            )?;
-            let rows = stmt.query_map(params![device, channel, from, to], |r| {
-                Ok(Point::raw(r.get::<_, i64>(0)? as u64, r.get(1)?))
-            })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
-        } else {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT bucket_ms, count, min, max, sum, last FROM agg
-                 WHERE tier = ?1 AND device = ?2 AND channel = ?3 AND bucket_ms >= ?4 AND bucket_ms < ?5
-                 ORDER BY bucket_ms",
-            )?;
-            let rows =
-                stmt.query_map(params![tier_code(tier), device, channel, from, to], |r| {
-                    let count = r.get::<_, i64>(1)? as u64;
-                    let sum: f64 = r.get(4)?;
-                    Ok(Point {
-                        t_ms: r.get::<_, i64>(0)? as u64,
-                        count,
-                        min: r.get(2)?,
-                        max: r.get(3)?,
-                        mean: if count == 0 { 0.0 } else { sum / count as f64 },
-                        last: r.get(5)?,
-                    })
-                })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        Ok(points)
     }
 }
 

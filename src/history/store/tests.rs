@@ -1,6 +1,7 @@
 //! The store on real files in a temporary directory.
 
 use super::*;
+use crate::history::{Reading, Retention};
 
 const T0: u64 = 1_763_730_000_000; // a minute and an hour boundary
 
@@ -201,4 +202,62 @@ fn a_reader_sees_what_the_writer_committed() {
             .len(),
         1
     );
+}
+
+fn rows(store: &Store, table: &str) -> i64 {
+    store
+        .conn
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn the_journal_holds_the_open_minute_and_closed_minutes_move_to_raw_and_agg() {
+    let dir = TempDir::new("journal");
+    {
+        let mut store = Store::open(&dir.file()).unwrap();
+        // T0 is a minute boundary: 50 s of the first minute.
+        for i in 0..50 {
+            store.write(&[reading(T0 + i * 1_000, i as f64)]).unwrap();
+        }
+        assert_eq!((rows(&store, "journal"), rows(&store, "raw")), (50, 0));
+        assert_eq!(rows(&store, "agg"), 0);
+        // Queries see the journal, in every tier.
+        assert_eq!(
+            store.query(7, 1, T0, T0 + 60_000, Tier::Raw).unwrap().len(),
+            50
+        );
+        let minute = store.query(7, 1, T0, T0 + 60_000, Tier::Minute).unwrap();
+        assert_eq!(
+            (minute.len(), minute[0].count, minute[0].max),
+            (1, 50, 49.0)
+        );
+        // The first reading of the next minute closes the first.
+        store.write(&[reading(T0 + 60_000, 60.0)]).unwrap();
+        assert_eq!((rows(&store, "journal"), rows(&store, "raw")), (1, 50));
+        assert_eq!(rows(&store, "agg"), 2, "one minute and one hour bucket");
+        let raw = store.query(7, 1, T0, T0 + 120_000, Tier::Raw).unwrap();
+        assert_eq!(raw.len(), 51);
+        let hour = store.query(7, 1, T0, T0 + 3_600_000, Tier::Hour).unwrap();
+        assert_eq!((hour.len(), hour[0].count, hour[0].last), (1, 51, 60.0));
+        // Dropped without closing: what a crash leaves.
+        store.write(&[reading(T0 + 61_000, 61.0)]).unwrap();
+    }
+    let mut store = Store::open(&dir.file()).unwrap();
+    assert_eq!(rows(&store, "journal"), 2, "the open minute survived");
+    // A late reading for a closed minute (a clock step) is merged into it.
+    store
+        .write(&[reading(T0 + 10_500, 100.0), reading(T0 + 62_000, 62.0)])
+        .unwrap();
+    assert_eq!(rows(&store, "journal"), 3);
+    store.write(&[reading(T0 + 120_000, 0.0)]).unwrap();
+    assert_eq!((rows(&store, "journal"), rows(&store, "raw")), (1, 54));
+    let minutes = store.query(7, 1, T0, T0 + 180_000, Tier::Minute).unwrap();
+    let summary: Vec<(u64, f64)> = minutes.iter().map(|p| (p.count, p.max)).collect();
+    assert_eq!(summary, vec![(51, 100.0), (3, 62.0), (1, 0.0)]);
+    let raw = store
+        .query(7, 1, T0 + 10_000, T0 + 11_000, Tier::Raw)
+        .unwrap();
+    let values: Vec<f64> = raw.iter().map(|p| p.mean).collect();
+    assert_eq!(values, vec![10.0, 100.0], "in time order");
 }
