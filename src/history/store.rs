@@ -140,6 +140,9 @@ impl Store {
         let setup = || -> rusqlite::Result<()> {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
+            // Room for a whole minute's compaction of a large fleet, so pages
+            // are not spilled to the WAL and written again (16 MiB at most).
+            conn.pragma_update(None, "cache_size", -16_384)?;
             let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
             if check != "ok" {
                 return Err(rusqlite::Error::SqliteFailure(
