@@ -14,6 +14,9 @@ pub mod service;
 pub mod store;
 pub mod tier;
 
+#[cfg(test)]
+mod test_dir;
+
 pub use reduce::{reduce, Point};
 pub use rollup::{Aggregate, BucketKey, Reading, Rollup};
 pub use service::History;

@@ -2,37 +2,18 @@
 //! answers, that answers never exceed `max_points`, and that readings still
 //! waiting for a flush are seen exactly once.
 
-use std::path::PathBuf;
-
 use sensor_hub_protocol::{Reading as Wire, Value};
 
 use super::*;
 use crate::history::query::RangeRequest;
+use crate::history::test_dir::TempDir;
 
 const HOUR: u64 = 3_600_000;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("sensor-hub-service-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn config(dir: &TempDir, flush_interval_ms: u64) -> StorageConfig {
     StorageConfig {
         enabled: true,
-        path: dir.0.join("history.db"),
+        path: dir.file(),
         flush_interval_ms,
         queue_readings: 1_000_000,
         raw_retention_hours: 24,

@@ -1,30 +1,10 @@
 //! The store on real files in a temporary directory.
 
 use super::*;
+use crate::history::test_dir::TempDir;
 use crate::history::{Reading, Retention};
 
 const T0: u64 = 1_763_730_000_000; // a minute and an hour boundary
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("sensor-hub-store-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn file(&self) -> PathBuf {
-        self.0.join("history.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn reading(t_ms: u64, value: f64) -> Reading {
     Reading {
