@@ -10,7 +10,7 @@
 //! a writer that needs more than 1,000 ms per batch falls behind), database
 //! bytes per reading (the `.db` file plus `-wal` after
 //! `PRAGMA wal_checkpoint(TRUNCATE)`), how those bytes split between raw rows
-//! (table and its two indexes) and aggregates (SQLite's `dbstat` table), and
+//! (tables `journal` and `raw`) and aggregates (SQLite's `dbstat` table), and
 //! the bytes the process handed to the kernel while writing (`wchar` of
 //! `/proc/self/io`: WAL frames plus checkpoint copies into the database) and
 //! the bytes it caused to be sent to storage (`write_bytes`). From those it
@@ -250,12 +250,8 @@ impl Io {
 /// Bytes of the database by what they hold (from `dbstat`).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Split {
-    /// Table `raw` and its indexes `raw_by_sensor`, `raw_by_time`.
+    /// Raw readings: tables `journal` (the open minute) and `raw`.
     pub raw_bytes: u64,
-    /// Of those, the index `raw_by_sensor` alone.
-    pub raw_by_sensor_bytes: u64,
-    /// Of those, the index `raw_by_time` alone.
-    pub raw_by_time_bytes: u64,
     /// Table `agg` (minute and hour aggregates).
     pub agg_bytes: u64,
     /// Every other b-tree (schema, `meta`, devices, channels) and free
@@ -524,15 +520,7 @@ fn split(conn: &Connection, db_bytes: u64) -> Option<Split> {
         let (name, bytes) = row.ok()?;
         let bytes = u64::try_from(bytes).ok()?;
         match name.as_str() {
-            "raw" => s.raw_bytes += bytes,
-            "raw_by_sensor" => {
-                s.raw_bytes += bytes;
-                s.raw_by_sensor_bytes = bytes;
-            }
-            "raw_by_time" => {
-                s.raw_bytes += bytes;
-                s.raw_by_time_bytes = bytes;
-            }
+            "raw" | "journal" => s.raw_bytes += bytes,
             "agg" => s.agg_bytes += bytes,
             _ => s.other_bytes += bytes,
         }
@@ -547,12 +535,6 @@ impl Split {
     fn since(self, before: Split) -> Split {
         Split {
             raw_bytes: self.raw_bytes.saturating_sub(before.raw_bytes),
-            raw_by_sensor_bytes: self
-                .raw_by_sensor_bytes
-                .saturating_sub(before.raw_by_sensor_bytes),
-            raw_by_time_bytes: self
-                .raw_by_time_bytes
-                .saturating_sub(before.raw_by_time_bytes),
             agg_bytes: self.agg_bytes.saturating_sub(before.agg_bytes),
             other_bytes: self.other_bytes.saturating_sub(before.other_bytes),
         }
