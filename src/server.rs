@@ -166,10 +166,16 @@ async fn open_history(config: &HubConfig) -> anyhow::Result<(Option<History>, Ve
         return Ok((None, Vec::new()));
     }
     let storage = config.storage.clone();
+    let started = std::time::Instant::now();
     let (history, devices) = tokio::task::spawn_blocking(move || History::open(&storage))
         .await
         .context("opening the history database")??;
-    tracing::info!(path = %config.storage.path.display(), "history database open");
+    tracing::info!(
+        path = %config.storage.path.display(),
+        // Mostly the integrity check, which reads the whole file.
+        took_ms = started.elapsed().as_millis() as u64,
+        "history database open"
+    );
     Ok((Some(history), devices))
 }
 
