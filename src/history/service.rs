@@ -309,6 +309,9 @@ fn write_loop(inner: &Inner, mut store: Store) {
             }
         }
         if stopping {
+            if let Err(e) = store.checkpoint() {
+                tracing::warn!(error = %e, "could not fold the history's write-ahead log into the database at stop; it is replayed at the next start");
+            }
             return;
         }
     }

@@ -69,6 +69,15 @@ impl Store {
         Ok(written)
     }
 
+    /// Copies the write-ahead log into the database file and empties it,
+    /// so that after a clean stop the `.db` file alone holds everything
+    /// (one file to back up).
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Deletes what each tier no longer keeps at `now_ms`; returns rows deleted.
     pub fn expire(&mut self, now_ms: u64, retention: &Retention) -> Result<usize, StoreError> {
         let raw_cut = expired_before(Tier::Raw, now_ms, retention) as i64;
