@@ -101,15 +101,28 @@ async function viaHttp({ device, sensor, from, to, max_points }) {
   return body;
 }
 
-/** The checked answer: points { t, mean, min, max, count } with increasing t, and step (ms each covers). */
+/** The checked answer: points { t, mean, min, max, count } with increasing t, and step (ms each covers).
+ *  Raw readings that share a millisecond become one point (counts and extremes kept); points out of
+ *  order or without a value are skipped. */
 function clean(body) {
   const points = [];
   for (const p of Array.isArray(body?.points) ? body.points : []) {
-    if (!p || !isNum(p.t) || (points.length && p.t <= points[points.length - 1].t)) continue;
+    if (!p || !isNum(p.t)) continue;
     const mean = isNum(p.mean) ? p.mean : isNum(p.last) ? p.last : null;
     if (mean === null) continue;
-    points.push({ t: p.t, mean, min: isNum(p.min) ? Math.min(p.min, mean) : mean,
-      max: isNum(p.max) ? Math.max(p.max, mean) : mean, count: isNum(p.count) ? p.count : 1 });
+    const point = { t: p.t, mean, min: isNum(p.min) ? Math.min(p.min, mean) : mean,
+      max: isNum(p.max) ? Math.max(p.max, mean) : mean, count: isNum(p.count) && p.count > 0 ? p.count : 1 };
+    const last = points[points.length - 1];
+    if (last && point.t < last.t) continue;
+    if (last && point.t === last.t) {
+      const count = last.count + point.count;
+      last.mean = (last.mean * last.count + point.mean * point.count) / count;
+      last.min = Math.min(last.min, point.min);
+      last.max = Math.max(last.max, point.max);
+      last.count = count;
+      continue;
+    }
+    points.push(point);
   }
   return { points, step: isNum(body?.step_ms) && body.step_ms > 0 ? body.step_ms : 1 };
 }
