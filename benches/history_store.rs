@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use device_sim::bench::report::median;
 use device_sim::{build_fleet, FleetSpec, SimDevice};
 use rusqlite::Connection;
 use sensor_hub::history::{Reading, Store};
@@ -484,17 +485,6 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
-}
-
-/// The median of `values` (mean of the middle two for an even count).
-pub fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => values[n / 2],
-        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
 }
 
 fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {

@@ -11,6 +11,7 @@ use crate::history::query::{Answer, RangeRequest, SensorRef};
 use crate::history::StoreError;
 use crate::hub::{unix_ms, Hub};
 use crate::state::HubState;
+use crate::views::sensor_channels;
 
 /// History queries running or waiting for the database at once.
 pub const MAX_QUERIES: usize = 8;
@@ -40,6 +41,9 @@ pub enum HistoryError {
     /// Too many queries at once.
     #[error("too many history queries at once; retry in a moment")]
     Busy,
+    /// The query's thread ended without an answer (it panicked).
+    #[error("the history query failed unexpectedly; the hub's log says why")]
+    Aborted,
     /// The database failed.
     #[error("{0}; {hint}", hint = .0.hint())]
     Failed(#[from] StoreError),
@@ -53,7 +57,7 @@ impl HistoryError {
             HistoryError::Busy => 429,
             HistoryError::UnknownDevice(_) | HistoryError::UnknownSensor { .. } => 404,
             HistoryError::BadRange(_) => 400,
-            HistoryError::Failed(_) => 500,
+            HistoryError::Failed(_) | HistoryError::Aborted => 500,
         }
     }
 
@@ -87,7 +91,7 @@ pub async fn answer(
         history.query(device, channel, range, now)
     })
     .await
-    .map_err(|_| HistoryError::Busy)??;
+    .map_err(|_| HistoryError::Aborted)??;
     answer.id = id;
     Ok(answer)
 }
@@ -103,15 +107,7 @@ fn resolve(state: &HubState, device: DeviceId, sensor: &SensorRef) -> Result<u8,
         .and_then(|e| e.info.as_ref())
         .map(|i| i.sensors.as_slice())
         .unwrap_or_default();
-    let mut channels: Vec<u8> = declared.iter().map(|s| s.channel).collect();
-    channels.extend(data.into_iter().flat_map(|d| d.sensors.keys().copied()));
-    channels.extend(
-        entry
-            .into_iter()
-            .flat_map(|e| e.known_channels.iter().copied()),
-    );
-    channels.sort_unstable();
-    channels.dedup();
+    let channels = sensor_channels(data, entry);
     let found = match sensor {
         SensorRef::Channel(c) => channels.contains(c).then_some(*c),
         SensorRef::Name(name) => declared

@@ -145,15 +145,11 @@ pub struct DeviceView<'a> {
     sensors: Vec<SensorView<'a>>,
 }
 
-fn device_view<'a>(
-    id: u32,
-    data: Option<&'a DeviceState>,
-    entry: Option<&'a DeviceEntry>,
-    subscription: Option<&Subscription>,
-    now_ms: u64,
-) -> DeviceView<'a> {
-    let info = entry.and_then(|e| e.info.as_ref());
-    let mut channels: BTreeSet<u8> = info
+/// Every channel of a device: declared in its hello, seen in its data, or
+/// known from before a restart.
+pub fn sensor_channels(data: Option<&DeviceState>, entry: Option<&DeviceEntry>) -> BTreeSet<u8> {
+    let mut channels: BTreeSet<u8> = entry
+        .and_then(|e| e.info.as_ref())
         .map(|i| i.sensors.iter().map(|s| s.channel).collect())
         .unwrap_or_default();
     if let Some(d) = data {
@@ -162,7 +158,18 @@ fn device_view<'a>(
     if let Some(e) = entry {
         channels.extend(&e.known_channels);
     }
-    let sensors = channels
+    channels
+}
+
+fn device_view<'a>(
+    id: u32,
+    data: Option<&'a DeviceState>,
+    entry: Option<&'a DeviceEntry>,
+    subscription: Option<&Subscription>,
+    now_ms: u64,
+) -> DeviceView<'a> {
+    let info = entry.and_then(|e| e.info.as_ref());
+    let sensors = sensor_channels(data, entry)
         .into_iter()
         .filter(|&c| subscription.is_none_or(|s| s.covers_channel(c)))
         .map(|channel| {
