@@ -11,6 +11,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sensor_hub::aggregate::sequence::SeqTracker;
 use sensor_hub::aggregate::window::Window;
+use sensor_hub::clock::Now;
 use sensor_hub::registry::{Registry, RegistryConfig};
 use sensor_hub::state::{HubState, WindowConfig};
 use sensor_hub_protocol::{decode_datagram, encode_datagram, Datagram, Reading, Value};
@@ -44,7 +45,7 @@ fn datagram(device_id: u32, seq: u32) -> Vec<u8> {
     encode_datagram(&d, &mut buf).unwrap().to_vec()
 }
 
-fn state(devices: usize) -> HubState {
+fn state(devices: usize) -> (HubState, Registry) {
     let registry = Registry::new(RegistryConfig {
         max_devices: devices,
         default_interval_ms: 1_000,
@@ -59,7 +60,7 @@ fn state(devices: usize) -> HubState {
         windows_ms: vec![10_000, 60_000],
         buckets: 10,
     };
-    HubState::new(devices, windows, registry)
+    (HubState::new(windows), registry)
 }
 
 fn decode(c: &mut Criterion) {
@@ -84,16 +85,17 @@ fn ingest(c: &mut Criterion) {
     let mut g = c.benchmark_group("ingest");
     g.throughput(Throughput::Elements(1));
     g.bench_function("1000_devices_three_readings", |b| {
-        let mut s = state(DEVICES as usize);
+        let (mut s, mut registry) = state(DEVICES as usize);
         let mut i = 0usize;
         let mut now = NOW;
         b.iter(|| {
-            let r = s.ingest(black_box(&packets[i]), from, now);
+            let bytes = black_box(&packets[i]);
+            let r = s.ingest(&mut registry, bytes, bytes.len(), from, Now::at(now, now));
             i = (i + 1) % packets.len();
             if i == 0 {
                 now += 16_000; // keep sequence numbers moving forward in time
             }
-            let _ = s.registry.take_effects();
+            let _ = registry.take_effects();
             r
         })
     });

@@ -219,18 +219,6 @@ pub struct StorageConfig {
     pub hour_retention_days: u64,
 }
 
-impl StorageConfig {
-    /// How long each tier is kept.
-    pub fn retention(&self) -> crate::history::Retention {
-        const HOUR_MS: u64 = 3_600_000;
-        crate::history::Retention {
-            raw_ms: self.raw_retention_hours.saturating_mul(HOUR_MS),
-            minute_ms: self.minute_retention_days.saturating_mul(24 * HOUR_MS),
-            hour_ms: self.hour_retention_days.saturating_mul(24 * HOUR_MS),
-        }
-    }
-}
-
 impl HubConfig {
     /// Built-in defaults only.
     pub fn defaults() -> Result<HubConfig, ConfigError> {

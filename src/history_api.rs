@@ -4,14 +4,15 @@
 //! blocking thread, at most [`MAX_QUERIES`] at once (more are refused as
 //! busy, so a burst of requests cannot pile up threads).
 
+use std::sync::Arc;
+
 use sensor_hub_protocol::DeviceId;
 use serde_json::Value;
 
+use crate::clock::Now;
+use crate::core::{Core, SensorCatalog};
 use crate::history::query::{Answer, RangeRequest, SensorRef};
 use crate::history::StoreError;
-use crate::hub::{unix_ms, Hub};
-use crate::state::HubState;
-use crate::views::sensor_channels;
 
 /// History queries running or waiting for the database at once.
 pub const MAX_QUERIES: usize = 8;
@@ -73,17 +74,21 @@ impl HistoryError {
     }
 }
 
-/// Answers a history request; `id` is echoed in the answer.
+/// Answers a history request at `now`; `id` is echoed in the answer.
 pub async fn answer(
-    hub: &Hub,
+    core: &Arc<Core>,
     device: DeviceId,
     sensor: &SensorRef,
     request: &RangeRequest,
     id: Option<Value>,
+    now: Now,
 ) -> Result<Answer, HistoryError> {
-    let history = hub.history().cloned().ok_or(HistoryError::Disabled)?;
-    let channel = resolve(&hub.lock_state(), device, sensor)?;
-    let now = unix_ms();
+    let history = core.history().cloned().ok_or(HistoryError::Disabled)?;
+    let catalog = core
+        .sensor_catalog(device)
+        .ok_or(HistoryError::UnknownDevice(device))?;
+    let channel = resolve(&catalog, device, sensor)?;
+    let now = now.wall_ms;
     let range = request.validate(now).map_err(HistoryError::BadRange)?;
     let slot = history.query_slot(MAX_QUERIES).ok_or(HistoryError::Busy)?;
     let mut answer = tokio::task::spawn_blocking(move || {
@@ -97,17 +102,13 @@ pub async fn answer(
 }
 
 /// The channel `sensor` names on `device`.
-fn resolve(state: &HubState, device: DeviceId, sensor: &SensorRef) -> Result<u8, HistoryError> {
-    let data = state.device(device);
-    let entry = state.registry.device(device);
-    if data.is_none() && entry.is_none() {
-        return Err(HistoryError::UnknownDevice(device));
-    }
-    let declared = entry
-        .and_then(|e| e.info.as_ref())
-        .map(|i| i.sensors.as_slice())
-        .unwrap_or_default();
-    let channels = sensor_channels(data, entry);
+fn resolve(
+    catalog: &SensorCatalog,
+    device: DeviceId,
+    sensor: &SensorRef,
+) -> Result<u8, HistoryError> {
+    let declared = catalog.declared.as_slice();
+    let channels = &catalog.channels;
     let found = match sensor {
         SensorRef::Channel(c) => channels.contains(c).then_some(*c),
         SensorRef::Name(name) => declared

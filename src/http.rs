@@ -1,65 +1,81 @@
-//! The HTTP application, built by one function ([`routes`]) so tests can
-//! drive it with `warp::test` without a server: embedded dashboard files,
-//! `GET /api/devices`, `POST /api/devices/{id}/commands`,
+//! The HTTP application, built by one function ([`routes`]) from an
+//! [`HttpContext`], so tests can drive it with `warp::test` without a
+//! server: embedded dashboard files, `GET /api/devices`,
+//! `POST /api/devices/{id}/commands`,
 //! `GET /api/devices/{id}/sensors/{sensor}/history`, `GET /api/hub`,
-//! `GET /healthz`, `GET /metrics` and `/ws`.
+//! `GET /healthz`, `GET /metrics` and `/ws`. docs/openapi.yaml describes
+//! every path, and a test checks real answers against it.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use strum::IntoEnumIterator as _;
 use tokio::sync::broadcast::error::RecvError;
-use warp::http::{header, Response, StatusCode};
+use tokio_util::task::TaskTracker;
+use warp::http::{Response, StatusCode};
 use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection, Reply};
 
 use crate::assets;
 use crate::command_json::parse_command;
+use crate::core::{Core, SubmitError};
 use crate::history::query::{RangeRequest, SensorRef};
 use crate::history_api::{self, HistoryError};
-use crate::hub::{unix_ms, Hub};
-use crate::registry::{kind_of, CommandRecord, CommandState, Origin};
-use crate::views::{self, DeviceView};
-use crate::ws;
+use crate::ingest::IngestMetrics;
+use crate::metrics;
+use crate::registry::{kind_of, CommandRecord, CommandState, DeviceStatus, Origin};
+use crate::response::{json_error, response};
+use crate::state::DropReason;
+use crate::supervisor::Health;
+use crate::views::DeviceView;
+use crate::ws::{self, WsContext};
 
-/// A response with a fixed body and the headers every answer carries.
-pub(crate) fn response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Bytes> {
-    let mut r = Response::new(body.into());
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        header::HeaderValue::from_static("nosniff"),
-    );
-    r
+/// How long `POST /api/devices/{id}/commands` waits for a final state when
+/// the request gives no `timeout_ms`: long enough for a device on the LAN
+/// to answer, short enough that a script never hangs for the whole
+/// command TTL; the answer is then 202 with the current state.
+pub const DEFAULT_COMMAND_WAIT_MS: u64 = 5_000;
+/// Longest wait a `timeout_ms` may ask for, ms (ten minutes); larger values
+/// are capped to it.
+pub const MAX_COMMAND_WAIT_MS: u64 = 600_000;
+
+/// Everything the HTTP application needs.
+#[derive(Debug, Clone)]
+pub struct HttpContext {
+    /// The hub's state.
+    pub core: Arc<Core>,
+    /// What `/ws` clients need.
+    pub ws: WsContext,
+    /// Tracks WebSocket client tasks.
+    pub tasks: TaskTracker,
+    /// Every family of `/metrics`.
+    pub metrics: Arc<metrics::Registry>,
+    /// Which tasks failed (`/healthz`).
+    pub health: Health,
+    /// The UDP socket's figures (for `/api/hub`).
+    pub ingest: Arc<IngestMetrics>,
+    /// When the hub started (monotonic ms of the context's clock).
+    pub started_mono_ms: u64,
 }
 
 #[derive(Serialize)]
-struct DevicesView<'a> {
+struct DevicesView {
     hub_time_ms: u64,
-    devices: Vec<DeviceView<'a>>,
+    devices: Vec<DeviceView>,
 }
 
 /// JSON body of `GET /api/devices`: every device the data plane or the
-/// control plane knows (see [`views`]).
-pub fn devices_json(hub: &Hub) -> String {
-    let state = hub.lock_state();
-    let now = unix_ms();
+/// control plane knows (copied out under the core's lock, serialised
+/// after it).
+pub fn devices_json(ctx: &HttpContext) -> String {
+    let now = ctx.ws.clock.now();
+    let snapshot = ctx.core.snapshot(None, now);
     let view = DevicesView {
-        hub_time_ms: now,
-        devices: views::devices(&state, None, now),
+        hub_time_ms: now.wall_ms,
+        devices: snapshot.devices,
     };
     serde_json::to_string(&view).unwrap_or_default()
 }
@@ -89,76 +105,137 @@ fn command_json(record: &CommandRecord) -> String {
     .unwrap_or_default()
 }
 
-fn json_error(status: StatusCode, message: String) -> Response<Bytes> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    response(status, "application/json", body)
-}
+/// Largest body `POST /api/devices/{id}/commands` reads, bytes.
+pub const MAX_COMMAND_BODY_BYTES: u64 = 16 * 1024;
 
 /// Query of `POST /api/devices/{id}/commands`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, PartialEq)]
 struct CommandQuery {
     /// Queue the command while the device has no session (default true).
     wait: Option<bool>,
-    /// How long this request waits for a final state, ms (default: the
-    /// command TTL plus one second; at most ten minutes).
+    /// How long this request waits for a final state, ms (default
+    /// [`DEFAULT_COMMAND_WAIT_MS`], at most [`MAX_COMMAND_WAIT_MS`]).
     timeout_ms: Option<u64>,
 }
 
-/// Submits a command and answers with its final state (200) or, if the
-/// request's wait ends first, its current state (202).
+impl CommandQuery {
+    /// The query string's fields, or what is wrong with them (a message for
+    /// the client).
+    fn parse(query: &HashMap<String, String>) -> Result<CommandQuery, String> {
+        let mut parsed = CommandQuery::default();
+        for (key, value) in query {
+            match key.as_str() {
+                "wait" => {
+                    parsed.wait = Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("`wait` must be true or false, not {value:?}"))?,
+                    )
+                }
+                "timeout_ms" => {
+                    parsed.timeout_ms = Some(value.parse().map_err(|_| {
+                        format!(
+                            "`timeout_ms` must be a whole number of milliseconds \
+                             (at most {MAX_COMMAND_WAIT_MS}), not {value:?}"
+                        )
+                    })?)
+                }
+                other => {
+                    return Err(format!(
+                        "unknown query parameter `{other}`; use wait (true or false) \
+                         and timeout_ms (milliseconds)"
+                    ))
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// How long the request waits for a final state.
+    fn wait(&self) -> Duration {
+        let ms = self.timeout_ms.unwrap_or(DEFAULT_COMMAND_WAIT_MS);
+        Duration::from_millis(ms.min(MAX_COMMAND_WAIT_MS))
+    }
+}
+
+/// The status that tells what happened to a command: 200 once it reached
+/// a final state of the device (`succeeded`, `failed`) or of its TTL
+/// (`timed_out`), 409 when the hub refused it (`rejected`), 202 while it
+/// is still on its way (`queued`, `sent`, `acked`).
+fn command_status(state: CommandState) -> StatusCode {
+    match state {
+        CommandState::Rejected => StatusCode::CONFLICT,
+        s if s.is_final() => StatusCode::OK,
+        _ => StatusCode::ACCEPTED,
+    }
+}
+
+/// Submits a command and answers: 404 for an unknown device (nothing is
+/// submitted), 409 when the hub rejects it at once, 200 once it reaches
+/// `succeeded`, `failed` or `timed_out`, or 202 with its current state if
+/// the request's wait ends first.
 async fn submit_command(
-    hub: Hub,
+    ctx: HttpContext,
     device: u32,
-    query: CommandQuery,
+    query: HashMap<String, String>,
     body: Bytes,
 ) -> Response<Bytes> {
+    let query = match CommandQuery::parse(&query) {
+        Ok(q) => q,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
+    };
     let command: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
             let message =
                 format!("the body must be a JSON command like {{\"kind\":\"identify\"}}: {e}");
-            return json_error(StatusCode::BAD_REQUEST, message);
+            return json_error(StatusCode::BAD_REQUEST, &message);
         }
     };
     let body = match parse_command(&command) {
         Ok(body) => body,
-        Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
     };
-    let default_wait = hub.config().commands.ttl_ms.saturating_add(1_000);
-    let wait = Duration::from_millis(query.timeout_ms.unwrap_or(default_wait).min(600_000));
-    let mut updates = hub.subscribe_commands();
-    let id = hub.control(|r, now| {
-        r.submit(
-            device,
-            body,
-            query.wait.unwrap_or(true),
-            Origin::default(),
-            now,
-        )
-    });
-    let current = |hub: &Hub| hub.lock_state().registry.command(id).cloned();
-    let mut record = current(&hub);
+    let wait = query.wait();
+    let mut updates = ctx.core.command_updates();
+    let submitted = ctx.core.submit_command(
+        device,
+        body,
+        query.wait.unwrap_or(true),
+        Origin::default(),
+        ctx.ws.clock.now(),
+    );
+    let mut record = match submitted {
+        Ok(record) => record,
+        Err(e @ SubmitError::UnknownDevice(_)) => {
+            return json_error(StatusCode::NOT_FOUND, &e.to_string())
+        }
+        Err(e @ SubmitError::Retired(_)) => {
+            return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+    };
+    let id = record.id;
     let deadline = tokio::time::Instant::now() + wait;
-    while !record.as_ref().is_some_and(|r| r.state.is_final()) {
+    while !record.state.is_final() {
         match tokio::time::timeout_at(deadline, updates.recv()).await {
             Err(_) | Ok(Err(RecvError::Closed)) => break,
-            // Wake-ups only: the registry has the newest state.
-            Ok(Ok(update)) if update.id == id => record = current(&hub).or(Some(update)),
+            // Wake-ups only: the core has the newest state.
+            Ok(Ok(update)) if update.id == id => {
+                record = ctx.core.command(id).unwrap_or(update);
+            }
             Ok(Ok(_)) => {}
-            Ok(Err(RecvError::Lagged(_))) => record = current(&hub).or(record),
+            Ok(Err(RecvError::Lagged(_))) => {
+                if let Some(current) = ctx.core.command(id) {
+                    record = current;
+                }
+            }
         }
     }
-    match record {
-        Some(r) if r.state.is_final() => {
-            response(StatusCode::OK, "application/json", command_json(&r))
-        }
-        Some(r) => response(StatusCode::ACCEPTED, "application/json", command_json(&r)),
-        None => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the command was retired before it could be reported (commands.retain_finished)".into(),
-        ),
-    }
+    response(
+        command_status(record.state),
+        "application/json",
+        command_json(&record),
+    )
 }
 
 /// `from`, `to` and `max_points` of a history query string.
@@ -184,17 +261,19 @@ fn range_request(query: &HashMap<String, String>) -> Result<RangeRequest, String
 
 /// `GET /api/devices/{id}/sensors/{sensor}/history`.
 async fn history(
-    hub: Hub,
+    ctx: HttpContext,
     device: u32,
     sensor: String,
     query: HashMap<String, String>,
 ) -> Response<Bytes> {
     let request = match range_request(&query) {
         Ok(r) => r,
-        Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
     };
     let sensor = percent_encoding::percent_decode_str(&sensor).decode_utf8_lossy();
-    match history_api::answer(&hub, device, &SensorRef::parse(&sensor), &request, None).await {
+    let sensor = SensorRef::parse(&sensor);
+    let now = ctx.ws.clock.now();
+    match history_api::answer(&ctx.core, device, &sensor, &request, None, now).await {
         Ok(answer) => response(StatusCode::OK, "application/json", answer.to_json()),
         Err(e) => {
             if let HistoryError::Failed(_) = e {
@@ -202,31 +281,146 @@ async fn history(
             }
             let status =
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            json_error(status, e.to_string())
+            json_error(status, &e.to_string())
         }
     }
 }
 
+/// `GET /healthz`: 200 `{"status":"ok"}`, or 503 naming the tasks that
+/// ended unexpectedly.
+fn healthz(health: &Health) -> Response<Bytes> {
+    let failed = health.failed();
+    if failed.is_empty() {
+        return response(StatusCode::OK, "application/json", r#"{"status":"ok"}"#);
+    }
+    let body = serde_json::json!({ "status": "failed", "failed_tasks": failed }).to_string();
+    response(StatusCode::SERVICE_UNAVAILABLE, "application/json", body)
+}
+
+/// The JSON of `GET /api/hub`: the same figures as `/metrics`.
+pub fn hub_json(ctx: &HttpContext) -> String {
+    let s = ctx.core.stats();
+    let ws = &ctx.ws.metrics;
+    let i = &s.ingest;
+    let by_label = |pairs: Vec<(&'static str, u64)>| -> serde_json::Map<String, serde_json::Value> {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect()
+    };
+    let uptime_ms = ctx
+        .ws
+        .clock
+        .now()
+        .mono_ms
+        .saturating_sub(ctx.started_mono_ms);
+    let view = serde_json::json!({
+        "hub_version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": uptime_ms as f64 / 1_000.0,
+        "datagrams_received": i.datagrams_received,
+        "bytes_received": i.bytes_received,
+        "datagrams_accepted": i.datagrams_accepted,
+        "datagrams_duplicated": i.datagrams_duplicated,
+        "readings_accepted": i.readings_accepted,
+        "dropped": by_label(DropReason::iter().map(|r| (r.name(), i.dropped[r.index()])).collect()),
+        "kernel_drops": ctx.ingest.kernel().map(|k| k.drops),
+        "udp_receive_buffer_bytes": ctx.ingest.recv_buffer.granted(),
+        "devices": s.devices,
+        "devices_by_status": by_label(DeviceStatus::iter().map(|st| (st.name(), s.device_status[st as usize] as u64)).collect()),
+        "sequence": {
+            "received": s.seq_totals.received,
+            "lost": s.seq_totals.lost,
+            "reordered": s.seq_totals.reordered,
+            "duplicated": s.seq_totals.duplicated,
+            "restarts": s.seq_totals.restarts,
+        },
+        "latency_ms": {
+            "p50": s.latency.quantile_ms(0.5),
+            "p99": s.latency.quantile_ms(0.99),
+            "count": s.latency.count(),
+        },
+        "ws_clients": ws.clients.get(),
+        "ws_messages_sent": ws.messages_sent.get(),
+        "ws_queued_bytes": ws.queued_bytes.get(),
+        "ws_evictions": by_label(ws::client::Eviction::iter().map(|e| (e.name(), ws.evictions.get(e.index()))).collect()),
+        "control_sessions": s.control_sessions,
+        "commands_finished": by_label(CommandState::iter().filter(|st| st.is_final()).map(|st| (st.name(), s.registry.commands_final[st.index()])).collect()),
+        "stream_seq": s.stream_seq,
+        "history": ctx.core.history().map(|h| h.stats().json()),
+    });
+    view.to_string()
+}
+
+/// Answers a request that no route took with the API's JSON error: no
+/// such path (404), a method the path does not take (405), a command body
+/// without a length (411) or too large (413), or one warp could not read
+/// (400). Checked in warp's own order of preference.
+async fn json_rejection(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
+    use warp::reject::{InvalidQuery, LengthRequired, MethodNotAllowed, PayloadTooLarge};
+    let (status, message) = if rejection.find::<PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is larger than {MAX_COMMAND_BODY_BYTES} bytes; \
+                 a command is a small JSON object like {{\"kind\":\"identify\"}}"
+            ),
+        )
+    } else if rejection.find::<LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "send the body with a Content-Length header (chunked bodies are not accepted)".into(),
+        )
+    } else if rejection.find::<InvalidQuery>().is_some() {
+        (
+            StatusCode::BAD_REQUEST,
+            "the query string is malformed; write it as name=value pairs joined by &".into(),
+        )
+    } else if rejection.find::<MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this path does not take that method; docs/openapi.yaml lists each path's methods"
+                .into(),
+        )
+    } else if rejection.is_not_found() {
+        (
+            StatusCode::NOT_FOUND,
+            "no such path; docs/openapi.yaml lists the hub's paths".into(),
+        )
+    } else {
+        tracing::debug!(?rejection, "HTTP request refused");
+        (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the hub could not read this request ({rejection:?}); check its headers and body"
+            ),
+        )
+    };
+    Ok(json_error(status, &message))
+}
+
 /// The whole HTTP application.
-pub fn routes(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+pub fn routes(
+    ctx: HttpContext,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let get = warp::get();
-    let api_hub = hub.clone();
+    let api_ctx = ctx.clone();
     let devices = warp::path!("api" / "devices")
         .and(get)
-        .map(move || response(StatusCode::OK, "application/json", devices_json(&api_hub)));
-    let hub_view = hub.clone();
+        .map(move || response(StatusCode::OK, "application/json", devices_json(&api_ctx)));
+    let hub_ctx = ctx.clone();
     let hub_api = warp::path!("api" / "hub")
         .and(get)
-        .map(move || response(StatusCode::OK, "application/json", hub_view.hub_json()));
+        .map(move || response(StatusCode::OK, "application/json", hub_json(&hub_ctx)));
+    let health = ctx.health.clone();
     let healthz = warp::path!("healthz")
         .and(get)
-        .map(|| response(StatusCode::OK, "application/json", r#"{"status":"ok"}"#));
-    let metrics_hub = hub.clone();
+        .map(move || healthz(&health));
+    let registry = ctx.metrics.clone();
     let metrics = warp::path!("metrics").and(get).map(move || {
         response(
             StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics_hub.metrics_text(),
+            metrics::CONTENT_TYPE,
+            metrics::render(&registry),
         )
     });
     let files = get
@@ -237,19 +431,19 @@ pub fn routes(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejectio
                 None => Err(warp::reject::not_found()),
             }
         });
-    let command_hub = hub.clone();
+    let command_ctx = ctx.clone();
     let commands = warp::path!("api" / "devices" / u32 / "commands")
         .and(warp::post())
-        .and(warp::query::<CommandQuery>())
-        .and(warp::body::content_length_limit(16 * 1024))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::body::content_length_limit(MAX_COMMAND_BODY_BYTES))
         .and(warp::body::bytes())
-        .then(move |device, query, body| submit_command(command_hub.clone(), device, query, body));
-    let history_hub = hub.clone();
+        .then(move |device, query, body| submit_command(command_ctx.clone(), device, query, body));
+    let history_ctx = ctx.clone();
     let history = warp::path!("api" / "devices" / u32 / "sensors" / String / "history")
         .and(get)
         .and(warp::query::<HashMap<String, String>>())
-        .then(move |device, sensor, query| history(history_hub.clone(), device, sensor, query));
-    ws::route(hub)
+        .then(move |device, sensor, query| history(history_ctx.clone(), device, sensor, query));
+    ws::route(ctx.ws.clone(), ctx.tasks.clone())
         .or(devices)
         .or(commands)
         .or(history)
@@ -257,6 +451,7 @@ pub fn routes(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejectio
         .or(healthz)
         .or(metrics)
         .or(files)
+        .recover(json_rejection)
 }
 
 #[cfg(test)]

@@ -1,46 +1,121 @@
 //! The UDP shell: owns the data-plane socket, reads datagrams in batches
-//! (at most `udp.batch_max` per cycle, then yields), hands them to the pure
-//! [`HubState`](crate::state::HubState) under one lock per batch, and
-//! queues what was accepted for the history and publishes it as one
-//! `Readings` event.
+//! (at most `udp.batch_max` per cycle, then yields) and hands each batch to
+//! [`Core::ingest_batch`]. Each read asks the kernel for the datagram's
+//! length on the wire (`MSG_TRUNC`), so an oversized datagram is counted at
+//! its real size though only its first bytes are read. Its own counters
+//! (receive errors) and the socket's kernel figures are its [`IngestMetrics`].
 
-use std::io;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
+use std::sync::Arc;
 
+use nix::sys::socket::{recvmsg, MsgFlags, SockaddrStorage};
 use sensor_hub_protocol::MAX_DATAGRAM_LEN;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::dispatch;
-use crate::hub::{unix_ms, Hub};
-use crate::metrics::bump;
-use crate::stream::Event;
+use crate::clock::Clock;
+use crate::core::{Core, Received};
+use crate::metrics::{counter, gauge, Collector, Counter, DescriptorEncoder};
+use crate::net::{kernel_udp_stats, KernelUdpStats, RecvBuffer};
+use crate::supervisor::TaskResult;
 
 /// Receive slot size: one byte more than the largest valid datagram, so an
 /// oversized datagram shows up as a read that fills the slot.
 const SLOT: usize = MAX_DATAGRAM_LEN + 1;
 
-/// Reads and ingests datagrams until the hub shuts down.
-pub async fn run(hub: Hub, socket: UdpSocket) {
-    let batch_max = hub.config().udp.batch_max;
+/// The ingest task's counters and the socket facts `/metrics` shows.
+#[derive(Debug)]
+pub struct IngestMetrics {
+    /// Errors returned by the socket on receive.
+    pub recv_errors: Counter,
+    /// Socket inode, for the kernel's drop counter (Linux).
+    pub inode: Option<u64>,
+    /// What the kernel granted for SO_RCVBUF.
+    pub recv_buffer: RecvBuffer,
+}
+
+impl IngestMetrics {
+    /// Counters for a socket with this inode and receive buffer.
+    pub fn new(inode: Option<u64>, recv_buffer: RecvBuffer) -> IngestMetrics {
+        IngestMetrics {
+            recv_errors: Counter::default(),
+            inode,
+            recv_buffer,
+        }
+    }
+
+    /// The kernel's figures of the socket, where the OS exposes them.
+    pub fn kernel(&self) -> Option<KernelUdpStats> {
+        self.inode.and_then(kernel_udp_stats)
+    }
+}
+
+/// The ingest families on `/metrics`.
+#[derive(Debug)]
+pub struct IngestCollector(pub Arc<IngestMetrics>);
+
+impl Collector for IngestCollector {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let m = &self.0;
+        if let Some(k) = m.kernel() {
+            counter(
+                &mut e,
+                "sensor_hub_udp_kernel_drops",
+                "Datagrams the kernel dropped before the hub could read them (receive buffer full).",
+                k.drops,
+            )?;
+            gauge(
+                &mut e,
+                "sensor_hub_udp_receive_queue_bytes",
+                "Bytes waiting in the UDP socket's kernel receive queue.",
+                k.rx_queue_bytes,
+            )?;
+        }
+        gauge(
+            &mut e,
+            "sensor_hub_udp_receive_buffer_bytes",
+            "Usable UDP receive buffer granted by the kernel (SO_RCVBUF).",
+            m.recv_buffer.granted() as u64,
+        )?;
+        counter(
+            &mut e,
+            "sensor_hub_udp_receive_errors",
+            "Errors returned by the UDP socket on receive.",
+            m.recv_errors.get(),
+        )
+    }
+}
+
+/// Reads and ingests datagrams until `cancel` fires. Returns an error only
+/// when the socket itself fails (the supervisor restarts the task on the
+/// same socket, and stops the hub if that keeps failing).
+pub async fn run(
+    core: Arc<Core>,
+    socket: Arc<UdpSocket>,
+    batch_max: usize,
+    clock: Clock,
+    metrics: Arc<IngestMetrics>,
+    cancel: CancellationToken,
+) -> TaskResult {
+    let batch_max = batch_max.max(1);
     let mut buffer = vec![0u8; batch_max * SLOT];
-    let mut received = Vec::with_capacity(batch_max);
-    let cancel = hub.cancel_token();
+    let mut received: Vec<(usize, SocketAddr)> = Vec::with_capacity(batch_max);
     loop {
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return,
-            ready = socket.readable() => {
-                if let Err(e) = ready {
-                    tracing::error!(error = %e, "UDP socket failed; ingest stops");
-                    return;
-                }
-            }
+            _ = cancel.cancelled() => return Ok(()),
+            ready = socket.readable() => ready.map_err(|e| format!("the UDP socket failed: {e}"))?,
         }
         for slot in buffer.chunks_mut(SLOT) {
-            match socket.try_recv_from(slot) {
-                Ok((len, from)) => received.push((len, from)),
+            match socket.try_io(Interest::READABLE, || recv_one(&socket, slot)) {
+                Ok(Some(datagram)) => received.push(datagram),
+                Ok(None) => {} // not from an IP address: nothing to account to
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    bump(&hub.metrics().udp_recv_errors);
+                    metrics.recv_errors.inc();
                     tracing::debug!(error = %e, "UDP receive error");
                     break;
                 }
@@ -49,26 +124,16 @@ pub async fn run(hub: Hub, socket: UdpSocket) {
         if received.is_empty() {
             continue;
         }
-        let now = unix_ms();
-        {
-            let mut state = hub.lock_state();
-            let mut accepted = Vec::with_capacity(received.len());
-            for (i, &(len, from)) in received.iter().enumerate() {
-                let bytes = &buffer[i * SLOT..i * SLOT + len];
-                if let Ok(datagram) = state.ingest(bytes, from, now) {
-                    accepted.push(datagram);
-                }
-            }
-            // Devices that appeared or came back online, then the readings:
-            // published under the lock, so snapshots stay consistent.
-            dispatch(&hub, &mut state.registry);
-            if !accepted.is_empty() {
-                if let Some(history) = hub.history() {
-                    history.record(&accepted);
-                }
-                hub.publish(Event::Readings(accepted));
-            }
-        }
+        let batch: Vec<Received<'_>> = received
+            .iter()
+            .zip(buffer.chunks(SLOT))
+            .map(|(&(wire_len, from), slot)| Received {
+                bytes: &slot[..wire_len.min(SLOT)],
+                wire_len,
+                from,
+            })
+            .collect();
+        core.ingest_batch(&batch, clock.now());
         let full_cycle = received.len() == batch_max;
         received.clear();
         if full_cycle {
@@ -76,4 +141,26 @@ pub async fn run(hub: Hub, socket: UdpSocket) {
             tokio::task::yield_now().await;
         }
     }
+}
+
+/// Reads one datagram into `slot`: its length on the wire (may exceed the
+/// slot) and its sender.
+fn recv_one(socket: &UdpSocket, slot: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+    let mut iov = [IoSliceMut::new(slot)];
+    let message = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        None,
+        MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let from = message.address.and_then(|a| {
+        if let Some(v4) = a.as_sockaddr_in() {
+            Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+        } else {
+            a.as_sockaddr_in6()
+                .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+        }
+    });
+    Ok(from.map(|from| (message.bytes, from)))
 }

@@ -1,60 +1,78 @@
-//! sensor-hub: devices send compact UDP datagrams; the hub keeps the latest
-//! state of every device and sensor, counts every datagram it reads, and
-//! streams live readings as JSON over WebSocket to the dashboard it serves.
+//! sensor-hub: devices send compact UDP datagrams and keep a TCP control
+//! channel; the hub keeps the latest state of every device and sensor,
+//! counts every datagram it reads, keeps history, and streams live readings
+//! as JSON over WebSocket to the dashboard it serves.
 //!
-//! # Layout
+//! # Map
 //!
-//! Pure core (no sockets, no clocks; time is passed in):
-//! * [`state`]: per-device and per-sensor state, ingest counters, drop reasons.
-//! * [`registry`]: control sessions, liveness and the command lifecycle,
-//!   as a state machine that returns effects.
-//! * [`command_json`]: commands as clients write them in JSON.
-//! * [`aggregate`]: rolling windows, sequence accounting, latency.
-//! * [`history`]: reading history tiers and retention, rollups, reduction.
-//! * [`stream`]: the numbered event stream, its replay ring,
-//!   subscriptions and coalescing.
-//! * [`views`]: JSON views of devices for the API and snapshots.
-//! * [`ws::messages`]: the WebSocket JSON messages, both directions.
-//! * [`config`]: typed configuration and its layered loading.
-//! * [`metrics`]: counters and their Prometheus text.
+//! Dependencies point down this list, never up (`tests/layers.rs` checks
+//! every `use crate::` against it). Within one layer, modules do not
+//! depend on each other unless said.
 //!
-//! Thin I/O shell:
-//! * [`server`]: binds the sockets ([`server::Listeners`]) and runs the hub
-//!   ([`server::run`]) until a shutdown future completes.
-//! * [`hub`]: the handle shared by all tasks.
-//! * [`ingest`]: the UDP receive loop.
-//! * [`stats`]: publishes per-device statistics periodically.
-//! * [`ws`]: the `/ws` endpoint and per-client sessions.
-//! * [`http`]: the HTTP application (dashboard files, API, metrics).
-//! * [`history_api`]: history queries of HTTP and WebSocket clients.
-//! * [`history::service`]: the history database, its writer thread and queue.
-//! * [`control`]: the TCP control channel: listener, sessions, tokens.
-//! * [`dispatch`]: applies the registry's effects (sessions, status frames).
-//! * [`net`]: socket options and kernel counters.
-//! * [`assets`]: the embedded dashboard files.
-//! * [`demo`]: a hub plus simulated devices in one process.
+//! 1. Leaves — no dependency on the rest of the crate:
+//!    * [`clock`]: the one injected clock: monotonic time for durations and
+//!      deadlines, wall time for timestamps.
+//!    * [`config`]: typed configuration and its layered loading.
+//!    * [`metrics`]: helpers over `prometheus-client`; each subsystem
+//!      writes its own families.
+//!    * [`response`]: HTTP responses and JSON errors.
+//!    * [`net`]: socket options and kernel counters.
+//!    * [`assets`]: the embedded dashboard files.
+//!    * [`command_json`]: commands as clients write them in JSON.
+//!    * [`aggregate`]: rolling windows, sequence accounting, latency.
+//! 2. Pure core state (no I/O; time passed in):
+//!    * [`registry`]: devices, control sessions, liveness and the command
+//!      lifecycle, as a state machine that returns effects.
+//!    * [`state`]: the data plane: per-device and per-sensor state, ingest
+//!      counters, drop reasons (admission is the registry's).
+//!    * [`json`]: JSON forms of values and datagrams (uses `state`).
+//!    * [`stream`]: the numbered event stream and its replay ring,
+//!      subscriptions and conflation (uses `state`, `registry`).
+//!    * [`views`]: owned JSON views of devices (uses the above).
+//! 3. Storage: [`history`]: tiers, rollups and reduction (pure), and the
+//!    SQLite store with its writer thread (uses `state`, `registry`,
+//!    `config`, `clock`, `metrics`).
+//! 4. [`core`]: [`core::Core`] owns state, registry and stream behind one
+//!    private lock and applies every effect in one place.
+//! 5. Shell — I/O, each task given only what it needs:
+//!    * [`supervisor`]: supervised tasks and health.
+//!    * [`ingest`]: the UDP receive loop.
+//!    * [`control`]: the TCP control channel: listener, sessions, tokens.
+//!    * [`ticker`]: wakes the core at its next deadline.
+//!    * [`stats`]: publishes per-device statistics periodically.
+//!    * [`history_api`]: history queries of HTTP and WebSocket clients.
+//!    * [`ws`]: the `/ws` endpoint; [`ws::client`] is the sans-IO
+//!      per-client logic, [`ws::session`] its socket driver.
+//!    * [`http`]: the HTTP application (uses `ws` for `/ws`).
+//!    * [`server`]: binds the sockets ([`server::Listeners`]), wires and
+//!      runs the hub ([`server::run`]) until a shutdown future completes.
 //!
 //! The wire format is in the `sensor-hub-protocol` crate and
-//! `docs/PROTOCOL.md`.
+//! docs/PROTOCOL.md; the HTTP API in docs/openapi.yaml; the WebSocket API
+//! in docs/WEBSOCKET.md; every metric in docs/METRICS.md.
 
 pub mod aggregate;
 pub mod assets;
+pub mod clock;
 pub mod command_json;
 pub mod config;
 pub mod control;
+pub mod core;
 pub mod demo;
-pub mod dispatch;
 pub mod history;
 pub mod history_api;
 pub mod http;
-pub mod hub;
 pub mod ingest;
+pub mod json;
 pub mod metrics;
 pub mod net;
 pub mod registry;
+pub mod response;
 pub mod server;
 pub mod state;
 pub mod stats;
 pub mod stream;
+pub mod supervisor;
+pub mod ticker;
 pub mod views;
 pub mod ws;

@@ -1,21 +1,36 @@
 //! Starting and stopping a hub: [`Listeners::bind`] binds the three sockets
-//! from the configuration (tests bind port 0), and [`run`] serves them until
-//! the `shutdown` future completes, then drains within
-//! `shutdown.drain_timeout_ms`.
+//! from the configuration (tests bind port 0), and [`run`] wires the core
+//! to its shell — each task gets exactly what it needs — starts every task
+//! under the [`Supervisor`], serves until the `shutdown` future completes,
+//! then drains within `shutdown.drain_timeout_ms`.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::HubConfig;
+use crate::control::auth::Tokens;
+use crate::control::{ControlCollector, ControlContext, ControlMetrics};
+use crate::core::{Core, CoreMetrics};
+use crate::history::metrics::HistoryCollector;
 use crate::history::{History, StoredDevice};
-use crate::hub::{Hub, UdpSocketInfo};
-use crate::net::{bind_udp, socket_inode};
-use crate::{control, http, ingest, stats};
+use crate::http::HttpContext;
+use crate::ingest::{IngestCollector, IngestMetrics};
+use crate::metrics::{self, gauge, Collector, DescriptorEncoder};
+use crate::net::{bind_udp, socket_inode, RecvBuffer};
+use crate::supervisor::{Health, HealthCollector, Supervisor};
+use crate::ws::client::WsMetrics;
+use crate::ws::{WsCollector, WsContext};
+use crate::{control, http, ingest, stats, ticker};
 
 /// The hub's bound sockets.
 #[derive(Debug)]
@@ -26,7 +41,8 @@ pub struct Listeners {
     pub control: TcpListener,
     /// HTTP and WebSocket.
     pub http: TcpListener,
-    udp_info: UdpSocketInfo,
+    udp_inode: Option<u64>,
+    udp_recv_buffer: RecvBuffer,
 }
 
 impl Listeners {
@@ -57,7 +73,8 @@ impl Listeners {
             udp,
             control,
             http,
-            udp_info: UdpSocketInfo { inode, recv_buffer },
+            udp_inode: inode,
+            udp_recv_buffer: recv_buffer,
         })
     }
 
@@ -86,8 +103,33 @@ async fn bind_tcp(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     Ok(TcpListener::from_std(listener)?)
 }
 
+/// Seconds since start, on `/metrics`.
+#[derive(Debug)]
+struct Uptime {
+    clock: Clock,
+    started_mono_ms: u64,
+}
+
+impl Collector for Uptime {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let ms = self
+            .clock
+            .now()
+            .mono_ms
+            .saturating_sub(self.started_mono_ms);
+        gauge(
+            &mut e,
+            "sensor_hub_uptime_seconds",
+            "Seconds since the hub started.",
+            ms as f64 / 1_000.0,
+        )
+    }
+}
+
 /// Serves until `shutdown` completes, then closes WebSockets with a close
 /// frame, stops accepting, and waits at most `shutdown.drain_timeout_ms`.
+/// Returns an error when a task failed and could not be restarted (the
+/// process should exit non-zero).
 pub async fn run(
     config: HubConfig,
     listeners: Listeners,
@@ -95,55 +137,148 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let Listeners {
         udp,
-        control,
+        control: control_listener,
         http: http_listener,
-        udp_info,
+        udp_inode,
+        udp_recv_buffer,
     } = listeners;
     let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
+    let clock = Clock::system();
+    let started_mono_ms = clock.now().mono_ms;
     let (history, stored) = open_history(&config).await?;
-    let hub = Hub::new(config, udp_info, history);
+    let core = Arc::new(Core::new(&config, history.clone()));
     if !stored.is_empty() {
-        let mut state = hub.lock_state();
-        let restored = stored
-            .into_iter()
-            .filter(|d| state.registry.restore(d.record.clone(), d.channels.clone()))
-            .count();
+        let restored = core.restore(stored);
         tracing::info!(
             devices = restored,
             "devices restored from the history database"
         );
     }
-    let cancel = hub.cancel_token();
-
-    let ingest = tokio::spawn(ingest::run(hub.clone(), udp));
-    let stats = tokio::spawn(stats::run(hub.clone()));
-    let control = tokio::spawn(control::run(hub.clone(), control));
-    let ticker = tokio::spawn(run_ticker(hub.clone()));
-    if hub.tokens().is_empty() {
+    // Validated when the configuration was loaded.
+    let tokens = Arc::new(Tokens::new(
+        &config.control.fleet_token,
+        config.device_tokens().unwrap_or_default(),
+    ));
+    if tokens.is_empty() {
         tracing::warn!(
             "no device tokens configured (control.fleet_token, control.tokens): every device's hello will be rejected"
         );
     }
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let health = Health::default();
+
+    let ingest_metrics = Arc::new(IngestMetrics::new(udp_inode, udp_recv_buffer));
+    let control_metrics = Arc::new(ControlMetrics::default());
+    let ws_metrics = Arc::new(WsMetrics::default());
+    let mut registry = metrics::Registry::default();
+    registry.register_collector(Box::new(CoreMetrics(core.clone())));
+    registry.register_collector(Box::new(IngestCollector(ingest_metrics.clone())));
+    registry.register_collector(Box::new(WsCollector(ws_metrics.clone())));
+    registry.register_collector(Box::new(ControlCollector(control_metrics.clone())));
+    registry.register_collector(Box::new(HistoryCollector(history.clone())));
+    registry.register_collector(Box::new(HealthCollector(health.clone())));
+    registry.register_collector(Box::new(Uptime {
+        clock: clock.clone(),
+        started_mono_ms,
+    }));
+
+    let mut supervisor = Supervisor::new(health.clone(), cancel.clone());
+    let udp = Arc::new(udp);
+    {
+        let (core, clock, metrics, cancel) = (
+            core.clone(),
+            clock.clone(),
+            ingest_metrics.clone(),
+            cancel.clone(),
+        );
+        let batch_max = config.udp.batch_max;
+        supervisor.spawn("ingest", move || {
+            ingest::run(
+                core.clone(),
+                udp.clone(),
+                batch_max,
+                clock.clone(),
+                metrics.clone(),
+                cancel.clone(),
+            )
+        });
+    }
+    let control_ctx = ControlContext {
+        core: core.clone(),
+        config: Arc::new(config.control.clone()),
+        max_in_flight: config.commands.max_in_flight,
+        tokens,
+        clock: clock.clone(),
+        metrics: control_metrics,
+        cancel: cancel.clone(),
+        tasks: tasks.clone(),
+    };
+    let control_listener = Arc::new(control_listener);
+    supervisor.spawn("control", move || {
+        control::run(control_ctx.clone(), control_listener.clone())
+    });
+    {
+        let (core, clock, cancel) = (core.clone(), clock.clone(), cancel.clone());
+        let every = Duration::from_millis(config.ws.stats_interval_ms);
+        supervisor.spawn("stats", move || {
+            let (core, clock, cancel) = (core.clone(), clock.clone(), cancel.clone());
+            async move {
+                stats::run(core, every, clock, cancel).await;
+                Ok(())
+            }
+        });
+    }
+    {
+        let (core, clock, cancel) = (core.clone(), clock.clone(), cancel.clone());
+        let max_sleep = Duration::from_millis(config.liveness.tick_ms);
+        supervisor.spawn("ticker", move || {
+            let (core, clock, cancel) = (core.clone(), clock.clone(), cancel.clone());
+            async move {
+                ticker::run(core, max_sleep, clock, cancel).await;
+                Ok(())
+            }
+        });
+    }
+    let http_ctx = HttpContext {
+        core: core.clone(),
+        ws: WsContext {
+            core: core.clone(),
+            config: Arc::new(config.ws.clone()),
+            clock: clock.clone(),
+            metrics: ws_metrics,
+            cancel: cancel.clone(),
+            next_client: Arc::new(AtomicU64::new(1)),
+        },
+        tasks: tasks.clone(),
+        metrics: Arc::new(registry),
+        health,
+        ingest: ingest_metrics,
+        started_mono_ms,
+    };
     let server_cancel = cancel.clone();
-    let server = tokio::spawn(
-        warp::serve(http::routes(hub.clone()))
+    supervisor.spawn_once("http", async move {
+        warp::serve(http::routes(http_ctx))
             .incoming(http_listener)
             .graceful(async move { server_cancel.cancelled().await })
-            .run(),
-    );
+            .run()
+            .await;
+        Ok(())
+    });
 
-    shutdown.await;
-    tracing::info!("shutting down");
+    let failure = tokio::select! {
+        () = shutdown => None,
+        watched = supervisor.watch() => watched.err(),
+    };
+    match &failure {
+        None => tracing::info!("shutting down"),
+        Some(why) => tracing::error!("{why}"),
+    }
     cancel.cancel();
-    hub.tasks().close();
-
+    tasks.close();
     let drained = tokio::time::timeout(drain, async {
-        let _ = ingest.await;
-        let _ = control.await;
-        let _ = ticker.await;
-        let _ = stats.await;
-        hub.tasks().wait().await;
-        let _ = server.await;
+        supervisor.join_all().await;
+        tasks.wait().await;
     })
     .await;
     if drained.is_err() {
@@ -151,11 +286,14 @@ pub async fn run(
             "shutdown.drain_timeout_ms passed with connections still open; closing them"
         );
     }
-    if let Some(history) = hub.history().cloned() {
+    if let Some(history) = history {
         // The last readings are written before the process ends.
         let _ = tokio::task::spawn_blocking(move || history.shutdown()).await;
     }
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(why) => Err(anyhow::anyhow!(why)),
+    }
 }
 
 /// Opens the history database, unless `storage.enabled` is false; also
@@ -177,19 +315,6 @@ async fn open_history(config: &HubConfig) -> anyhow::Result<(Option<History>, Ve
         "history database open"
     );
     Ok((Some(history), devices))
-}
-
-/// Re-evaluates liveness and command timeouts every `liveness.tick_ms`.
-async fn run_ticker(hub: Hub) {
-    let cancel = hub.cancel_token();
-    let mut interval = tokio::time::interval(Duration::from_millis(hub.config().liveness.tick_ms));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = interval.tick() => hub.control(|registry, now| registry.tick(now)),
-        }
-    }
 }
 
 /// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are

@@ -1,50 +1,81 @@
 //! The pure core of ingest: what the hub knows about each device and its
 //! sensors, and the counters of every datagram read. No sockets, no clock:
-//! the caller passes the bytes, the sender's address and the current time,
-//! so everything here is unit-tested directly.
+//! the caller passes the bytes (or their decoding), the sender's address
+//! and the current [`Now`], so everything here is unit-tested directly.
+//! Which devices may be tracked at all is the [`Registry`]'s one rule
+//! (`limits.max_devices` counts a device once, whichever plane it used).
+//!
+//! A duplicated datagram (a sequence number the device already delivered)
+//! is counted — as accepted and under `duplicated` — but not applied again:
+//! its readings are not re-counted, re-streamed or re-stored.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use sensor_hub_protocol::{
-    decode_datagram, restore_time_ms, Channel, DecodeError, DeviceId, Reading, Value,
+    decode_datagram, restore_time_ms, Channel, Datagram, DecodeError, DeviceId, Reading, Value,
 };
 
 use crate::aggregate::latency::LatencyHistogram;
-use crate::aggregate::sequence::{SeqCounts, SeqTracker};
+use crate::aggregate::sequence::{SeqCounts, SeqTracker, SeqVerdict};
 use crate::aggregate::window::{Window, WindowStats};
+use crate::clock::Now;
 use crate::registry::Registry;
 
 /// Why a datagram was not accepted. Every read datagram is either accepted
-/// or counted under exactly one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// or counted under exactly one of these (the metrics label is the
+/// snake_case name).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumCount, strum::EnumIter, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum DropReason {
-    /// Not a valid v1 datagram.
-    Decode(DecodeError),
+    /// Longer than the largest valid datagram.
+    Oversized,
+    /// Ends early (or fewer than 2 bytes).
+    Truncated,
+    /// First byte is not the magic: not our traffic.
+    BadMagic,
+    /// A version this hub does not speak.
+    BadVersion,
+    /// Not a valid v1 body.
+    Undecodable,
     /// Valid, but from a new device while `limits.max_devices` are tracked.
     DeviceLimit,
 }
 
 impl DropReason {
-    /// Number of distinct reasons (size of [`IngestCounters::dropped`]).
-    pub const COUNT: usize = DecodeError::ALL.len() + 1;
-
-    /// Metric label of each index of [`IngestCounters::dropped`].
-    pub fn label(index: usize) -> &'static str {
-        match DecodeError::ALL.get(index) {
-            Some(e) => e.reason(),
-            None => "device_limit",
-        }
+    /// Metrics label.
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 
     /// Index into [`IngestCounters::dropped`].
-    pub fn index(&self) -> usize {
-        match self {
-            DropReason::Decode(e) => e.index(),
-            DropReason::DeviceLimit => DecodeError::ALL.len(),
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<DecodeError> for DropReason {
+    fn from(e: DecodeError) -> DropReason {
+        match e {
+            DecodeError::Oversized => DropReason::Oversized,
+            DecodeError::Truncated => DropReason::Truncated,
+            DecodeError::BadMagic => DropReason::BadMagic,
+            DecodeError::BadVersion(_) => DropReason::BadVersion,
+            DecodeError::Undecodable => DropReason::Undecodable,
         }
     }
+}
+
+/// What became of an accepted datagram.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingested {
+    /// New data: applied, to be streamed and stored.
+    Applied(LiveDatagram),
+    /// A copy of one already applied: counted, nothing else.
+    Duplicate,
 }
 
 /// Counters over all datagrams read from the UDP socket.
@@ -52,14 +83,17 @@ impl DropReason {
 pub struct IngestCounters {
     /// Datagrams read, valid or not.
     pub datagrams_received: u64,
-    /// Bytes read (an oversized datagram counts as the bytes read of it).
+    /// Bytes of the datagrams read, at their length on the wire (an
+    /// oversized datagram counts whole, though only its start is read).
     pub bytes_received: u64,
-    /// Datagrams accepted into the state.
+    /// Datagrams accepted (duplicates included: they are valid traffic).
     pub datagrams_accepted: u64,
-    /// Readings in accepted datagrams.
+    /// Accepted datagrams that were copies of one already applied.
+    pub datagrams_duplicated: u64,
+    /// Readings applied (a duplicate's readings are not counted again).
     pub readings_accepted: u64,
     /// Datagrams dropped, indexed by [`DropReason::index`].
-    pub dropped: [u64; DropReason::COUNT],
+    pub dropped: [u64; <DropReason as strum::EnumCount>::COUNT],
 }
 
 impl IngestCounters {
@@ -76,21 +110,24 @@ pub struct SensorState {
     pub value: Value,
     /// Device time of the reading, Unix ms (restored to 64 bits).
     pub time_ms: u64,
-    /// Hub time at which it arrived, Unix ms.
+    /// Hub wall time at which it arrived, Unix ms.
     pub received_ms: u64,
-    /// Hub time of its first reading.
-    pub first_ms: u64,
+    /// Monotonic time of its first reading (window ages).
+    first_mono_ms: u64,
     /// Readings received.
     pub count: u64,
-    /// One rolling window per configured length.
+    /// One rolling window per configured length, on monotonic time.
     windows: Vec<Window>,
 }
 
 impl SensorState {
-    /// Statistics of every window at `now_ms`.
-    pub fn window_stats(&self, now_ms: u64) -> Vec<WindowStats> {
-        let age = now_ms.saturating_sub(self.first_ms);
-        self.windows.iter().map(|w| w.stats(now_ms, age)).collect()
+    /// Statistics of every window at `now`.
+    pub fn window_stats(&self, now: Now) -> Vec<WindowStats> {
+        let age = now.mono_ms.saturating_sub(self.first_mono_ms);
+        self.windows
+            .iter()
+            .map(|w| w.stats(now.mono_ms, age))
+            .collect()
     }
 }
 
@@ -119,10 +156,12 @@ pub struct DeviceState {
     pub id: DeviceId,
     /// Address of the latest datagram.
     pub addr: SocketAddr,
-    /// Hub time of the first datagram, Unix ms.
+    /// Wall time of the first datagram, Unix ms.
     pub first_seen_ms: u64,
-    /// Hub time of the latest datagram, Unix ms.
+    /// Wall time of the latest datagram, Unix ms.
     pub last_seen_ms: u64,
+    /// Monotonic time of the first datagram (rate window age).
+    first_seen_mono_ms: u64,
     /// Datagrams accepted from it.
     pub datagrams: u64,
     /// Readings accepted from it.
@@ -142,11 +181,10 @@ pub struct DeviceState {
 }
 
 impl DeviceState {
-    /// Datagrams per second over the first rolling window, at `now_ms`.
-    pub fn rate_per_s(&self, now_ms: u64) -> f64 {
-        self.rate
-            .stats(now_ms, now_ms.saturating_sub(self.first_seen_ms))
-            .rate_per_s
+    /// Datagrams per second over the first rolling window, at `now`.
+    pub fn rate_per_s(&self, now: Now) -> f64 {
+        let age = now.mono_ms.saturating_sub(self.first_seen_mono_ms);
+        self.rate.stats(now.mono_ms, age).rate_per_s
     }
 }
 
@@ -166,48 +204,74 @@ pub struct LiveDatagram {
     pub readings: Box<[Reading]>,
 }
 
-/// The fleet as seen through the data plane, plus the control plane's
-/// [`Registry`], under one lock so ingest feeds liveness without a second one.
+/// The fleet as seen through the data plane: per-device and per-sensor
+/// state, and the counters of every datagram read.
 #[derive(Debug)]
 pub struct HubState {
     devices: HashMap<DeviceId, DeviceState>,
-    max_devices: usize,
     counters: IngestCounters,
     windows: WindowConfig,
     latency: LatencyHistogram,
-    /// Sessions, liveness and commands; told of every accepted datagram.
-    pub registry: Registry,
 }
 
 impl HubState {
-    /// Empty state tracking at most `max_devices` devices.
-    pub fn new(max_devices: usize, windows: WindowConfig, registry: Registry) -> HubState {
+    /// Empty state; `windows` sets the rolling statistics.
+    pub fn new(windows: WindowConfig) -> HubState {
         HubState {
             devices: HashMap::new(),
-            max_devices,
             counters: IngestCounters::default(),
             windows,
             latency: LatencyHistogram::default(),
-            registry,
         }
     }
 
-    /// Takes one datagram as read from the socket at `now_ms` (Unix ms).
-    /// Returns what live subscribers should see, or why it was dropped;
-    /// either way it has been counted.
+    /// Decodes and takes one datagram of `wire_len` bytes on the wire, of
+    /// which `bytes` were read (see [`HubState::apply`]).
     pub fn ingest(
         &mut self,
+        registry: &mut Registry,
         bytes: &[u8],
+        wire_len: usize,
         from: SocketAddr,
-        now_ms: u64,
-    ) -> Result<LiveDatagram, DropReason> {
+        now: Now,
+    ) -> Result<Ingested, DropReason> {
+        let decoded = if wire_len > bytes.len() {
+            Err(DecodeError::Oversized)
+        } else {
+            decode_datagram(bytes)
+        };
+        self.apply(registry, decoded, wire_len, from, now)
+    }
+
+    /// Takes one decoded datagram (or its decoding error) that was
+    /// `wire_len` bytes on the wire, received at `now`. The registry admits
+    /// new devices and hears of every accepted datagram. Returns what live
+    /// subscribers and the history should see, or why it was dropped;
+    /// either way it has been counted.
+    pub fn apply(
+        &mut self,
+        registry: &mut Registry,
+        decoded: Result<Datagram, DecodeError>,
+        wire_len: usize,
+        from: SocketAddr,
+        now: Now,
+    ) -> Result<Ingested, DropReason> {
         self.counters.datagrams_received += 1;
-        self.counters.bytes_received += bytes.len() as u64;
-        let result = self.accept(bytes, from, now_ms);
+        self.counters.bytes_received = self
+            .counters
+            .bytes_received
+            .saturating_add(u64::try_from(wire_len).unwrap_or(u64::MAX));
+        let result = decoded
+            .map_err(DropReason::from)
+            .and_then(|datagram| self.accept(registry, &datagram, wire_len, from, now));
         match &result {
-            Ok(live) => {
+            Ok(Ingested::Applied(live)) => {
                 self.counters.datagrams_accepted += 1;
                 self.counters.readings_accepted += live.readings.len() as u64;
+            }
+            Ok(Ingested::Duplicate) => {
+                self.counters.datagrams_accepted += 1;
+                self.counters.datagrams_duplicated += 1;
             }
             Err(reason) => self.counters.dropped[reason.index()] += 1,
         }
@@ -216,20 +280,24 @@ impl HubState {
 
     fn accept(
         &mut self,
-        bytes: &[u8],
+        registry: &mut Registry,
+        datagram: &Datagram,
+        wire_len: usize,
         from: SocketAddr,
-        now_ms: u64,
-    ) -> Result<LiveDatagram, DropReason> {
-        let datagram = decode_datagram(bytes).map_err(DropReason::Decode)?;
-        let tracked = self.devices.len();
+        now: Now,
+    ) -> Result<Ingested, DropReason> {
+        if !registry.admit(datagram.device_id, now) {
+            return Err(DropReason::DeviceLimit);
+        }
+        let now_ms = now.wall_ms;
         let device = match self.devices.entry(datagram.device_id) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(_) if tracked >= self.max_devices => return Err(DropReason::DeviceLimit),
             Entry::Vacant(e) => e.insert(DeviceState {
                 id: datagram.device_id,
                 addr: from,
                 first_seen_ms: now_ms,
                 last_seen_ms: now_ms,
+                first_seen_mono_ms: now.mono_ms,
                 datagrams: 0,
                 readings: 0,
                 bytes: 0,
@@ -240,22 +308,26 @@ impl HubState {
                 rate: Window::new(
                     self.windows.windows_ms.first().copied().unwrap_or(10_000),
                     self.windows.buckets,
-                    now_ms,
+                    now.mono_ms,
                 ),
             }),
         };
-        let offset = self.registry.data_seen(datagram.device_id, now_ms);
+        let offset = registry.data_seen(datagram.device_id, now);
         let time_ms = restore_time_ms(datagram.time_ms, now_ms);
-        let latency = now_ms as i64 - time_ms as i64 - offset.unwrap_or(0);
-        device.latency.record(latency);
-        self.latency.record(latency);
-        device.seq.observe(datagram.seq, time_ms);
-        device.rate.add(now_ms, 1.0);
         device.addr = from;
         device.last_seen_ms = now_ms;
         device.datagrams += 1;
+        device.bytes = device
+            .bytes
+            .saturating_add(u64::try_from(wire_len).unwrap_or(u64::MAX));
+        if device.seq.observe(datagram.seq, time_ms) == SeqVerdict::Duplicate {
+            return Ok(Ingested::Duplicate);
+        }
+        let latency = latency_ms(now_ms, time_ms, offset.unwrap_or(0));
+        device.latency.record(latency);
+        self.latency.record(latency);
+        device.rate.add(now.mono_ms, 1.0);
         device.readings += datagram.readings.len() as u64;
-        device.bytes += bytes.len() as u64;
         device.last_seq = datagram.seq;
         for reading in &datagram.readings {
             let sensor = device
@@ -265,13 +337,13 @@ impl HubState {
                     value: reading.value,
                     time_ms,
                     received_ms: now_ms,
-                    first_ms: now_ms,
+                    first_mono_ms: now.mono_ms,
                     count: 0,
                     windows: self
                         .windows
                         .windows_ms
                         .iter()
-                        .map(|&w| Window::new(w, self.windows.buckets, now_ms))
+                        .map(|&w| Window::new(w, self.windows.buckets, now.mono_ms))
                         .collect(),
                 });
             sensor.value = reading.value;
@@ -281,17 +353,17 @@ impl HubState {
             let value = numeric(reading.value);
             if value.is_finite() {
                 for window in &mut sensor.windows {
-                    window.add(now_ms, value);
+                    window.add(now.mono_ms, value);
                 }
             }
         }
-        Ok(LiveDatagram {
+        Ok(Ingested::Applied(LiveDatagram {
             device: datagram.device_id,
             seq: datagram.seq,
             time_ms,
             received_ms: now_ms,
             readings: Box::from(&datagram.readings[..]),
-        })
+        }))
     }
 
     /// Latency over all devices.
@@ -313,8 +385,9 @@ impl HubState {
         &self.counters
     }
 
-    /// Number of tracked devices.
-    pub fn device_count(&self) -> usize {
+    /// Number of devices that sent data (the registry's
+    /// [`device_count`](Registry::device_count) is the fleet).
+    pub fn data_device_count(&self) -> usize {
         self.devices.len()
     }
 
@@ -329,6 +402,14 @@ impl HubState {
         devices.sort_unstable_by_key(|d| d.id);
         devices
     }
+}
+
+/// Receive time minus device time, corrected by the device's clock offset
+/// (hub minus device), ms; computed wide and clamped, so no wire value can
+/// overflow it.
+fn latency_ms(received_ms: u64, device_ms: u64, offset_ms: i64) -> i64 {
+    let latency = i128::from(received_ms) - i128::from(device_ms) - i128::from(offset_ms);
+    i64::try_from(latency.clamp(i128::from(i64::MIN), i128::from(i64::MAX))).unwrap_or(0)
 }
 
 #[cfg(test)]

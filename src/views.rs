@@ -1,8 +1,10 @@
 //! JSON views of the fleet, shared by `GET /api/devices` and the WebSocket
 //! `snapshot`: each device with what the data plane measured and what the
 //! control plane knows, its sensors (declared metadata merged with latest
-//! values and rolling statistics), and its packet statistics. Built from a
-//! borrowed [`HubState`] at a given time; no I/O.
+//! values and rolling statistics), and its packet statistics. Built from
+//! the data-plane [`HubState`] and the [`Registry`] at a given moment into
+//! owned values, so the caller can release its lock before serialising;
+//! no I/O.
 
 use std::collections::BTreeSet;
 
@@ -11,11 +13,12 @@ use sensor_hub_protocol::DeviceId;
 use serde::Serialize;
 
 use crate::aggregate::sequence::SeqCounts;
-use crate::registry::{DeviceEntry, DeviceStatus};
+use crate::clock::Now;
+use crate::json::JsonValue;
+use crate::registry::{DeviceEntry, DeviceStatus, Registry};
 use crate::state::{DeviceState, HubState};
 use crate::stream::subscription::Subscription;
 use crate::stream::DeviceStats;
-use crate::ws::json::JsonValue;
 
 /// Statistics of one rolling window.
 #[derive(Debug, Serialize)]
@@ -36,10 +39,10 @@ pub struct WindowView {
 
 /// One sensor.
 #[derive(Debug, Serialize)]
-pub struct SensorView<'a> {
+pub struct SensorView {
     channel: u8,
-    name: Option<&'a str>,
-    unit: Option<&'a str>,
+    name: Option<String>,
+    unit: Option<String>,
     kind: Option<ValueKind>,
     min: Option<f32>,
     max: Option<f32>,
@@ -112,11 +115,11 @@ impl From<&DeviceStats> for StatsView {
 }
 
 /// The statistics of a device at `now_ms`.
-pub fn device_stats(d: &DeviceState, now_ms: u64) -> DeviceStats {
+pub fn device_stats(d: &DeviceState, now: Now) -> DeviceStats {
     DeviceStats {
         device: d.id,
         seq: *d.seq.counts(),
-        rate_per_s: d.rate_per_s(now_ms),
+        rate_per_s: d.rate_per_s(now),
         latency_p50_ms: d.latency.quantile_ms(0.5),
         latency_p99_ms: d.latency.quantile_ms(0.99),
         latency_count: d.latency.count(),
@@ -125,10 +128,10 @@ pub fn device_stats(d: &DeviceState, now_ms: u64) -> DeviceStats {
 
 /// One device.
 #[derive(Debug, Serialize)]
-pub struct DeviceView<'a> {
+pub struct DeviceView {
     id: u32,
-    name: Option<&'a str>,
-    firmware: Option<&'a str>,
+    name: Option<String>,
+    firmware: Option<String>,
     interval_ms: Option<u32>,
     status: Option<DeviceStatus>,
     status_since_ms: Option<u64>,
@@ -142,7 +145,7 @@ pub struct DeviceView<'a> {
     bytes: u64,
     last_seq: Option<u32>,
     stats: Option<StatsView>,
-    sensors: Vec<SensorView<'a>>,
+    sensors: Vec<SensorView>,
 }
 
 /// Every channel of a device: declared in its hello, seen in its data, or
@@ -161,13 +164,13 @@ pub fn sensor_channels(data: Option<&DeviceState>, entry: Option<&DeviceEntry>) 
     channels
 }
 
-fn device_view<'a>(
+fn device_view(
     id: u32,
-    data: Option<&'a DeviceState>,
-    entry: Option<&'a DeviceEntry>,
+    data: Option<&DeviceState>,
+    entry: Option<&DeviceEntry>,
     subscription: Option<&Subscription>,
-    now_ms: u64,
-) -> DeviceView<'a> {
+    now: Now,
+) -> DeviceView {
     let info = entry.and_then(|e| e.info.as_ref());
     let sensors = sensor_channels(data, entry)
         .into_iter()
@@ -177,8 +180,8 @@ fn device_view<'a>(
             let latest = data.and_then(|d| d.sensors.get(&channel));
             SensorView {
                 channel,
-                name: declared.map(|s| s.name.as_str()),
-                unit: declared.map(|s| s.unit.as_str()),
+                name: declared.map(|s| s.name.to_string()),
+                unit: declared.map(|s| s.unit.to_string()),
                 kind: declared.map(|s| s.kind),
                 min: declared.and_then(|s| s.min),
                 max: declared.and_then(|s| s.max),
@@ -188,7 +191,7 @@ fn device_view<'a>(
                 count: latest.map_or(0, |s| s.count),
                 windows: latest
                     .map(|s| {
-                        s.window_stats(now_ms)
+                        s.window_stats(now)
                             .into_iter()
                             .map(|w| WindowView {
                                 window_s: w.window_ms / 1_000,
@@ -206,8 +209,8 @@ fn device_view<'a>(
         .collect();
     DeviceView {
         id,
-        name: info.map(|i| i.name.as_str()),
-        firmware: info.map(|i| i.firmware.as_str()),
+        name: info.map(|i| i.name.clone()),
+        firmware: info.map(|i| i.firmware.clone()),
         interval_ms: info.map(|i| i.interval_ms),
         status: entry.map(|e| e.status),
         status_since_ms: entry.map(|e| e.status_since_ms),
@@ -222,30 +225,24 @@ fn device_view<'a>(
         readings: data.map_or(0, |d| d.readings),
         bytes: data.map_or(0, |d| d.bytes),
         last_seq: data.map(|d| d.last_seq),
-        stats: data.map(|d| StatsView::from(&device_stats(d, now_ms))),
+        stats: data.map(|d| StatsView::from(&device_stats(d, now))),
         sensors,
     }
 }
 
 /// Every device the data plane or the control plane knows (that the
 /// subscription covers, if one is given), ordered by id.
-pub fn devices<'a>(
-    state: &'a HubState,
+pub fn devices(
+    state: &HubState,
+    registry: &Registry,
     subscription: Option<&Subscription>,
-    now_ms: u64,
-) -> Vec<DeviceView<'a>> {
-    let mut ids: BTreeSet<u32> = state.devices_by_id().iter().map(|d| d.id).collect();
-    ids.extend(state.registry.device_ids());
+    now: Now,
+) -> Vec<DeviceView> {
+    // Every device with data is in the registry too (it admits them).
+    let mut ids: Vec<u32> = registry.device_ids().collect();
+    ids.sort_unstable();
     ids.into_iter()
         .filter(|&id| subscription.is_none_or(|s| s.covers_device(id)))
-        .map(|id| {
-            device_view(
-                id,
-                state.device(id),
-                state.registry.device(id),
-                subscription,
-                now_ms,
-            )
-        })
+        .map(|id| device_view(id, state.device(id), registry.device(id), subscription, now))
         .collect()
 }

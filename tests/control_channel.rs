@@ -43,7 +43,7 @@ async fn valid_hello_gets_welcome_and_the_device_is_listed_with_its_sensors() {
     let hub = hub_with(&[]).await;
     let mut d = session(hub.control, 17, TOKEN).await;
     d.send(DeviceMessage::Heartbeat {
-        device_time_ms: sensor_hub::hub::unix_ms(),
+        device_time_ms: sensor_hub::clock::wall_ms(),
     })
     .await
     .unwrap();
@@ -308,7 +308,7 @@ async fn post_command(
 }
 
 #[tokio::test]
-async fn command_to_an_offline_device_times_out_and_unknown_devices_are_rejected() {
+async fn command_to_an_offline_device_times_out_and_unknown_devices_are_404() {
     let hub = hub_with(&[("SENSOR_HUB__COMMANDS__TTL_MS", "300")]).await;
     // Known from data, no control session.
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -324,13 +324,12 @@ async fn command_to_an_offline_device_times_out_and_unknown_devices_are_rejected
     assert_eq!(v["kind"], "identify");
 
     let (status, v) = post_command(&hub, 30, "?wait=false", r#"{"kind":"identify"}"#).await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 409, "{v}");
     assert_eq!(v["state"], "rejected");
 
     let (status, v) = post_command(&hub, 999, "", r#"{"kind":"reboot"}"#).await;
-    assert_eq!(status, 200);
-    assert_eq!(v["state"], "rejected");
-    assert!(v["detail"].as_str().unwrap().contains("unknown device"));
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["error"], "unknown device 999");
 
     let (status, v) = post_command(&hub, 30, "", r#"{"kind":"set_interval"}"#).await;
     assert_eq!(status, 400);

@@ -20,8 +20,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use device_sim::{build_fleet, run_fleet, ControlTarget, FleetOptions, FleetSpec};
+use sensor_hub::clock::wall_ms as unix_ms;
 use sensor_hub::history::{Reading, Store};
-use sensor_hub::hub::unix_ms;
 use sensor_hub_protocol::Value;
 use support::{datagram, http_get, TempDir};
 use tokio_util::sync::CancellationToken;

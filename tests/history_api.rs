@@ -9,7 +9,7 @@
 mod support;
 
 use futures_util::SinkExt as _;
-use sensor_hub::hub::unix_ms;
+use sensor_hub::clock::wall_ms as unix_ms;
 use sensor_hub_protocol::Value;
 use serde_json::{json, Value as Json};
 use support::*;

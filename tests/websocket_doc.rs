@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use sensor_hub::aggregate::sequence::SeqCounts;
+use sensor_hub::clock::Now;
 use sensor_hub::history::query::{Answer, RangeRequest};
 use sensor_hub::history::{Point, Tier};
 use sensor_hub::registry::{
@@ -63,7 +64,7 @@ fn shape(v: &Json) -> Shape {
 }
 
 /// A state with one fully described device, to build real messages from.
-fn state() -> HubState {
+fn state() -> (HubState, Registry) {
     let mut registry = Registry::new(RegistryConfig {
         max_devices: 10,
         default_interval_ms: 1_000,
@@ -92,15 +93,11 @@ fn state() -> HubState {
         .into_iter()
         .collect(),
     };
-    registry.open_session(&hello, NOW).unwrap();
-    let mut state = HubState::new(
-        10,
-        WindowConfig {
-            windows_ms: vec![10_000, 60_000],
-            buckets: 10,
-        },
-        registry,
-    );
+    registry.open_session(&hello, Now::at(0, NOW)).unwrap();
+    let mut state = HubState::new(WindowConfig {
+        windows_ms: vec![10_000, 60_000],
+        buckets: 10,
+    });
     let datagram = Datagram {
         device_id: 3,
         seq: 0,
@@ -116,16 +113,22 @@ fn state() -> HubState {
     let mut buf = [0u8; 512];
     let bytes = encode_datagram(&datagram, &mut buf).unwrap();
     state
-        .ingest(bytes, "192.168.1.40:51234".parse().unwrap(), NOW)
+        .ingest(
+            &mut registry,
+            bytes,
+            bytes.len(),
+            "192.168.1.40:51234".parse().unwrap(),
+            Now::at(0, NOW),
+        )
         .unwrap();
-    state
+    (state, registry)
 }
 
 /// A real message of each type, as the hub builds it.
 fn built(kind: &str) -> Json {
     let id = json!("x");
-    let state = state();
-    let devices = views::devices(&state, None, NOW);
+    let (state, registry) = state();
+    let devices = views::devices(&state, &registry, None, Now::at(0, NOW));
     let datagram = LiveDatagram {
         device: 3,
         seq: 1,
@@ -193,7 +196,7 @@ fn built(kind: &str) -> Json {
                 },
                 created_ms: NOW,
                 updated_ms: NOW,
-                deadline_ms: NOW,
+                deadline_mono_ms: 0,
             })),
             NOW,
         ),
@@ -273,7 +276,8 @@ fn every_hub_example_has_the_shape_the_hub_builds() {
 
 #[test]
 fn every_error_code_is_documented() {
-    for e in ClientError::ALL {
+    use strum::IntoEnumIterator as _;
+    for e in ClientError::iter() {
         assert!(DOC.contains(&format!("| `{}` |", e.code())), "{}", e.code());
     }
 }

@@ -180,9 +180,10 @@ pub fn decode_datagram(bytes: &[u8]) -> Result<Datagram, DecodeError> {
         return Err(DecodeError::Oversized);
     }
     match bytes {
-        [] => Err(DecodeError::Truncated),
+        // Fewer than the two prefix bytes is `Truncated`, whatever the one
+        // byte is (docs/PROTOCOL.md is normative here).
+        [] | [_] => Err(DecodeError::Truncated),
         [m, ..] if *m != MAGIC => Err(DecodeError::BadMagic),
-        [_] => Err(DecodeError::Truncated),
         [_, v, ..] if *v != VERSION => Err(DecodeError::BadVersion(*v)),
         [_, _, body @ ..] => match postcard::take_from_bytes::<Datagram>(body) {
             Ok((datagram, [])) => Ok(datagram),

@@ -32,7 +32,7 @@ impl LatencyHistogram {
             .unwrap_or(BUCKETS - 1);
         self.buckets[index] += 1;
         self.count += 1;
-        self.sum_ms += ms;
+        self.sum_ms = self.sum_ms.saturating_add(ms);
     }
 
     /// Samples recorded.
@@ -73,7 +73,7 @@ impl LatencyHistogram {
             *a += b;
         }
         self.count += other.count;
-        self.sum_ms += other.sum_ms;
+        self.sum_ms = self.sum_ms.saturating_add(other.sum_ms);
         self.negative += other.negative;
     }
 }
@@ -108,6 +108,19 @@ mod tests {
         h.record(-20);
         assert_eq!(h.negative, 1);
         assert_eq!(h.buckets()[0], 1);
+    }
+
+    #[test]
+    fn the_sum_saturates_instead_of_overflowing() {
+        let mut h = LatencyHistogram::default();
+        h.record(i64::MAX);
+        h.record(i64::MAX);
+        h.record(i64::MAX);
+        assert_eq!(h.sum_ms(), u64::MAX);
+        assert_eq!(h.count(), 3);
+        let copy = h.clone();
+        h.add(&copy);
+        assert_eq!(h.sum_ms(), u64::MAX);
     }
 
     #[test]

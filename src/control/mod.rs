@@ -1,8 +1,9 @@
 //! The TCP control channel's shell: the listener with its connection limit
 //! ([`run`]), one task per connection ([`session`]), token checks
-//! ([`auth`]), and why connections end ([`CloseReason`], counted on
-//! `/metrics`). The decisions (sessions, liveness, commands) are the
-//! [`Registry`](crate::registry::Registry)'s.
+//! ([`auth`]), and why connections end ([`CloseReason`], counted in its
+//! [`ControlMetrics`]). The decisions (sessions, liveness, commands) are the
+//! [`Registry`](crate::registry::Registry)'s, reached through the
+//! [`Core`]; everything a connection needs is in its [`ControlContext`].
 
 pub mod auth;
 pub mod session;
@@ -12,30 +13,88 @@ use std::sync::Arc;
 
 use futures_util::SinkExt as _;
 use sensor_hub_protocol::codec::FrameCodec;
-use sensor_hub_protocol::control::{fit, CommandBody, DeviceMessage, HubMessage, RejectReason};
+use sensor_hub_protocol::control::{fit, DeviceMessage, HubMessage, RejectReason};
+use strum::{EnumCount as _, IntoEnumIterator as _};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::hub::Hub;
-use crate::metrics::bump;
-use crate::registry::CommandId;
+use crate::clock::Clock;
+use crate::config::ControlConfig;
+use crate::core::Core;
+use crate::metrics::{
+    counter, labeled_counters, Collector, Counter, CounterArray, DescriptorEncoder,
+};
+use crate::supervisor::TaskResult;
+use auth::Tokens;
 
-/// What the hub asks a session task to write.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outbound {
-    /// Send this command.
-    Command {
-        /// Its id.
-        id: CommandId,
-        /// What to do.
-        body: CommandBody,
-    },
-    /// Send `Reject { reason }` and close.
-    Close(RejectReason),
+/// Everything the control listener and its connections need.
+#[derive(Debug, Clone)]
+pub struct ControlContext {
+    /// The hub's state.
+    pub core: Arc<Core>,
+    /// `[control]`.
+    pub config: Arc<ControlConfig>,
+    /// Commands a device may have in flight (sizes each session's queue).
+    pub max_in_flight: usize,
+    /// The device tokens it accepts.
+    pub tokens: Arc<Tokens>,
+    /// Time.
+    pub clock: Clock,
+    /// Its counters.
+    pub metrics: Arc<ControlMetrics>,
+    /// Fires at shutdown.
+    pub cancel: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them.
+    pub tasks: TaskTracker,
 }
 
-/// Why a control connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The control channel's counters.
+#[derive(Debug, Default)]
+pub struct ControlMetrics {
+    /// Connections accepted.
+    pub connections: Counter,
+    /// Connections ended, by [`CloseReason::index`].
+    pub closed: CounterArray<{ CloseReason::COUNT }>,
+}
+
+impl Collector for ControlMetrics {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
+        counter(
+            &mut e,
+            "sensor_hub_control_connections",
+            "TCP control-channel connections accepted.",
+            self.connections.get(),
+        )?;
+        labeled_counters(
+            &mut e,
+            (
+                "sensor_hub_control_closed",
+                "Control connections ended, by reason.",
+            ),
+            "reason",
+            CloseReason::iter().map(|r| (r.name(), self.closed.get(r.index()))),
+        )
+    }
+}
+
+/// The collector of shared [`ControlMetrics`].
+#[derive(Debug)]
+pub struct ControlCollector(pub Arc<ControlMetrics>);
+
+impl Collector for ControlCollector {
+    fn encode(&self, e: DescriptorEncoder<'_>) -> std::fmt::Result {
+        self.0.encode(e)
+    }
+}
+
+/// Why a control connection ended (the metrics label is the snake_case
+/// name).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumCount, strum::EnumIter, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum CloseReason {
     /// The device said `Bye` or closed the connection.
     PeerClosed,
@@ -68,47 +127,12 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    /// Every reason, in index order.
-    pub const ALL: [CloseReason; 14] = [
-        CloseReason::PeerClosed,
-        CloseReason::BadPreamble,
-        CloseReason::UnsupportedVersion,
-        CloseReason::HandshakeTimeout,
-        CloseReason::BadHello,
-        CloseReason::BadToken,
-        CloseReason::TooManyDevices,
-        CloseReason::TooManyConnections,
-        CloseReason::OversizedFrame,
-        CloseReason::UndecodableFrame,
-        CloseReason::IdleTimeout,
-        CloseReason::Replaced,
-        CloseReason::Shutdown,
-        CloseReason::IoError,
-    ];
-    /// Number of reasons.
-    pub const COUNT: usize = CloseReason::ALL.len();
-
     /// snake_case name, the metrics label.
     pub fn name(self) -> &'static str {
-        match self {
-            CloseReason::PeerClosed => "peer_closed",
-            CloseReason::BadPreamble => "bad_preamble",
-            CloseReason::UnsupportedVersion => "unsupported_version",
-            CloseReason::HandshakeTimeout => "handshake_timeout",
-            CloseReason::BadHello => "bad_hello",
-            CloseReason::BadToken => "bad_token",
-            CloseReason::TooManyDevices => "too_many_devices",
-            CloseReason::TooManyConnections => "too_many_connections",
-            CloseReason::OversizedFrame => "oversized_frame",
-            CloseReason::UndecodableFrame => "undecodable_frame",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::Replaced => "replaced",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::IoError => "io_error",
-        }
+        self.into()
     }
 
-    /// Position in [`CloseReason::ALL`].
+    /// Position in declaration order (for counters indexed by reason).
     pub fn index(self) -> usize {
         self as usize
     }
@@ -133,15 +157,14 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Accepts control connections until the hub shuts down.
-pub async fn run(hub: Hub, listener: TcpListener) {
-    let cancel = hub.cancel_token();
+/// Accepts control connections until `ctx.cancel` fires.
+pub async fn run(ctx: ControlContext, listener: Arc<TcpListener>) -> TaskResult {
     let open = Arc::new(AtomicUsize::new(0));
-    let max = hub.config().control.max_connections;
+    let max = ctx.config.max_connections;
     loop {
         let (stream, peer) = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return,
+            _ = ctx.cancel.cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -152,7 +175,7 @@ pub async fn run(hub: Hub, listener: TcpListener) {
                 }
             }
         };
-        bump(&hub.metrics().control_connections);
+        ctx.metrics.connections.inc();
         let _ = stream.set_nodelay(true);
         let admitted = open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -160,12 +183,12 @@ pub async fn run(hub: Hub, listener: TcpListener) {
             })
             .is_ok();
         let slot = admitted.then(|| ConnectionSlot(open.clone()));
-        let session_hub = hub.clone();
-        hub.tasks().spawn(async move {
+        let session_ctx = ctx.clone();
+        ctx.tasks.spawn(async move {
             let reason = match slot {
-                Some(_slot) => session::serve(&session_hub, stream, peer).await,
+                Some(_slot) => session::serve(&session_ctx, stream, peer).await,
                 None => {
-                    let mut framed = session::framed(&session_hub, stream);
+                    let mut framed = session::framed(&session_ctx, stream);
                     reject(
                         &mut framed,
                         RejectReason::TooManyConnections,
@@ -175,7 +198,7 @@ pub async fn run(hub: Hub, listener: TcpListener) {
                     CloseReason::TooManyConnections
                 }
             };
-            bump(&session_hub.metrics().control_closed[reason.index()]);
+            session_ctx.metrics.closed.inc(reason.index());
             tracing::debug!(%peer, reason = reason.name(), "control connection closed");
         });
     }

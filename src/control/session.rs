@@ -18,15 +18,12 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::codec::Framed;
 
-use super::{reject, CloseReason, HubFramed, Outbound};
-use crate::hub::{unix_ms, Hub};
+use super::{reject, CloseReason, ControlContext, HubFramed};
+use crate::core::SessionMessage;
 
 /// Wraps a connection in the control frame codec.
-pub fn framed(hub: &Hub, stream: TcpStream) -> HubFramed {
-    Framed::new(
-        stream,
-        FrameCodec::new(hub.config().control.max_frame_bytes),
-    )
+pub fn framed(ctx: &ControlContext, stream: TcpStream) -> HubFramed {
+    Framed::new(stream, FrameCodec::new(ctx.config.max_frame_bytes))
 }
 
 fn frame_error(e: &CodecError) -> CloseReason {
@@ -38,23 +35,18 @@ fn frame_error(e: &CodecError) -> CloseReason {
 }
 
 /// Serves one connection; returns why it ended.
-pub async fn serve(hub: &Hub, stream: TcpStream, peer: SocketAddr) -> CloseReason {
-    let cancel = hub.cancel_token();
+pub async fn serve(ctx: &ControlContext, stream: TcpStream, peer: SocketAddr) -> CloseReason {
     let (mut framed, hello) = tokio::select! {
-        handshake = handshake(hub, stream, peer) => match handshake {
+        handshake = handshake(ctx, stream, peer) => match handshake {
             Ok(done) => done,
             Err(reason) => return reason,
         },
-        _ = cancel.cancelled() => return CloseReason::Shutdown,
+        _ = ctx.cancel.cancelled() => return CloseReason::Shutdown,
     };
 
     // Room for every command a device may have in flight, plus a close.
-    let (tx, rx) = mpsc::channel(hub.config().commands.max_in_flight + 2);
-    let opened = hub.control(|registry, now| {
-        let session = registry.open_session(&hello, now)?;
-        hub.add_session(session, tx);
-        Ok(session)
-    });
+    let (tx, rx) = mpsc::channel(ctx.max_in_flight.saturating_add(2));
+    let opened = ctx.core.open_session(&hello, tx, ctx.clock.now());
     let session = match opened {
         Ok(session) => session,
         Err(reason) => {
@@ -70,26 +62,26 @@ pub async fn serve(hub: &Hub, stream: TcpStream, peer: SocketAddr) -> CloseReaso
     tracing::info!(%peer, device = hello.device_id, name = %hello.name, session, "control session opened");
     let welcome = HubMessage::Welcome {
         session_id: session,
-        hub_time_ms: unix_ms(),
-        heartbeat_ms: hub.config().control.heartbeat_interval_ms as u32,
+        hub_time_ms: ctx.clock.now().wall_ms,
+        heartbeat_ms: u32::try_from(ctx.config.heartbeat_interval_ms).unwrap_or(u32::MAX),
     };
     let reason = match framed.send(welcome).await {
-        Ok(()) => run_session(hub, &mut framed, hello.device_id, rx).await,
+        Ok(()) => run_session(ctx, &mut framed, hello.device_id, rx).await,
         Err(_) => CloseReason::IoError,
     };
-    hub.remove_session(session);
-    hub.control(|registry, now| registry.close_session(hello.device_id, session, now));
+    ctx.core
+        .close_session(hello.device_id, session, ctx.clock.now());
     tracing::info!(%peer, device = hello.device_id, session, reason = reason.name(), "control session closed");
     reason
 }
 
 /// Preamble, hello and token, all within `control.handshake_timeout_ms`.
 async fn handshake(
-    hub: &Hub,
+    ctx: &ControlContext,
     mut stream: TcpStream,
     peer: SocketAddr,
 ) -> Result<(HubFramed, Hello), CloseReason> {
-    let config = &hub.config().control;
+    let config = &ctx.config;
     let deadline = Instant::now() + Duration::from_millis(config.handshake_timeout_ms);
 
     let mut preamble = [0u8; PREAMBLE.len()];
@@ -98,7 +90,7 @@ async fn handshake(
         Ok(Err(_)) => return Err(CloseReason::PeerClosed),
         Ok(Ok(_)) => {}
     }
-    let mut framed = framed(hub, stream);
+    let mut framed = framed(ctx, stream);
     match check_preamble(preamble) {
         Ok(()) => {}
         Err(ControlError::BadVersion(v)) => {
@@ -143,7 +135,7 @@ async fn handshake(
         reject(&mut framed, RejectReason::BadHello, &problem).await;
         return Err(CloseReason::BadHello);
     }
-    if !hub.tokens().admits(hello.device_id, &hello.token) {
+    if !ctx.tokens.admits(hello.device_id, &hello.token) {
         tracing::warn!(%peer, device = hello.device_id, "control hello with a bad token");
         let detail = format!("the token is not valid for device {}", hello.device_id);
         reject(&mut framed, RejectReason::BadToken, &detail).await;
@@ -170,28 +162,27 @@ fn check_hello(hello: &Hello) -> Result<(), String> {
 }
 
 async fn run_session(
-    hub: &Hub,
+    ctx: &ControlContext,
     framed: &mut HubFramed,
     device: u32,
-    mut outbound: mpsc::Receiver<Outbound>,
+    mut outbound: mpsc::Receiver<SessionMessage>,
 ) -> CloseReason {
-    let idle = Duration::from_millis(hub.config().control.idle_timeout_ms);
-    let cancel = hub.cancel_token();
+    let idle = Duration::from_millis(ctx.config.idle_timeout_ms);
     let mut idle_deadline = Instant::now() + idle;
     loop {
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => {
+            _ = ctx.cancel.cancelled() => {
                 reject(framed, RejectReason::ShuttingDown, "the hub is shutting down").await;
                 return CloseReason::Shutdown;
             }
             message = outbound.recv() => match message {
-                Some(Outbound::Command { id, body }) => {
+                Some(SessionMessage::Command { id, body }) => {
                     if framed.send(HubMessage::Command { id, body }).await.is_err() {
                         return CloseReason::IoError;
                     }
                 }
-                Some(Outbound::Close(reason)) => {
+                Some(SessionMessage::Close(reason)) => {
                     reject(framed, reason, "a newer session of this device replaced this one").await;
                     return CloseReason::Replaced;
                 }
@@ -205,7 +196,7 @@ async fn run_session(
                     Ok(Some(Ok(message))) => message,
                 };
                 idle_deadline = Instant::now() + idle;
-                if let Some(reason) = handle(hub, framed, device, message).await {
+                if let Some(reason) = handle(ctx, framed, device, message).await {
                     return reason;
                 }
             }
@@ -215,33 +206,30 @@ async fn run_session(
 
 /// Applies one frame from the device; `Some` ends the session.
 async fn handle(
-    hub: &Hub,
+    ctx: &ControlContext,
     framed: &mut HubFramed,
     device: u32,
     message: DeviceMessage,
 ) -> Option<CloseReason> {
+    let now = ctx.clock.now();
     match message {
         DeviceMessage::Heartbeat { device_time_ms } => {
-            hub.control(|r, now| r.heartbeat(device, Some(device_time_ms), now));
+            ctx.core.heartbeat(device, Some(device_time_ms), now);
             let ack = HubMessage::HeartbeatAck {
-                hub_time_ms: unix_ms(),
+                hub_time_ms: now.wall_ms,
             };
             if framed.send(ack).await.is_err() {
                 return Some(CloseReason::IoError);
             }
         }
-        DeviceMessage::CommandAck { id } => hub.control(|r, now| {
-            r.heartbeat(device, None, now);
-            r.command_acked(device, id, now);
-        }),
+        DeviceMessage::CommandAck { id } => ctx.core.command_acked(device, id, now),
         DeviceMessage::CommandResult {
             id,
             outcome,
             detail,
-        } => hub.control(|r, now| {
-            r.heartbeat(device, None, now);
-            r.command_result(device, id, outcome, detail.map(|d| d.to_string()), now);
-        }),
+        } => ctx
+            .core
+            .command_result(device, id, outcome, detail.map(|d| d.to_string()), now),
         DeviceMessage::Bye => return Some(CloseReason::PeerClosed),
         DeviceMessage::Hello(_) => {
             reject(

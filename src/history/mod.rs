@@ -6,6 +6,7 @@
 //! SQLite database they are stored in is [`store`].
 
 pub mod merge;
+pub mod metrics;
 pub mod query;
 pub mod queue;
 pub mod reduce;

@@ -14,6 +14,9 @@ pub const DEFAULT_MAX_POINTS: usize = 500;
 pub const MAX_POINTS_LIMIT: usize = 10_000;
 /// Range a query covers when it gives no `from`: the hour before `to`.
 pub const DEFAULT_SPAN_MS: u64 = 3_600_000;
+/// Latest time a query may name: the last millisecond of year 9999 (the
+/// database keys are signed 64-bit; anything past this is not a time).
+pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
 
 /// How a query names a sensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +75,13 @@ impl RangeRequest {
     /// The range at `now_ms`, or what is wrong with it (a message for the
     /// client).
     pub fn validate(&self, now_ms: u64) -> Result<Range, String> {
+        for (key, value) in [("from", self.from_ms), ("to", self.to_ms)] {
+            if let Some(v) = value.filter(|&v| v > MAX_TIME_MS) {
+                return Err(format!(
+                    "`{key}` ({v}) is past the year 9999; give a Unix time in milliseconds (at most {MAX_TIME_MS})"
+                ));
+            }
+        }
         let to_ms = self.to_ms.unwrap_or(now_ms);
         let from_ms = self
             .from_ms
@@ -205,6 +215,31 @@ impl Answer {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_past_year_9999_are_refused_not_answered_empty() {
+        // Regression: `to` ≥ 2^63 used to wrap in the database and answer
+        // an empty range instead of a 400.
+        let request = RangeRequest {
+            from_ms: Some(0),
+            to_ms: Some(1 << 63),
+            max_points: None,
+        };
+        let e = request.validate(1_000).unwrap_err();
+        assert!(e.contains("`to`") && e.contains("9999"), "{e}");
+        let request = RangeRequest {
+            from_ms: Some(u64::MAX),
+            to_ms: None,
+            max_points: None,
+        };
+        assert!(request.validate(1_000).unwrap_err().contains("`from`"));
+        let ok = RangeRequest {
+            from_ms: Some(0),
+            to_ms: Some(MAX_TIME_MS),
+            max_points: None,
+        };
+        assert!(ok.validate(1_000).is_ok());
+    }
+
     use super::*;
 
     const NOW: u64 = 1_763_730_000_000;

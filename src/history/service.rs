@@ -28,8 +28,8 @@ use super::query::{Answer, Range};
 use super::queue::{Queue, QueueDrops};
 use super::store::StoredDevice;
 use super::{choose_tier, reduce, Retention, Store, StoreError};
+use crate::clock::wall_ms;
 use crate::config::StorageConfig;
-use crate::hub::unix_ms;
 use crate::registry::DeviceRecord;
 use crate::state::LiveDatagram;
 
@@ -125,7 +125,7 @@ impl History {
         let inner = Arc::new(Inner {
             path: config.path.clone(),
             flush_every: Duration::from_millis(config.flush_interval_ms),
-            retention: config.retention(),
+            retention: Retention::configured(config),
             waiting: Mutex::new(Waiting {
                 queue: Queue::new(config.queue_readings),
                 stop: false,
@@ -296,7 +296,7 @@ fn write_loop(inner: &Inner, mut store: Store) {
         flush(inner, &mut store, &mut last_error_log);
         if Instant::now() >= next_expire {
             next_expire = Instant::now() + EXPIRE_EVERY;
-            match store.expire(unix_ms(), &inner.retention) {
+            match store.expire(wall_ms(), &inner.retention) {
                 Ok(rows) => {
                     inner
                         .counters

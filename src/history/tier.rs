@@ -58,6 +58,18 @@ pub struct Retention {
     pub hour_ms: u64,
 }
 
+impl Retention {
+    /// The retention `[storage]` configures.
+    pub fn configured(config: &crate::config::StorageConfig) -> Retention {
+        const HOUR_MS: u64 = 3_600_000;
+        Retention {
+            raw_ms: config.raw_retention_hours.saturating_mul(HOUR_MS),
+            minute_ms: config.minute_retention_days.saturating_mul(24 * HOUR_MS),
+            hour_ms: config.hour_retention_days.saturating_mul(24 * HOUR_MS),
+        }
+    }
+}
+
 impl Default for Retention {
     fn default() -> Self {
         Retention {

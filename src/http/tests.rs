@@ -1,30 +1,76 @@
 //! The HTTP application without a server, through `warp::test`.
 
-use super::*;
-use crate::config::HubConfig;
-use crate::hub::UdpSocketInfo;
-use crate::net::RecvBuffer;
-use sensor_hub_protocol::{encode_datagram, Datagram, Reading, Value};
+use std::sync::atomic::AtomicU64;
 
+use super::*;
+use crate::clock::{Clock, Now};
+use crate::config::HubConfig;
+use crate::core::{CoreMetrics, Received, SessionMessage};
+use crate::ingest::IngestCollector;
+use crate::net::RecvBuffer;
+use crate::ws::client::WsMetrics;
+use crate::ws::WsCollector;
+use sensor_hub_protocol::control::{CommandBody, Hello, Name, Outcome, Text};
+use sensor_hub_protocol::{encode_datagram, Datagram, Reading, Value};
+use tokio::sync::{broadcast, mpsc};
+
+type Hub = HttpContext;
+
+/// An HTTP application over a fresh core, on the system clock.
 fn hub() -> Hub {
-    Hub::new(
-        HubConfig::defaults().unwrap(),
-        UdpSocketInfo {
-            inode: None,
-            recv_buffer: RecvBuffer {
-                requested: 1 << 20,
-                reported: 2 << 20,
-            },
-        },
+    let config = HubConfig::defaults().unwrap();
+    let core = Arc::new(Core::new(&config, None));
+    let clock = Clock::system();
+    let ingest = Arc::new(IngestMetrics::new(
         None,
-    )
+        RecvBuffer {
+            requested: 1 << 20,
+            reported: 2 << 20,
+        },
+    ));
+    let ws_metrics = Arc::new(WsMetrics::default());
+    let mut registry = metrics::Registry::default();
+    registry.register_collector(Box::new(CoreMetrics(core.clone())));
+    registry.register_collector(Box::new(IngestCollector(ingest.clone())));
+    registry.register_collector(Box::new(WsCollector(ws_metrics.clone())));
+    let health = Health::default();
+    registry.register_collector(Box::new(crate::supervisor::HealthCollector(health.clone())));
+    HttpContext {
+        core: core.clone(),
+        ws: WsContext {
+            core,
+            config: Arc::new(config.ws.clone()),
+            clock: clock.clone(),
+            metrics: ws_metrics,
+            cancel: tokio_util::sync::CancellationToken::new(),
+            next_client: Arc::new(AtomicU64::new(1)),
+        },
+        tasks: TaskTracker::new(),
+        metrics: Arc::new(registry),
+        health,
+        ingest,
+        started_mono_ms: clock.now().mono_ms,
+    }
+}
+
+fn now(hub: &Hub) -> Now {
+    hub.ws.clock.now()
+}
+
+fn ingest_bytes(hub: &Hub, bytes: &[u8]) {
+    let received = Received {
+        bytes,
+        wire_len: bytes.len(),
+        from: "127.0.0.1:9".parse().unwrap(),
+    };
+    hub.core.ingest_batch(&[received], now(hub));
 }
 
 fn ingest(hub: &Hub, device_id: u32, seq: u32) {
     let d = Datagram {
         device_id,
         seq,
-        time_ms: unix_ms() as u32,
+        time_ms: now(hub).wall_ms as u32,
         readings: [Reading {
             channel: 2,
             value: Value::F32(19.25),
@@ -35,9 +81,7 @@ fn ingest(hub: &Hub, device_id: u32, seq: u32) {
     };
     let mut buf = [0u8; 512];
     let bytes = encode_datagram(&d, &mut buf).unwrap();
-    hub.lock_state()
-        .ingest(bytes, "127.0.0.1:9".parse().unwrap(), unix_ms())
-        .unwrap();
+    ingest_bytes(hub, bytes);
 }
 
 async fn get(hub: &Hub, path: &str) -> warp::http::Response<Bytes> {
@@ -45,6 +89,30 @@ async fn get(hub: &Hub, path: &str) -> warp::http::Response<Bytes> {
         .path(path)
         .reply(&routes(hub.clone()))
         .await
+}
+
+#[tokio::test]
+async fn healthz_names_the_tasks_that_are_down() {
+    let hub = hub();
+    let mut supervisor = crate::supervisor::Supervisor::new(
+        hub.health.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    supervisor.spawn_once("ingest", async { Err("the UDP socket failed".to_string()) });
+    let why = supervisor.watch().await.unwrap_err();
+    assert!(why.contains("ingest"), "{why}");
+    let r = get(&hub, "/healthz").await;
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"status": "failed", "failed_tasks": ["ingest"]})
+    );
+    let text = String::from_utf8(get(&hub, "/metrics").await.body().to_vec()).unwrap();
+    assert!(
+        text.contains("sensor_hub_task_failures_total{task=\"ingest\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -96,9 +164,7 @@ async fn api_devices_lists_devices_with_sensors() {
 async fn healthz_and_metrics_answer() {
     let hub = hub();
     ingest(&hub, 1, 0);
-    hub.lock_state()
-        .ingest(b"junk", "127.0.0.1:9".parse().unwrap(), unix_ms())
-        .unwrap_err();
+    ingest_bytes(&hub, b"junk");
     let r = get(&hub, "/healthz").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.body().as_ref(), br#"{"status":"ok"}"#);
@@ -119,9 +185,7 @@ async fn healthz_and_metrics_answer() {
 async fn api_hub_has_the_metrics_figures_as_json() {
     let hub = hub();
     ingest(&hub, 1, 0);
-    hub.lock_state()
-        .ingest(b"junk", "127.0.0.1:9".parse().unwrap(), unix_ms())
-        .unwrap_err();
+    ingest_bytes(&hub, b"junk");
     let r = get(&hub, "/api/hub").await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
@@ -141,4 +205,291 @@ async fn ws_without_upgrade_headers_is_a_clear_400() {
     assert_eq!(r.status(), 400);
     let body = String::from_utf8(r.body().to_vec()).unwrap();
     assert!(body.contains("WebSocket upgrade"), "{body}");
+}
+
+async fn post(hub: &Hub, path: &str, body: &str) -> warp::http::Response<Bytes> {
+    warp::test::request()
+        .method("POST")
+        .path(path)
+        .body(body)
+        .reply(&routes(hub.clone()))
+        .await
+}
+
+/// `post` on its own task, so the test can play the device meanwhile.
+fn spawn_post(
+    hub: &Hub,
+    path: &'static str,
+    body: &'static str,
+) -> tokio::task::JoinHandle<warp::http::Response<Bytes>> {
+    let hub = hub.clone();
+    tokio::spawn(async move { post(&hub, path, body).await })
+}
+
+fn json(r: &warp::http::Response<Bytes>) -> serde_json::Value {
+    serde_json::from_slice(r.body())
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(r.body())))
+}
+
+/// Opens a control session for `device` the way the control listener does;
+/// what the hub sends the device arrives on the receiver.
+fn connect(hub: &Hub, device: u32) -> mpsc::Receiver<SessionMessage> {
+    let (tx, rx) = mpsc::channel(8);
+    let hello = Hello {
+        device_id: device,
+        name: Name::try_from("dev").unwrap(),
+        firmware: Name::try_from("1.0").unwrap(),
+        token: Text::new(),
+        interval_ms: 1_000,
+        device_time_ms: now(hub).wall_ms,
+        sensors: Default::default(),
+    };
+    hub.core.open_session(&hello, tx, now(hub)).unwrap();
+    rx
+}
+
+/// The next state the registry publishes for any command.
+async fn next_update(updates: &mut broadcast::Receiver<CommandRecord>) -> CommandRecord {
+    tokio::time::timeout(Duration::from_secs(5), updates.recv())
+        .await
+        .expect("a command update within 5 s")
+        .unwrap()
+}
+
+#[test]
+fn the_command_wait_defaults_to_five_seconds_and_is_capped_at_ten_minutes() {
+    let parse = |pairs: &[(&str, &str)]| {
+        let query = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        CommandQuery::parse(&query)
+    };
+    assert_eq!(DEFAULT_COMMAND_WAIT_MS, 5_000);
+    assert_eq!(parse(&[]).unwrap().wait(), Duration::from_secs(5));
+    assert_eq!(
+        parse(&[("timeout_ms", "50")]).unwrap().wait(),
+        Duration::from_millis(50)
+    );
+    assert_eq!(
+        parse(&[("timeout_ms", "99999999999")]).unwrap().wait(),
+        Duration::from_secs(600)
+    );
+    assert_eq!(
+        parse(&[("wait", "false")]).unwrap(),
+        CommandQuery {
+            wait: Some(false),
+            timeout_ms: None
+        }
+    );
+    for (pairs, expected) in [
+        (&[("wait", "no")][..], "`wait` must be true or false"),
+        (
+            &[("timeout_ms", "-1")][..],
+            "`timeout_ms` must be a whole number",
+        ),
+        (&[("timeout", "5")][..], "unknown query parameter `timeout`"),
+    ] {
+        let err = parse(pairs).unwrap_err();
+        assert!(err.contains(expected), "{pairs:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_command_to_an_unknown_device_is_404_at_once_and_submits_nothing() {
+    let hub = hub();
+    ingest(&hub, 1, 0);
+    let mut updates = hub.core.command_updates();
+    // Well within the default wait: the hub must not wait for anything.
+    let r = tokio::time::timeout(
+        Duration::from_secs(1),
+        post(&hub, "/api/devices/77/commands", r#"{"kind":"identify"}"#),
+    )
+    .await
+    .expect("an answer without waiting");
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(json(&r), serde_json::json!({"error": "unknown device 77"}));
+    assert!(matches!(
+        updates.try_recv(),
+        Err(broadcast::error::TryRecvError::Empty)
+    ));
+    assert!(hub.core.command(1).is_none(), "no command was recorded");
+}
+
+#[tokio::test]
+async fn bad_command_requests_are_400_with_what_is_wrong() {
+    let hub = hub();
+    ingest(&hub, 1, 0);
+    for (path, body, expected) in [
+        (
+            "/api/devices/1/commands",
+            "not json",
+            "the body must be a JSON command",
+        ),
+        (
+            "/api/devices/1/commands",
+            r#"{"kind":"set_interval"}"#,
+            "needs `ms`",
+        ),
+        (
+            "/api/devices/1/commands?wait=perhaps",
+            r#"{"kind":"identify"}"#,
+            "`wait` must be true or false",
+        ),
+        (
+            "/api/devices/1/commands?timeout_ms=soon",
+            r#"{"kind":"identify"}"#,
+            "`timeout_ms` must be a whole number",
+        ),
+        (
+            "/api/devices/1/commands?retry=1",
+            r#"{"kind":"identify"}"#,
+            "unknown query parameter `retry`",
+        ),
+    ] {
+        let r = post(&hub, path, body).await;
+        assert_eq!(r.status(), 400, "{path} {body}");
+        let error = json(&r)["error"].as_str().unwrap().to_string();
+        assert!(error.contains(expected), "{path} {body}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_command_the_device_answers_within_the_wait_is_200_with_its_outcome() {
+    let hub = hub();
+    let mut session = connect(&hub, 5);
+    for (outcome, state, detail) in [
+        (Outcome::Succeeded, "succeeded", None),
+        (Outcome::Failed, "failed", Some("no LED")),
+    ] {
+        let request = spawn_post(&hub, "/api/devices/5/commands", r#"{"kind":"identify"}"#);
+        let Some(SessionMessage::Command { id, .. }) = session.recv().await else {
+            panic!("the device gets the command");
+        };
+        hub.core.command_acked(5, id, now(&hub));
+        hub.core
+            .command_result(5, id, outcome, detail.map(String::from), now(&hub));
+        let r = request.await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v = json(&r);
+        assert_eq!(v["command_id"], id);
+        assert_eq!(v["device"], 5);
+        assert_eq!(v["kind"], "identify");
+        assert_eq!(v["state"], state);
+        assert_eq!(v["detail"], serde_json::json!(detail));
+    }
+}
+
+#[tokio::test]
+async fn a_command_whose_ttl_passes_within_the_wait_is_200_timed_out() {
+    let hub = hub();
+    ingest(&hub, 6, 0);
+    let mut updates = hub.core.command_updates();
+    let request = spawn_post(&hub, "/api/devices/6/commands", r#"{"kind":"reboot"}"#);
+    let queued = next_update(&mut updates).await;
+    assert_eq!(queued.state, CommandState::Queued);
+    let ttl = HubConfig::defaults().unwrap().commands.ttl_ms;
+    hub.core.tick(now(&hub).after(ttl));
+    let r = request.await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(&r)["state"], "timed_out");
+}
+
+#[tokio::test]
+async fn a_command_the_hub_rejects_is_409_with_the_reason() {
+    let hub = hub();
+    ingest(&hub, 7, 0);
+    // No control session and told not to wait for one.
+    let r = post(
+        &hub,
+        "/api/devices/7/commands?wait=false",
+        r#"{"kind":"identify"}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 409);
+    let v = json(&r);
+    assert_eq!(v["state"], "rejected");
+    assert!(
+        v["detail"].as_str().unwrap().contains("no control session"),
+        "{v}"
+    );
+
+    // The device's queue is full.
+    let room = HubConfig::defaults().unwrap().commands.queue_per_device;
+    for _ in 0..room {
+        hub.core
+            .submit_command(7, CommandBody::Identify, true, Origin::default(), now(&hub))
+            .unwrap();
+    }
+    let r = post(&hub, "/api/devices/7/commands", r#"{"kind":"identify"}"#).await;
+    assert_eq!(r.status(), 409);
+    let v = json(&r);
+    assert_eq!(v["state"], "rejected");
+    assert!(
+        v["detail"].as_str().unwrap().contains("commands waiting"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_command_still_on_its_way_when_the_wait_ends_is_202_with_its_state() {
+    let hub = hub();
+    ingest(&hub, 8, 0);
+    // Queued for a session that never comes.
+    let r = post(
+        &hub,
+        "/api/devices/8/commands?timeout_ms=1",
+        r#"{"kind":"identify"}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(json(&r)["state"], "queued");
+
+    // Sent to a device that does not answer.
+    let _session = connect(&hub, 9);
+    let r = post(
+        &hub,
+        "/api/devices/9/commands?timeout_ms=1",
+        r#"{"kind":"identify"}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(json(&r)["state"], "sent");
+}
+
+#[tokio::test]
+async fn requests_no_route_takes_get_json_errors() {
+    let hub = hub();
+    ingest(&hub, 1, 0);
+    let routes = routes(hub.clone());
+    let huge = warp::test::request()
+        .method("POST")
+        .path("/api/devices/1/commands")
+        .header("content-length", "20000")
+        .body(vec![b' '; 20_000])
+        .reply(&routes)
+        .await;
+    let unsized_body = warp::test::request()
+        .method("POST")
+        .path("/api/devices/1/commands")
+        .reply(&routes)
+        .await;
+    let wrong_method = warp::test::request()
+        .method("POST")
+        .path("/api/hub")
+        .reply(&routes)
+        .await;
+    let nowhere = get(&hub, "/nope").await;
+    for (r, status, expected) in [
+        (huge, 413, "larger than 16384 bytes"),
+        (unsized_body, 411, "Content-Length"),
+        (wrong_method, 405, "does not take that method"),
+        (nowhere, 404, "no such path"),
+    ] {
+        assert_eq!(r.status(), status);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let error = json(&r)["error"].as_str().unwrap().to_string();
+        assert!(error.contains(expected), "{status}: {error}");
+    }
 }

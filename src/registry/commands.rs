@@ -13,8 +13,19 @@ pub type CommandId = u32;
 ///
 /// `queued → sent → acked → succeeded | failed`, or `rejected` at once,
 /// or `timed_out` from any non-final state when its TTL passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    strum::EnumCount,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CommandState {
     /// Waiting for the device's control session (or for its turn).
     Queued,
@@ -33,17 +44,6 @@ pub enum CommandState {
 }
 
 impl CommandState {
-    /// Every state, in lifecycle order.
-    pub const ALL: [CommandState; 7] = [
-        CommandState::Queued,
-        CommandState::Sent,
-        CommandState::Acked,
-        CommandState::Succeeded,
-        CommandState::Failed,
-        CommandState::Rejected,
-        CommandState::TimedOut,
-    ];
-
     /// No further transition follows.
     pub fn is_final(self) -> bool {
         matches!(
@@ -57,18 +57,10 @@ impl CommandState {
 
     /// snake_case name (as in JSON and metrics).
     pub fn name(self) -> &'static str {
-        match self {
-            CommandState::Queued => "queued",
-            CommandState::Sent => "sent",
-            CommandState::Acked => "acked",
-            CommandState::Succeeded => "succeeded",
-            CommandState::Failed => "failed",
-            CommandState::Rejected => "rejected",
-            CommandState::TimedOut => "timed_out",
-        }
+        self.into()
     }
 
-    /// Position in [`CommandState::ALL`].
+    /// Position in lifecycle order (for counters indexed by state).
     pub fn index(self) -> usize {
         self as usize
     }
@@ -109,10 +101,11 @@ pub struct CommandRecord {
     pub detail: Option<String>,
     /// Who asked.
     pub origin: Origin,
-    /// Hub time it was submitted, Unix ms.
+    /// Wall time it was submitted, Unix ms.
     pub created_ms: u64,
-    /// Hub time of the latest transition, Unix ms.
+    /// Wall time of the latest transition, Unix ms.
     pub updated_ms: u64,
-    /// Hub time after which it times out, Unix ms.
-    pub deadline_ms: u64,
+    /// Monotonic time (ms, the hub's [`Clock`](crate::clock::Clock)) after
+    /// which it times out: a wall-clock step cannot expire it early.
+    pub deadline_mono_ms: u64,
 }

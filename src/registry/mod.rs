@@ -2,13 +2,16 @@
 //! about themselves, their control sessions, liveness (`online`, `late`,
 //! `offline`) and the lifecycle of every command.
 //!
-//! No I/O and no clock: every method takes the current hub time, changes
-//! the state, and queues [`Effect`]s (messages to send, sessions to close,
+//! No I/O and no clock: every method takes the current moment ([`Now`]:
+//! monotonic time for liveness and command deadlines, wall time only for
+//! the timestamps it records for people), changes the state, and queues
+//! [`Effect`]s (messages to send, sessions to close,
 //! statuses to publish) that the shell drains with
 //! [`Registry::take_effects`]. Unit tests drive it on a virtual clock.
 //!
 //! Liveness: a device's expected cadence is its declared interval (or
-//! `liveness.default_interval_ms` until it says). Silence is counted from
+//! `liveness.default_interval_ms` until it says, or a successful
+//! `set_interval` changes it). Silence is counted from
 //! its latest datagram, or from its session start if that is later. It is
 //! `online` while silent for fewer than `late_after_intervals` intervals,
 //! `late` until `offline_after_intervals`, then `offline`. A device that
@@ -22,9 +25,13 @@ mod persist;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
+use strum::EnumCount as _;
+
 use sensor_hub_protocol::control::{CommandBody, Hello, Outcome, RejectReason, SensorInfo};
 use sensor_hub_protocol::DeviceId;
 use serde::{Deserialize, Serialize};
+
+use crate::clock::Now;
 
 pub use commands::{kind_of, CommandId, CommandRecord, CommandState, Origin};
 pub use persist::DeviceRecord;
@@ -33,8 +40,20 @@ pub use persist::DeviceRecord;
 pub type SessionId = u64;
 
 /// Liveness of a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumCount,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum DeviceStatus {
     /// Reporting at its cadence.
     Online,
@@ -45,20 +64,9 @@ pub enum DeviceStatus {
 }
 
 impl DeviceStatus {
-    /// Every status.
-    pub const ALL: [DeviceStatus; 3] = [
-        DeviceStatus::Online,
-        DeviceStatus::Late,
-        DeviceStatus::Offline,
-    ];
-
-    /// snake_case name.
+    /// snake_case name (as in JSON and metrics).
     pub fn name(self) -> &'static str {
-        match self {
-            DeviceStatus::Online => "online",
-            DeviceStatus::Late => "late",
-            DeviceStatus::Offline => "offline",
-        }
+        self.into()
     }
 }
 
@@ -105,26 +113,32 @@ pub struct DeviceEntry {
     pub info: Option<DeviceInfo>,
     /// Its control session, if connected.
     pub session: Option<SessionId>,
-    /// Hub time its current (or latest) session started.
+    /// Wall time its current (or latest) session started, Unix ms.
     pub session_started_ms: Option<u64>,
-    /// Hub time of its latest datagram.
+    /// Wall time of its latest datagram, Unix ms.
     pub last_data_ms: Option<u64>,
-    /// Hub time of its latest control frame.
+    /// Wall time of its latest control frame, Unix ms.
     pub last_control_ms: Option<u64>,
     /// Hub clock minus device clock, from its latest hello or heartbeat.
     pub clock_offset_ms: Option<i64>,
     /// Current liveness.
     pub status: DeviceStatus,
-    /// Hub time of the latest status change.
+    /// Wall time of the latest status change, Unix ms.
     pub status_since_ms: u64,
     /// Channels it sent before the hub restarted (from the history).
     pub known_channels: Vec<u8>,
     queue: VecDeque<CommandId>,
     in_flight: Vec<CommandId>,
+    /// Monotonic time of its latest datagram.
+    last_data_mono: Option<u64>,
+    /// Monotonic time its current (or latest) session started.
+    session_started_mono: Option<u64>,
+    /// Known only from before a restart, and not heard from since.
+    restored: bool,
 }
 
 impl DeviceEntry {
-    fn new(id: DeviceId, now_ms: u64) -> DeviceEntry {
+    fn new(id: DeviceId, status_since_ms: u64) -> DeviceEntry {
         DeviceEntry {
             id,
             info: None,
@@ -134,10 +148,13 @@ impl DeviceEntry {
             last_control_ms: None,
             clock_offset_ms: None,
             status: DeviceStatus::Online,
-            status_since_ms: now_ms,
+            status_since_ms,
             known_channels: Vec::new(),
             queue: VecDeque::new(),
             in_flight: Vec::new(),
+            last_data_mono: None,
+            session_started_mono: None,
+            restored: false,
         }
     }
 
@@ -176,7 +193,7 @@ pub enum Effect {
         status: DeviceStatus,
         /// Status before, if it existed.
         previous: Option<DeviceStatus>,
-        /// Hub time of the change.
+        /// Wall time of the change, Unix ms.
         at_ms: u64,
     },
 }
@@ -191,7 +208,7 @@ pub struct RegistryCounters {
     /// Hellos refused because `max_devices` were tracked.
     pub rejected_too_many_devices: u64,
     /// Commands that reached each final state, by [`CommandState::index`].
-    pub commands_final: [u64; 7],
+    pub commands_final: [u64; CommandState::COUNT],
     /// Acks or results naming a command the hub does not know (or another
     /// device's command).
     pub unmatched_replies: u64,
@@ -210,6 +227,8 @@ pub struct Registry {
     /// Devices whose record (info or status) changed since the last
     /// [`Registry::take_changed`].
     changed: BTreeSet<DeviceId>,
+    /// See [`Registry::take_deadlines_moved`].
+    deadlines_moved: bool,
     counters: RegistryCounters,
 }
 
@@ -225,6 +244,7 @@ impl Registry {
             next_command: 1,
             effects: Vec::new(),
             changed: BTreeSet::new(),
+            deadlines_moved: false,
             counters: RegistryCounters::default(),
         }
     }
@@ -249,9 +269,9 @@ impl Registry {
         self.devices.keys().copied()
     }
 
-    /// Number of devices in each status, by [`DeviceStatus::ALL`] order.
-    pub fn status_counts(&self) -> [usize; 3] {
-        let mut counts = [0; 3];
+    /// Number of devices in each status, indexed by `status as usize`.
+    pub fn status_counts(&self) -> [usize; DeviceStatus::COUNT] {
+        let mut counts = [0; DeviceStatus::COUNT];
         for d in self.devices.values() {
             counts[d.status as usize] += 1;
         }
@@ -271,40 +291,57 @@ impl Registry {
         self.commands.get(&id)
     }
 
-    fn entry(&mut self, device: DeviceId, now_ms: u64) -> Option<&mut DeviceEntry> {
+    /// Number of devices tracked: every device of the data plane and of the
+    /// control plane counts here once, against `limits.max_devices`.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Whether `device` may be tracked: it is already, or there is room
+    /// under `max_devices` (then it is added and announced). The one
+    /// admission rule for datagrams and hellos alike.
+    pub fn admit(&mut self, device: DeviceId, now: Now) -> bool {
+        self.entry(device, now).is_some()
+    }
+
+    fn entry(&mut self, device: DeviceId, now: Now) -> Option<&mut DeviceEntry> {
         if !self.devices.contains_key(&device) {
             if self.devices.len() >= self.config.max_devices {
                 return None;
             }
             self.devices
-                .insert(device, DeviceEntry::new(device, now_ms));
+                .insert(device, DeviceEntry::new(device, now.wall_ms));
             self.changed.insert(device);
+            self.deadlines_moved = true;
             self.effects.push(Effect::DeviceStatus {
                 device,
                 status: DeviceStatus::Online,
                 previous: None,
-                at_ms: now_ms,
+                at_ms: now.wall_ms,
             });
         }
         self.devices.get_mut(&device)
     }
 
-    /// A datagram from `device` was accepted at `now_ms`. Returns the
-    /// device's clock offset (hub minus device), if known.
-    pub fn data_seen(&mut self, device: DeviceId, now_ms: u64) -> Option<i64> {
-        let offset = self.entry(device, now_ms).and_then(|entry| {
-            entry.last_data_ms = Some(now_ms);
+    /// A datagram from `device` was accepted at `now`. Returns the device's
+    /// clock offset (hub minus device), if known; `None` also when the
+    /// device could not be admitted (call [`Registry::admit`] first).
+    pub fn data_seen(&mut self, device: DeviceId, now: Now) -> Option<i64> {
+        let offset = self.entry(device, now).and_then(|entry| {
+            entry.last_data_ms = Some(now.wall_ms);
+            entry.last_data_mono = Some(now.mono_ms);
+            entry.restored = false;
             entry.clock_offset_ms
         });
-        self.update_status(device, now_ms);
+        self.update_status(device, now);
         offset
     }
 
     /// A device said hello (already authenticated by the shell). Returns the
     /// new session's id, or why it is refused.
-    pub fn open_session(&mut self, hello: &Hello, now_ms: u64) -> Result<SessionId, RejectReason> {
+    pub fn open_session(&mut self, hello: &Hello, now: Now) -> Result<SessionId, RejectReason> {
         let session = self.next_session;
-        let Some(entry) = self.entry(hello.device_id, now_ms) else {
+        let Some(entry) = self.entry(hello.device_id, now) else {
             self.counters.rejected_too_many_devices += 1;
             return Err(RejectReason::TooManyDevices);
         };
@@ -315,10 +352,13 @@ impl Registry {
             interval_ms: hello.interval_ms,
             sensors: hello.sensors.to_vec(),
         });
-        entry.session_started_ms = Some(now_ms);
-        entry.last_control_ms = Some(now_ms);
-        entry.clock_offset_ms = Some(offset(now_ms, hello.device_time_ms));
+        entry.session_started_ms = Some(now.wall_ms);
+        entry.session_started_mono = Some(now.mono_ms);
+        entry.last_control_ms = Some(now.wall_ms);
+        entry.restored = false;
+        entry.clock_offset_ms = Some(offset(now.wall_ms, hello.device_time_ms));
         self.changed.insert(hello.device_id);
+        self.deadlines_moved = true;
         self.next_session += 1;
         self.counters.sessions_opened += 1;
         if let Some(old) = replaced {
@@ -328,28 +368,29 @@ impl Registry {
                 reason: RejectReason::Replaced,
             });
         }
-        self.update_status(hello.device_id, now_ms);
-        self.pump(hello.device_id, now_ms);
+        self.update_status(hello.device_id, now);
+        self.pump(hello.device_id, now);
         Ok(session)
     }
 
     /// A session ended (any reason). Ignored if the device already has a
     /// newer session.
-    pub fn close_session(&mut self, device: DeviceId, session: SessionId, now_ms: u64) {
+    pub fn close_session(&mut self, device: DeviceId, session: SessionId, now: Now) {
         if let Some(entry) = self.devices.get_mut(&device) {
             if entry.session == Some(session) {
                 entry.session = None;
-                self.update_status(device, now_ms);
+                self.deadlines_moved = true;
+                self.update_status(device, now);
             }
         }
     }
 
     /// A heartbeat (or any frame) arrived on the device's session.
-    pub fn heartbeat(&mut self, device: DeviceId, device_time_ms: Option<u64>, now_ms: u64) {
+    pub fn heartbeat(&mut self, device: DeviceId, device_time_ms: Option<u64>, now: Now) {
         if let Some(entry) = self.devices.get_mut(&device) {
-            entry.last_control_ms = Some(now_ms);
+            entry.last_control_ms = Some(now.wall_ms);
             if let Some(t) = device_time_ms {
-                entry.clock_offset_ms = Some(offset(now_ms, t));
+                entry.clock_offset_ms = Some(offset(now.wall_ms, t));
             }
         }
     }
@@ -362,7 +403,7 @@ impl Registry {
         body: CommandBody,
         wait: bool,
         origin: Origin,
-        now_ms: u64,
+        now: Now,
     ) -> CommandId {
         let id = self.next_command;
         self.next_command = self.next_command.wrapping_add(1).max(1);
@@ -373,10 +414,11 @@ impl Registry {
             state: CommandState::Queued,
             detail: None,
             origin,
-            created_ms: now_ms,
-            updated_ms: now_ms,
-            deadline_ms: now_ms.saturating_add(self.config.command_ttl_ms),
+            created_ms: now.wall_ms,
+            updated_ms: now.wall_ms,
+            deadline_mono_ms: now.mono_ms.saturating_add(self.config.command_ttl_ms),
         };
+        self.deadlines_moved = true;
         self.commands.insert(id, record);
         let refusal = match self.devices.get(&device) {
             None => Some(format!("unknown device {device}")),
@@ -390,23 +432,23 @@ impl Registry {
             Some(_) => None,
         };
         match refusal {
-            Some(reason) => self.transition(id, CommandState::Rejected, Some(reason), now_ms),
+            Some(reason) => self.transition(id, CommandState::Rejected, Some(reason), now),
             None => {
                 self.publish(id);
                 if let Some(d) = self.devices.get_mut(&device) {
                     d.queue.push_back(id);
                 }
-                self.pump(device, now_ms);
+                self.pump(device, now);
             }
         }
         id
     }
 
     /// The device confirmed receipt of command `id`.
-    pub fn command_acked(&mut self, device: DeviceId, id: CommandId, now_ms: u64) {
+    pub fn command_acked(&mut self, device: DeviceId, id: CommandId, now: Now) {
         match self.commands.get(&id) {
             Some(c) if c.device == device && c.state == CommandState::Sent => {
-                self.transition(id, CommandState::Acked, None, now_ms);
+                self.transition(id, CommandState::Acked, None, now);
             }
             Some(c) if c.device == device && !c.state.is_final() => {} // duplicate ack
             _ => self.counters.unmatched_replies += 1,
@@ -420,7 +462,7 @@ impl Registry {
         id: CommandId,
         outcome: Outcome,
         detail: Option<String>,
-        now_ms: u64,
+        now: Now,
     ) {
         match self.commands.get(&id) {
             Some(c) if c.device == device && !c.state.is_final() => {
@@ -428,40 +470,82 @@ impl Registry {
                     Outcome::Succeeded => CommandState::Succeeded,
                     Outcome::Failed => CommandState::Failed,
                 };
-                self.transition(id, state, detail, now_ms);
-                self.pump(device, now_ms);
+                let new_interval = match (outcome, &c.body) {
+                    (Outcome::Succeeded, CommandBody::SetInterval { ms }) => Some(*ms),
+                    _ => None,
+                };
+                if let Some(ms) = new_interval {
+                    // The device now reports at the new cadence: liveness
+                    // follows it, and the stored record says so.
+                    let entry = self.devices.get_mut(&device);
+                    if let Some(info) = entry.and_then(|d| d.info.as_mut()) {
+                        info.interval_ms = ms;
+                        self.changed.insert(device);
+                        self.deadlines_moved = true;
+                    }
+                }
+                self.transition(id, state, detail, now);
+                self.pump(device, now);
+                self.update_status(device, now);
             }
             _ => self.counters.unmatched_replies += 1,
         }
     }
 
     /// Advances time: times out commands past their TTL and re-evaluates
-    /// every device's status.
-    pub fn tick(&mut self, now_ms: u64) {
+    /// every device's status. Returns when it next has work (see
+    /// [`Registry::next_deadline`]).
+    pub fn tick(&mut self, now: Now) -> Option<u64> {
         let mut expired: Vec<CommandId> = self
             .commands
             .values()
-            .filter(|c| !c.state.is_final() && now_ms >= c.deadline_ms)
+            .filter(|c| !c.state.is_final() && now.mono_ms >= c.deadline_mono_ms)
             .map(|c| c.id)
             .collect();
         expired.sort_unstable();
         for id in expired {
             let ttl = self.config.command_ttl_ms;
             let detail = format!("no result within {ttl} ms (commands.ttl_ms)");
-            self.transition(id, CommandState::TimedOut, Some(detail), now_ms);
+            self.transition(id, CommandState::TimedOut, Some(detail), now);
             if let Some(device) = self.commands.get(&id).map(|c| c.device) {
-                self.pump(device, now_ms);
+                self.pump(device, now);
             }
         }
         let mut ids: Vec<DeviceId> = self.devices.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
-            self.update_status(id, now_ms);
+            self.update_status(id, now);
         }
+        self.next_deadline(now)
+    }
+
+    /// The monotonic time (ms) at which [`Registry::tick`] next has work:
+    /// the earliest command deadline or liveness threshold still ahead;
+    /// `None` when nothing is pending. Datagrams only move these later, so
+    /// the shell recomputes it early only when
+    /// [`Registry::take_deadlines_moved`] says one may have come closer.
+    pub fn next_deadline(&self, now: Now) -> Option<u64> {
+        let commands = self
+            .commands
+            .values()
+            .filter(|c| !c.state.is_final())
+            .map(|c| c.deadline_mono_ms);
+        let devices = self
+            .devices
+            .values()
+            .filter_map(|d| next_change(d, &self.config, now.mono_ms));
+        commands.chain(devices).map(|t| t.max(now.mono_ms)).min()
+    }
+
+    /// Whether a change since the last call may have brought
+    /// [`Registry::next_deadline`] closer (a new device, session or command,
+    /// a closed session, a new interval); clears the flag.
+    pub fn take_deadlines_moved(&mut self) -> bool {
+        std::mem::take(&mut self.deadlines_moved)
     }
 
     /// Sends queued commands of `device` while it has a session and room.
-    fn pump(&mut self, device: DeviceId, now_ms: u64) {
+    fn pump(&mut self, device: DeviceId, now: Now) {
         loop {
             let Some(entry) = self.devices.get_mut(&device) else {
                 return;
@@ -478,24 +562,18 @@ impl Registry {
             };
             entry.in_flight.push(id);
             self.effects.push(Effect::Send { session, id, body });
-            self.transition(id, CommandState::Sent, None, now_ms);
+            self.transition(id, CommandState::Sent, None, now);
         }
     }
 
     /// Moves a command to `state`, publishes it, and retires final ones.
-    fn transition(
-        &mut self,
-        id: CommandId,
-        state: CommandState,
-        detail: Option<String>,
-        now_ms: u64,
-    ) {
+    fn transition(&mut self, id: CommandId, state: CommandState, detail: Option<String>, now: Now) {
         let Some(c) = self.commands.get_mut(&id) else {
             return;
         };
         c.state = state;
         c.detail = detail;
-        c.updated_ms = now_ms;
+        c.updated_ms = now.wall_ms;
         let device = c.device;
         self.publish(id);
         if state.is_final() {
@@ -519,31 +597,58 @@ impl Registry {
         }
     }
 
-    fn update_status(&mut self, device: DeviceId, now_ms: u64) {
+    fn update_status(&mut self, device: DeviceId, now: Now) {
         let Some(entry) = self.devices.get_mut(&device) else {
             return;
         };
-        let status = evaluate(entry, &self.config, now_ms);
+        let status = evaluate(entry, &self.config, now.mono_ms);
         if status != entry.status {
             let previous = entry.status;
             entry.status = status;
-            entry.status_since_ms = now_ms;
+            entry.status_since_ms = now.wall_ms;
             self.changed.insert(device);
             self.effects.push(Effect::DeviceStatus {
                 device,
                 status,
                 previous: Some(previous),
-                at_ms: now_ms,
+                at_ms: now.wall_ms,
             });
         }
     }
 }
 
+/// Largest clock offset the hub records, ms (about 285,000 years): far
+/// beyond any real clock error, far inside `i64`, so arithmetic on it
+/// cannot overflow.
+pub const MAX_CLOCK_OFFSET_MS: i64 = 1 << 53;
+
+/// Hub clock minus device clock, ms, clamped to ±[`MAX_CLOCK_OFFSET_MS`]
+/// (a device time near `u64::MAX` used to drive it to `i64::MIN`).
 fn offset(hub_ms: u64, device_ms: u64) -> i64 {
-    (hub_ms as i128 - device_ms as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    let delta = i128::from(hub_ms) - i128::from(device_ms);
+    let bound = i128::from(MAX_CLOCK_OFFSET_MS);
+    i64::try_from(delta.clamp(-bound, bound)).unwrap_or(0)
 }
 
-/// The liveness rule (see the module documentation).
+/// When a device's status would next change by silence alone, monotonic ms
+/// (`None`: not by silence, e.g. a device that sends no data).
+fn next_change(entry: &DeviceEntry, config: &RegistryConfig, now_ms: u64) -> Option<u64> {
+    let interval = match &entry.info {
+        Some(info) if info.interval_ms == 0 => return None,
+        Some(info) => u64::from(info.interval_ms),
+        None => config.default_interval_ms,
+    };
+    let last = entry.last_data_mono.max(entry.session_started_mono)?;
+    let after = |n: u32| last.saturating_add(interval.saturating_mul(u64::from(n)));
+    [
+        after(config.late_after_intervals),
+        after(config.offline_after_intervals),
+    ]
+    .into_iter()
+    .find(|&t| t > now_ms)
+}
+
+/// The liveness rule (see the module documentation), on monotonic time.
 fn evaluate(entry: &DeviceEntry, config: &RegistryConfig, now_ms: u64) -> DeviceStatus {
     let connected = entry.session.is_some();
     let interval = match &entry.info {
@@ -557,11 +662,12 @@ fn evaluate(entry: &DeviceEntry, config: &RegistryConfig, now_ms: u64) -> Device
         Some(info) => u64::from(info.interval_ms),
         None => config.default_interval_ms,
     };
-    let last = entry
-        .last_data_ms
-        .max(entry.session_started_ms)
-        .unwrap_or(now_ms);
-    let silence = now_ms.saturating_sub(last);
+    let silence = match entry.last_data_mono.max(entry.session_started_mono) {
+        Some(last) => now_ms.saturating_sub(last),
+        // Known only from before a restart: silent since then.
+        None if entry.restored => u64::MAX,
+        None => 0,
+    };
     let late_after = interval.saturating_mul(u64::from(config.late_after_intervals));
     let offline_after = interval.saturating_mul(u64::from(config.offline_after_intervals));
     let lost_session = entry.info.is_some() && !connected;

@@ -48,9 +48,10 @@ impl Registry {
     }
 
     /// Adds a device known from before a restart, with the channels it
-    /// sent. It has no session; its status is re-evaluated from its last
-    /// activity at the next [`Registry::tick`] (a device that had a session
-    /// goes `offline` unless it reconnects). Queues nothing. A device
+    /// sent. It has no session; its status is re-evaluated at the next
+    /// [`Registry::tick`]: silent since before the restart, it goes
+    /// `offline` unless it sends or reconnects first (the monotonic clock
+    /// does not span restarts, so its wall-clock `last_seen_ms` is only shown). Queues nothing. A device
     /// already tracked, or one over `max_devices`, is ignored; returns
     /// whether it was added.
     pub fn restore(&mut self, record: DeviceRecord, known_channels: Vec<u8>) -> bool {
@@ -62,7 +63,9 @@ impl Registry {
         entry.status = record.status;
         entry.last_data_ms = record.last_seen_ms;
         entry.known_channels = known_channels;
+        entry.restored = true;
         self.devices.insert(record.id, entry);
+        self.deadlines_moved = true;
         true
     }
 }

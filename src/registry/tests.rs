@@ -6,6 +6,12 @@ use sensor_hub_protocol::control::{Name, Text};
 
 const T0: u64 = 1_700_000_000_000;
 
+/// A moment where monotonic and wall time read the same (tests that step
+/// only one of them build their `Now` by hand).
+fn at(ms: u64) -> Now {
+    Now::at(ms, ms)
+}
+
 fn config() -> RegistryConfig {
     RegistryConfig {
         max_devices: 3,
@@ -63,7 +69,7 @@ fn statuses(effects: &[Effect]) -> Vec<(DeviceId, Option<DeviceStatus>, DeviceSt
 #[test]
 fn hello_opens_a_session_and_announces_the_device() {
     let mut r = Registry::new(config());
-    let session = r.open_session(&hello(7, 1_000), T0).unwrap();
+    let session = r.open_session(&hello(7, 1_000), at(T0)).unwrap();
     let effects = r.take_effects();
     assert_eq!(statuses(&effects), [(7, None, DeviceStatus::Online)]);
     let d = r.device(7).unwrap();
@@ -76,9 +82,9 @@ fn hello_opens_a_session_and_announces_the_device() {
 #[test]
 fn command_round_trip_goes_through_every_state() {
     let mut r = Registry::new(config());
-    let session = r.open_session(&hello(7, 1_000), T0).unwrap();
+    let session = r.open_session(&hello(7, 1_000), at(T0)).unwrap();
     r.take_effects();
-    let id = r.submit(7, set_interval(500), true, Origin::default(), T0 + 1);
+    let id = r.submit(7, set_interval(500), true, Origin::default(), at(T0 + 1));
     let effects = r.take_effects();
     assert_eq!(
         states(&effects, id),
@@ -89,13 +95,13 @@ fn command_round_trip_goes_through_every_state() {
         id,
         body: set_interval(500)
     }));
-    r.command_acked(7, id, T0 + 2);
+    r.command_acked(7, id, at(T0 + 2));
     r.command_result(
         7,
         id,
         Outcome::Succeeded,
         Some("interval 500 ms".into()),
-        T0 + 3,
+        at(T0 + 3),
     );
     let effects = r.take_effects();
     assert_eq!(
@@ -114,7 +120,7 @@ fn command_round_trip_goes_through_every_state() {
 #[test]
 fn unknown_device_is_rejected_at_once() {
     let mut r = Registry::new(config());
-    let id = r.submit(99, CommandBody::Identify, true, Origin::default(), T0);
+    let id = r.submit(99, CommandBody::Identify, true, Origin::default(), at(T0));
     assert_eq!(states(&r.take_effects(), id), [CommandState::Rejected]);
     assert!(r
         .command(id)
@@ -128,15 +134,15 @@ fn unknown_device_is_rejected_at_once() {
 #[test]
 fn offline_device_rejects_or_queues_as_the_command_says() {
     let mut r = Registry::new(config());
-    r.data_seen(5, T0); // known from data only: no session
+    r.data_seen(5, at(T0)); // known from data only: no session
     r.take_effects();
-    let no_wait = r.submit(5, CommandBody::Identify, false, Origin::default(), T0);
+    let no_wait = r.submit(5, CommandBody::Identify, false, Origin::default(), at(T0));
     assert_eq!(states(&r.take_effects(), no_wait), [CommandState::Rejected]);
 
-    let waits = r.submit(5, CommandBody::Identify, true, Origin::default(), T0);
+    let waits = r.submit(5, CommandBody::Identify, true, Origin::default(), at(T0));
     assert_eq!(states(&r.take_effects(), waits), [CommandState::Queued]);
     // The device connects: the queued command goes out.
-    let session = r.open_session(&hello(5, 1_000), T0 + 2_000).unwrap();
+    let session = r.open_session(&hello(5, 1_000), at(T0 + 2_000)).unwrap();
     let effects = r.take_effects();
     assert_eq!(states(&effects, waits), [CommandState::Sent]);
     assert!(effects.contains(&Effect::Send {
@@ -149,15 +155,15 @@ fn offline_device_rejects_or_queues_as_the_command_says() {
 #[test]
 fn command_times_out_at_its_ttl_and_not_before() {
     let mut r = Registry::new(config());
-    r.data_seen(5, T0);
-    let id = r.submit(5, CommandBody::Reboot, true, Origin::default(), T0);
+    r.data_seen(5, at(T0));
+    let id = r.submit(5, CommandBody::Reboot, true, Origin::default(), at(T0));
     r.take_effects();
-    r.tick(T0 + 9_999);
+    r.tick(at(T0 + 9_999));
     assert_eq!(states(&r.take_effects(), id), []);
-    r.tick(T0 + 10_000);
+    r.tick(at(T0 + 10_000));
     assert_eq!(states(&r.take_effects(), id), [CommandState::TimedOut]);
     // A late result changes nothing and is counted.
-    r.command_result(5, id, Outcome::Succeeded, None, T0 + 10_001);
+    r.command_result(5, id, Outcome::Succeeded, None, at(T0 + 10_001));
     assert_eq!(r.command(id).unwrap().state, CommandState::TimedOut);
     assert_eq!(r.counters().unmatched_replies, 1);
 }
@@ -165,9 +171,15 @@ fn command_times_out_at_its_ttl_and_not_before() {
 #[test]
 fn sent_commands_time_out_too_and_free_the_way() {
     let mut r = Registry::new(config());
-    r.open_session(&hello(5, 1_000), T0).unwrap();
-    let first = r.submit(5, CommandBody::Identify, true, Origin::default(), T0);
-    let second = r.submit(5, CommandBody::Reboot, true, Origin::default(), T0 + 5_000);
+    r.open_session(&hello(5, 1_000), at(T0)).unwrap();
+    let first = r.submit(5, CommandBody::Identify, true, Origin::default(), at(T0));
+    let second = r.submit(
+        5,
+        CommandBody::Reboot,
+        true,
+        Origin::default(),
+        at(T0 + 5_000),
+    );
     let effects = r.take_effects();
     // One in flight at a time: the second waits.
     assert_eq!(
@@ -175,7 +187,7 @@ fn sent_commands_time_out_too_and_free_the_way() {
         [CommandState::Queued, CommandState::Sent]
     );
     assert_eq!(states(&effects, second), [CommandState::Queued]);
-    r.tick(T0 + 10_000);
+    r.tick(at(T0 + 10_000));
     let effects = r.take_effects();
     assert_eq!(states(&effects, first), [CommandState::TimedOut]);
     assert_eq!(states(&effects, second), [CommandState::Sent]);
@@ -184,12 +196,12 @@ fn sent_commands_time_out_too_and_free_the_way() {
 #[test]
 fn next_command_is_sent_when_the_previous_finishes() {
     let mut r = Registry::new(config());
-    r.open_session(&hello(5, 1_000), T0).unwrap();
-    let a = r.submit(5, set_interval(100), true, Origin::default(), T0);
-    let b = r.submit(5, set_interval(200), true, Origin::default(), T0);
+    r.open_session(&hello(5, 1_000), at(T0)).unwrap();
+    let a = r.submit(5, set_interval(100), true, Origin::default(), at(T0));
+    let b = r.submit(5, set_interval(200), true, Origin::default(), at(T0));
     r.take_effects();
-    r.command_acked(5, a, T0 + 1);
-    r.command_result(5, a, Outcome::Failed, Some("nope".into()), T0 + 2);
+    r.command_acked(5, a, at(T0 + 1));
+    r.command_result(5, a, Outcome::Failed, Some("nope".into()), at(T0 + 2));
     let effects = r.take_effects();
     assert_eq!(
         states(&effects, a),
@@ -201,10 +213,10 @@ fn next_command_is_sent_when_the_previous_finishes() {
 #[test]
 fn full_queue_rejects() {
     let mut r = Registry::new(config());
-    r.data_seen(5, T0);
-    r.submit(5, CommandBody::Identify, true, Origin::default(), T0);
-    r.submit(5, CommandBody::Identify, true, Origin::default(), T0);
-    let third = r.submit(5, CommandBody::Identify, true, Origin::default(), T0);
+    r.data_seen(5, at(T0));
+    r.submit(5, CommandBody::Identify, true, Origin::default(), at(T0));
+    r.submit(5, CommandBody::Identify, true, Origin::default(), at(T0));
+    let third = r.submit(5, CommandBody::Identify, true, Origin::default(), at(T0));
     let effects = r.take_effects();
     assert_eq!(states(&effects, third), [CommandState::Rejected]);
     assert!(r
@@ -219,8 +231,8 @@ fn full_queue_rejects() {
 #[test]
 fn a_second_hello_replaces_the_session() {
     let mut r = Registry::new(config());
-    let old = r.open_session(&hello(7, 1_000), T0).unwrap();
-    let new = r.open_session(&hello(7, 1_000), T0 + 10).unwrap();
+    let old = r.open_session(&hello(7, 1_000), at(T0)).unwrap();
+    let new = r.open_session(&hello(7, 1_000), at(T0 + 10)).unwrap();
     assert_ne!(old, new);
     let effects = r.take_effects();
     assert!(effects.contains(&Effect::CloseSession {
@@ -229,30 +241,30 @@ fn a_second_hello_replaces_the_session() {
     }));
     assert_eq!(r.counters().sessions_replaced, 1);
     // The old session's end does not disturb the new one.
-    r.close_session(7, old, T0 + 20);
+    r.close_session(7, old, at(T0 + 20));
     assert_eq!(r.device(7).unwrap().session, Some(new));
 }
 
 #[test]
 fn silent_device_goes_late_then_offline_then_back_online() {
     let mut r = Registry::new(config());
-    r.data_seen(3, T0); // data-only device, default interval 1 s
+    r.data_seen(3, at(T0)); // data-only device, default interval 1 s
     r.take_effects();
-    r.tick(T0 + 2_999);
+    r.tick(at(T0 + 2_999));
     assert_eq!(statuses(&r.take_effects()), []);
-    r.tick(T0 + 3_000);
+    r.tick(at(T0 + 3_000));
     assert_eq!(
         statuses(&r.take_effects()),
         [(3, Some(DeviceStatus::Online), DeviceStatus::Late)]
     );
-    r.tick(T0 + 9_999);
+    r.tick(at(T0 + 9_999));
     assert_eq!(statuses(&r.take_effects()), []);
-    r.tick(T0 + 10_000);
+    r.tick(at(T0 + 10_000));
     assert_eq!(
         statuses(&r.take_effects()),
         [(3, Some(DeviceStatus::Late), DeviceStatus::Offline)]
     );
-    r.data_seen(3, T0 + 20_000);
+    r.data_seen(3, at(T0 + 20_000));
     assert_eq!(
         statuses(&r.take_effects()),
         [(3, Some(DeviceStatus::Offline), DeviceStatus::Online)]
@@ -263,33 +275,33 @@ fn silent_device_goes_late_then_offline_then_back_online() {
 #[test]
 fn declared_interval_sets_the_cadence() {
     let mut r = Registry::new(config());
-    r.open_session(&hello(4, 10_000), T0).unwrap();
-    r.data_seen(4, T0);
+    r.open_session(&hello(4, 10_000), at(T0)).unwrap();
+    r.data_seen(4, at(T0));
     r.take_effects();
-    r.tick(T0 + 29_999);
+    r.tick(at(T0 + 29_999));
     assert_eq!(r.device(4).unwrap().status, DeviceStatus::Online);
-    r.tick(T0 + 30_000);
+    r.tick(at(T0 + 30_000));
     assert_eq!(r.device(4).unwrap().status, DeviceStatus::Late);
 }
 
 #[test]
 fn connected_device_without_data_is_late_not_offline() {
     let mut r = Registry::new(config());
-    r.open_session(&hello(4, 1_000), T0).unwrap();
-    r.tick(T0 + 60_000);
+    r.open_session(&hello(4, 1_000), at(T0)).unwrap();
+    r.tick(at(T0 + 60_000));
     assert_eq!(r.device(4).unwrap().status, DeviceStatus::Late);
 }
 
 #[test]
 fn lost_session_and_no_data_is_offline_at_the_late_threshold() {
     let mut r = Registry::new(config());
-    let s = r.open_session(&hello(4, 1_000), T0).unwrap();
-    r.data_seen(4, T0);
-    r.close_session(4, s, T0 + 500);
+    let s = r.open_session(&hello(4, 1_000), at(T0)).unwrap();
+    r.data_seen(4, at(T0));
+    r.close_session(4, s, at(T0 + 500));
     r.take_effects();
-    r.tick(T0 + 2_999);
+    r.tick(at(T0 + 2_999));
     assert_eq!(r.device(4).unwrap().status, DeviceStatus::Online);
-    r.tick(T0 + 3_000);
+    r.tick(at(T0 + 3_000));
     assert_eq!(
         statuses(&r.take_effects()),
         [(4, Some(DeviceStatus::Online), DeviceStatus::Offline)]
@@ -299,22 +311,22 @@ fn lost_session_and_no_data_is_offline_at_the_late_threshold() {
 #[test]
 fn data_less_device_is_online_exactly_while_connected() {
     let mut r = Registry::new(config());
-    let s = r.open_session(&hello(6, 0), T0).unwrap();
-    r.tick(T0 + 1_000_000);
+    let s = r.open_session(&hello(6, 0), at(T0)).unwrap();
+    r.tick(at(T0 + 1_000_000));
     assert_eq!(r.device(6).unwrap().status, DeviceStatus::Online);
-    r.close_session(6, s, T0 + 1_000_001);
+    r.close_session(6, s, at(T0 + 1_000_001));
     assert_eq!(r.device(6).unwrap().status, DeviceStatus::Offline);
 }
 
 #[test]
 fn replies_for_other_devices_or_unknown_ids_are_counted_not_applied() {
     let mut r = Registry::new(config());
-    r.open_session(&hello(1, 1_000), T0).unwrap();
-    r.open_session(&hello(2, 1_000), T0).unwrap();
-    let id = r.submit(1, CommandBody::Identify, true, Origin::default(), T0);
-    r.command_acked(2, id, T0);
-    r.command_result(2, id, Outcome::Succeeded, None, T0);
-    r.command_acked(1, 4_000, T0);
+    r.open_session(&hello(1, 1_000), at(T0)).unwrap();
+    r.open_session(&hello(2, 1_000), at(T0)).unwrap();
+    let id = r.submit(1, CommandBody::Identify, true, Origin::default(), at(T0));
+    r.command_acked(2, id, at(T0));
+    r.command_result(2, id, Outcome::Succeeded, None, at(T0));
+    r.command_acked(1, 4_000, at(T0));
     assert_eq!(r.command(id).unwrap().state, CommandState::Sent);
     assert_eq!(r.counters().unmatched_replies, 3);
 }
@@ -323,7 +335,7 @@ fn replies_for_other_devices_or_unknown_ids_are_counted_not_applied() {
 fn finished_commands_are_retained_up_to_the_bound() {
     let mut r = Registry::new(config());
     let ids: Vec<CommandId> = (0..6)
-        .map(|_| r.submit(42, CommandBody::Identify, true, Origin::default(), T0))
+        .map(|_| r.submit(42, CommandBody::Identify, true, Origin::default(), at(T0)))
         .collect();
     assert!(r.command(ids[0]).is_none());
     assert!(r.command(ids[1]).is_none());
@@ -335,36 +347,36 @@ fn finished_commands_are_retained_up_to_the_bound() {
 fn device_limit_refuses_new_devices() {
     let mut r = Registry::new(config());
     for id in 1..=3 {
-        r.open_session(&hello(id, 1_000), T0).unwrap();
+        r.open_session(&hello(id, 1_000), at(T0)).unwrap();
     }
     assert_eq!(
-        r.open_session(&hello(4, 1_000), T0),
+        r.open_session(&hello(4, 1_000), at(T0)),
         Err(RejectReason::TooManyDevices)
     );
-    r.data_seen(5, T0); // not tracked either
+    r.data_seen(5, at(T0)); // not tracked either
     assert!(r.device(5).is_none());
     // Known devices still reconnect.
-    assert!(r.open_session(&hello(2, 1_000), T0 + 1).is_ok());
+    assert!(r.open_session(&hello(2, 1_000), at(T0 + 1)).is_ok());
     assert_eq!(r.counters().rejected_too_many_devices, 1);
 }
 
 #[test]
 fn records_change_on_hello_and_status_not_on_every_datagram() {
     let mut r = Registry::new(config());
-    r.data_seen(1, T0);
+    r.data_seen(1, at(T0));
     let first = r.take_changed();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].id, 1);
     assert_eq!(first[0].info, None);
     assert_eq!(first[0].status, DeviceStatus::Online);
     for i in 1..=3 {
-        r.data_seen(1, T0 + i * 500);
+        r.data_seen(1, at(T0 + i * 500));
     }
     assert!(
         r.take_changed().is_empty(),
         "datagrams alone change nothing"
     );
-    r.open_session(&hello(1, 1_000), T0 + 2_000).unwrap();
+    r.open_session(&hello(1, 1_000), at(T0 + 2_000)).unwrap();
     let after_hello = r.take_changed();
     assert_eq!(after_hello.len(), 1);
     assert_eq!(
@@ -372,22 +384,22 @@ fn records_change_on_hello_and_status_not_on_every_datagram() {
         Some("dev")
     );
     assert_eq!(after_hello[0].last_seen_ms, Some(T0 + 2_000));
-    r.tick(T0 + 6_000); // silent 4 intervals with a session: late
+    r.tick(at(T0 + 6_000)); // silent 4 intervals with a session: late
     let late = r.take_changed();
     assert_eq!(late.len(), 1);
     assert_eq!(
         (late[0].status, late[0].status_since_ms),
         (DeviceStatus::Late, T0 + 6_000)
     );
-    r.tick(T0 + 6_100);
+    r.tick(at(T0 + 6_100));
     assert!(r.take_changed().is_empty());
 }
 
 #[test]
 fn restored_devices_keep_their_info_and_go_offline_unless_they_return() {
     let mut before = Registry::new(config());
-    before.open_session(&hello(1, 1_000), T0).unwrap();
-    before.data_seen(2, T0 + 100);
+    before.open_session(&hello(1, 1_000), at(T0)).unwrap();
+    before.data_seen(2, at(T0 + 100));
     let records = before.take_changed();
     assert_eq!(records.len(), 2);
     // Through JSON, as the store keeps them.
@@ -410,13 +422,13 @@ fn restored_devices_keep_their_info_and_go_offline_unless_they_return() {
     // Restarted an hour later: both are offline at the first tick (device 1
     // lost its session; device 2 is silent past offline_after_intervals).
     let later = T0 + 3_600_000;
-    r.tick(later);
+    r.tick(at(later));
     assert_eq!(r.device(1).unwrap().status, DeviceStatus::Offline);
     assert_eq!(r.device(2).unwrap().status, DeviceStatus::Offline);
     assert_eq!(r.take_changed().len(), 2, "the new statuses are persisted");
 
     // Device 1 comes back: a new session, online again.
-    r.open_session(&hello(1, 1_000), later + 10).unwrap();
+    r.open_session(&hello(1, 1_000), at(later + 10)).unwrap();
     assert_eq!(r.device(1).unwrap().status, DeviceStatus::Online);
 }
 

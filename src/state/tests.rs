@@ -1,19 +1,69 @@
 //! Ingest state: acceptance, per-device bookkeeping and drop counting,
 //! on plain byte slices and a clock passed in.
 
+use std::ops::Deref;
+
 use super::*;
+use sensor_hub_protocol::control::{Hello, Name, Text};
 use sensor_hub_protocol::{encode_datagram, Datagram, Reading, MAGIC, MAX_DATAGRAM_LEN, VERSION};
 
 const NOW: u64 = 1_700_000_000_000;
 
-fn state(max_devices: usize) -> HubState {
-    HubState::new(
-        max_devices,
-        WindowConfig {
+/// The data plane with the registry that admits its devices.
+struct S {
+    state: HubState,
+    registry: Registry,
+}
+
+impl S {
+    /// Ingests `b` as read whole from the wire at `now_ms` (both clocks).
+    fn ingest(
+        &mut self,
+        b: &[u8],
+        from: SocketAddr,
+        now_ms: u64,
+    ) -> Result<LiveDatagram, DropReason> {
+        match self.ingest_any(b, b.len(), from, now_ms)? {
+            Ingested::Applied(live) => Ok(live),
+            Ingested::Duplicate => panic!("unexpected duplicate"),
+        }
+    }
+
+    fn ingest_any(
+        &mut self,
+        b: &[u8],
+        wire_len: usize,
+        from: SocketAddr,
+        now_ms: u64,
+    ) -> Result<Ingested, DropReason> {
+        self.state.ingest(
+            &mut self.registry,
+            b,
+            wire_len,
+            from,
+            Now::at(now_ms, now_ms),
+        )
+    }
+
+    fn device_count(&self) -> usize {
+        self.registry.device_count()
+    }
+}
+
+impl Deref for S {
+    type Target = HubState;
+    fn deref(&self) -> &HubState {
+        &self.state
+    }
+}
+
+fn state(max_devices: usize) -> S {
+    S {
+        state: HubState::new(WindowConfig {
             windows_ms: vec![10_000, 60_000],
             buckets: 10,
-        },
-        Registry::new(crate::registry::RegistryConfig {
+        }),
+        registry: Registry::new(crate::registry::RegistryConfig {
             max_devices,
             default_interval_ms: 1_000,
             late_after_intervals: 3,
@@ -23,7 +73,7 @@ fn state(max_devices: usize) -> HubState {
             max_in_flight: 1,
             retain_finished: 1,
         }),
-    )
+    }
 }
 
 fn addr() -> SocketAddr {
@@ -111,7 +161,7 @@ fn every_malformed_kind_is_counted_under_its_reason() {
     ];
     for (input, reason) in cases {
         let err = s.ingest(input, addr(), NOW).unwrap_err();
-        assert_eq!(DropReason::label(err.index()), reason);
+        assert_eq!(err.name(), reason);
     }
     let c = s.counters();
     assert_eq!(c.datagrams_received, 6);
@@ -128,7 +178,7 @@ fn new_devices_beyond_the_limit_are_dropped_but_known_ones_continue() {
     s.ingest(&bytes(2, 0, NOW, &[]), addr(), NOW).unwrap();
     let err = s.ingest(&bytes(3, 0, NOW, &[]), addr(), NOW).unwrap_err();
     assert_eq!(err, DropReason::DeviceLimit);
-    assert_eq!(DropReason::label(err.index()), "device_limit");
+    assert_eq!(err.name(), "device_limit");
     s.ingest(&bytes(1, 1, NOW, &[]), addr(), NOW).unwrap();
     assert_eq!(s.device_count(), 2);
     assert_eq!(s.counters().dropped[DropReason::DeviceLimit.index()], 1);
@@ -162,9 +212,103 @@ fn devices_are_listed_by_id_and_follow_their_address() {
 
 #[test]
 fn drop_labels_are_unique_and_cover_every_index() {
-    let labels: Vec<&str> = (0..DropReason::COUNT).map(DropReason::label).collect();
+    use strum::{EnumCount as _, IntoEnumIterator as _};
+    let labels: Vec<&str> = DropReason::iter().map(DropReason::name).collect();
+    for (i, r) in DropReason::iter().enumerate() {
+        assert_eq!(r.index(), i);
+    }
     let mut sorted = labels.clone();
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), DropReason::COUNT, "{labels:?}");
+}
+
+#[test]
+fn a_duplicate_is_counted_but_not_applied_again() {
+    // Regression: a duplicated datagram was counted as duplicated but its
+    // readings were applied, streamed and stored a second time.
+    let mut s = state(10);
+    let b = bytes(4, 7, NOW, &[(0, Value::F32(1.0)), (1, Value::I32(2))]);
+    s.ingest(&b, addr(), NOW).unwrap();
+    let again = s.ingest_any(&b, b.len(), addr(), NOW + 5).unwrap();
+    assert_eq!(again, Ingested::Duplicate);
+    let d = s.device(4).unwrap();
+    assert_eq!(d.sensors[&0].count, 1, "the reading is not counted twice");
+    assert_eq!(d.readings, 2);
+    assert_eq!(d.datagrams, 2, "the copy was received");
+    assert_eq!(d.seq.counts().duplicated, 1);
+    let c = s.counters();
+    assert_eq!(c.datagrams_accepted, 2);
+    assert_eq!(c.datagrams_duplicated, 1);
+    assert_eq!(c.readings_accepted, 2);
+}
+
+#[test]
+fn a_device_known_from_its_hello_counts_against_the_limit() {
+    // Regression: a device that had said hello but sent no datagram was not
+    // counted for UDP admission, so a 4th device's datagrams got in at a
+    // limit of 3, and the hello'd device's own datagrams were then dropped.
+    let mut s = state(3);
+    let hello = Hello {
+        device_id: 100,
+        name: Name::try_from("controlled").unwrap(),
+        firmware: Name::try_from("1").unwrap(),
+        token: Text::new(),
+        interval_ms: 1_000,
+        device_time_ms: NOW,
+        sensors: Default::default(),
+    };
+    s.registry.open_session(&hello, Now::at(NOW, NOW)).unwrap();
+    s.ingest(&bytes(1, 0, NOW, &[]), addr(), NOW).unwrap();
+    s.ingest(&bytes(2, 0, NOW, &[]), addr(), NOW).unwrap();
+    let err = s.ingest(&bytes(3, 0, NOW, &[]), addr(), NOW).unwrap_err();
+    assert_eq!(err, DropReason::DeviceLimit);
+    // The hello'd device's own data is admitted.
+    s.ingest(&bytes(100, 0, NOW, &[]), addr(), NOW).unwrap();
+    assert_eq!(s.device_count(), 3);
+    assert!(s.registry.device(3).is_none());
+}
+
+#[test]
+fn an_oversized_datagram_counts_its_bytes_on_the_wire() {
+    // Regression: a 1,400-byte datagram counted as the 513 bytes read of it.
+    let mut s = state(10);
+    let read = vec![MAGIC; MAX_DATAGRAM_LEN + 1];
+    let err = s.ingest_any(&read, 1_400, addr(), NOW).unwrap_err();
+    assert_eq!(err, DropReason::Oversized);
+    assert_eq!(s.counters().bytes_received, 1_400);
+}
+
+#[test]
+fn a_one_byte_datagram_is_truncated_whatever_the_byte() {
+    let mut s = state(10);
+    assert_eq!(s.ingest(&[0x00], addr(), NOW), Err(DropReason::Truncated));
+    assert_eq!(s.ingest(&[MAGIC], addr(), NOW), Err(DropReason::Truncated));
+}
+
+#[test]
+fn extreme_clock_offsets_cannot_overflow_latency() {
+    // Regression: a device time near u64::MAX in a hello drove the clock
+    // offset to i64::MIN, and receive - time - offset overflowed.
+    let mut s = state(10);
+    let hello = Hello {
+        device_id: 9,
+        name: Name::try_from("skewed").unwrap(),
+        firmware: Name::try_from("1").unwrap(),
+        token: Text::new(),
+        interval_ms: 1_000,
+        device_time_ms: u64::MAX,
+        sensors: Default::default(),
+    };
+    s.registry.open_session(&hello, Now::at(NOW, NOW)).unwrap();
+    let offset = s.registry.device(9).unwrap().clock_offset_ms.unwrap();
+    assert_eq!(offset, -crate::registry::MAX_CLOCK_OFFSET_MS);
+    s.ingest(&bytes(9, 0, NOW, &[]), addr(), NOW).unwrap();
+    let latency = &s.device(9).unwrap().latency;
+    assert_eq!(latency.count(), 1);
+    assert_eq!(
+        latency.quantile_ms(0.5),
+        Some(u64::MAX),
+        "the overflow bucket"
+    );
 }

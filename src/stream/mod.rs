@@ -2,13 +2,19 @@
 //! change, command transition and periodic device statistics, numbered in
 //! one sequence and kept in a bounded replay ring.
 //!
-//! Events are appended under the state lock, right after the state change
-//! they describe, so a snapshot taken under that lock together with the
-//! ring's head sequence number is exactly consistent with the events that
-//! follow it. WebSocket sessions read the ring from their own cursor; a
-//! client that reconnects resumes from its last sequence number as long as
-//! the ring still holds what came after it. The ring is bounded by an
-//! estimate of the bytes its events take as JSON (`ws.replay_bytes`).
+//! Its boundary is three operations, and nothing else reaches inside:
+//! [`Stream::append`] (the core, under its lock, right after the change an
+//! event describes), [`Stream::read_from`] a cursor (every consumer keeps
+//! its own), and [`Stream::head`], the position a snapshot is consistent
+//! with. A WebSocket client is one consumer; a second one (an MQTT bridge)
+//! reads the same way from its own cursor, and another backend (a stream
+//! shared between hubs) implements the same three operations.
+//!
+//! A client that reconnects resumes from its last sequence number as long
+//! as the ring still holds what came after it. The ring is bounded by an
+//! estimate of the bytes its events take as JSON (`ws.replay_bytes`);
+//! overflow drops the oldest events, and a consumer whose cursor falls
+//! behind them is told ([`Gone`]).
 
 pub mod conflate;
 pub mod subscription;
@@ -72,7 +78,16 @@ impl Event {
                     .sum::<usize>()
             }
             Event::DeviceStatus { .. } => 110,
-            Event::CommandStatus(record) => 180 + record.detail.as_ref().map_or(0, String::len),
+            Event::CommandStatus(record) => {
+                // The origin's request id is kept with the record (bounded
+                // by the WebSocket request parser, but counted at its size).
+                let id = record
+                    .origin
+                    .request_id
+                    .as_ref()
+                    .map_or(0, |id| id.to_string().len());
+                180 + record.detail.as_ref().map_or(0, String::len) + id
+            }
             Event::DeviceStats(stats) => 64 + 200 * stats.len(),
         }
     }
@@ -91,9 +106,9 @@ pub struct Entry {
     pub full_json: OnceLock<Utf8Bytes>,
 }
 
-/// The bounded replay ring.
+/// The event stream: a bounded replay ring.
 #[derive(Debug)]
-pub struct ReplayRing {
+pub struct Stream {
     entries: VecDeque<Arc<Entry>>,
     bytes: usize,
     max_bytes: usize,
@@ -107,11 +122,11 @@ pub struct Gone {
     pub oldest: u64,
 }
 
-impl ReplayRing {
+impl Stream {
     /// An empty ring holding about `max_bytes` of events; the first event
     /// gets sequence number 1.
-    pub fn new(max_bytes: usize) -> ReplayRing {
-        ReplayRing {
+    pub fn new(max_bytes: usize) -> Stream {
+        Stream {
             entries: VecDeque::new(),
             bytes: 0,
             max_bytes,
@@ -121,7 +136,7 @@ impl ReplayRing {
 
     /// Appends an event, dropping the oldest ones beyond the bound; returns
     /// its sequence number.
-    pub fn push(&mut self, event: Event) -> u64 {
+    pub fn append(&mut self, event: Event) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let approx_bytes = event.approx_bytes();
@@ -185,11 +200,11 @@ mod tests {
 
     #[test]
     fn numbers_events_and_reads_from_a_cursor() {
-        let mut ring = ReplayRing::new(10_000);
+        let mut ring = Stream::new(10_000);
         assert_eq!(ring.head(), 0);
         assert_eq!(ring.read_from(1, 10).unwrap().len(), 0);
         for d in 0..5 {
-            ring.push(status(d));
+            ring.append(status(d));
         }
         assert_eq!(ring.head(), 5);
         let entries = ring.read_from(3, 10).unwrap();
@@ -202,9 +217,9 @@ mod tests {
 
     #[test]
     fn oldest_events_go_when_the_bound_is_reached() {
-        let mut ring = ReplayRing::new(3 * 110);
+        let mut ring = Stream::new(3 * 110);
         for d in 0..5 {
-            ring.push(status(d));
+            ring.append(status(d));
         }
         assert_eq!(ring.bytes(), 3 * 110);
         assert_eq!(ring.read_from(2, 10).unwrap_err(), Gone { oldest: 3 });
@@ -213,8 +228,8 @@ mod tests {
 
     #[test]
     fn one_event_larger_than_the_bound_is_still_kept() {
-        let mut ring = ReplayRing::new(10);
-        ring.push(status(1));
+        let mut ring = Stream::new(10);
+        ring.append(status(1));
         assert_eq!(ring.read_from(1, 10).unwrap().len(), 1);
     }
 }

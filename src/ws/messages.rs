@@ -5,12 +5,12 @@
 use sensor_hub_protocol::{Channel, DeviceId, VERSION};
 use serde::Serialize;
 
+use crate::json::{json_datagram, JsonDatagram, JsonValue, Seq};
 use crate::registry::{kind_of, CommandRecord, CommandState, DeviceStatus};
 use crate::state::LiveDatagram;
 use crate::stream::conflate::Folded;
 use crate::stream::{DeviceStats, Event};
 use crate::views::{DeviceView, StatsView};
-use crate::ws::json::{json_datagram, JsonDatagram, JsonValue, Seq};
 use crate::ws::requests::ClientError;
 
 /// Version of the hub, reported in `hello`.
@@ -62,7 +62,7 @@ enum HubMessage<'a> {
         epoch: &'a str,
         seq: u64,
         hub_time_ms: u64,
-        devices: &'a [DeviceView<'a>],
+        devices: &'a [DeviceView],
     },
     Resync {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,7 +71,7 @@ enum HubMessage<'a> {
         epoch: &'a str,
         seq: u64,
         hub_time_ms: u64,
-        devices: &'a [DeviceView<'a>],
+        devices: &'a [DeviceView],
     },
     Readings {
         seq: u64,
@@ -96,6 +96,7 @@ enum HubMessage<'a> {
     },
     CommandStatus {
         seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a serde_json::Value>,
         command_id: u32,
         device: DeviceId,
@@ -147,7 +148,7 @@ pub fn snapshot(
     epoch: &str,
     seq: u64,
     now_ms: u64,
-    devices: &[DeviceView<'_>],
+    devices: &[DeviceView],
 ) -> String {
     to_json(&match resync_reason {
         None => HubMessage::Snapshot {
@@ -194,7 +195,9 @@ pub fn device_stats(seq: u64, stats: &[DeviceStats]) -> String {
     })
 }
 
-/// The JSON of an event for a client that wants all of it.
+/// The JSON of an event for a client that wants all of it. A
+/// `command_status` made here has no `id`: the request id goes only to the
+/// client that sent the command ([`command_status_for_origin`]).
 pub fn event(seq: u64, event: &Event, now_ms: u64) -> String {
     match event {
         Event::Readings(batch) => readings(seq, batch, now_ms),
@@ -211,14 +214,20 @@ pub fn event(seq: u64, event: &Event, now_ms: u64) -> String {
             previous: *previous,
             at_ms: *at_ms,
         }),
-        Event::CommandStatus(record) => command_status(seq, record),
+        Event::CommandStatus(record) => command_status(seq, record, None),
     }
 }
 
-fn command_status(seq: u64, record: &CommandRecord) -> String {
+/// `command_status` for the client that submitted the command: with its
+/// request `id`, so it can match the status to its request.
+pub fn command_status_for_origin(seq: u64, record: &CommandRecord) -> String {
+    command_status(seq, record, record.origin.request_id.as_ref())
+}
+
+fn command_status(seq: u64, record: &CommandRecord, id: Option<&serde_json::Value>) -> String {
     to_json(&HubMessage::CommandStatus {
         seq,
-        id: record.origin.request_id.as_ref(),
+        id,
         command_id: record.id,
         device: record.device,
         kind: kind_of(&record.body),

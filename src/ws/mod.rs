@@ -1,15 +1,16 @@
 //! The `/ws` endpoint: the upgrade handshake (done here rather than with
 //! warp's wrapper so messages can be shared as `Utf8Bytes` without a copy
-//! per client), the client-count limit, and one [`session`] per client.
-//! The API is documented in docs/WEBSOCKET.md.
+//! per client), the client-count limit, and one [`session`] per client,
+//! whose logic is the sans-IO [`client::Client`]. The API is documented in
+//! docs/WEBSOCKET.md.
 
-pub mod json;
+pub mod client;
 pub mod limits;
 pub mod messages;
 pub mod requests;
 pub mod session;
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -20,8 +21,13 @@ use warp::http::{header, Response, StatusCode};
 use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection};
 
-use crate::hub::Hub;
-use crate::metrics::bump;
+use crate::metrics::{counter, gauge, labeled_counters, Collector, DescriptorEncoder};
+use crate::response::response;
+use client::{Eviction, WsMetrics};
+use requests::ClientError;
+pub use session::WsContext;
+use strum::IntoEnumIterator as _;
+use tokio_util::task::TaskTracker;
 
 type Reply = Response<warp::hyper::body::Bytes>;
 
@@ -31,18 +37,81 @@ const CONNECTION_BUFFER: usize = 8 * 1024;
 /// Largest WebSocket write buffer per client before a send waits.
 const MAX_WRITE_BUFFER: usize = 4 << 20;
 
-/// The `GET /ws` filter.
-pub fn route(hub: Hub) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
+/// The `GET /ws` filter; client tasks are tracked by `tasks`.
+pub fn route(
+    ctx: WsContext,
+    tasks: TaskTracker,
+) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
     warp::path("ws")
         .and(warp::path::end())
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
-        .map(move |headers: warp::http::HeaderMap, on_upgrade| accept(&hub, &headers, on_upgrade))
+        .map(move |headers: warp::http::HeaderMap, on_upgrade| {
+            accept(&ctx, &tasks, &headers, on_upgrade)
+        })
+}
+
+/// The WebSocket families on `/metrics`.
+#[derive(Debug)]
+pub struct WsCollector(pub Arc<WsMetrics>);
+
+impl Collector for WsCollector {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let m = &self.0;
+        gauge(
+            &mut e,
+            "sensor_hub_ws_clients",
+            "WebSocket clients connected.",
+            m.clients.get(),
+        )?;
+        counter(
+            &mut e,
+            "sensor_hub_ws_clients_accepted",
+            "WebSocket clients accepted.",
+            m.clients_accepted.get(),
+        )?;
+        counter(
+            &mut e,
+            "sensor_hub_ws_clients_rejected",
+            "WebSocket upgrades refused because ws.max_clients were connected.",
+            m.clients_rejected.get(),
+        )?;
+        counter(
+            &mut e,
+            "sensor_hub_ws_messages_sent",
+            "Messages written to WebSocket clients.",
+            m.messages_sent.get(),
+        )?;
+        gauge(
+            &mut e,
+            "sensor_hub_ws_queued_bytes",
+            "Bytes waiting to be written to WebSocket clients (each bounded by ws.client_budget_bytes).",
+            m.queued_bytes.get(),
+        )?;
+        labeled_counters(
+            &mut e,
+            (
+                "sensor_hub_ws_client_errors",
+                "Client messages answered with an error, by code.",
+            ),
+            "code",
+            ClientError::iter().map(|c| (c.code(), m.client_errors.get(c.index()))),
+        )?;
+        labeled_counters(
+            &mut e,
+            (
+                "sensor_hub_ws_evictions",
+                "WebSocket clients closed by the hub, by reason.",
+            ),
+            "reason",
+            Eviction::iter().map(|r| (r.name(), m.evictions.get(r.index()))),
+        )
+    }
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Reply {
-    crate::http::response(status, "text/plain; charset=utf-8", text)
+    response(status, "text/plain; charset=utf-8", text)
 }
 
 fn header_has(headers: &warp::http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -54,7 +123,12 @@ fn header_has(headers: &warp::http::HeaderMap, name: header::HeaderName, token: 
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-fn accept(hub: &Hub, headers: &warp::http::HeaderMap, on_upgrade: Option<OnUpgrade>) -> Reply {
+fn accept(
+    ctx: &WsContext,
+    tasks: &TaskTracker,
+    headers: &warp::http::HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+) -> Reply {
     let key = headers.get(header::SEC_WEBSOCKET_KEY);
     let is_upgrade = header_has(headers, header::CONNECTION, "upgrade")
         && header_has(headers, header::UPGRADE, "websocket")
@@ -65,24 +139,25 @@ fn accept(hub: &Hub, headers: &warp::http::HeaderMap, on_upgrade: Option<OnUpgra
             "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13)\n",
         );
     };
-    let Some(slot) = ClientSlot::reserve(hub) else {
-        bump(&hub.metrics().ws_clients_rejected);
+    let Some(slot) = ClientSlot::reserve(&ctx.metrics, ctx.config.max_clients) else {
+        ctx.metrics.clients_rejected.inc();
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many WebSocket clients (limit ws.max_clients); try again later\n",
         );
     };
     let accept_key = derive_accept_key(key.as_bytes());
+    ctx.metrics.clients_accepted.inc();
     let config = WebSocketConfig::default()
-        .max_message_size(Some(hub.config().ws.max_client_message_bytes))
-        .max_frame_size(Some(hub.config().ws.max_client_message_bytes))
+        .max_message_size(Some(ctx.config.max_client_message_bytes))
+        .max_frame_size(Some(ctx.config.max_client_message_bytes))
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         // Per-connection buffers: small, as a hub may have thousands of
         // clients (tungstenite's defaults are 128 KiB each).
         .read_buffer_size(CONNECTION_BUFFER)
         .write_buffer_size(CONNECTION_BUFFER);
-    let session_hub = hub.clone();
-    hub.tasks().spawn(async move {
+    let session_ctx = ctx.clone();
+    tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -91,7 +166,7 @@ fn accept(hub: &Hub, headers: &warp::http::HeaderMap, on_upgrade: Option<OnUpgra
                     Some(config),
                 )
                 .await;
-                session::run(session_hub, ws).await;
+                session::run(session_ctx, ws).await;
                 drop(slot);
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
@@ -114,25 +189,25 @@ fn accept(hub: &Hub, headers: &warp::http::HeaderMap, on_upgrade: Option<OnUpgra
     response
 }
 
-/// One place among `ws.max_clients`, released when dropped.
+/// One place among `ws.max_clients`, released when dropped; the
+/// `sensor_hub_ws_clients` gauge is the count of these.
 #[derive(Debug)]
-struct ClientSlot(Hub);
+struct ClientSlot(Arc<WsMetrics>);
 
 impl ClientSlot {
-    fn reserve(hub: &Hub) -> Option<ClientSlot> {
-        let max = hub.config().ws.max_clients as u64;
-        hub.metrics()
-            .ws_clients
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ClientSlot(hub.clone()))
+    fn reserve(metrics: &Arc<WsMetrics>, max: usize) -> Option<ClientSlot> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let taken = metrics.clients.inner().fetch_update(
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+            |n| (n < max).then_some(n + 1),
+        );
+        taken.ok().map(|_| ClientSlot(metrics.clone()))
     }
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        self.0.metrics().ws_clients.fetch_sub(1, Ordering::AcqRel);
+        self.0.clients.dec();
     }
 }

@@ -10,7 +10,7 @@ use crate::history::query::{RangeRequest, SensorRef};
 use crate::stream::subscription::Subscription;
 
 /// Why a client message was answered with an error (the `code` field).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumCount, strum::EnumIter)]
 pub enum ClientError {
     /// Not JSON.
     BadJson,
@@ -40,23 +40,6 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Every variant, in index order.
-    pub const ALL: [ClientError; 11] = [
-        ClientError::BadJson,
-        ClientError::MissingType,
-        ClientError::UnknownType,
-        ClientError::Binary,
-        ClientError::TooLarge,
-        ClientError::BadCommand,
-        ClientError::BadSubscription,
-        ClientError::RateLimited,
-        ClientError::BadHistory,
-        ClientError::HistoryUnavailable,
-        ClientError::HistoryBusy,
-    ];
-    /// Number of variants.
-    pub const COUNT: usize = ClientError::ALL.len();
-
     /// The `code` field of the error message, and the metrics label.
     pub fn code(self) -> &'static str {
         match self {
@@ -74,7 +57,7 @@ impl ClientError {
         }
     }
 
-    /// Position in [`ClientError::ALL`].
+    /// Position in declaration order (for counters indexed by code).
     pub fn index(self) -> usize {
         self as usize
     }
@@ -414,9 +397,11 @@ mod tests {
 
     #[test]
     fn error_codes_are_indexed_and_distinct() {
-        for (i, e) in ClientError::ALL.iter().enumerate() {
+        use strum::IntoEnumIterator as _;
+        let all: Vec<ClientError> = ClientError::iter().collect();
+        for (i, e) in all.iter().enumerate() {
             assert_eq!(e.index(), i);
-            for other in &ClientError::ALL[i + 1..] {
+            for other in &all[i + 1..] {
                 assert_ne!(e.code(), other.code());
             }
         }

@@ -1,5 +1,5 @@
 //! Shared helpers of the integration tests: a real hub on port 0 with its
-//! history database in a temporary directory, a raw HTTP GET, datagram
+//! history database in a temporary directory, raw HTTP requests, datagram
 //! encoding, and WebSocket reads with a deadline.
 #![allow(dead_code)] // each test file uses a different subset
 
@@ -168,12 +168,115 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
+/// An HTTP answer as it came off the socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A minimal HTTP/1.1 request with `Connection: close` and the given extra
+/// headers; with a body, a `Content-Length` is added. A `101` answer is
+/// returned as soon as its head is read, with no body (the connection then
+/// belongs to the upgraded protocol, so its stream is returned too); any
+/// other answer is read to the end.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> (RawResponse, TcpStream) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("connection"))
+    {
+        request.push_str("Connection: close\r\n");
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body.unwrap_or_default());
+    s.write_all(&bytes).await.unwrap();
+
+    let mut raw = Vec::new();
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("an HTTP answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "connection closed before a whole HTTP head: {raw:?}");
+        raw.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP status line: {head}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    // After a 101, what follows the head is the upgraded protocol's, not a body.
+    let mut body = if status == 101 {
+        Vec::new()
+    } else {
+        raw[head_end + 4..].to_vec()
+    };
+    if status != 101 {
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut body))
+            .await
+            .expect("the hub closes the connection within 10 s (Connection: close)")
+            .unwrap();
+    }
+    let response = RawResponse {
+        status,
+        headers,
+        body,
+    };
+    assert!(
+        response.header("transfer-encoding").is_none(),
+        "this helper reads only Content-Length bodies: {head}"
+    );
+    (response, s)
+}
+
 /// Encodes a v1 datagram.
 pub fn datagram(device_id: u32, seq: u32, readings: &[(u8, Value)]) -> Vec<u8> {
     let d = Datagram {
         device_id,
         seq,
-        time_ms: sensor_hub::hub::unix_ms() as u32,
+        time_ms: sensor_hub::clock::wall_ms() as u32,
         readings: readings
             .iter()
             .map(|&(channel, value)| Reading { channel, value })
@@ -266,7 +369,7 @@ pub mod device {
             firmware: Name::try_from("test 1.0").unwrap(),
             token: Text::try_from(token).unwrap(),
             interval_ms,
-            device_time_ms: sensor_hub::hub::unix_ms(),
+            device_time_ms: sensor_hub::clock::wall_ms(),
             sensors: [SensorInfo {
                 channel: 0,
                 name: Name::try_from("temperature").unwrap(),

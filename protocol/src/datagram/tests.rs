@@ -63,10 +63,13 @@ fn widest_valid_datagram_fits_max_len() {
 }
 
 #[test]
-fn empty_and_one_byte_inputs_are_truncated_or_foreign() {
+fn fewer_than_two_bytes_are_truncated_whatever_the_byte() {
+    // docs/PROTOCOL.md: fewer than 2 bytes is `truncated` (regression: a
+    // single non-B5 byte used to count as `bad_magic`).
     assert_eq!(decode_datagram(&[]), Err(DecodeError::Truncated));
     assert_eq!(decode_datagram(&[MAGIC]), Err(DecodeError::Truncated));
-    assert_eq!(decode_datagram(&[0x00]), Err(DecodeError::BadMagic));
+    assert_eq!(decode_datagram(&[0x00]), Err(DecodeError::Truncated));
+    assert_eq!(decode_datagram(&[0x00, 0x01]), Err(DecodeError::BadMagic));
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use sensor_hub_protocol::{Reading as Wire, Value};
 
 use super::*;
+use crate::clock::wall_ms;
 use crate::history::query::RangeRequest;
 use crate::history::test_dir::TempDir;
 
@@ -55,7 +56,7 @@ fn each_range_is_answered_from_the_tier_that_fits_within_max_points() {
     let (history, _) = History::open(&config(&dir, 10)).unwrap();
     // Three days of one reading every 10 s, ending at the hour before now
     // (real time: the retention job runs on the real clock).
-    let end = unix_ms() / HOUR * HOUR;
+    let end = wall_ms() / HOUR * HOUR;
     let start = end - 72 * HOUR;
     let batch: Vec<LiveDatagram> = (0..72 * 360)
         .map(|i| datagram(1, start + i * 10_000, (i % 360) as f32))
@@ -102,7 +103,7 @@ fn readings_waiting_for_a_flush_are_answered_exactly_once() {
     // A flush interval far longer than the test: nothing is written until
     // shutdown.
     let (history, _) = History::open(&config(&dir, 60_000)).unwrap();
-    let now = unix_ms();
+    let now = wall_ms();
     let batch: Vec<LiveDatagram> = (0..100)
         .map(|i| datagram(2, now - 1_000 + i, 1.0))
         .collect();

@@ -108,11 +108,18 @@ fn status_and_stats_events_render_with_their_seq() {
         },
         created_ms: 1,
         updated_ms: 2,
-        deadline_ms: 3,
+        deadline_mono_ms: 3,
     };
+    // The submitting client gets its request id back; every other client
+    // gets the same status without it.
+    assert_eq!(
+        parse(&command_status_for_origin(9, &record)),
+        json!({"type": "command_status", "seq": 9, "id": "c1", "command_id": 9, "device": 3,
+               "kind": "set_interval", "state": "acked", "detail": null, "at_ms": 2})
+    );
     assert_eq!(
         parse(&event(9, &Event::CommandStatus(Box::new(record)), 0)),
-        json!({"type": "command_status", "seq": 9, "id": "c1", "command_id": 9, "device": 3,
+        json!({"type": "command_status", "seq": 9, "command_id": 9, "device": 3,
                "kind": "set_interval", "state": "acked", "detail": null, "at_ms": 2})
     );
     let stats = Event::DeviceStats(vec![DeviceStats {

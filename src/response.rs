@@ -1,0 +1,36 @@
+//! HTTP responses with the headers every answer of the hub carries
+//! (content type, no caching, no content sniffing), and JSON error bodies.
+//! A leaf: the HTTP application and the WebSocket upgrade both use it.
+
+use warp::http::{header, Response, StatusCode};
+use warp::hyper::body::Bytes;
+
+/// A response with a fixed body and the headers every answer carries.
+pub fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Bytes> {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// `{"error": message}` with `status`.
+pub fn json_error(status: StatusCode, message: &str) -> Response<Bytes> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    response(status, "application/json", body)
+}

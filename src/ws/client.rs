@@ -1,0 +1,704 @@
+//! One WebSocket client's logic, sans I/O: its requests, its subscription
+//! and cursor in the event stream, its byte budget and eviction, aggregate
+//! conflation and resume. [`Client`] is a plain type driven by calls that
+//! each take a [`Tick`] (the current [`Now`] and the bytes still queued for
+//! the socket) and push [`Action`]s the driver carries out
+//! ([`Client::poll_action`]); [`Client::poll_timeout`] says when it next
+//! needs [`Client::handle_timeout`]. The model is quinn-proto: the socket
+//! task ([`super::session`]) only moves bytes and timers.
+//!
+//! It reads the stream and snapshots through [`EventSource`] (the
+//! [`Core`](crate::core::Core) in the hub, an in-memory stream in tests).
+//!
+//! Budget rules (`ws.client_budget_bytes` counts bytes handed to the socket
+//! and not yet written):
+//! - live mode: over budget, the client stops taking events (it never
+//!   skips one); still over budget after `ws.slow_grace_ms`, or once the
+//!   stream has dropped events it had not taken, it is closed with 4008
+//!   "slow consumer";
+//! - aggregate mode: events keep being folded, and a new `aggregates`
+//!   message is only handed over while under budget (latest value wins).
+//!
+//! A client silent for `ws.ping_interval_ms + ws.pong_timeout_ms` is
+//! closed with 4009 (the driver pings; any frame counts as heard).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use sensor_hub_protocol::control::CommandBody;
+use sensor_hub_protocol::DeviceId;
+use strum::EnumCount as _;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::clock::Now;
+use crate::config::WsConfig;
+use crate::core::{Snapshot, SubmitError};
+use crate::history::query::{RangeRequest, SensorRef};
+use crate::metrics::{Counter, CounterArray, Gauge};
+use crate::registry::Origin;
+use crate::stream::conflate::Conflator;
+use crate::stream::subscription::{Mode, Subscription};
+use crate::stream::{Entry, Event, Gone};
+use crate::ws::limits::{Admission, RateLimit};
+use crate::ws::messages;
+use crate::ws::requests::{self, ClientError, Refusal, Request};
+
+/// Events taken from the stream per read.
+pub const READ_BATCH: usize = 256;
+/// History requests a client may have running at once.
+pub const HISTORY_IN_FLIGHT: usize = 4;
+
+/// Close code for a client that cannot keep up.
+pub const SLOW_CONSUMER: u16 = 4008;
+/// Close code for a client that stopped answering pings.
+pub const NO_PONG: u16 = 4009;
+/// Close code for a message over the size limit (RFC 6455 "message too big").
+pub const TOO_BIG: u16 = 1009;
+/// Close code for text that is not UTF-8 (RFC 6455 "invalid payload").
+pub const INVALID_PAYLOAD: u16 = 1007;
+/// Close code for a client that keeps flooding (RFC 6455 "policy violation").
+pub const POLICY: u16 = 1008;
+/// Close code at shutdown (RFC 6455 "going away").
+pub const GOING_AWAY: u16 = 1001;
+
+/// Why the hub closed a client (counted on `/metrics`; the label is the
+/// snake_case name).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumCount, strum::EnumIter, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum Eviction {
+    /// Over budget too long, or behind the replay ring.
+    SlowConsumer,
+    /// No pong in time.
+    NoPong,
+    /// Kept flooding after `rate_limited` errors.
+    Flood,
+    /// Sent a message over the size limit.
+    TooLarge,
+    /// Sent text that is not UTF-8.
+    InvalidUtf8,
+}
+
+impl Eviction {
+    /// Metrics label.
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
+    /// Position in declaration order (for counters indexed by reason).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The close frame's code and reason.
+    pub fn close(self) -> Close {
+        let (code, reason) = match self {
+            Eviction::SlowConsumer => (SLOW_CONSUMER, "slow consumer"),
+            Eviction::NoPong => (NO_PONG, "no pong"),
+            Eviction::Flood => (POLICY, "too many messages"),
+            Eviction::TooLarge => (TOO_BIG, "message too large"),
+            Eviction::InvalidUtf8 => (INVALID_PAYLOAD, "text is not valid UTF-8"),
+        };
+        Close {
+            code,
+            reason,
+            // A client that cannot or does not read gets no more messages.
+            discard: matches!(self, Eviction::SlowConsumer | Eviction::NoPong),
+        }
+    }
+}
+
+/// How the hub closes a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Close reason text.
+    pub reason: &'static str,
+    /// Drop what is still queued for it instead of sending it first.
+    pub discard: bool,
+}
+
+/// The WebSocket clients' counters, shared by all clients.
+#[derive(Debug, Default)]
+pub struct WsMetrics {
+    /// Clients connected now.
+    pub clients: Gauge,
+    /// Clients accepted since start.
+    pub clients_accepted: Counter,
+    /// Upgrades refused because `ws.max_clients` were connected.
+    pub clients_rejected: Counter,
+    /// Messages written to clients.
+    pub messages_sent: Counter,
+    /// Bytes handed to writers and not yet written, all clients.
+    pub queued_bytes: Gauge,
+    /// Clients the hub closed, by [`Eviction::index`].
+    pub evictions: CounterArray<{ Eviction::COUNT }>,
+    /// Client messages answered with an error, by [`ClientError::index`].
+    pub client_errors: CounterArray<{ ClientError::COUNT }>,
+}
+
+/// What the client reads from the hub.
+pub trait EventSource {
+    /// This run's stream epoch.
+    fn epoch(&self) -> &str;
+    /// Sequence number of the newest event.
+    fn head(&self) -> u64;
+    /// Up to `max` events from `from` on, or [`Gone`].
+    fn read_from(&self, from: u64, max: usize) -> Result<Vec<Arc<Entry>>, Gone>;
+    /// The devices `subscription` covers, with the position they match.
+    fn snapshot(&self, subscription: &Subscription, now: Now) -> Snapshot;
+    /// Submits a command.
+    fn submit(
+        &self,
+        device: DeviceId,
+        body: CommandBody,
+        wait: bool,
+        origin: Origin,
+        now: Now,
+    ) -> Result<(), SubmitError>;
+}
+
+/// The moment a call happens, as the driver sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick {
+    /// Now.
+    pub now: Now,
+    /// Bytes handed to the socket and not yet written.
+    pub queued: usize,
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Write this text message.
+    Send(Utf8Bytes),
+    /// Run this history query; hand its answer (or error) text to
+    /// [`Client::handle_history_answer`].
+    History {
+        /// Request id.
+        id: Option<serde_json::Value>,
+        /// The device.
+        device: DeviceId,
+        /// Its sensor.
+        sensor: SensorRef,
+        /// The range.
+        range: RangeRequest,
+    },
+    /// Close the connection; the client takes no more calls after this.
+    Close(Close),
+}
+
+/// The client's settings (from `[ws]`).
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `ws.client_budget_bytes`.
+    pub budget_bytes: usize,
+    /// `ws.slow_grace_ms`.
+    pub slow_grace_ms: u64,
+    /// `ws.ping_interval_ms + ws.pong_timeout_ms`.
+    pub silence_limit_ms: u64,
+    /// `ws.client_messages_per_s`.
+    pub messages_per_s: u32,
+    /// `ws.client_message_burst`.
+    pub message_burst: u32,
+    /// `ws.min_aggregate_interval_ms`.
+    pub min_aggregate_interval_ms: u64,
+}
+
+impl From<&WsConfig> for ClientConfig {
+    fn from(c: &WsConfig) -> ClientConfig {
+        ClientConfig {
+            budget_bytes: c.client_budget_bytes,
+            slow_grace_ms: c.slow_grace_ms,
+            silence_limit_ms: c.ping_interval_ms.saturating_add(c.pong_timeout_ms),
+            messages_per_s: c.client_messages_per_s,
+            message_burst: c.client_message_burst,
+            min_aggregate_interval_ms: c.min_aggregate_interval_ms,
+        }
+    }
+}
+
+/// One client.
+#[derive(Debug)]
+pub struct Client {
+    id: u64,
+    config: ClientConfig,
+    metrics: Arc<WsMetrics>,
+    subscription: Option<Subscription>,
+    /// Next stream position to read.
+    cursor: u64,
+    conflator: Conflator,
+    folded_up_to: u64,
+    /// Monotonic time of the next `aggregates` message, in aggregate mode.
+    next_aggregate_ms: Option<u64>,
+    over_budget_since: Option<u64>,
+    last_heard_ms: u64,
+    rate: RateLimit,
+    history_in_flight: usize,
+    actions: VecDeque<Action>,
+    closed: bool,
+}
+
+impl Client {
+    /// A new client `id`; queues its `hello` (the stream's epoch and head).
+    pub fn new(
+        id: u64,
+        config: ClientConfig,
+        metrics: Arc<WsMetrics>,
+        source: &impl EventSource,
+        now: Now,
+    ) -> Client {
+        let head = source.head();
+        let mut client = Client {
+            id,
+            rate: RateLimit::new(config.messages_per_s, config.message_burst, now.mono_ms),
+            config,
+            metrics,
+            subscription: None,
+            cursor: head.saturating_add(1),
+            conflator: Conflator::default(),
+            folded_up_to: 0,
+            next_aggregate_ms: None,
+            over_budget_since: None,
+            last_heard_ms: now.mono_ms,
+            history_in_flight: 0,
+            actions: VecDeque::new(),
+            closed: false,
+        };
+        client.send(messages::hello(source.epoch(), head, now.wall_ms));
+        client
+    }
+
+    /// The next thing to do, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Whether the client was closed (an [`Action::Close`] was queued).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// When [`Client::handle_timeout`] is next due, monotonic ms.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.closed {
+            return None;
+        }
+        let silence = self
+            .last_heard_ms
+            .saturating_add(self.config.silence_limit_ms)
+            .saturating_add(1);
+        let grace = self.over_budget_since.map(|since| {
+            since
+                .saturating_add(self.config.slow_grace_ms)
+                .saturating_add(1)
+        });
+        [Some(silence), grace, self.next_aggregate_ms]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Time passed: silence, the slow-consumer grace, aggregate flushes.
+    pub fn handle_timeout(&mut self, source: &impl EventSource, t: Tick) {
+        if self.closed {
+            return;
+        }
+        let now = t.now.mono_ms;
+        if now.saturating_sub(self.last_heard_ms) > self.config.silence_limit_ms {
+            return self.evict(Eviction::NoPong);
+        }
+        let over = self.over_budget(t);
+        if over
+            && self
+                .over_budget_since
+                .is_some_and(|since| now.saturating_sub(since) > self.config.slow_grace_ms)
+        {
+            return self.evict(Eviction::SlowConsumer);
+        }
+        if !over {
+            self.over_budget_since = None;
+        }
+        if let Some(due) = self.next_aggregate_ms {
+            if now >= due {
+                self.flush_aggregates(t);
+                if let Some(Mode::Aggregate { interval_ms }) =
+                    self.subscription.as_ref().map(|s| s.mode)
+                {
+                    self.next_aggregate_ms = Some(now.saturating_add(interval_ms));
+                }
+            }
+        }
+        self.pump(source, t);
+    }
+
+    /// The client sent something (any frame, pongs included).
+    pub fn handle_heard(&mut self, t: Tick) {
+        self.last_heard_ms = self.last_heard_ms.max(t.now.mono_ms);
+    }
+
+    /// A text message from the client.
+    pub fn handle_text(&mut self, text: &str, source: &impl EventSource, t: Tick) {
+        if self.closed {
+            return;
+        }
+        self.handle_heard(t);
+        match self.rate.admit(t.now.mono_ms) {
+            Admission::Accept => {}
+            Admission::Refuse => {
+                return self.refuse(Refusal {
+                    error: ClientError::RateLimited,
+                    message: "too many messages; slow down".into(),
+                    id: None,
+                })
+            }
+            Admission::Close => return self.evict(Eviction::Flood),
+        }
+        match requests::parse(text, self.config.min_aggregate_interval_ms) {
+            Ok(request) => self.request(request, source, t),
+            Err(refusal) => self.refuse(refusal),
+        }
+    }
+
+    /// A binary message (the API is JSON text).
+    pub fn handle_binary(&mut self, t: Tick) {
+        self.handle_heard(t);
+        self.refuse(Refusal {
+            error: ClientError::Binary,
+            message: "binary frames are not supported; send JSON text".into(),
+            id: None,
+        });
+    }
+
+    /// A message over `ws.max_client_message_bytes`: answered with a
+    /// `too_large` error, then closed with 1009.
+    pub fn handle_too_large(&mut self, limit: usize) {
+        self.refuse(Refusal {
+            error: ClientError::TooLarge,
+            message: format!(
+                "message larger than {limit} bytes (ws.max_client_message_bytes); the connection is closed"
+            ),
+            id: None,
+        });
+        self.evict(Eviction::TooLarge);
+    }
+
+    /// The socket's queue is full (far past the byte budget): closed as a
+    /// slow consumer.
+    pub fn handle_writer_full(&mut self) {
+        self.evict(Eviction::SlowConsumer);
+    }
+
+    /// A text message that is not UTF-8: closed with 1007.
+    pub fn handle_invalid_utf8(&mut self) {
+        self.evict(Eviction::InvalidUtf8);
+    }
+
+    /// The hub is shutting down: closed with 1001 after what is queued.
+    pub fn handle_shutdown(&mut self) {
+        if !self.closed {
+            self.close(Close {
+                code: GOING_AWAY,
+                reason: "hub shutting down",
+                discard: false,
+            });
+        }
+    }
+
+    /// A history query finished; `text` is its answer or error message.
+    pub fn handle_history_answer(&mut self, text: String) {
+        self.history_in_flight = self.history_in_flight.saturating_sub(1);
+        if !self.closed {
+            self.send(text);
+        }
+    }
+
+    /// Moves events from the stream to the client as far as the budget
+    /// allows (call it when events were appended or bytes were written).
+    /// Without a subscription only the statuses of the client's own
+    /// commands are delivered.
+    pub fn pump(&mut self, source: &impl EventSource, t: Tick) {
+        if self.closed {
+            return;
+        }
+        // Taken out for the duration, so a long device list is not cloned.
+        let subscription = self.subscription.take();
+        self.pump_with(subscription.as_ref(), source, t);
+        self.subscription = subscription;
+    }
+
+    fn pump_with(
+        &mut self,
+        subscription: Option<&Subscription>,
+        source: &impl EventSource,
+        t: Tick,
+    ) {
+        let live = subscription.is_none_or(|s| s.mode == Mode::Live);
+        // What this call queues counts against the budget at once.
+        let mut queued = t.queued;
+        loop {
+            if live && queued >= self.config.budget_bytes {
+                self.over_budget_since.get_or_insert(t.now.mono_ms);
+                return;
+            }
+            let entries = match source.read_from(self.cursor, READ_BATCH) {
+                Ok(entries) => entries,
+                Err(Gone { oldest }) if !live => {
+                    // Aggregates coalesce anyway: continue from what is left.
+                    self.cursor = oldest;
+                    continue;
+                }
+                Err(Gone { .. }) => return self.evict(Eviction::SlowConsumer),
+            };
+            if entries.is_empty() {
+                self.over_budget_since = None;
+                return;
+            }
+            for entry in entries {
+                self.cursor = entry.seq + 1;
+                queued = queued.saturating_add(self.deliver(subscription, &entry, t.now));
+            }
+        }
+    }
+
+    /// Queues what `entry` means for this client; returns the bytes queued.
+    fn deliver(&mut self, subscription: Option<&Subscription>, entry: &Entry, now: Now) -> usize {
+        if let Event::CommandStatus(record) = &entry.event {
+            if record.origin.client == Some(self.id) {
+                return self.send(messages::command_status_for_origin(entry.seq, record));
+            }
+            if subscription.is_some_and(|s| s.covers_device(record.device)) {
+                return self.send_shared(shared(entry, now));
+            }
+            return 0;
+        }
+        let Some(subscription) = subscription else {
+            return 0;
+        };
+        match &entry.event {
+            Event::Readings(batch) => match subscription.mode {
+                Mode::Aggregate { .. } => {
+                    self.conflator.add(&subscription.filter(batch));
+                    self.folded_up_to = entry.seq;
+                    0
+                }
+                Mode::Live if subscription.is_full() => self.send_shared(shared(entry, now)),
+                Mode::Live => {
+                    let filtered = subscription.filter(batch);
+                    if filtered.is_empty() {
+                        return 0;
+                    }
+                    self.send(messages::readings(entry.seq, &filtered, now.wall_ms))
+                }
+            },
+            Event::DeviceStatus { device, .. } if subscription.covers_device(*device) => {
+                self.send_shared(shared(entry, now))
+            }
+            Event::DeviceStats(stats) => {
+                if subscription.devices.is_none() {
+                    return self.send_shared(shared(entry, now));
+                }
+                let mine: Vec<_> = stats
+                    .iter()
+                    .filter(|s| subscription.covers_device(s.device))
+                    .cloned()
+                    .collect();
+                if mine.is_empty() {
+                    return 0;
+                }
+                self.send(messages::device_stats(entry.seq, &mine))
+            }
+            _ => 0,
+        }
+    }
+
+    fn request(&mut self, request: Request, source: &impl EventSource, t: Tick) {
+        match request {
+            Request::Ping { id } => {
+                self.send(messages::pong(id.as_ref()));
+            }
+            Request::Command {
+                id,
+                device,
+                body,
+                wait,
+            } => {
+                // Its statuses arrive through the stream (routed here by origin).
+                let origin = Origin {
+                    request_id: id.clone(),
+                    client: Some(self.id),
+                };
+                if let Err(e) = source.submit(device, body, wait, origin, t.now) {
+                    self.refuse(Refusal {
+                        error: ClientError::BadCommand,
+                        message: e.to_string(),
+                        id,
+                    });
+                }
+                // The submission's first statuses are in the stream now.
+                self.pump(source, t);
+            }
+            Request::History {
+                id,
+                device,
+                sensor,
+                range,
+            } => {
+                if self.history_in_flight >= HISTORY_IN_FLIGHT {
+                    return self.refuse(Refusal {
+                        error: ClientError::HistoryBusy,
+                        message: format!(
+                            "{HISTORY_IN_FLIGHT} history requests are already running; wait for their answers"
+                        ),
+                        id,
+                    });
+                }
+                self.history_in_flight += 1;
+                self.actions.push_back(Action::History {
+                    id,
+                    device,
+                    sensor,
+                    range,
+                });
+            }
+            Request::Subscribe { id, subscription } => {
+                self.start(subscription, t.now);
+                self.send_snapshot(id.as_ref(), None, source, t.now);
+            }
+            Request::Unsubscribe { id } => {
+                self.subscription = None;
+                self.next_aggregate_ms = None;
+                self.conflator.take();
+                self.send(messages::ack(id.as_ref(), "unsubscribe", source.head()));
+            }
+            Request::Resume {
+                id,
+                epoch,
+                last_seq,
+                subscription,
+            } => {
+                self.start(subscription, t.now);
+                let reason = if epoch != source.epoch() {
+                    Some("the hub restarted since (new epoch)")
+                } else if last_seq > source.head() {
+                    Some("last_seq is ahead of this hub's stream")
+                } else if source.read_from(last_seq.saturating_add(1), 0).is_err() {
+                    Some("the messages after last_seq are no longer buffered")
+                } else {
+                    None
+                };
+                match reason {
+                    Some(reason) => self.send_snapshot(id.as_ref(), Some(reason), source, t.now),
+                    None => {
+                        self.cursor = last_seq + 1;
+                        self.send(messages::ack(id.as_ref(), "resume", last_seq));
+                        self.pump(source, t);
+                    }
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, subscription: Subscription, now: Now) {
+        self.next_aggregate_ms = match subscription.mode {
+            Mode::Live => None,
+            Mode::Aggregate { interval_ms } => Some(now.mono_ms.saturating_add(interval_ms)),
+        };
+        self.conflator.take();
+        self.subscription = Some(subscription);
+        self.over_budget_since = None;
+    }
+
+    /// A `snapshot` (or `resync`) of what the subscription covers; the
+    /// stream continues right after it. It is sent whole, even over budget.
+    fn send_snapshot(
+        &mut self,
+        id: Option<&serde_json::Value>,
+        resync: Option<&str>,
+        source: &impl EventSource,
+        now: Now,
+    ) {
+        let all = Subscription::all_live();
+        let snapshot = source.snapshot(self.subscription.as_ref().unwrap_or(&all), now);
+        self.cursor = snapshot.seq + 1;
+        self.folded_up_to = snapshot.seq;
+        self.send(messages::snapshot(
+            id,
+            resync,
+            source.epoch(),
+            snapshot.seq,
+            now.wall_ms,
+            &snapshot.devices,
+        ));
+    }
+
+    fn flush_aggregates(&mut self, t: Tick) {
+        let Some(Mode::Aggregate { interval_ms }) = self.subscription.as_ref().map(|s| s.mode)
+        else {
+            return;
+        };
+        if self.conflator.is_empty() || self.over_budget(t) {
+            return; // keep folding: the next message will be fresher
+        }
+        let folded = self.conflator.take();
+        self.send(messages::aggregates(
+            self.folded_up_to,
+            interval_ms,
+            &folded,
+        ));
+    }
+
+    fn over_budget(&self, t: Tick) -> bool {
+        t.queued >= self.config.budget_bytes
+    }
+
+    fn send(&mut self, text: String) -> usize {
+        self.send_shared(Utf8Bytes::from(text))
+    }
+
+    fn send_shared(&mut self, text: Utf8Bytes) -> usize {
+        let bytes = text.len();
+        self.actions.push_back(Action::Send(text));
+        bytes
+    }
+
+    fn refuse(&mut self, refusal: Refusal) {
+        self.metrics.client_errors.inc(refusal.error.index());
+        self.send(messages::error(
+            refusal.error,
+            &refusal.message,
+            refusal.id.as_ref(),
+        ));
+    }
+
+    fn evict(&mut self, why: Eviction) {
+        if self.closed {
+            return;
+        }
+        self.metrics.evictions.inc(why.index());
+        tracing::info!(
+            client = self.id,
+            reason = why.name(),
+            "closing WebSocket client"
+        );
+        self.close(why.close());
+    }
+
+    fn close(&mut self, close: Close) {
+        self.closed = true;
+        self.actions.push_back(Action::Close(close));
+    }
+}
+
+/// The event's JSON for clients that want all of it, made once and shared.
+fn shared(entry: &Entry, now: Now) -> Utf8Bytes {
+    entry
+        .full_json
+        .get_or_init(|| messages::event(entry.seq, &entry.event, now.wall_ms).into())
+        .clone()
+}
+
+#[cfg(test)]
+mod tests;
