@@ -32,7 +32,10 @@
 //! * [`dispatch`]: applies the registry's effects (sessions, status frames).
 //! * [`net`]: socket options and kernel counters.
 //! * [`assets`]: the embedded dashboard files.
-//! * [`demo`]: a hub plus simulated devices in one process.
+//!
+//! `sensor-hub demo` (a hub plus simulated devices in one process) is the
+//! binary's, behind the cargo feature `demo`: the library never depends on
+//! device-sim, so a build without that feature contains no simulator.
 //!
 //! The wire format is in the `sensor-hub-protocol` crate and
 //! `docs/PROTOCOL.md`.
@@ -42,7 +45,6 @@ pub mod assets;
 pub mod command_json;
 pub mod config;
 pub mod control;
-pub mod demo;
 pub mod dispatch;
 pub mod history;
 pub mod history_api;
