@@ -47,6 +47,11 @@
 //!    * [`server`]: binds the sockets ([`server::Listeners`]), wires and
 //!      runs the hub ([`server::run`]) until a shutdown future completes.
 //!
+//! `sensor-hub demo` (a hub plus simulated devices in one process) is the
+//! binary's (src/bin/sensor-hub/), behind the cargo feature `demo`: the
+//! library never depends on device-sim, so a build without that feature
+//! contains no simulator.
+//!
 //! The wire format is in the `sensor-hub-protocol` crate and
 //! docs/PROTOCOL.md; the HTTP API in docs/openapi.yaml; the WebSocket API
 //! in docs/WEBSOCKET.md; every metric in docs/METRICS.md.
@@ -58,7 +63,6 @@ pub mod command_json;
 pub mod config;
 pub mod control;
 pub mod core;
-pub mod demo;
 pub mod history;
 pub mod history_api;
 pub mod http;

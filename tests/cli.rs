@@ -1,5 +1,7 @@
-//! The `sensor-hub` binary: `check-config` verdicts and messages, and a real
-//! `run` process that stops cleanly on SIGTERM.
+//! The `sensor-hub` binary: `check-config` verdicts and messages, a real
+//! `run` process that stops cleanly on SIGTERM, and `demo`: simulated
+//! devices with the `demo` feature, a message saying how to get them
+//! without it.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -97,22 +99,7 @@ fn run_stops_cleanly_on_sigterm() {
         .find(|l| l.contains("sensor-hub listening"));
     assert!(listening.is_some(), "the hub did not report listening");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "hub did not stop within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = terminate(&mut child);
     assert!(exit.success(), "{exit:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
@@ -123,4 +110,89 @@ fn run_stops_cleanly_on_sigterm() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
+}
+
+/// Waits up to 10 s for `child` to exit after SIGTERM.
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            return exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(feature = "demo")]
+#[test]
+fn demo_runs_simulated_devices_and_stops_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--devices", "2", "--interval-ms", "20"])
+        .env("SENSOR_HUB__STORAGE__ENABLED", "false")
+        .env("SENSOR_HUB__UDP__BIND", "127.0.0.1:0")
+        .env("SENSOR_HUB__CONTROL__BIND", "127.0.0.1:0")
+        .env("SENSOR_HUB__HTTP__BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let dashboard = stdout
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("Dashboard: http://127.0.0.1:"));
+    assert!(dashboard.is_some(), "the demo did not print its dashboard");
+    // Long enough for a few datagrams of each device.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let exit = terminate(&mut child);
+    assert!(exit.success(), "{exit:?}");
+    let stderr: Vec<String> = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    let stopped = stderr
+        .iter()
+        .find(|l| l.contains("simulated fleet stopped"))
+        .unwrap_or_else(|| panic!("no fleet report: {stderr:?}"));
+    let datagrams: u64 = stopped
+        .split_once("datagrams=")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no datagram count: {stopped}"));
+    assert!(datagrams >= 2, "{stopped}");
+}
+
+#[cfg(not(feature = "demo"))]
+#[test]
+fn demo_without_the_feature_says_how_to_get_it() {
+    let out = Command::new(BIN)
+        .arg("demo")
+        .env("SENSOR_HUB__STORAGE__ENABLED", "false")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("sensor-hub: error:"), "{stderr}");
+    assert!(stderr.contains("without the `demo` feature"), "{stderr}");
+    assert!(stderr.contains("--features demo"), "{stderr}");
+
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(help.status.success(), "{help:?}");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let demo = help
+        .lines()
+        .find(|l| l.trim_start().starts_with("demo "))
+        .unwrap_or_else(|| panic!("no demo in --help: {help}"));
+    assert!(demo.contains("Not in this build"), "{demo}");
 }

@@ -1,13 +1,13 @@
 //! A fleet with faults injected, against a plain UDP socket: every datagram
-//! received goes through a copy of the hub's decoding (drop reasons) and
-//! sequence accounting, whose totals must equal the fleet's injected
-//! report, also across reboots ordered over a (fake) control session and
-//! with every kind of fault at once.
+//! received goes through the real hub's ingest core (decoding, drop reasons,
+//! sequence accounting; `support/real_hub.rs`), whose totals must equal the
+//! fleet's injected report, also across reboots ordered over a (fake)
+//! control session and with every kind of fault at once.
 
 #[path = "support/fake_hub.rs"]
 mod fake_hub;
-#[path = "support/hub_model.rs"]
-mod hub_model;
+#[path = "support/real_hub.rs"]
+mod real_hub;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,10 +17,10 @@ use device_sim::{build_fleet, run_fleet, FaultSpec, FleetOptions, FleetSpec, Fle
 use device_sim::{ControlTarget, Corruption};
 use fake_hub::FakeHub;
 use futures_util::{SinkExt as _, StreamExt as _};
-use hub_model::Hub;
+use real_hub::Hub;
 use sensor_hub_protocol::codec::FrameCodec;
 use sensor_hub_protocol::control::{CommandBody, DeviceMessage, HubMessage, PREAMBLE};
-use sensor_hub_protocol::{decode_datagram, restore_time_ms, DeviceId};
+use sensor_hub_protocol::DeviceId;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -44,12 +44,11 @@ struct Tally {
 impl Tally {
     fn observe(&mut self, bytes: &[u8]) {
         let now = unix_ms();
-        self.hub.read(bytes, now);
-        if let Ok(datagram) = decode_datagram(bytes) {
-            let offset = restore_time_ms(datagram.time_ms, now) as i64 - now as i64;
+        if let Ok(datagram) = self.hub.read(bytes, now) {
+            let offset = datagram.time_ms as i64 - now as i64;
             let seen = self
                 .offsets
-                .entry(datagram.device_id)
+                .entry(datagram.device)
                 .or_insert((offset, offset));
             *seen = (seen.0.min(offset), seen.1.max(offset));
         }
@@ -82,10 +81,10 @@ async fn count_until_done(
     (stats, tally)
 }
 
-/// Asserts that the hub model counted exactly what the fleet reported.
+/// Asserts that the hub counted exactly what the fleet reported.
 fn assert_exact(stats: &FleetStats, tally: &Tally) {
-    let (hub, injected) = (&tally.hub, &stats.injected);
-    let counts = hub.totals();
+    let (hub, injected) = (tally.hub.counts(), &stats.injected);
+    let counts = hub.seq;
     assert_eq!(stats.send_errors, 0, "{stats:?}");
     assert_eq!(stats.datagrams_sent, hub.datagrams, "{stats:?}");
     assert_eq!(injected.on_wire(), hub.datagrams, "{stats:?}");
@@ -140,7 +139,7 @@ async fn a_faulty_fleet_reports_exactly_what_the_hub_counts() {
         stop.await.expect("no panic");
 
         assert_exact(&stats, &tally);
-        assert_eq!(tally.hub.devices.len(), 3);
+        assert_eq!(tally.hub.counts().devices, 3);
         let injected = stats.injected;
         assert_eq!(injected.restarts, 0);
         assert!(injected.sent >= 200, "{injected:?}");

@@ -6,8 +6,8 @@
 
 #[path = "support/fake_hub.rs"]
 mod fake_hub;
-#[path = "support/hub_model.rs"]
-mod hub_model;
+#[path = "support/real_hub.rs"]
+mod real_hub;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,8 +17,8 @@ use device_sim::{
     build_fleet, run_fleet, ControlTarget, FaultSpec, FleetOptions, FleetSpec, FleetStats,
 };
 use fake_hub::FakeHub;
-use hub_model::Hub;
-use sensor_hub_protocol::{decode_datagram, restore_time_ms, DeviceId};
+use real_hub::Hub;
+use sensor_hub_protocol::DeviceId;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -76,13 +76,9 @@ async fn jitter_delays_datagrams_but_keeps_each_devices_order() {
         let mut buf = [0u8; 2_048];
         let mut record = |bytes: &[u8]| {
             let now = unix_ms();
-            hub.read(bytes, now);
-            let datagram = decode_datagram(bytes).expect("intact");
-            order
-                .entry(datagram.device_id)
-                .or_default()
-                .push(datagram.seq);
-            delays.push(now as i64 - restore_time_ms(datagram.time_ms, now) as i64);
+            let datagram = hub.read(bytes, now).expect("intact");
+            order.entry(datagram.device).or_default().push(datagram.seq);
+            delays.push(now as i64 - datagram.time_ms as i64);
         };
         let stats = loop {
             tokio::select! {
@@ -95,12 +91,13 @@ async fn jitter_delays_datagrams_but_keeps_each_devices_order() {
             record(&buf[..n]);
         }
 
+        let hub = hub.counts();
         assert_eq!(stats.datagrams_sent, hub.datagrams);
         for (device, seqs) in &order {
             let expected: Vec<u32> = (0..seqs.len() as u32).collect();
             assert_eq!(seqs, &expected, "device {device} in order, none lost");
         }
-        let counts = hub.totals();
+        let counts = hub.seq;
         assert_eq!(
             (counts.lost, counts.reordered, counts.duplicated),
             (0, 0, 0)

@@ -1,17 +1,16 @@
 //! The injector's rules on hand-made streams, then its reports checked
-//! against a copy of the hub's decoding and accounting over many seeds and
-//! specs. Datagrams are real v1 datagrams, so a corrupted one meets the
-//! hub's own decoder.
+//! against the real hub's ingest core (sensor-hub's `HubState`, through
+//! `tests/support/real_hub.rs`) over many seeds and specs. Datagrams are
+//! real v1 datagrams, so a corrupted one meets the hub's own decoder.
 
 use super::*;
 
-#[path = "../../tests/support/hub_model.rs"]
-mod hub_model;
+#[path = "../../tests/support/real_hub.rs"]
+mod real_hub;
 
-use hub_model::{Counts, Hub};
+use real_hub::{hub_accounting, Counts, HubCounts};
 use sensor_hub_protocol::{
-    decode_datagram, encode_datagram, restore_time_ms, Datagram, Reading, Readings, Value,
-    MAX_DATAGRAM_LEN,
+    encode_datagram, restore_time_ms, Datagram, Reading, Readings, Value, MAX_DATAGRAM_LEN,
 };
 
 /// The hub's clock in these tests; device times are a little after it.
@@ -35,15 +34,11 @@ fn encode(seq: u32, time_ms: u64) -> Vec<u8> {
     bytes.to_vec()
 }
 
-/// Sequence number and time of a datagram, or the reason the hub drops it.
-fn decode(bytes: &[u8]) -> Result<(u32, u64), &'static str> {
-    let datagram = decode_datagram(bytes).map_err(|e| e.reason())?;
-    Ok((datagram.seq, restore_time_ms(datagram.time_ms, HUB_NOW_MS)))
-}
-
-/// Sequence number and time of an intact datagram.
+/// Sequence number and time of an intact datagram, as a hub reads it.
 fn intact(bytes: &[u8]) -> (u32, u64) {
-    decode(bytes).expect("an intact datagram")
+    let (verdicts, _) = hub_accounting(&[bytes.to_vec()], HUB_NOW_MS);
+    let accepted = verdicts[0].expect("an intact datagram");
+    (accepted.seq, accepted.time_ms)
 }
 
 /// One device's run: what went on the wire, the report, and the reboots.
@@ -86,24 +81,18 @@ fn run(spec: FaultSpec, seed: u64, len: u32, reboot: f64) -> Run {
     }
 }
 
-fn hub(wire: &[Vec<u8>]) -> Hub {
-    let mut hub = Hub::default();
-    for bytes in wire {
-        hub.read(bytes, HUB_NOW_MS);
-    }
-    hub
-}
-
-fn hub_counts(wire: &[Vec<u8>]) -> Counts {
-    hub(wire).totals()
+/// What the hub counts of a run's wire.
+fn hub(wire: &[Vec<u8>]) -> HubCounts {
+    hub_accounting(wire, HUB_NOW_MS).1
 }
 
 /// What the hub made of each datagram on the wire: its sequence number,
 /// or the reason it was dropped.
 fn seqs(run: &Run) -> Vec<Result<u32, &'static str>> {
-    run.wire
-        .iter()
-        .map(|bytes| decode(bytes).map(|(seq, _)| seq))
+    let (verdicts, _) = hub_accounting(&run.wire, HUB_NOW_MS);
+    verdicts
+        .into_iter()
+        .map(|verdict| verdict.map(|accepted| accepted.seq))
         .collect()
 }
 
@@ -126,7 +115,7 @@ fn corrupting(corrupt: f64) -> FaultSpec {
 /// sequence counts.
 fn assert_hub_agrees(run: &Run, context: &str) -> Counts {
     let hub = hub(&run.wire);
-    let counts = hub.totals();
+    let counts = hub.seq;
     let report = run.report;
     assert_eq!(hub.datagrams, report.on_wire(), "{context}");
     assert_eq!(counts.received, report.sent, "{context}");
@@ -234,7 +223,7 @@ fn a_run_of_drops_is_cut_short() {
     let run = run(spec(1.0, 0.0, 0.0), 1, 2_500, 0.0);
     let step = MAX_LOSS_RUN + 1;
     assert_eq!(seqs(&run), ok(&[0, step, 2 * step, 2_500]));
-    assert_eq!(hub_counts(&run.wire).lost, run.report.lost);
+    assert_eq!(hub(&run.wire).seq.lost, run.report.lost);
 }
 
 #[test]

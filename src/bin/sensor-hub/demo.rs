@@ -1,5 +1,7 @@
 //! `sensor-hub demo`: a hub plus a simulated fleet in one process, so a new
-//! user sees live data in the dashboard at once.
+//! user sees live data in the dashboard at once. Part of the binary only,
+//! compiled with the cargo feature `demo` (on by default); it is the one
+//! place that uses device-sim outside tests and benches.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -10,12 +12,12 @@ use device_sim::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HubConfig;
-use crate::server::{run, shutdown_signal, Listeners};
+use sensor_hub::config::HubConfig;
+use sensor_hub::server::{run, shutdown_signal, Listeners};
 
 /// Replaces an unspecified address (0.0.0.0 or ::) by loopback, so it can
 /// be sent to or opened in a browser.
-pub fn reachable(addr: SocketAddr) -> SocketAddr {
+fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
         IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),

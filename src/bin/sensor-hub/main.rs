@@ -1,4 +1,10 @@
-//! The `sensor-hub` command line: `run`, `demo`, `check-config`.
+//! The `sensor-hub` command line: `run`, `demo`, `check-config`. `demo`
+//! needs the cargo feature `demo` (on by default; module `demo`); a build
+//! without it keeps the subcommand, says so in `--help`, and exits non-zero
+//! with a message saying how to get it.
+
+#[cfg(feature = "demo")]
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +30,11 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Run the hub with simulated devices, so the dashboard is live at once.
+    #[cfg_attr(
+        not(feature = "demo"),
+        command(about = "Not in this build (built without the `demo` feature): \
+                     run the hub with simulated devices")
+    )]
     Demo {
         /// Number of simulated devices.
         #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -89,16 +100,25 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 run(config, listeners, shutdown).await
             })
         }
+        #[cfg(feature = "demo")]
         Command::Demo {
             devices,
             interval_ms,
             config,
         } => {
             let config = load(config.as_ref())?;
-            runtime()?.block_on(sensor_hub::demo::demo(config, devices, interval_ms))
+            runtime()?.block_on(demo::demo(config, devices, interval_ms))
         }
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } => Err(anyhow::anyhow!(NO_DEMO)),
     }
 }
+
+/// What `sensor-hub demo` says in a build without the `demo` feature.
+#[cfg(not(feature = "demo"))]
+const NO_DEMO: &str = "this build has no simulated devices (built without the `demo` \
+                       feature); rebuild with `cargo build --release --features demo` \
+                       or run devices of your own";
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
