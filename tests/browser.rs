@@ -3,8 +3,10 @@
 //! (fantoccini), against a real hub with simulated devices: the fleet view,
 //! charts loaded from the history store then continued live (and live only
 //! when the hub keeps no history), the range selector, capped charts,
-//! commands clicked in the page, liveness, and reconnecting after the hub
-//! restarts. The run also refreshes docs/dashboard.png and docs/device.png.
+//! commands clicked in the page, liveness, reconnecting after the hub
+//! restarts, and a visit without failed requests or console errors (the
+//! icon included). The run also refreshes docs/dashboard.png and
+//! docs/device.png.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -30,6 +32,8 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 struct Browser {
     client: Client,
     driver: Child,
+    /// chromedriver's port, for the log endpoint fantoccini has no call for.
+    port: u16,
     profile: std::path::PathBuf,
 }
 
@@ -63,6 +67,8 @@ impl Browser {
         let profile =
             std::env::temp_dir().join(format!("sensor-hub-chromium-{}-{port}", std::process::id()));
         let caps = json!({
+            // The console and network log, read by `Browser::log`.
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": [
@@ -76,16 +82,85 @@ impl Browser {
         let Value::Object(caps) = caps else {
             unreachable!()
         };
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a Chromium session through chromedriver");
+        // A chromedriver that just opened its port may still reset the first
+        // request (seen with three browsers starting at once on two cores).
+        let client = loop {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(client) => break client,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no Chromium session through chromedriver: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
         Browser {
             client,
             driver,
+            port,
             profile,
         }
+    }
+
+    /// The browser's log (console messages, failed requests) since the
+    /// previous call, from chromedriver's `se/log` endpoint: entries with
+    /// `level` (e.g. "SEVERE"), `source` and `message`.
+    async fn log(&self) -> Vec<Value> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let session = self.client.session_id().await.unwrap().unwrap();
+        let body = r#"{"type":"browser"}"#;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let request = format!(
+            "POST /session/{session}/se/log HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.port,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // chromedriver keeps the connection open: read the head, then
+        // Content-Length bytes.
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let (head_len, body_len) = loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .expect("chromedriver answers the log request")
+                .unwrap();
+            assert!(n > 0, "chromedriver closed the connection: {raw:?}");
+            raw.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&raw);
+            if let Some((head, _)) = text.split_once("\r\n\r\n") {
+                assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or_else(|| panic!("no Content-Length: {head}"));
+                break (head.len() + 4, length);
+            }
+        };
+        while raw.len() < head_len + body_len {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .expect("chromedriver sends the whole log")
+                .unwrap();
+            assert!(n > 0, "chromedriver closed the connection early");
+            raw.extend_from_slice(&chunk[..n]);
+        }
+        let body = &raw[head_len..head_len + body_len];
+        let answer: Value = serde_json::from_slice(body).unwrap();
+        answer["value"].as_array().cloned().unwrap()
     }
 
     /// Runs `script` (a function body returning a value) in the page.
@@ -483,6 +558,47 @@ async fn dashboard_end_to_end() {
             |v| v == "offline",
         )
         .await;
+
+    // Everything so far went without a failed request (the icon the page
+    // links and the /favicon.ico browsers ask for included) or a console error.
+    let icons = browser
+        .client
+        .execute_async(
+            r#"
+            const done = arguments[arguments.length - 1];
+            Promise.all(['/favicon.ico', '/favicon.svg'].map((p) => fetch(p, { cache: 'no-store' })
+                .then((r) => [p, r.status, r.headers.get('content-type')])))
+                .then(done, (e) => done(String(e)));
+        "#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        icons,
+        json!([
+            ["/favicon.ico", 200, "image/svg+xml"],
+            ["/favicon.svg", 200, "image/svg+xml"]
+        ])
+    );
+    assert_eq!(
+        browser
+            .js(r#"
+            return performance.getEntriesByType('resource')
+                .filter((e) => e.responseStatus >= 400).map((e) => [e.name, e.responseStatus]);
+        "#)
+            .await,
+        json!([]),
+        "failed requests"
+    );
+    let log = browser.log().await;
+    let errors: Vec<&Value> = log
+        .iter()
+        .filter(|e| {
+            e["level"] == "SEVERE" || e["message"].as_str().unwrap_or("").contains("favicon")
+        })
+        .collect();
+    assert!(errors.is_empty(), "browser log: {errors:#?}");
 
     // The hub restarts; the page notices and comes back by itself.
     let binds = hub.binds();
