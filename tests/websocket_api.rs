@@ -1,6 +1,6 @@
 //! The WebSocket API over real sockets: subscriptions and snapshots,
 //! aggregate mode, resume and resync, slow consumers, pings, rate limits,
-//! and malformed messages.
+//! malformed messages, and whose `command_status` carries the request `id`.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -572,5 +572,74 @@ async fn device_stats_report_loss_reordering_and_duplicates() {
         hub.metric("sensor_hub_sequence_total{kind=\"lost\"}").await,
         1
     );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_submitting_client_sees_its_command_id() {
+    let hub = start_hub(&[]).await;
+    let mut a = subscribed_client(&hub).await;
+    let mut b = subscribed_client(&hub).await;
+    // C never subscribes.
+    let mut c = hub.ws().await;
+    assert_eq!(next_json(&mut c).await["type"], "hello");
+    // The device exists (data only, no control session).
+    sender()
+        .await
+        .send_to(&datagram(12, 0, &[]), hub.udp)
+        .await
+        .unwrap();
+    eventually("device known", || async {
+        hub.metric("sensor_hub_devices").await == 1
+    })
+    .await;
+    // No session and wait:false: rejected at once, one command_status.
+    a.send(Message::text(
+        json!({"type": "command", "id": "a-1", "device": 12, "wait": false,
+               "command": {"kind": "identify"}})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
+    let mine = read_until(&mut a, |m| m["type"] == "command_status")
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(mine["id"], "a-1", "{mine}");
+    assert_eq!(
+        (mine["device"].clone(), mine["state"].clone()),
+        (json!(12), json!("rejected"))
+    );
+    let theirs = read_until(&mut b, |m| m["type"] == "command_status")
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(theirs["command_id"], mine["command_id"], "{theirs}");
+    assert_eq!(theirs["seq"], mine["seq"]);
+    assert!(
+        theirs.get("id").is_none(),
+        "another client's command comes without `id`: {theirs}"
+    );
+    let mut without_id = mine.clone();
+    without_id.as_object_mut().unwrap().remove("id");
+    assert_eq!(theirs, without_id, "otherwise the same message");
+
+    // Without a subscription C got none of that (device status, readings,
+    // A's command): the first thing after its hello is its own command's
+    // status, whose event comes after all of them.
+    c.send(Message::text(
+        json!({"type": "command", "id": "c-1", "device": 12, "wait": false,
+               "command": {"kind": "reboot"}})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
+    let first = next_json(&mut c).await;
+    assert_eq!(
+        (first["type"].clone(), first["id"].clone()),
+        (json!("command_status"), json!("c-1")),
+        "{first}"
+    );
+    assert!(first["seq"].as_u64() > mine["seq"].as_u64());
     hub.stop().await;
 }

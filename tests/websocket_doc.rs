@@ -62,6 +62,20 @@ fn shape(v: &Json) -> Shape {
     }
 }
 
+/// The doc as one line of single-spaced words, for phrases that wrap.
+fn prose() -> String {
+    DOC.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The doc says `phrase` (whitespace-insensitive).
+fn says(phrase: &str) {
+    let phrase = phrase.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        prose().contains(&phrase),
+        "docs/WEBSOCKET.md no longer says: {phrase}"
+    );
+}
+
 /// A state with one fully described device, to build real messages from.
 fn state() -> HubState {
     let mut registry = Registry::new(RegistryConfig {
@@ -121,7 +135,26 @@ fn state() -> HubState {
     state
 }
 
-/// A real message of each type, as the hub builds it.
+/// The command of the `command_status` examples.
+fn command_record(id: &Json) -> CommandRecord {
+    CommandRecord {
+        id: 1,
+        device: 3,
+        body: CommandBody::Identify,
+        state: CommandState::Succeeded,
+        detail: Some("done".into()),
+        origin: Origin {
+            request_id: Some(id.clone()),
+            client: Some(1),
+        },
+        created_ms: NOW,
+        updated_ms: NOW,
+        deadline_ms: NOW,
+    }
+}
+
+/// A real message of each type, as the hub builds it (a `command_status`
+/// as every client but the submitter receives it).
 fn built(kind: &str) -> Json {
     let id = json!("x");
     let state = state();
@@ -179,24 +212,9 @@ fn built(kind: &str) -> Json {
                 latency_count: 1,
             }],
         ),
-        "command_status" => messages::event(
-            1,
-            &Event::CommandStatus(Box::new(CommandRecord {
-                id: 1,
-                device: 3,
-                body: CommandBody::Identify,
-                state: CommandState::Succeeded,
-                detail: Some("done".into()),
-                origin: Origin {
-                    request_id: Some(id.clone()),
-                    client: None,
-                },
-                created_ms: NOW,
-                updated_ms: NOW,
-                deadline_ms: NOW,
-            })),
-            NOW,
-        ),
+        "command_status" => {
+            messages::event(1, &Event::CommandStatus(Box::new(command_record(&id))), NOW)
+        }
         "ack" => messages::ack(Some(&id), "resume", 1),
         "pong" => messages::pong(Some(&id)),
         "error" => messages::error(ClientError::BadJson, "m", Some(&id)),
@@ -245,9 +263,16 @@ fn every_hub_example_has_the_shape_the_hub_builds() {
     for (_, text) in examples().into_iter().filter(|(k, _)| *k == "hub") {
         let doc: Json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         let kind = doc["type"].as_str().unwrap().to_string();
+        let hub = if kind == "command_status" && doc.get("id").is_some() {
+            // The submitter's form.
+            let text = messages::own_command_status(1, &command_record(&json!("x")));
+            serde_json::from_str(&text).unwrap()
+        } else {
+            built(&kind)
+        };
         assert_eq!(
             shape(&doc),
-            shape(&built(&kind)),
+            shape(&hub),
             "docs/WEBSOCKET.md example of `{kind}`"
         );
         types.insert(kind);
@@ -276,4 +301,21 @@ fn every_error_code_is_documented() {
     for e in ClientError::ALL {
         assert!(DOC.contains(&format!("| `{}` |", e.code())), "{}", e.code());
     }
+}
+
+#[test]
+fn both_forms_of_command_status_are_shown() {
+    let statuses: Vec<Json> = examples()
+        .into_iter()
+        .filter(|(k, _)| *k == "hub")
+        .map(|(_, t)| serde_json::from_str::<Json>(&t).unwrap())
+        .filter(|m| m["type"] == "command_status")
+        .collect();
+    assert_eq!(statuses.len(), 2, "the submitter's and everyone else's");
+    let mut own = statuses[0].clone();
+    assert!(own.get("id").is_some() && statuses[1].get("id").is_none());
+    own.as_object_mut().unwrap().remove("id");
+    assert_eq!(own, statuses[1], "the same status, with and without `id`");
+    says("to every other client subscribed to that device, without `id`");
+    says("Commands submitted over HTTP (`POST /api/devices/{id}/commands`) have no `id`.");
 }

@@ -96,6 +96,7 @@ enum HubMessage<'a> {
     },
     CommandStatus {
         seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a serde_json::Value>,
         command_id: u32,
         device: DeviceId,
@@ -194,7 +195,10 @@ pub fn device_stats(seq: u64, stats: &[DeviceStats]) -> String {
     })
 }
 
-/// The JSON of an event for a client that wants all of it.
+/// The JSON of an event for a client that wants all of it. A
+/// `command_status` is made without the request's `id`: the form every
+/// client but the one that submitted the command receives (see
+/// [`own_command_status`]).
 pub fn event(seq: u64, event: &Event, now_ms: u64) -> String {
     match event {
         Event::Readings(batch) => readings(seq, batch, now_ms),
@@ -211,14 +215,21 @@ pub fn event(seq: u64, event: &Event, now_ms: u64) -> String {
             previous: *previous,
             at_ms: *at_ms,
         }),
-        Event::CommandStatus(record) => command_status(seq, record),
+        Event::CommandStatus(record) => command_status(seq, record, None),
     }
 }
 
-fn command_status(seq: u64, record: &CommandRecord) -> String {
+/// `command_status` for the client that submitted the command: with the
+/// `id` of its request (when the request had one). Every other client gets
+/// [`event`]'s form, without `id`, so an `id` always means "yours".
+pub fn own_command_status(seq: u64, record: &CommandRecord) -> String {
+    command_status(seq, record, record.origin.request_id.as_ref())
+}
+
+fn command_status(seq: u64, record: &CommandRecord, id: Option<&serde_json::Value>) -> String {
     to_json(&HubMessage::CommandStatus {
         seq,
-        id: record.origin.request_id.as_ref(),
+        id,
         command_id: record.id,
         device: record.device,
         kind: kind_of(&record.body),

@@ -609,7 +609,12 @@ impl Session {
         let now = unix_ms();
         if let Event::CommandStatus(record) = &entry.event {
             let mine = record.origin.client == Some(self.client);
+            if mine && record.origin.request_id.is_some() {
+                // Only the submitter sees its request's id: made for it alone.
+                return self.send(messages::own_command_status(entry.seq, record));
+            }
             if mine || subscription.is_some_and(|s| s.covers_device(record.device)) {
+                // Without `id`: the form shared by everyone else.
                 let text = shared(entry, now);
                 let len = text.len();
                 return self.send_shared(text, len);
@@ -701,7 +706,8 @@ impl Session {
     }
 }
 
-/// The event's JSON for clients that want all of it, made once.
+/// The event's JSON for clients that want all of it, made once (for a
+/// `command_status`, the form without the request's `id`).
 fn shared(entry: &Entry, now_ms: u64) -> Utf8Bytes {
     entry
         .full_json
