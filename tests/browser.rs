@@ -4,9 +4,9 @@
 //! charts loaded from the history store then continued live (and live only
 //! when the hub keeps no history), the range selector, capped charts,
 //! commands clicked in the page, liveness, reconnecting after the hub
-//! restarts, and a visit without failed requests or console errors (the
-//! icon included). The run also refreshes docs/dashboard.png and
-//! docs/device.png.
+//! restarts, a page load without failed requests or console errors (the
+//! icon included), and two tabs that each keep their own command log. The
+//! run also refreshes docs/dashboard.png and docs/device.png.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -689,6 +689,176 @@ async fn device_view_without_history() {
         .await;
 
     fleet.stop().await;
+    browser.end().await;
+    hub.stop().await;
+}
+
+/// Each command log entry of the page's device view: [id, kind, state,
+/// lifecycle, detail].
+const COMMAND_LOG: &str = r#"
+    return [...document.querySelectorAll('#command-log li')].map((li) => [li.dataset.commandId,
+        li.querySelector('.kind').textContent, li.dataset.state,
+        li.querySelector('.lifecycle').textContent, li.querySelector('.detail')?.textContent ?? null]);
+"#;
+
+/// The log entries of `log` (a [`COMMAND_LOG`] value).
+fn entries(log: &Value) -> &[Value] {
+    log.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// `log` has `n` entries, all succeeded.
+fn all_succeeded(log: &Value, n: usize) -> bool {
+    let e = entries(log);
+    e.len() == n && e.iter().all(|e| e[2] == "succeeded")
+}
+
+/// The per-tab part of a command id ("ui-<tab>-<n>").
+fn tab_of(entry: &Value) -> String {
+    let id = entry[0].as_str().unwrap();
+    id.rsplit_once('-').unwrap().0.to_string()
+}
+
+/// Two tabs on the same device page: each sends commands, and each tab's
+/// log shows its own commands only, untouched by the other tab's (whose
+/// statuses reach it too, without the request id).
+#[tokio::test]
+async fn two_tabs_keep_their_own_command_logs() {
+    let hub = start_hub(HUB_CONFIG).await;
+    let fleet = Fleet::start(hub.udp, Some(hub.control), 1, 1, 100);
+    let browser = Browser::start().await;
+    let url = format!("http://{}/#/device/1", hub.http);
+    let online = r#"
+        return document.querySelector('#device-view [data-field="status"]')?.dataset.status ?? null;
+    "#;
+    let tab_a = browser.client.window().await.unwrap();
+    browser.client.goto(&url).await.unwrap();
+    browser
+        .until(
+            "tab A: device online",
+            Duration::from_secs(10),
+            online,
+            |v| v == "online",
+        )
+        .await;
+    let tab_b = browser.client.new_window(true).await.unwrap().handle;
+    browser
+        .client
+        .switch_to_window(tab_b.clone())
+        .await
+        .unwrap();
+    browser.client.goto(&url).await.unwrap();
+    browser
+        .until(
+            "tab B: device online",
+            Duration::from_secs(10),
+            online,
+            |v| v == "online",
+        )
+        .await;
+
+    // A: identify.
+    browser
+        .client
+        .switch_to_window(tab_a.clone())
+        .await
+        .unwrap();
+    browser
+        .click(r#"#commands button[data-command="identify"]"#)
+        .await;
+    let a_first = browser
+        .until(
+            "tab A: identify succeeded",
+            Duration::from_secs(10),
+            COMMAND_LOG,
+            |v| all_succeeded(v, 1),
+        )
+        .await;
+    assert_eq!(a_first[0][1], "identify", "{a_first}");
+
+    // B: set_interval. Its statuses reach tab A too (subscribed to the device).
+    browser
+        .client
+        .switch_to_window(tab_b.clone())
+        .await
+        .unwrap();
+    let ms = browser
+        .client
+        .find(fantoccini::Locator::Css(
+            "#command-set-interval input[name=ms]",
+        ))
+        .await
+        .unwrap();
+    ms.send_keys("100").await.unwrap();
+    browser
+        .click("#command-set-interval button[type=submit]")
+        .await;
+    let b_first = browser
+        .until(
+            "tab B: set_interval succeeded",
+            Duration::from_secs(10),
+            COMMAND_LOG,
+            |v| all_succeeded(v, 1),
+        )
+        .await;
+    assert_eq!(b_first[0][1], "set_interval 100 ms", "{b_first}");
+    assert_ne!(
+        tab_of(&a_first[0]),
+        tab_of(&b_first[0]),
+        "ids unique per tab"
+    );
+
+    // A again: once its second command's statuses are in, B's (which the hub
+    // streamed before them) have been seen by A too.
+    browser
+        .client
+        .switch_to_window(tab_a.clone())
+        .await
+        .unwrap();
+    browser
+        .click(r#"#commands button[data-command="identify"]"#)
+        .await;
+    let a_log = browser
+        .until(
+            "tab A: second identify succeeded",
+            Duration::from_secs(10),
+            COMMAND_LOG,
+            |v| all_succeeded(v, 2),
+        )
+        .await;
+    assert_eq!(
+        a_log[0], a_first[0],
+        "tab A's first entry untouched by tab B's command"
+    );
+    assert_eq!(a_log[1][1], "identify", "{a_log}");
+
+    // And the same for B.
+    browser
+        .client
+        .switch_to_window(tab_b.clone())
+        .await
+        .unwrap();
+    browser
+        .click(r#"#commands button[data-command="identify"]"#)
+        .await;
+    let b_log = browser
+        .until(
+            "tab B: identify succeeded",
+            Duration::from_secs(10),
+            COMMAND_LOG,
+            |v| all_succeeded(v, 2),
+        )
+        .await;
+    assert_eq!(
+        b_log[0], b_first[0],
+        "tab B's first entry untouched by tab A's commands"
+    );
+    assert_eq!(b_log[1][1], "identify", "{b_log}");
+
+    let stats = fleet.stop().await;
+    assert_eq!(
+        stats.commands_received, 4,
+        "every command reached the device once"
+    );
     browser.end().await;
     hub.stop().await;
 }
