@@ -551,9 +551,15 @@ async fn device_stats_report_loss_reordering_and_duplicates() {
     let hub = start_hub(&[("SENSOR_HUB__WS__STATS_INTERVAL_MS", "50")]).await;
     let mut ws = subscribed_client(&hub).await;
     let udp = sender().await;
-    // 0 1 3 2 2 5: 4 lost, 2 late, 2 twice.
+    // 0 1 3 2 2 5: 4 lost, 2 late, 2 twice. Stamped as a device would (one
+    // per 10 ms, a copy with its original's time): a repeated number with a
+    // newer timestamp would be a restart, not a duplicate.
+    let start = sensor_hub::hub::unix_ms();
     for seq in [0, 1, 3, 2, 2, 5] {
-        udp.send_to(&datagram(8, seq, &[]), hub.udp).await.unwrap();
+        let time_ms = start + 10 * u64::from(seq);
+        udp.send_to(&datagram_at(8, seq, time_ms, &[]), hub.udp)
+            .await
+            .unwrap();
     }
     let stats = read_until(&mut ws, |m| {
         m["type"] == "device_stats" && m["devices"][0]["received"] == 6
