@@ -1,5 +1,7 @@
 //! The dashboard's files, compiled into the binary so the hub serves them
-//! from any working directory (e.g. as a systemd service).
+//! from any working directory (e.g. as a systemd service). The icon is also
+//! served at `/favicon.ico`, the path browsers and crawlers ask for whatever
+//! the page links.
 
 /// One embedded file.
 #[derive(Debug, Clone, Copy)]
@@ -15,6 +17,7 @@ pub struct Asset {
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
+const SVG: &str = "image/svg+xml";
 
 /// An embedded file of web/ served at `path`.
 macro_rules! asset {
@@ -39,6 +42,9 @@ pub const ASSETS: &[Asset] = &[
     asset!("/device.js", "device.js", JS),
     asset!("/history.js", "history.js", JS),
     asset!("/hub.js", "hub.js", JS),
+    asset!("/favicon.svg", "favicon.svg", SVG),
+    // The same SVG: every current browser takes an SVG icon at this path.
+    asset!("/favicon.ico", "favicon.svg", SVG),
 ];
 
 /// The asset served at `path`, if any.

@@ -3,8 +3,10 @@
 //! (fantoccini), against a real hub with simulated devices: the fleet view,
 //! charts loaded from the history store then continued live (and live only
 //! when the hub keeps no history), the range selector, capped charts,
-//! commands clicked in the page, liveness, and reconnecting after the hub
-//! restarts. The run also refreshes docs/dashboard.png and docs/device.png.
+//! commands clicked in the page, liveness, reconnecting after the hub
+//! restarts, a page load without failed requests or console errors (the
+//! icon included), and two tabs that each keep their own command log. The
+//! run also refreshes docs/dashboard.png and docs/device.png.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -30,6 +32,8 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 struct Browser {
     client: Client,
     driver: Child,
+    /// chromedriver's port, for the log endpoint fantoccini has no call for.
+    port: u16,
     profile: std::path::PathBuf,
 }
 
@@ -63,6 +67,8 @@ impl Browser {
         let profile =
             std::env::temp_dir().join(format!("sensor-hub-chromium-{}-{port}", std::process::id()));
         let caps = json!({
+            // The console and network log, read by `Browser::log`.
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": [
@@ -76,16 +82,85 @@ impl Browser {
         let Value::Object(caps) = caps else {
             unreachable!()
         };
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a Chromium session through chromedriver");
+        // A chromedriver that just opened its port may still reset the first
+        // request (seen with three browsers starting at once on two cores).
+        let client = loop {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(client) => break client,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no Chromium session through chromedriver: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
         Browser {
             client,
             driver,
+            port,
             profile,
         }
+    }
+
+    /// The browser's log (console messages, failed requests) since the
+    /// previous call, from chromedriver's `se/log` endpoint: entries with
+    /// `level` (e.g. "SEVERE"), `source` and `message`.
+    async fn log(&self) -> Vec<Value> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let session = self.client.session_id().await.unwrap().unwrap();
+        let body = r#"{"type":"browser"}"#;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let request = format!(
+            "POST /session/{session}/se/log HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.port,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // chromedriver keeps the connection open: read the head, then
+        // Content-Length bytes.
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let (head_len, body_len) = loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .expect("chromedriver answers the log request")
+                .unwrap();
+            assert!(n > 0, "chromedriver closed the connection: {raw:?}");
+            raw.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&raw);
+            if let Some((head, _)) = text.split_once("\r\n\r\n") {
+                assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or_else(|| panic!("no Content-Length: {head}"));
+                break (head.len() + 4, length);
+            }
+        };
+        while raw.len() < head_len + body_len {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .expect("chromedriver sends the whole log")
+                .unwrap();
+            assert!(n > 0, "chromedriver closed the connection early");
+            raw.extend_from_slice(&chunk[..n]);
+        }
+        let body = &raw[head_len..head_len + body_len];
+        let answer: Value = serde_json::from_slice(body).unwrap();
+        answer["value"].as_array().cloned().unwrap()
     }
 
     /// Runs `script` (a function body returning a value) in the page.
@@ -484,6 +559,47 @@ async fn dashboard_end_to_end() {
         )
         .await;
 
+    // Everything so far went without a failed request (the icon the page
+    // links and the /favicon.ico browsers ask for included) or a console error.
+    let icons = browser
+        .client
+        .execute_async(
+            r#"
+            const done = arguments[arguments.length - 1];
+            Promise.all(['/favicon.ico', '/favicon.svg'].map((p) => fetch(p, { cache: 'no-store' })
+                .then((r) => [p, r.status, r.headers.get('content-type')])))
+                .then(done, (e) => done(String(e)));
+        "#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        icons,
+        json!([
+            ["/favicon.ico", 200, "image/svg+xml"],
+            ["/favicon.svg", 200, "image/svg+xml"]
+        ])
+    );
+    assert_eq!(
+        browser
+            .js(r#"
+            return performance.getEntriesByType('resource')
+                .filter((e) => e.responseStatus >= 400).map((e) => [e.name, e.responseStatus]);
+        "#)
+            .await,
+        json!([]),
+        "failed requests"
+    );
+    let log = browser.log().await;
+    let errors: Vec<&Value> = log
+        .iter()
+        .filter(|e| {
+            e["level"] == "SEVERE" || e["message"].as_str().unwrap_or("").contains("favicon")
+        })
+        .collect();
+    assert!(errors.is_empty(), "browser log: {errors:#?}");
+
     // The hub restarts; the page notices and comes back by itself.
     let binds = hub.binds();
     hub.stop().await;
@@ -573,6 +689,176 @@ async fn device_view_without_history() {
         .await;
 
     fleet.stop().await;
+    browser.end().await;
+    hub.stop().await;
+}
+
+/// Each command log entry of the page's device view: [id, kind, state,
+/// lifecycle, detail].
+const COMMAND_LOG: &str = r#"
+    return [...document.querySelectorAll('#command-log li')].map((li) => [li.dataset.commandId,
+        li.querySelector('.kind').textContent, li.dataset.state,
+        li.querySelector('.lifecycle').textContent, li.querySelector('.detail')?.textContent ?? null]);
+"#;
+
+/// The log entries of `log` (a [`COMMAND_LOG`] value).
+fn entries(log: &Value) -> &[Value] {
+    log.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// `log` has `n` entries, all succeeded.
+fn all_succeeded(log: &Value, n: usize) -> bool {
+    let e = entries(log);
+    e.len() == n && e.iter().all(|e| e[2] == "succeeded")
+}
+
+/// The per-tab part of a command id ("ui-<tab>-<n>").
+fn tab_of(entry: &Value) -> String {
+    let id = entry[0].as_str().unwrap();
+    id.rsplit_once('-').unwrap().0.to_string()
+}
+
+/// Two tabs on the same device page: each sends commands, and each tab's
+/// log shows its own commands only, untouched by the other tab's (whose
+/// statuses reach it too, without the request id).
+#[tokio::test]
+async fn two_tabs_keep_their_own_command_logs() {
+    let hub = start_hub(HUB_CONFIG).await;
+    let fleet = Fleet::start(hub.udp, Some(hub.control), 1, 1, 100);
+    let browser = Browser::start().await;
+    let url = format!("http://{}/#/device/1", hub.http);
+    let online = r#"
+        return document.querySelector('#device-view [data-field="status"]')?.dataset.status ?? null;
+    "#;
+    let tab_a = browser.client.window().await.unwrap();
+    browser.client.goto(&url).await.unwrap();
+    browser
+        .until(
+            "tab A: device online",
+            Duration::from_secs(10),
+            online,
+            |v| v == "online",
+        )
+        .await;
+    let tab_b = browser.client.new_window(true).await.unwrap().handle;
+    browser
+        .client
+        .switch_to_window(tab_b.clone())
+        .await
+        .unwrap();
+    browser.client.goto(&url).await.unwrap();
+    browser
+        .until(
+            "tab B: device online",
+            Duration::from_secs(10),
+            online,
+            |v| v == "online",
+        )
+        .await;
+
+    // A: identify.
+    browser
+        .client
+        .switch_to_window(tab_a.clone())
+        .await
+        .unwrap();
+    browser
+        .click(r#"#commands button[data-command="identify"]"#)
+        .await;
+    let a_first = browser
+        .until(
+            "tab A: identify succeeded",
+            Duration::from_secs(10),
+            COMMAND_LOG,
+            |v| all_succeeded(v, 1),
+        )
+        .await;
+    assert_eq!(a_first[0][1], "identify", "{a_first}");
+
+    // B: set_interval. Its statuses reach tab A too (subscribed to the device).
+    browser
+        .client
+        .switch_to_window(tab_b.clone())
+        .await
+        .unwrap();
+    let ms = browser
+        .client
+        .find(fantoccini::Locator::Css(
+            "#command-set-interval input[name=ms]",
+        ))
+        .await
+        .unwrap();
+    ms.send_keys("100").await.unwrap();
+    browser
+        .click("#command-set-interval button[type=submit]")
+        .await;
+    let b_first = browser
+        .until(
+            "tab B: set_interval succeeded",
+            Duration::from_secs(10),
+            COMMAND_LOG,
+            |v| all_succeeded(v, 1),
+        )
+        .await;
+    assert_eq!(b_first[0][1], "set_interval 100 ms", "{b_first}");
+    assert_ne!(
+        tab_of(&a_first[0]),
+        tab_of(&b_first[0]),
+        "ids unique per tab"
+    );
+
+    // A again: once its second command's statuses are in, B's (which the hub
+    // streamed before them) have been seen by A too.
+    browser
+        .client
+        .switch_to_window(tab_a.clone())
+        .await
+        .unwrap();
+    browser
+        .click(r#"#commands button[data-command="identify"]"#)
+        .await;
+    let a_log = browser
+        .until(
+            "tab A: second identify succeeded",
+            Duration::from_secs(10),
+            COMMAND_LOG,
+            |v| all_succeeded(v, 2),
+        )
+        .await;
+    assert_eq!(
+        a_log[0], a_first[0],
+        "tab A's first entry untouched by tab B's command"
+    );
+    assert_eq!(a_log[1][1], "identify", "{a_log}");
+
+    // And the same for B.
+    browser
+        .client
+        .switch_to_window(tab_b.clone())
+        .await
+        .unwrap();
+    browser
+        .click(r#"#commands button[data-command="identify"]"#)
+        .await;
+    let b_log = browser
+        .until(
+            "tab B: identify succeeded",
+            Duration::from_secs(10),
+            COMMAND_LOG,
+            |v| all_succeeded(v, 2),
+        )
+        .await;
+    assert_eq!(
+        b_log[0], b_first[0],
+        "tab B's first entry untouched by tab A's commands"
+    );
+    assert_eq!(b_log[1][1], "identify", "{b_log}");
+
+    let stats = fleet.stop().await;
+    assert_eq!(
+        stats.commands_received, 4,
+        "every command reached the device once"
+    );
     browser.end().await;
     hub.stop().await;
 }

@@ -1,6 +1,6 @@
 //! The WebSocket API over real sockets: subscriptions and snapshots,
 //! aggregate mode, resume and resync, slow consumers, pings, rate limits,
-//! and malformed messages.
+//! malformed messages, and whose `command_status` carries the request `id`.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -551,9 +551,15 @@ async fn device_stats_report_loss_reordering_and_duplicates() {
     let hub = start_hub(&[("SENSOR_HUB__WS__STATS_INTERVAL_MS", "50")]).await;
     let mut ws = subscribed_client(&hub).await;
     let udp = sender().await;
-    // 0 1 3 2 2 5: 4 lost, 2 late, 2 twice.
+    // 0 1 3 2 2 5: 4 lost, 2 late, 2 twice. Stamped as a device would (one
+    // per 10 ms, a copy with its original's time): a repeated number with a
+    // newer timestamp would be a restart, not a duplicate.
+    let start = sensor_hub::clock::wall_ms();
     for seq in [0, 1, 3, 2, 2, 5] {
-        udp.send_to(&datagram(8, seq, &[]), hub.udp).await.unwrap();
+        let time_ms = start + 10 * u64::from(seq);
+        udp.send_to(&datagram_at(8, seq, time_ms, &[]), hub.udp)
+            .await
+            .unwrap();
     }
     let stats = read_until(&mut ws, |m| {
         m["type"] == "device_stats" && m["devices"][0]["received"] == 6
@@ -572,5 +578,74 @@ async fn device_stats_report_loss_reordering_and_duplicates() {
         hub.metric("sensor_hub_sequence_total{kind=\"lost\"}").await,
         1
     );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_submitting_client_sees_its_command_id() {
+    let hub = start_hub(&[]).await;
+    let mut a = subscribed_client(&hub).await;
+    let mut b = subscribed_client(&hub).await;
+    // C never subscribes.
+    let mut c = hub.ws().await;
+    assert_eq!(next_json(&mut c).await["type"], "hello");
+    // The device exists (data only, no control session).
+    sender()
+        .await
+        .send_to(&datagram(12, 0, &[]), hub.udp)
+        .await
+        .unwrap();
+    eventually("device known", || async {
+        hub.metric("sensor_hub_devices").await == 1
+    })
+    .await;
+    // No session and wait:false: rejected at once, one command_status.
+    a.send(Message::text(
+        json!({"type": "command", "id": "a-1", "device": 12, "wait": false,
+               "command": {"kind": "identify"}})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
+    let mine = read_until(&mut a, |m| m["type"] == "command_status")
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(mine["id"], "a-1", "{mine}");
+    assert_eq!(
+        (mine["device"].clone(), mine["state"].clone()),
+        (json!(12), json!("rejected"))
+    );
+    let theirs = read_until(&mut b, |m| m["type"] == "command_status")
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(theirs["command_id"], mine["command_id"], "{theirs}");
+    assert_eq!(theirs["seq"], mine["seq"]);
+    assert!(
+        theirs.get("id").is_none(),
+        "another client's command comes without `id`: {theirs}"
+    );
+    let mut without_id = mine.clone();
+    without_id.as_object_mut().unwrap().remove("id");
+    assert_eq!(theirs, without_id, "otherwise the same message");
+
+    // Without a subscription C got none of that (device status, readings,
+    // A's command): the first thing after its hello is its own command's
+    // status, whose event comes after all of them.
+    c.send(Message::text(
+        json!({"type": "command", "id": "c-1", "device": 12, "wait": false,
+               "command": {"kind": "reboot"}})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
+    let first = next_json(&mut c).await;
+    assert_eq!(
+        (first["type"].clone(), first["id"].clone()),
+        (json!("command_status"), json!("c-1")),
+        "{first}"
+    );
+    assert!(first["seq"].as_u64() > mine["seq"].as_u64());
     hub.stop().await;
 }

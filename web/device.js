@@ -2,17 +2,24 @@
 // figure per sensor (latest value, 10 s window stats, a chart of the chosen
 // history range — loaded when the figure appears and when the range changes,
 // then continued live; data-history="loading|ready|off|error" on the figure),
-// and the command panel with its log (<= 20 lines, client ids "ui-N",
-// lifecycle from command_status). Windows are refetched from /api/devices
-// every 5 s while open.
-import { devices, hubNow, on, requestRefresh, send } from "/stream.js";
+// and the command panel with its log (<= 20 lines, lifecycle from
+// command_status). The log shows this tab's commands only: their request ids
+// are "ui-<random per tab>-N", and the hub puts the id only in the statuses it
+// sends to the client that submitted the command; a status is taken by its id,
+// or by the command_id its first status told (after a reconnect this tab is a
+// new client and gets its commands' statuses without id). Statuses of other
+// clients' commands are ignored. Windows are refetched from /api/devices every
+// 5 s while open.
+import { devices, epoch, hubNow, on, requestRefresh, send } from "/stream.js";
 import { DASH, displayName, el, fmtAgo, fmtCount, fmtInterval, fmtLatency, fmtPercent, fmtValue, isNum, setText, statusOf } from "/format.js";
 import { Chart } from "/chart.js";
 import { HistoryOff, RANGES, fetchHistory, rangeSelector } from "/history.js";
 
 // --- command log (module-wide so statuses land even while the view is closed) ---
 const LOG_MAX = 20;
-const log = []; // { cid, device, kind, args, states: [], state, detail }
+const log = []; // { cid, device, kind, args, states: [], state, detail, command, epoch }
+// Request ids unique to this tab, so two tabs never take each other's statuses.
+const TAB = [...crypto.getRandomValues(new Uint8Array(6))].map((b) => b.toString(16).padStart(2, "0")).join("");
 let nextId = 1;
 let logView = null; // { ol, device } of the open view
 
@@ -31,7 +38,8 @@ function renderLog() {
 }
 
 function sendCommand(device, kind, fields = {}, args = "") {
-  const entry = { cid: `ui-${nextId++}`, device, kind, args, states: [], state: "pending", detail: "" };
+  const entry = { cid: `ui-${TAB}-${nextId++}`, device, kind, args, states: [], state: "pending", detail: "",
+    command: null, epoch: null };
   log.push(entry);
   if (log.length > LOG_MAX) log.splice(0, log.length - LOG_MAX);
   if (!send({ type: "command", id: entry.cid, device, command: { kind, ...fields } })) {
@@ -40,8 +48,19 @@ function sendCommand(device, kind, fields = {}, args = "") {
   renderLog();
 }
 
+/** This tab's log entry of a command_status, if the command is one of ours. */
+function entryOf(msg) {
+  if (msg.id !== undefined) { // only the submitting client gets an id: ours if it is one of our ids
+    const entry = log.find((e) => e.cid === msg.id && e.device === msg.device);
+    if (entry && isNum(msg.command_id)) Object.assign(entry, { command: msg.command_id, epoch });
+    return entry;
+  }
+  // Without id: another client's command, or ours seen from a newer connection.
+  return log.find((e) => e.command !== null && e.command === msg.command_id && e.epoch === epoch && e.device === msg.device);
+}
+
 on("command", (msg) => {
-  const entry = log.find((e) => e.cid === msg.id && e.device === msg.device);
+  const entry = entryOf(msg);
   if (!entry || typeof msg.state !== "string") return;
   if (entry.states[entry.states.length - 1] !== msg.state) entry.states.push(msg.state);
   entry.state = msg.state;

@@ -159,7 +159,7 @@ let ws = null;
 let backoff = 500;
 let retryAt = 0; // local ms of the next attempt, 0 when none pending
 let everConnected = false;
-let epoch = null; // of the snapshot/resync the model comes from
+export let epoch = null; // of the snapshot/resync the model comes from (command ids are unique within one)
 let lastSeq = null; // seq of the last message applied
 export const connection = { state: "connecting", text: "connecting…" };
 

@@ -134,6 +134,19 @@ async fn dashboard_files_are_served_with_their_types() {
 }
 
 #[tokio::test]
+async fn the_icon_is_served_at_both_icon_paths() {
+    let hub = hub();
+    for path in ["/favicon.svg", "/favicon.ico"] {
+        let r = get(&hub, path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let content_type = r.headers()["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with("image/"), "{path}: {content_type}");
+        let body = String::from_utf8(r.body().to_vec()).unwrap();
+        assert!(body.contains("<svg"), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn unknown_paths_are_404() {
     let r = get(&hub(), "/nope").await;
     assert_eq!(r.status(), 404);

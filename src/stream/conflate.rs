@@ -18,6 +18,9 @@ pub struct Folded {
     pub time_ms: u64,
     /// Readings folded.
     pub count: u64,
+    /// Of those, the finite ones (NaN and infinities are counted in
+    /// `count` but left out of min, max, sum and so the mean).
+    pub finite: u64,
     /// Smallest (numeric; booleans as 0/1).
     pub min: f64,
     /// Largest.
@@ -45,6 +48,7 @@ impl Conflator {
                         f.time_ms = d.time_ms;
                         f.count += 1;
                         if v.is_finite() {
+                            f.finite += 1;
                             f.min = f.min.min(v);
                             f.max = f.max.max(v);
                             f.sum += v;
@@ -54,6 +58,7 @@ impl Conflator {
                         last: r.value,
                         time_ms: d.time_ms,
                         count: 1,
+                        finite: u64::from(v.is_finite()),
                         min: if v.is_finite() { v } else { f64::INFINITY },
                         max: if v.is_finite() { v } else { f64::NEG_INFINITY },
                         sum: if v.is_finite() { v } else { 0.0 },
@@ -115,6 +120,18 @@ mod tests {
         assert_eq!((f.count, f.min, f.max, f.time_ms), (3, 1.0, 5.0, 3));
         assert_eq!(f.sum / f.count as f64, 3.0);
         assert_eq!(taken[1].0, (8, 1));
+    }
+
+    #[test]
+    fn not_finite_values_do_not_drag_the_mean() {
+        // Regression: the mean divided the finite sum by every reading.
+        let mut c = Conflator::default();
+        for v in [4.0, f32::NAN, 2.0, f32::INFINITY] {
+            c.add(&[datagram(1, 1, &[(0, v)])]);
+        }
+        let (_, f) = c.take()[0];
+        assert_eq!((f.count, f.finite), (4, 2));
+        assert_eq!(f.sum / f.finite as f64, 3.0);
     }
 
     #[test]

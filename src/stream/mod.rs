@@ -102,7 +102,8 @@ pub struct Entry {
     /// What happened.
     pub event: Event,
     approx_bytes: usize,
-    /// JSON for unfiltered subscribers.
+    /// JSON for unfiltered subscribers (a `command_status` without the
+    /// request's `id`, which only the submitting client receives).
     pub full_json: OnceLock<Utf8Bytes>,
 }
 

@@ -467,7 +467,7 @@ impl Client {
     fn deliver(&mut self, subscription: Option<&Subscription>, entry: &Entry, now: Now) -> usize {
         if let Event::CommandStatus(record) = &entry.event {
             if record.origin.client == Some(self.id) {
-                return self.send(messages::command_status_for_origin(entry.seq, record));
+                return self.send(messages::own_command_status(entry.seq, record));
             }
             if subscription.is_some_and(|s| s.covers_device(record.device)) {
                 return self.send_shared(shared(entry, now));

@@ -38,7 +38,7 @@ fn json_folded(((device, channel), f): &((DeviceId, Channel), Folded)) -> JsonFo
         count: f.count,
         min: numeric_seen.then_some(f.min),
         max: numeric_seen.then_some(f.max),
-        mean: numeric_seen.then(|| f.sum / f.count as f64),
+        mean: numeric_seen.then(|| f.sum / f.finite as f64),
     }
 }
 
@@ -196,8 +196,9 @@ pub fn device_stats(seq: u64, stats: &[DeviceStats]) -> String {
 }
 
 /// The JSON of an event for a client that wants all of it. A
-/// `command_status` made here has no `id`: the request id goes only to the
-/// client that sent the command ([`command_status_for_origin`]).
+/// `command_status` is made without the request's `id`: the form every
+/// client but the one that submitted the command receives (see
+/// [`own_command_status`]).
 pub fn event(seq: u64, event: &Event, now_ms: u64) -> String {
     match event {
         Event::Readings(batch) => readings(seq, batch, now_ms),
@@ -218,9 +219,10 @@ pub fn event(seq: u64, event: &Event, now_ms: u64) -> String {
     }
 }
 
-/// `command_status` for the client that submitted the command: with its
-/// request `id`, so it can match the status to its request.
-pub fn command_status_for_origin(seq: u64, record: &CommandRecord) -> String {
+/// `command_status` for the client that submitted the command: with the
+/// `id` of its request (when the request had one). Every other client gets
+/// [`event`]'s form, without `id`, so an `id` always means "yours".
+pub fn own_command_status(seq: u64, record: &CommandRecord) -> String {
     command_status(seq, record, record.origin.request_id.as_ref())
 }
 

@@ -271,12 +271,17 @@ pub async fn http_request(
     (response, s)
 }
 
-/// Encodes a v1 datagram.
+/// Encodes a v1 datagram stamped with the current time.
 pub fn datagram(device_id: u32, seq: u32, readings: &[(u8, Value)]) -> Vec<u8> {
+    datagram_at(device_id, seq, sensor_hub::clock::wall_ms(), readings)
+}
+
+/// Encodes a v1 datagram stamped `time_ms` (Unix ms, sent as its low 32 bits).
+pub fn datagram_at(device_id: u32, seq: u32, time_ms: u64, readings: &[(u8, Value)]) -> Vec<u8> {
     let d = Datagram {
         device_id,
         seq,
-        time_ms: sensor_hub::clock::wall_ms() as u32,
+        time_ms: time_ms as u32,
         readings: readings
             .iter()
             .map(|&(channel, value)| Reading { channel, value })

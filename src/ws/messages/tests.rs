@@ -69,6 +69,7 @@ fn aggregates_report_last_and_window() {
             last: Value::F32(2.5),
             time_ms: 10,
             count: 4,
+            finite: 4,
             min: 1.0,
             max: 3.0,
             sum: 8.0,
@@ -81,6 +82,51 @@ fn aggregates_report_last_and_window() {
              "min": 1.0, "max": 3.0, "mean": 2.0}
         ]})
     );
+}
+
+/// Command 9 on device 3, acked, submitted by client 4 as request "c1".
+fn acked_command() -> CommandRecord {
+    CommandRecord {
+        id: 9,
+        device: 3,
+        body: CommandBody::SetInterval { ms: 500 },
+        state: CommandState::Acked,
+        detail: None,
+        origin: Origin {
+            request_id: Some(json!("c1")),
+            client: Some(4),
+        },
+        created_ms: 1,
+        updated_ms: 2,
+        deadline_mono_ms: 3,
+    }
+}
+
+#[test]
+fn command_status_has_the_request_id_only_in_the_submitters_form() {
+    let record = acked_command();
+    let own = parse(&own_command_status(9, &record));
+    assert_eq!(
+        own,
+        json!({"type": "command_status", "seq": 9, "id": "c1", "command_id": 9, "device": 3,
+               "kind": "set_interval", "state": "acked", "detail": null, "at_ms": 2})
+    );
+    // Everyone else's form (the shared event JSON): the same without `id`.
+    let others = parse(&event(
+        9,
+        &Event::CommandStatus(Box::new(record.clone())),
+        0,
+    ));
+    let mut expected = own.clone();
+    expected.as_object_mut().unwrap().remove("id");
+    assert_eq!(others, expected);
+    assert!(others.get("id").is_none(), "no `id` field at all: {others}");
+    // A request without an id (or an HTTP command): no `id` in either form.
+    let anonymous = CommandRecord {
+        origin: Origin::default(),
+        ..record
+    };
+    assert_eq!(parse(&own_command_status(9, &anonymous)), expected);
 }
 
 #[test]
@@ -96,29 +142,12 @@ fn status_and_stats_events_render_with_their_seq() {
         json!({"type": "device_status", "seq": 8, "device": 3, "status": "late",
                "previous": "online", "at_ms": 5})
     );
-    let record = CommandRecord {
-        id: 9,
-        device: 3,
-        body: CommandBody::SetInterval { ms: 500 },
-        state: CommandState::Acked,
-        detail: None,
-        origin: Origin {
-            request_id: Some(json!("c1")),
-            client: Some(4),
-        },
-        created_ms: 1,
-        updated_ms: 2,
-        deadline_mono_ms: 3,
-    };
-    // The submitting client gets its request id back; every other client
-    // gets the same status without it.
     assert_eq!(
-        parse(&command_status_for_origin(9, &record)),
-        json!({"type": "command_status", "seq": 9, "id": "c1", "command_id": 9, "device": 3,
-               "kind": "set_interval", "state": "acked", "detail": null, "at_ms": 2})
-    );
-    assert_eq!(
-        parse(&event(9, &Event::CommandStatus(Box::new(record)), 0)),
+        parse(&event(
+            9,
+            &Event::CommandStatus(Box::new(acked_command())),
+            0
+        )),
         json!({"type": "command_status", "seq": 9, "command_id": 9, "device": 3,
                "kind": "set_interval", "state": "acked", "detail": null, "at_ms": 2})
     );
