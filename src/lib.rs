@@ -5,9 +5,10 @@
 //!
 //! # Map
 //!
-//! Dependencies point down this list, never up (`tests/layers.rs` checks
-//! every `use crate::` against it). Within one layer, modules do not
-//! depend on each other unless said.
+//! Layers, bottom first: a module depends only on modules listed before
+//! it, never on one listed after it, so there is no cycle
+//! (`tests/layers.rs` checks every `crate::` path in `src/` against this
+//! order).
 //!
 //! 1. Leaves — no dependency on the rest of the crate:
 //!    * [`clock`]: the one injected clock: monotonic time for durations and

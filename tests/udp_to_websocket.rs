@@ -201,6 +201,12 @@ async fn oversized_client_message_closes_with_1009() {
     next_json(&mut ws).await;
     let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(4096));
     ws.send(Message::text(big)).await.unwrap();
+    // Regression: docs/WEBSOCKET.md promises an `error` `too_large` first.
+    let error = next_json(&mut ws).await;
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("too_large"))
+    );
     match next(&mut ws).await {
         Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Size),
         other => panic!("expected close 1009, got {other:?}"),
