@@ -37,7 +37,15 @@ pub enum ClientError {
     /// Too many `history` requests running (this client's or the hub's);
     /// retry after an answer arrives.
     HistoryBusy,
+    /// An `id` that is not a string of at most [`MAX_ID_BYTES`] bytes or a
+    /// number.
+    BadId,
 }
+
+/// Longest string `id` a request may carry, bytes. The id is kept with a
+/// command for its whole life and repeated in every answer, so its size is
+/// bounded (and counted in the replay ring's budget).
+pub const MAX_ID_BYTES: usize = 128;
 
 impl ClientError {
     /// The `code` field of the error message, and the metrics label.
@@ -54,6 +62,7 @@ impl ClientError {
             ClientError::BadHistory => "bad_history",
             ClientError::HistoryUnavailable => "history_unavailable",
             ClientError::HistoryBusy => "history_busy",
+            ClientError::BadId => "bad_id",
         }
     }
 
@@ -147,7 +156,20 @@ pub fn parse(text: &str, min_interval_ms: u64) -> Result<Request, Refusal> {
             None,
         )
     })?;
-    let id = request.get("id");
+    let id = match request.get("id") {
+        None | Some(Value::Null) => None,
+        Some(id @ Value::Number(_)) => Some(id),
+        Some(id @ Value::String(s)) if s.len() <= MAX_ID_BYTES => Some(id),
+        Some(_) => {
+            return Err(refuse(
+                ClientError::BadId,
+                format!(
+                    "`id` must be a string of at most {MAX_ID_BYTES} bytes or a number; it is repeated in every answer"
+                ),
+                None,
+            ))
+        }
+    };
     let subscription = || {
         Subscription::parse(&request, min_interval_ms)
             .map_err(|m| refuse(ClientError::BadSubscription, m, id))
@@ -393,6 +415,37 @@ mod tests {
             assert!(!refusal.message.is_empty());
         }
         assert_eq!(err(r#"{"type":"launch","id":5}"#).id, Some(json!(5)));
+    }
+
+    #[test]
+    fn ids_are_bounded_in_size_and_shape() {
+        // Regression: any JSON up to 64 KiB was kept in every command
+        // record, beyond the replay ring's per-record budget.
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        for bad in [
+            format!(r#"{{"type":"ping","id":"{long}"}}"#),
+            r#"{"type":"ping","id":{"a":1}}"#.to_string(),
+            r#"{"type":"ping","id":[1,2]}"#.to_string(),
+            r#"{"type":"ping","id":true}"#.to_string(),
+        ] {
+            let refusal = err(&bad);
+            assert_eq!(refusal.error, ClientError::BadId, "{bad}");
+            assert_eq!(refusal.id, None, "a bad id is not echoed");
+        }
+        let fits = "x".repeat(MAX_ID_BYTES);
+        assert_eq!(
+            ok(&format!(r#"{{"type":"ping","id":"{fits}"}}"#)),
+            Request::Ping {
+                id: Some(json!(fits))
+            }
+        );
+        assert_eq!(
+            ok(r#"{"type":"ping","id":12.5}"#),
+            Request::Ping {
+                id: Some(json!(12.5))
+            }
+        );
+        assert_eq!(ok(r#"{"type":"ping","id":null}"#), Request::Ping { id: None });
     }
 
     #[test]
