@@ -115,10 +115,12 @@ async fn every_malformed_datagram_is_counted_by_reason() {
     bad_version[1] = 9;
     let mut trailing = good.clone();
     trailing.extend_from_slice(b"xx");
+    let oversized_len = oversized.len() as u64;
     let inputs: Vec<Vec<u8>> = vec![
         oversized,
         good[..good.len() - 3].to_vec(),
         vec![MAGIC],
+        vec![0x00], // fewer than 2 bytes: truncated, whatever the byte
         b"GET / HTTP/1.1\r\n\r\n".to_vec(),
         bad_version,
         trailing,
@@ -134,7 +136,7 @@ async fn every_malformed_datagram_is_counted_by_reason() {
     .await;
     for (reason, expected) in [
         ("oversized", 1),
-        ("truncated", 2),
+        ("truncated", 3),
         ("bad_magic", 1),
         ("bad_version", 1),
         ("undecodable", 1),
@@ -149,6 +151,13 @@ async fn every_malformed_datagram_is_counted_by_reason() {
     );
     assert_eq!(hub.metric("sensor_hub_devices").await, 1);
     assert_eq!(hub.metric("sensor_hub_udp_kernel_drops_total").await, 0);
+    // Regression: an oversized datagram counted as the 513 bytes read of it.
+    let wire: u64 = inputs.iter().map(|b| b.len() as u64).sum();
+    assert!(oversized_len > MAX_DATAGRAM_LEN as u64 + 1);
+    assert_eq!(
+        hub.metric("sensor_hub_udp_bytes_received_total").await,
+        wire
+    );
     hub.stop().await;
 }
 
@@ -232,6 +241,8 @@ async fn clients_beyond_the_limit_get_503_and_are_counted() {
         other => panic!("expected HTTP 503, got {other:?}"),
     }
     assert_eq!(hub.metric("sensor_hub_ws_clients_rejected_total").await, 1);
+    // Regression: the accepted counter never moved.
+    assert_eq!(hub.metric("sensor_hub_ws_clients_accepted_total").await, 1);
     first.close(None).await.unwrap();
     drop(first);
     eventually("slot released", || async {

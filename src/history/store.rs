@@ -126,9 +126,10 @@ pub struct Store {
     conn: Connection,
     /// (device, channel) pairs already in the `channels` table.
     channels: HashSet<(u32, u8)>,
-    /// Journal rows before this time have been compacted (0: not yet since
-    /// opening, so the first write compacts what a crash left behind).
-    compacted_before_ms: u64,
+    /// The minute the journal was last compacted up to (0: not since
+    /// opening, so the first write compacts what a crash left behind); a
+    /// batch in another minute, later or earlier, compacts again.
+    last_cut_ms: u64,
 }
 
 impl Store {
@@ -186,7 +187,7 @@ impl Store {
         Ok(Store {
             conn,
             channels,
-            compacted_before_ms: 0,
+            last_cut_ms: 0,
         })
     }
 
@@ -198,7 +199,7 @@ impl Store {
         Ok(Store {
             conn,
             channels: HashSet::new(),
-            compacted_before_ms: 0,
+            last_cut_ms: 0,
         })
     }
 }

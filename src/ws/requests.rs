@@ -445,7 +445,10 @@ mod tests {
                 id: Some(json!(12.5))
             }
         );
-        assert_eq!(ok(r#"{"type":"ping","id":null}"#), Request::Ping { id: None });
+        assert_eq!(
+            ok(r#"{"type":"ping","id":null}"#),
+            Request::Ping { id: None }
+        );
     }
 
     #[test]

@@ -52,6 +52,31 @@ fn writes_survive_reopening_and_answer_every_tier() {
 }
 
 #[test]
+fn the_journal_keeps_compacting_after_the_wall_clock_steps_back() {
+    // Regression: compaction waited for readings past the newest minute
+    // compacted, so a clock step back froze it (the journal grew).
+    let dir = TempDir::new("step-back");
+    let mut store = Store::open(&dir.file()).unwrap();
+    let later = T0 + 3_600_000;
+    store.write(&[reading(later, 1.0)]).unwrap();
+    store.write(&[reading(later + 60_000, 2.0)]).unwrap();
+    assert_eq!(rows(&store, "journal"), 1);
+    // The clock steps an hour back; minutes pass on it.
+    for minute in 0..5 {
+        store
+            .write(&[reading(T0 + minute * 60_000, 3.0 + minute as f64)])
+            .unwrap();
+    }
+    assert!(
+        rows(&store, "journal") <= 2,
+        "closed minutes still move out of the journal: {} rows",
+        rows(&store, "journal")
+    );
+    let raw = store.query(7, 1, T0, later + 120_000, Tier::Raw).unwrap();
+    assert_eq!(raw.len(), 7, "nothing lost or doubled");
+}
+
+#[test]
 fn expire_deletes_what_each_tier_no_longer_keeps() {
     let dir = TempDir::new("expire");
     let mut store = Store::open(&dir.file()).unwrap();

@@ -59,12 +59,20 @@ impl Store {
                 channel.execute(params![device, ch])?;
             }
         }
+        // Compact whenever the batch's minute differs from the last one
+        // compacted, in either direction: after the wall clock steps back
+        // (NTP on a board without a real-time clock), waiting for it to
+        // pass the old minute again would let the journal grow for as long
+        // as the step was.
         let cut = Tier::Minute.bucket_start(latest);
-        if cut > self.compacted_before_ms {
+        let compacting = !readings.is_empty() && cut != self.last_cut_ms;
+        if compacting {
             compact(&tx, cut)?;
         }
         tx.commit()?;
-        self.compacted_before_ms = self.compacted_before_ms.max(cut);
+        if compacting {
+            self.last_cut_ms = cut;
+        }
         self.channels.extend(new_channels);
         Ok(written)
     }
