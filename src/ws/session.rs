@@ -145,6 +145,10 @@ where
     let (history_tx, mut history_rx) = mpsc::channel::<String>(HISTORY_IN_FLIGHT);
     let mut head = ctx.core.watch_head();
     let max_message = ctx.config.max_client_message_bytes;
+    // One timer, moved only when the client's next deadline moves (not
+    // re-registered on every wake-up).
+    let timer = tokio::time::sleep(IDLE_CHECK);
+    tokio::pin!(timer);
     let close = loop {
         if let Some(end) = driver.carry_out(&mut client, &history_tx) {
             break end;
@@ -153,11 +157,26 @@ where
             .poll_timeout()
             .and_then(|ms| ctx.clock.instant_at(ms))
             .unwrap_or_else(|| Instant::now() + IDLE_CHECK);
-        let tick = driver.tick();
-        tokio::select! {
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
+        let woken = tokio::select! {
             biased;
-            _ = ctx.cancel.cancelled() => client.handle_shutdown(),
-            frame = incoming.next() => match frame {
+            _ = ctx.cancel.cancelled() => Wake::Shutdown,
+            frame = incoming.next() => Wake::Frame(frame),
+            changed = head.changed() => match changed {
+                Ok(()) => Wake::Stream,
+                Err(_) => break None,
+            },
+            _ = queued.written.notified() => Wake::Stream,
+            _ = &mut timer => Wake::Timer,
+            Some(answer) = history_rx.recv() => Wake::History(answer),
+        };
+        // The moment is read after the wake-up, not before the wait.
+        let tick = driver.tick();
+        match woken {
+            Wake::Shutdown => client.handle_shutdown(),
+            Wake::Frame(frame) => match frame {
                 None => break None,
                 Some(Ok(Message::Text(text))) => client.handle_text(&text, &*ctx.core, tick),
                 Some(Ok(Message::Binary(_))) => client.handle_binary(tick),
@@ -173,13 +192,9 @@ where
                     break None;
                 }
             },
-            changed = head.changed() => match changed {
-                Ok(()) => client.pump(&*ctx.core, tick),
-                Err(_) => break None,
-            },
-            _ = queued.written.notified() => client.pump(&*ctx.core, tick),
-            _ = tokio::time::sleep_until(wake) => client.handle_timeout(&*ctx.core, tick),
-            Some(answer) = history_rx.recv() => client.handle_history_answer(answer),
+            Wake::Stream => client.pump(&*ctx.core, tick),
+            Wake::Timer => client.handle_timeout(&*ctx.core, tick),
+            Wake::History(answer) => client.handle_history_answer(answer),
         }
     };
     // The writer sends the close frame after what is queued (or, for a
@@ -208,6 +223,16 @@ where
             .queued_bytes
             .dec_by(i64::try_from(unsent).unwrap_or(i64::MAX));
     }
+}
+
+/// What woke the driver.
+enum Wake {
+    Shutdown,
+    Frame(Option<Result<Message, WsError>>),
+    /// Events were appended, or bytes written: the client may take more.
+    Stream,
+    Timer,
+    History(String),
 }
 
 /// The driver's I/O half: hands messages to the writer, starts history
