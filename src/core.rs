@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sensor_hub_protocol::control::{CommandBody, Hello, Outcome, RejectReason, SensorInfo};
-use sensor_hub_protocol::{decode_datagram, DecodeError, DeviceId};
+use sensor_hub_protocol::{DecodeError, DeviceId};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 
 use strum::IntoEnumIterator as _;
@@ -41,7 +41,9 @@ use crate::registry::{
     CommandId, CommandRecord, CommandState, DeviceStatus, Effect, Origin, Registry, RegistryConfig,
     RegistryCounters, SessionId,
 };
-use crate::state::{DropReason, HubState, IngestCounters, Ingested, LiveDatagram, WindowConfig};
+use crate::state::{
+    Decoded, DropReason, HubState, IngestCounters, Ingested, LiveDatagram, WindowConfig,
+};
 use crate::stream::subscription::Subscription;
 use crate::stream::{DeviceStats, Entry, Event, Gone, Stream};
 use crate::views::{self, DeviceView};
@@ -248,15 +250,9 @@ impl Core {
     /// lock, applies under it, then publishes the accepted datagrams as one
     /// `Readings` event and queues them for the history.
     pub fn ingest_batch(&self, batch: &[Received<'_>], now: Now) -> BatchOutcome {
-        let decoded: Vec<Result<_, DecodeError>> = batch
+        let decoded: Vec<Result<Decoded, DecodeError>> = batch
             .iter()
-            .map(|r| {
-                if r.wire_len > r.bytes.len() {
-                    Err(DecodeError::Oversized)
-                } else {
-                    decode_datagram(r.bytes)
-                }
-            })
+            .map(|r| Decoded::decode(r.bytes, r.wire_len))
             .collect();
         let mut outcome = BatchOutcome::default();
         let mut accepted: Vec<LiveDatagram> = Vec::with_capacity(batch.len());

@@ -69,6 +69,37 @@ impl From<DecodeError> for DropReason {
     }
 }
 
+/// A datagram as decoded from the wire, in the compact form the hub keeps
+/// (readings allocated to their exact number: a decoded [`Datagram`] holds
+/// room for 64). Made before the core's lock is taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// Sender.
+    pub device_id: DeviceId,
+    /// Sequence number.
+    pub seq: u32,
+    /// Low 32 bits of the device's clock, ms.
+    pub time_ms: u32,
+    /// The readings.
+    pub readings: Box<[Reading]>,
+}
+
+impl Decoded {
+    /// Decodes `bytes`, the part read of a datagram of `wire_len` bytes.
+    pub fn decode(bytes: &[u8], wire_len: usize) -> Result<Decoded, DecodeError> {
+        if wire_len > bytes.len() {
+            return Err(DecodeError::Oversized);
+        }
+        let d: Datagram = decode_datagram(bytes)?;
+        Ok(Decoded {
+            device_id: d.device_id,
+            seq: d.seq,
+            time_ms: d.time_ms,
+            readings: Box::from(&d.readings[..]),
+        })
+    }
+}
+
 /// What became of an accepted datagram.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ingested {
@@ -235,11 +266,7 @@ impl HubState {
         from: SocketAddr,
         now: Now,
     ) -> Result<Ingested, DropReason> {
-        let decoded = if wire_len > bytes.len() {
-            Err(DecodeError::Oversized)
-        } else {
-            decode_datagram(bytes)
-        };
+        let decoded = Decoded::decode(bytes, wire_len);
         self.apply(registry, decoded, wire_len, from, now)
     }
 
@@ -251,7 +278,7 @@ impl HubState {
     pub fn apply(
         &mut self,
         registry: &mut Registry,
-        decoded: Result<Datagram, DecodeError>,
+        decoded: Result<Decoded, DecodeError>,
         wire_len: usize,
         from: SocketAddr,
         now: Now,
@@ -263,7 +290,7 @@ impl HubState {
             .saturating_add(u64::try_from(wire_len).unwrap_or(u64::MAX));
         let result = decoded
             .map_err(DropReason::from)
-            .and_then(|datagram| self.accept(registry, &datagram, wire_len, from, now));
+            .and_then(|datagram| self.accept(registry, datagram, wire_len, from, now));
         match &result {
             Ok(Ingested::Applied(live)) => {
                 self.counters.datagrams_accepted += 1;
@@ -281,14 +308,16 @@ impl HubState {
     fn accept(
         &mut self,
         registry: &mut Registry,
-        datagram: &Datagram,
+        datagram: Decoded,
         wire_len: usize,
         from: SocketAddr,
         now: Now,
     ) -> Result<Ingested, DropReason> {
-        if !registry.admit(datagram.device_id, now) {
+        // Admits the device (or refuses it) and records the datagram's
+        // arrival for liveness, in one lookup.
+        let Some(offset) = registry.data_seen(datagram.device_id, now) else {
             return Err(DropReason::DeviceLimit);
-        }
+        };
         let now_ms = now.wall_ms;
         let device = match self.devices.entry(datagram.device_id) {
             Entry::Occupied(e) => e.into_mut(),
@@ -312,7 +341,6 @@ impl HubState {
                 ),
             }),
         };
-        let offset = registry.data_seen(datagram.device_id, now);
         let time_ms = restore_time_ms(datagram.time_ms, now_ms);
         device.addr = from;
         device.last_seen_ms = now_ms;
@@ -362,7 +390,7 @@ impl HubState {
             seq: datagram.seq,
             time_ms,
             received_ms: now_ms,
-            readings: Box::from(&datagram.readings[..]),
+            readings: datagram.readings,
         }))
     }
 

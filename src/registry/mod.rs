@@ -323,18 +323,17 @@ impl Registry {
         self.devices.get_mut(&device)
     }
 
-    /// A datagram from `device` was accepted at `now`. Returns the device's
-    /// clock offset (hub minus device), if known; `None` also when the
-    /// device could not be admitted (call [`Registry::admit`] first).
-    pub fn data_seen(&mut self, device: DeviceId, now: Now) -> Option<i64> {
-        let offset = self.entry(device, now).and_then(|entry| {
-            entry.last_data_ms = Some(now.wall_ms);
-            entry.last_data_mono = Some(now.mono_ms);
-            entry.restored = false;
-            entry.clock_offset_ms
-        });
+    /// A datagram from `device` arrived at `now`: admits the device (see
+    /// [`Registry::admit`]) and records the arrival. Returns `None` when the
+    /// device is refused, else its clock offset (hub minus device) if known.
+    pub fn data_seen(&mut self, device: DeviceId, now: Now) -> Option<Option<i64>> {
+        let entry = self.entry(device, now)?;
+        entry.last_data_ms = Some(now.wall_ms);
+        entry.last_data_mono = Some(now.mono_ms);
+        entry.restored = false;
+        let offset = entry.clock_offset_ms;
         self.update_status(device, now);
-        offset
+        Some(offset)
     }
 
     /// A device said hello (already authenticated by the shell). Returns the

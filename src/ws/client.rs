@@ -45,6 +45,8 @@ use crate::ws::requests::{self, ClientError, Refusal, Request};
 
 /// Events taken from the stream per read.
 pub const READ_BATCH: usize = 256;
+/// Actions a client keeps room for between bursts.
+const IDLE_ACTIONS: usize = 16;
 /// History requests a client may have running at once.
 pub const HISTORY_IN_FLIGHT: usize = 4;
 
@@ -175,19 +177,24 @@ pub enum Action {
     /// Write this text message.
     Send(Utf8Bytes),
     /// Run this history query; hand its answer (or error) text to
-    /// [`Client::handle_history_answer`].
-    History {
-        /// Request id.
-        id: Option<serde_json::Value>,
-        /// The device.
-        device: DeviceId,
-        /// Its sensor.
-        sensor: SensorRef,
-        /// The range.
-        range: RangeRequest,
-    },
+    /// [`Client::handle_history_answer`]. (Boxed: actions queue up by the
+    /// hundred, and the common one, `Send`, is small.)
+    History(Box<HistoryQuery>),
     /// Close the connection; the client takes no more calls after this.
     Close(Close),
+}
+
+/// A history request to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryQuery {
+    /// Request id.
+    pub id: Option<serde_json::Value>,
+    /// The device.
+    pub device: DeviceId,
+    /// Its sensor.
+    pub sensor: SensorRef,
+    /// The range.
+    pub range: RangeRequest,
 }
 
 /// The client's settings (from `[ws]`).
@@ -273,7 +280,13 @@ impl Client {
 
     /// The next thing to do, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let action = self.actions.pop_front();
+        if action.is_none() && self.actions.capacity() > IDLE_ACTIONS {
+            // A burst grew the queue; a thousand idle clients should not
+            // each keep that much.
+            self.actions.shrink_to(IDLE_ACTIONS);
+        }
+        action
     }
 
     /// Whether the client was closed (an [`Action::Close`] was queued).
@@ -556,12 +569,13 @@ impl Client {
                     });
                 }
                 self.history_in_flight += 1;
-                self.actions.push_back(Action::History {
-                    id,
-                    device,
-                    sensor,
-                    range,
-                });
+                self.actions
+                    .push_back(Action::History(Box::new(HistoryQuery {
+                        id,
+                        device,
+                        sensor,
+                        range,
+                    })));
             }
             Request::Subscribe { id, subscription } => {
                 self.start(subscription, t.now);

@@ -32,7 +32,8 @@ use crate::registry::Origin;
 use crate::stream::subscription::Subscription;
 use crate::stream::{Entry, Gone};
 use crate::ws::client::{
-    Action, Client, ClientConfig, Close, EventSource, Tick, WsMetrics, HISTORY_IN_FLIGHT,
+    Action, Client, ClientConfig, Close, EventSource, HistoryQuery, Tick, WsMetrics,
+    HISTORY_IN_FLIGHT,
 };
 use crate::ws::messages;
 use crate::ws::requests::ClientError;
@@ -285,12 +286,13 @@ impl Driver<'_> {
                         }
                     }
                 }
-                Action::History {
-                    id,
-                    device,
-                    sensor,
-                    range,
-                } => {
+                Action::History(query) => {
+                    let HistoryQuery {
+                        id,
+                        device,
+                        sensor,
+                        range,
+                    } = *query;
                     let core = self.ctx.core.clone();
                     let metrics = self.ctx.metrics.clone();
                     let tx = history_tx.clone();

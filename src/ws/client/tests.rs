@@ -543,7 +543,7 @@ fn history_requests_are_bounded_per_client() {
     assert_eq!(started.len(), HISTORY_IN_FLIGHT);
     assert!(started
         .iter()
-        .all(|a| matches!(a, Action::History { device: 1, .. })));
+        .all(|a| matches!(a, Action::History(q) if q.device == 1)));
     c.handle_text(
         r#"{"type":"history","id":"x","device":1,"sensor":0}"#,
         &source,
@@ -560,7 +560,7 @@ fn history_requests_are_bounded_per_client() {
         &source,
         t(1_000),
     );
-    assert!(matches!(c.poll_action(), Some(Action::History { .. })));
+    assert!(matches!(c.poll_action(), Some(Action::History(_))));
     assert_eq!(
         metrics.client_errors.get(ClientError::HistoryBusy.index()),
         1
