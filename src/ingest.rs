@@ -1,16 +1,17 @@
-//! The UDP shell: owns the data-plane socket, reads datagrams in batches
-//! (at most `udp.batch_max` per cycle, then yields) and hands each batch to
-//! [`Core::ingest_batch`]. Each read asks the kernel for the datagram's
-//! length on the wire (`MSG_TRUNC`), so an oversized datagram is counted at
-//! its real size though only its first bytes are read. Its own counters
-//! (receive errors) and the socket's kernel figures are its [`IngestMetrics`].
+//! The UDP shell: owns the data-plane socket, reads datagrams in batches —
+//! one `recvmmsg` system call for up to `udp.batch_max` of them, then it
+//! yields — and hands each batch to [`Core::ingest_batch`]. The kernel
+//! reports each datagram's length on the wire (`MSG_TRUNC`), so an
+//! oversized datagram is counted at its real size though only its first
+//! bytes are read. Its own counters (receive errors) and the socket's
+//! kernel figures are its [`IngestMetrics`].
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 
-use nix::sys::socket::{recvmsg, MsgFlags, SockaddrStorage};
+use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use sensor_hub_protocol::MAX_DATAGRAM_LEN;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -102,38 +103,40 @@ pub async fn run(
 ) -> TaskResult {
     let batch_max = batch_max.max(1);
     let mut buffer = vec![0u8; batch_max * SLOT];
-    let mut received: Vec<(usize, SocketAddr)> = Vec::with_capacity(batch_max);
+    // (slot, length on the wire, sender) of each datagram read.
+    let mut received: Vec<(usize, usize, SocketAddr)> = Vec::with_capacity(batch_max);
     loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
             ready = socket.readable() => ready.map_err(|e| format!("the UDP socket failed: {e}"))?,
         }
-        for slot in buffer.chunks_mut(SLOT) {
-            match socket.try_io(Interest::READABLE, || recv_one(&socket, slot)) {
-                Ok(Some(datagram)) => received.push(datagram),
-                Ok(None) => {} // not from an IP address: nothing to account to
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    metrics.recv_errors.inc();
-                    tracing::debug!(error = %e, "UDP receive error");
-                    break;
-                }
+        let read = socket.try_io(Interest::READABLE, || {
+            recv_batch(&socket, &mut buffer, &mut received)
+        });
+        match read {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                metrics.recv_errors.inc();
+                tracing::debug!(error = %e, "UDP receive error");
+                continue;
             }
-        }
-        if received.is_empty() {
-            continue;
         }
         let batch: Vec<Received<'_>> = received
             .iter()
-            .zip(buffer.chunks(SLOT))
-            .map(|(&(wire_len, from), slot)| Received {
-                bytes: &slot[..wire_len.min(SLOT)],
-                wire_len,
-                from,
+            .map(|&(slot, wire_len, from)| {
+                let start = slot * SLOT;
+                Received {
+                    bytes: &buffer[start..start + wire_len.min(SLOT)],
+                    wire_len,
+                    from,
+                }
             })
             .collect();
-        core.ingest_batch(&batch, clock.now());
+        if !batch.is_empty() {
+            core.ingest_batch(&batch, clock.now());
+        }
         let full_cycle = received.len() == batch_max;
         received.clear();
         if full_cycle {
@@ -143,24 +146,43 @@ pub async fn run(
     }
 }
 
-/// Reads one datagram into `slot`: its length on the wire (may exceed the
-/// slot) and its sender.
-fn recv_one(socket: &UdpSocket, slot: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
-    let mut iov = [IoSliceMut::new(slot)];
-    let message = recvmsg::<SockaddrStorage>(
+/// Reads what is waiting, up to one datagram per slot of `buffer`, with
+/// one system call; appends each datagram's slot, length on the wire (may
+/// exceed the slot) and sender to `received`. `WouldBlock` when nothing was
+/// waiting. (The message headers are made per call: they hold raw pointers,
+/// so they cannot live in the task across an `await`.)
+fn recv_batch(
+    socket: &UdpSocket,
+    buffer: &mut [u8],
+    received: &mut Vec<(usize, usize, SocketAddr)>,
+) -> io::Result<()> {
+    let mut slots: Vec<[IoSliceMut<'_>; 1]> = buffer
+        .chunks_mut(SLOT)
+        .map(|slot| [IoSliceMut::new(slot)])
+        .collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slots.len(), None);
+    let messages = recvmmsg(
         socket.as_raw_fd(),
-        &mut iov,
-        None,
+        &mut headers,
+        slots.iter_mut(),
         MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT,
+        None,
     )
     .map_err(io::Error::from)?;
-    let from = message.address.and_then(|a| {
-        if let Some(v4) = a.as_sockaddr_in() {
-            Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-        } else {
-            a.as_sockaddr_in6()
-                .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+    for (slot, message) in messages.enumerate() {
+        // Not from an IP address: nothing to account it to.
+        if let Some(from) = message.address.and_then(|a| socket_addr(&a)) {
+            received.push((slot, message.bytes, from));
         }
-    });
-    Ok(from.map(|from| (message.bytes, from)))
+    }
+    Ok(())
+}
+
+fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+    } else {
+        a.as_sockaddr_in6()
+            .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+    }
 }

@@ -297,13 +297,8 @@ impl Registry {
         self.devices.len()
     }
 
-    /// Whether `device` may be tracked: it is already, or there is room
-    /// under `max_devices` (then it is added and announced). The one
-    /// admission rule for datagrams and hellos alike.
-    pub fn admit(&mut self, device: DeviceId, now: Now) -> bool {
-        self.entry(device, now).is_some()
-    }
-
+    /// The device's entry, adding and announcing it if there is room under
+    /// `max_devices`: the one admission rule for datagrams and hellos alike.
     fn entry(&mut self, device: DeviceId, now: Now) -> Option<&mut DeviceEntry> {
         if !self.devices.contains_key(&device) {
             if self.devices.len() >= self.config.max_devices {
@@ -323,8 +318,9 @@ impl Registry {
         self.devices.get_mut(&device)
     }
 
-    /// A datagram from `device` arrived at `now`: admits the device (see
-    /// [`Registry::admit`]) and records the arrival. Returns `None` when the
+    /// A datagram from `device` arrived at `now`: admits the device (it is
+    /// tracked already, or there is room under `max_devices`) and records
+    /// the arrival. Returns `None` when the
     /// device is refused, else its clock offset (hub minus device) if known.
     pub fn data_seen(&mut self, device: DeviceId, now: Now) -> Option<Option<i64>> {
         let entry = self.entry(device, now)?;
