@@ -289,6 +289,12 @@ impl Client {
         action
     }
 
+    /// Whether the client stopped taking events because it is over budget:
+    /// the driver should call [`Client::pump`] again once bytes are written.
+    pub fn waits_for_drain(&self) -> bool {
+        self.over_budget_since.is_some()
+    }
+
     /// Whether the client was closed (an [`Action::Close`] was queued).
     pub fn is_closed(&self) -> bool {
         self.closed

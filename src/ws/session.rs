@@ -107,6 +107,10 @@ struct Outgoing {
 #[derive(Debug, Default)]
 struct Queued {
     bytes: AtomicUsize,
+    /// Set while the client waits for its queue to drain; only then does a
+    /// write wake the driver (a wake-up per message would cost a stream
+    /// read, under the core's lock, per message and client).
+    draining: AtomicBool,
     /// Wakes the driver when bytes were written (the client may take more).
     written: Notify,
 }
@@ -154,6 +158,14 @@ where
         if let Some(end) = driver.carry_out(&mut client, &history_tx) {
             break end;
         }
+        let draining = client.waits_for_drain();
+        // SeqCst on both sides (here and in the writer): either the writer
+        // sees the flag and wakes us, or we see the bytes it wrote.
+        queued.draining.store(draining, Ordering::SeqCst);
+        if draining && queued.bytes.load(Ordering::SeqCst) < ctx.config.client_budget_bytes {
+            client.pump(&*ctx.core, driver.tick());
+            continue;
+        }
         let wake = client
             .poll_timeout()
             .and_then(|ms| ctx.clock.instant_at(ms))
@@ -169,7 +181,9 @@ where
                 Ok(()) => Wake::Stream,
                 Err(_) => break None,
             },
-            _ = queued.written.notified() => Wake::Stream,
+            // Polled (so registered with the writer's Notify) only while
+            // the client waits for its queue to drain.
+            _ = queued.written.notified(), if draining => Wake::Stream,
             _ = &mut timer => Wake::Timer,
             Some(answer) = history_rx.recv() => Wake::History(answer),
         };
@@ -368,8 +382,10 @@ async fn write<W>(
             next = rx.try_recv().ok();
         }
         ok = ok && sink.flush().await.is_ok();
-        queued.bytes.fetch_sub(bytes_done, Ordering::AcqRel);
-        queued.written.notify_one();
+        queued.bytes.fetch_sub(bytes_done, Ordering::SeqCst);
+        if queued.draining.load(Ordering::SeqCst) {
+            queued.written.notify_one();
+        }
         metrics
             .queued_bytes
             .dec_by(i64::try_from(bytes_done).unwrap_or(i64::MAX));
