@@ -713,6 +713,34 @@ fn all_succeeded(log: &Value, n: usize) -> bool {
 }
 
 /// The per-tab part of a command id ("ui-<tab>-<n>").
+/// In `tab`, sends a second command (identify) and checks that once it
+/// succeeded, the tab's first entry (`first`) is exactly as it was: the
+/// other tab's command statuses did not touch it.
+async fn second_identify_keeps_the_first_entry(
+    browser: &Browser,
+    tab: &fantoccini::wd::WindowHandle,
+    name: &str,
+    first: &Value,
+) {
+    browser.client.switch_to_window(tab.clone()).await.unwrap();
+    browser
+        .click(r#"#commands button[data-command="identify"]"#)
+        .await;
+    let log = browser
+        .until(
+            &format!("tab {name}: second command succeeded"),
+            Duration::from_secs(10),
+            COMMAND_LOG,
+            |v| all_succeeded(v, 2),
+        )
+        .await;
+    assert_eq!(
+        log[0], first[0],
+        "tab {name}'s first entry untouched by the other tab's commands"
+    );
+    assert_eq!(log[1][1], "identify", "{log}");
+}
+
 fn tab_of(entry: &Value) -> String {
     let id = entry[0].as_str().unwrap();
     id.rsplit_once('-').unwrap().0.to_string()
@@ -808,51 +836,9 @@ async fn two_tabs_keep_their_own_command_logs() {
     );
 
     // A again: once its second command's statuses are in, B's (which the hub
-    // streamed before them) have been seen by A too.
-    browser
-        .client
-        .switch_to_window(tab_a.clone())
-        .await
-        .unwrap();
-    browser
-        .click(r#"#commands button[data-command="identify"]"#)
-        .await;
-    let a_log = browser
-        .until(
-            "tab A: second identify succeeded",
-            Duration::from_secs(10),
-            COMMAND_LOG,
-            |v| all_succeeded(v, 2),
-        )
-        .await;
-    assert_eq!(
-        a_log[0], a_first[0],
-        "tab A's first entry untouched by tab B's command"
-    );
-    assert_eq!(a_log[1][1], "identify", "{a_log}");
-
-    // And the same for B.
-    browser
-        .client
-        .switch_to_window(tab_b.clone())
-        .await
-        .unwrap();
-    browser
-        .click(r#"#commands button[data-command="identify"]"#)
-        .await;
-    let b_log = browser
-        .until(
-            "tab B: identify succeeded",
-            Duration::from_secs(10),
-            COMMAND_LOG,
-            |v| all_succeeded(v, 2),
-        )
-        .await;
-    assert_eq!(
-        b_log[0], b_first[0],
-        "tab B's first entry untouched by tab A's commands"
-    );
-    assert_eq!(b_log[1][1], "identify", "{b_log}");
+    // streamed before them) have been seen by A too. Then the same for B.
+    second_identify_keeps_the_first_entry(&browser, &tab_a, "A", &a_first).await;
+    second_identify_keeps_the_first_entry(&browser, &tab_b, "B", &b_first).await;
 
     let stats = fleet.stop().await;
     assert_eq!(
