@@ -111,7 +111,8 @@ pub struct LivenessConfig {
     pub late_after_intervals: u32,
     /// Missed intervals before `offline`.
     pub offline_after_intervals: u32,
-    /// Evaluation period, ms.
+    /// Longest wait between two evaluations of liveness and command
+    /// timeouts, ms (they run at the next deadline, or sooner).
     pub tick_ms: u64,
 }
 
