@@ -1,5 +1,8 @@
 //! HTTP responses with the headers every answer of the hub carries
-//! (content type, no caching, no content sniffing), and JSON error bodies.
+//! (content type, no caching, no content sniffing, and a content security
+//! policy that lets a page load only the hub's own scripts, styles and
+//! connections, never be framed, and send no referrer), and JSON error
+//! bodies.
 //! A leaf: the HTTP application and the WebSocket upgrade both use it.
 
 use warp::http::{header, Response, StatusCode};
@@ -26,8 +29,26 @@ pub fn response(
         header::X_CONTENT_TYPE_OPTIONS,
         header::HeaderValue::from_static("nosniff"),
     );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
     r
 }
+
+/// Only the hub's own files and connections (its `/ws` included: `'self'`
+/// covers the same host's WebSocket), no inline code, no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+    style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+    base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// `{"error": message}` with `status`.
 pub fn json_error(status: StatusCode, message: &str) -> Response<Bytes> {

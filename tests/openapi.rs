@@ -485,7 +485,21 @@ async fn every_documented_path_answers_as_documented() {
         assert_status(path, status, expected, &v);
     }
 
-    // The WebSocket: not an upgrade, an upgrade, one client too many.
+    // The WebSocket: another site's page, not an upgrade, an upgrade, one
+    // client too many.
+    let foreign = Request {
+        headers: &[
+            ("Connection", "Upgrade, close"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Origin", "http://attacker.example"),
+        ],
+        ..Request::get("/ws", "/ws")
+    };
+    let (response, _) = foreign.send(addr).await;
+    spec.check(&foreign, &response);
+    assert_eq!(response.status, 403, "{}", response.text());
     let (status, v) = spec.call(addr, &Request::get("/ws", "/ws")).await;
     assert_status("plain GET /ws", status, 400, &v);
     let upgrade_headers = [

@@ -506,3 +506,66 @@ async fn requests_no_route_takes_get_json_errors() {
         assert!(error.contains(expected), "{status}: {error}");
     }
 }
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let hub = hub();
+    for path in ["/", "/app.js", "/api/hub", "/api/devices", "/nope"] {
+        let r = get(&hub, path).await;
+        let h = r.headers();
+        assert_eq!(
+            h["content-security-policy"],
+            crate::response::CONTENT_SECURITY_POLICY,
+            "{path}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+    }
+}
+
+async fn ws_request(hub: &Hub, origin: Option<&str>) -> warp::http::Response<Bytes> {
+    let mut request = warp::test::request()
+        .path("/ws")
+        .header("host", "127.0.0.1:8080")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request.reply(&routes(hub.clone())).await
+}
+
+#[tokio::test]
+async fn a_websocket_from_another_sites_page_is_refused() {
+    // Cross-site WebSocket hijacking: any page a browser on the LAN opens
+    // could read the stream and send commands.
+    let hub = hub();
+    for origin in [
+        "http://attacker.example",
+        "http://127.0.0.1:9999",
+        "https://127.0.0.1:8080.attacker.example",
+        "null",
+    ] {
+        let r = ws_request(&hub, Some(origin)).await;
+        assert_eq!(r.status(), 403, "{origin}");
+        let body = String::from_utf8(r.body().to_vec()).unwrap();
+        assert!(body.contains("cross-origin"), "{body}");
+    }
+    assert_eq!(hub.ws.metrics.foreign_origin_refused.get(), 4);
+    // The hub's own page, in any letter case, and clients that are not
+    // browsers (no Origin) pass this check (warp::test cannot upgrade, so
+    // they stop at the upgrade itself: 400).
+    for origin in [
+        Some("http://127.0.0.1:8080"),
+        Some("HTTP://127.0.0.1:8080"),
+        None,
+    ] {
+        assert_eq!(ws_request(&hub, origin).await.status(), 400, "{origin:?}");
+    }
+    assert_eq!(hub.ws.metrics.foreign_origin_refused.get(), 4);
+}

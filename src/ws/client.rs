@@ -131,6 +131,8 @@ pub struct WsMetrics {
     pub clients_accepted: Counter,
     /// Upgrades refused because `ws.max_clients` were connected.
     pub clients_rejected: Counter,
+    /// Upgrades refused because the page's `Origin` was another site's.
+    pub foreign_origin_refused: Counter,
     /// Messages written to clients.
     pub messages_sent: Counter,
     /// Bytes handed to writers and not yet written, all clients.

@@ -89,6 +89,12 @@ impl Collector for WsCollector {
             "Bytes waiting to be written to WebSocket clients (each bounded by ws.client_budget_bytes).",
             m.queued_bytes.get(),
         )?;
+        counter(
+            &mut e,
+            "sensor_hub_ws_foreign_origin_refused",
+            "WebSocket upgrades refused because the page's Origin was another site's.",
+            m.foreign_origin_refused.get(),
+        )?;
         labeled_counters(
             &mut e,
             (
@@ -129,6 +135,21 @@ fn accept(
     headers: &warp::http::HeaderMap,
     on_upgrade: Option<OnUpgrade>,
 ) -> Reply {
+    // A browser sends `Origin`; a page of another site must not read the
+    // stream or send commands (cross-site WebSocket hijacking). Clients
+    // that are not browsers send none.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if !same_origin(
+            origin.as_bytes(),
+            headers.get(header::HOST).map(|h| h.as_bytes()),
+        ) {
+            ctx.metrics.foreign_origin_refused.inc();
+            return plain(
+                StatusCode::FORBIDDEN,
+                "cross-origin WebSocket refused: /ws answers only pages the hub served itself (Origin must match Host)\n",
+            );
+        }
+    }
     let key = headers.get(header::SEC_WEBSOCKET_KEY);
     let is_upgrade = header_has(headers, header::CONNECTION, "upgrade")
         && header_has(headers, header::UPGRADE, "websocket")
@@ -187,6 +208,21 @@ fn accept(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     response
+}
+
+/// Whether a browser's `Origin` (`scheme://host[:port]`) names the host the
+/// request was sent to (its `Host` header), ignoring case. `null` and
+/// anything unparsable are foreign.
+fn same_origin(origin: &[u8], host: Option<&[u8]>) -> bool {
+    let Some(host) = host else { return false };
+    let Ok(origin) = std::str::from_utf8(origin) else {
+        return false;
+    };
+    let origin = origin.to_ascii_lowercase();
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    authority.is_some_and(|a| a.as_bytes().eq_ignore_ascii_case(host))
 }
 
 /// One place among `ws.max_clients`, released when dropped; the
