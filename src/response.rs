@@ -21,28 +21,20 @@ pub fn response(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(content_type),
     );
-    h.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        header::HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    h.insert(
-        header::X_FRAME_OPTIONS,
-        header::HeaderValue::from_static("DENY"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
-    );
+    for (name, value) in EVERY_ANSWER {
+        h.insert(name, header::HeaderValue::from_static(value));
+    }
     r
 }
+
+/// Headers every answer carries, whatever its content.
+const EVERY_ANSWER: [(header::HeaderName, &str); 5] = [
+    (header::CACHE_CONTROL, "no-cache"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+];
 
 /// Only the hub's own files and connections (its `/ws` included: `'self'`
 /// covers the same host's WebSocket), no inline code, no framing.

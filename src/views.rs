@@ -114,7 +114,7 @@ impl From<&DeviceStats> for StatsView {
     }
 }
 
-/// The statistics of a device at `now_ms`.
+/// The statistics of a device at `now`.
 pub fn device_stats(d: &DeviceState, now: Now) -> DeviceStats {
     DeviceStats {
         device: d.id,
