@@ -18,6 +18,8 @@
 //!      writes its own families.
 //!    * [`response`]: HTTP responses and JSON errors.
 //!    * [`net`]: socket options and kernel counters.
+//!    * [`connection`]: what the HTTP listener tells the application about
+//!      a connection (peer, TLS, authenticated).
 //!    * [`assets`]: the embedded dashboard files.
 //!    * [`command_json`]: commands as clients write them in JSON.
 //!    * [`aggregate`]: rolling windows, sequence accounting, latency.
@@ -62,6 +64,7 @@ pub mod assets;
 pub mod clock;
 pub mod command_json;
 pub mod config;
+pub mod connection;
 pub mod control;
 pub mod core;
 pub mod history;
