@@ -65,6 +65,30 @@ pub struct HubConfig {
     pub shutdown: ShutdownConfig,
     /// Reading history on disk.
     pub storage: StorageConfig,
+    /// Who may use the dashboard, the API and `/ws`.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The credentials file (owner password hash, API token digests,
+    /// one-time login codes); created on first start, mode 0600.
+    pub credentials_path: PathBuf,
+    /// A browser session lasts this long after login, ms.
+    pub session_ttl_ms: u64,
+    /// Most sessions at once; a new login past it ends the oldest.
+    pub max_sessions: usize,
+    /// A one-time login link works this long, ms.
+    pub login_link_ttl_ms: u64,
+    /// First wait imposed on an address after a failed login or token, ms.
+    pub failure_delay_ms: u64,
+    /// The wait doubles with each further failure up to this, ms.
+    pub max_failure_delay_ms: u64,
+    /// Failed logins logged per minute (the rest are counted, and summed
+    /// up in one line).
+    pub failure_log_per_minute: u32,
 }
 
 /// `[udp]`
@@ -132,6 +156,9 @@ pub struct AggregationConfig {
 pub struct MetricsConfig {
     /// Per-device series are exported while at most this many devices are tracked.
     pub per_device_max: usize,
+    /// `/metrics` answers without a token (for a scraper on a trusted
+    /// network); otherwise it takes a viewer token like the API.
+    pub open: bool,
 }
 
 /// `[commands]`
@@ -154,6 +181,12 @@ pub struct CommandsConfig {
 pub struct HttpConfig {
     /// Listen address of the dashboard, API and WebSocket.
     pub bind: SocketAddr,
+    /// Host names (besides loopback names, IP addresses and this machine's
+    /// own name) the hub answers to, e.g. `["pi.local"]`.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (besides the hub's own) whose pages may open `/ws` and send
+    /// requests with a session, e.g. `["https://grafana.example:3000"]`.
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[ws]`
@@ -408,6 +441,51 @@ impl HubConfig {
                 key: "storage.path",
                 expected: "a file path, e.g. \"/var/lib/sensor-hub/history.db\" (or storage.enabled = false)",
             });
+        }
+        for (key, value) in [
+            ("auth.session_ttl_ms", self.auth.session_ttl_ms),
+            ("auth.max_sessions", self.auth.max_sessions as u64),
+            ("auth.login_link_ttl_ms", self.auth.login_link_ttl_ms),
+            ("auth.failure_delay_ms", self.auth.failure_delay_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    expected: "a whole number of at least 1",
+                });
+            }
+        }
+        if self.auth.max_failure_delay_ms < self.auth.failure_delay_ms {
+            return Err(ConfigError::OutOfRange {
+                key: "auth.max_failure_delay_ms",
+                expected: "at least auth.failure_delay_ms",
+            });
+        }
+        if self.auth.credentials_path.as_os_str().is_empty() {
+            return Err(ConfigError::OutOfRange {
+                key: "auth.credentials_path",
+                expected: "a file path, e.g. \"/var/lib/sensor-hub/credentials.json\"",
+            });
+        }
+        for origin in &self.http.allowed_origins {
+            let lower = origin.to_ascii_lowercase();
+            let authority = lower
+                .strip_prefix("http://")
+                .or_else(|| lower.strip_prefix("https://"));
+            if authority.is_none_or(|a| a.is_empty() || a.contains('/')) {
+                return Err(ConfigError::Invalid(format!(
+                    "bad value {origin:?} in `http.allowed_origins`: expected scheme://host[:port] \
+                     with no path, e.g. \"https://grafana.example:3000\""
+                )));
+            }
+        }
+        for host in &self.http.allowed_hosts {
+            if host.is_empty() || host.contains(['/', ':', ' ']) {
+                return Err(ConfigError::Invalid(format!(
+                    "bad value {host:?} in `http.allowed_hosts`: expected a host name without \
+                     scheme or port, e.g. \"pi.local\""
+                )));
+            }
         }
         if self.ws.replay_bytes < self.ws.client_budget_bytes {
             return Err(ConfigError::OutOfRange {

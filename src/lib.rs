@@ -39,6 +39,8 @@
 //!    private lock and applies every effect in one place.
 //! 5. Shell — I/O, each task given only what it needs:
 //!    * [`supervisor`]: supervised tasks and health.
+//!    * [`auth`]: who may use the web side: the credentials file,
+//!      sessions, the slowdown of guesses, the Host/Origin policy.
 //!    * [`ingest`]: the UDP receive loop.
 //!    * [`control`]: the TCP control channel: listener, sessions, tokens.
 //!    * [`ticker`]: wakes the core at its next deadline.
@@ -61,6 +63,7 @@
 
 pub mod aggregate;
 pub mod assets;
+pub mod auth;
 pub mod clock;
 pub mod command_json;
 pub mod config;
