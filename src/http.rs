@@ -3,8 +3,14 @@
 //! server: embedded dashboard files, `GET /api/devices`,
 //! `POST /api/devices/{id}/commands`,
 //! `GET /api/devices/{id}/sensors/{sensor}/history`, `GET /api/hub`,
-//! `GET /healthz`, `GET /metrics` and `/ws`. docs/openapi.yaml describes
-//! every path, and a test checks real answers against it.
+//! `GET /healthz`, `GET /metrics`, `/ws`, and the account endpoints
+//! ([`account`]). Every request passes [`access`] first: the Host check,
+//! then credentials and a role per route (only `/healthz`, the login page
+//! and its files, and `POST /api/login` are open). docs/openapi.yaml
+//! describes every path, and a test checks real answers against it.
+
+pub mod access;
+pub mod account;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,6 +26,7 @@ use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection, Reply};
 
 use crate::assets;
+use crate::auth::{Auth, Denied, Role};
 use crate::command_json::parse_command;
 use crate::core::{Core, SubmitError};
 use crate::history::query::{RangeRequest, SensorRef};
@@ -59,6 +66,10 @@ pub struct HttpContext {
     pub ingest: Arc<IngestMetrics>,
     /// When the hub started (monotonic ms of the context's clock).
     pub started_mono_ms: u64,
+    /// Access control.
+    pub auth: Auth,
+    /// `metrics.open`: `/metrics` without a token.
+    pub metrics_open: bool,
 }
 
 #[derive(Serialize)]
@@ -357,6 +368,9 @@ pub fn hub_json(ctx: &HttpContext) -> String {
 /// (400). Checked in warp's own order of preference.
 async fn json_rejection(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
     use warp::reject::{InvalidQuery, LengthRequired, MethodNotAllowed, PayloadTooLarge};
+    if let Some(access::Refused(denied)) = rejection.find() {
+        return Ok(access::refusal(denied));
+    }
     let (status, message) = if rejection.find::<PayloadTooLarge>().is_some() {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -398,60 +412,175 @@ async fn json_rejection(rejection: Rejection) -> Result<Response<Bytes>, Infalli
     Ok(json_error(status, &message))
 }
 
+/// Largest body `POST /api/login` and `POST /api/tokens` read, bytes.
+pub const MAX_ACCOUNT_BODY_BYTES: u64 = 4 * 1024;
+
+/// Files anyone may load: the login page needs them before a login.
+const PUBLIC_FILES: [&str; 5] = [
+    "/login.html",
+    "/login.js",
+    "/style.css",
+    "/favicon.svg",
+    "/favicon.ico",
+];
+
+/// An embedded file: public ones for anyone; the others for viewers, and
+/// a browser without a session that asks for a page is sent to the login
+/// page.
+fn file(
+    ctx: &HttpContext,
+    path: &str,
+    facts: &access::RequestFacts,
+) -> Result<Response<Bytes>, Rejection> {
+    let Some(asset) = assets::find(path) else {
+        return Err(warp::reject::not_found());
+    };
+    if !PUBLIC_FILES.contains(&path) {
+        if let Err(denied) = access::check(&ctx.auth, &ctx.ws.clock, facts, Role::Viewer) {
+            ctx.auth.count(&denied);
+            if denied == Denied::Unauthenticated && asset.content_type.starts_with("text/html") {
+                let mut to_login = response(
+                    StatusCode::SEE_OTHER,
+                    "text/plain; charset=utf-8",
+                    "log in first: /login.html\n",
+                );
+                to_login.headers_mut().insert(
+                    warp::http::header::LOCATION,
+                    warp::http::HeaderValue::from_static("/login.html"),
+                );
+                return Ok(to_login);
+            }
+            return Err(warp::reject::custom(access::Refused(denied)));
+        }
+    }
+    Ok(response(StatusCode::OK, asset.content_type, asset.body))
+}
+
 /// The whole HTTP application.
 pub fn routes(
     ctx: HttpContext,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let get = warp::get();
+    let (auth, clock) = (ctx.auth.clone(), ctx.ws.clock.clone());
+    let viewer = access::require(auth.clone(), clock.clone(), Role::Viewer);
+    let operator = access::require(auth.clone(), clock.clone(), Role::Operator);
+    let owner = access::require(auth.clone(), clock.clone(), Role::Owner);
+    let json = access::json_body(auth.clone());
     let api_ctx = ctx.clone();
     let devices = warp::path!("api" / "devices")
         .and(get)
-        .map(move || response(StatusCode::OK, "application/json", devices_json(&api_ctx)));
+        .and(viewer.clone())
+        .map(move |_| response(StatusCode::OK, "application/json", devices_json(&api_ctx)));
     let hub_ctx = ctx.clone();
     let hub_api = warp::path!("api" / "hub")
         .and(get)
-        .map(move || response(StatusCode::OK, "application/json", hub_json(&hub_ctx)));
+        .and(viewer.clone())
+        .map(move |_| response(StatusCode::OK, "application/json", hub_json(&hub_ctx)));
     let health = ctx.health.clone();
     let healthz = warp::path!("healthz")
         .and(get)
         .map(move || healthz(&health));
     let registry = ctx.metrics.clone();
-    let metrics = warp::path!("metrics").and(get).map(move || {
-        response(
-            StatusCode::OK,
-            metrics::CONTENT_TYPE,
-            metrics::render(&registry),
-        )
-    });
-    let files = get
-        .and(warp::path::full())
-        .and_then(|path: warp::path::FullPath| async move {
-            match assets::find(path.as_str()) {
-                Some(a) => Ok(response(StatusCode::OK, a.content_type, a.body)),
-                None => Err(warp::reject::not_found()),
+    let metrics_ctx = ctx.clone();
+    let metrics = warp::path!("metrics")
+        .and(get)
+        .and(access::facts())
+        .and_then(move |facts: access::RequestFacts| {
+            let ctx = metrics_ctx.clone();
+            async move {
+                if ctx.metrics_open {
+                    return Ok(());
+                }
+                access::check(&ctx.auth, &ctx.ws.clock, &facts, Role::Viewer)
+                    .map(|_| ())
+                    .map_err(|denied| {
+                        ctx.auth.count(&denied);
+                        warp::reject::custom(access::Refused(denied))
+                    })
             }
+        })
+        .map(move |()| {
+            response(
+                StatusCode::OK,
+                metrics::CONTENT_TYPE,
+                metrics::render(&registry),
+            )
         });
+    let files_ctx = ctx.clone();
+    let files = get.and(warp::path::full()).and(access::facts()).and_then(
+        move |path: warp::path::FullPath, facts: access::RequestFacts| {
+            let result = file(&files_ctx, path.as_str(), &facts);
+            async move { result }
+        },
+    );
     let command_ctx = ctx.clone();
     let commands = warp::path!("api" / "devices" / u32 / "commands")
         .and(warp::post())
+        .and(operator)
+        .and(json.clone())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::body::content_length_limit(MAX_COMMAND_BODY_BYTES))
         .and(warp::body::bytes())
-        .then(move |device, query, body| submit_command(command_ctx.clone(), device, query, body));
+        .then(move |device, _, query, body| {
+            submit_command(command_ctx.clone(), device, query, body)
+        });
     let history_ctx = ctx.clone();
     let history = warp::path!("api" / "devices" / u32 / "sensors" / String / "history")
         .and(get)
+        .and(viewer.clone())
         .and(warp::query::<HashMap<String, String>>())
-        .then(move |device, sensor, query| history(history_ctx.clone(), device, sensor, query));
-    ws::route(ctx.ws.clone(), ctx.tasks.clone())
+        .then(move |device, sensor, _, query| history(history_ctx.clone(), device, sensor, query));
+    let login_ctx = ctx.clone();
+    let login = warp::path!("api" / "login")
+        .and(warp::post())
+        .and(json.clone())
+        .and(access::facts())
+        .and(warp::body::content_length_limit(MAX_ACCOUNT_BODY_BYTES))
+        .and(warp::body::bytes())
+        .then(move |facts, body| account::login(login_ctx.clone(), facts, body));
+    let logout_ctx = ctx.clone();
+    let logout = warp::path!("api" / "logout")
+        .and(warp::post())
+        .and(viewer.clone())
+        .and(access::facts())
+        .map(move |_, facts| account::logout(&logout_ctx, &facts));
+    let me = warp::path!("api" / "me")
+        .and(get)
+        .and(viewer.clone())
+        .map(|principal| account::me(&principal));
+    let tokens_ctx = ctx.clone();
+    let list_tokens = warp::path!("api" / "tokens")
+        .and(get)
+        .and(owner.clone())
+        .map(move |_| account::list_tokens(&tokens_ctx));
+    let create_ctx = ctx.clone();
+    let create_token = warp::path!("api" / "tokens")
+        .and(warp::post())
+        .and(owner.clone())
+        .and(json)
+        .and(warp::body::content_length_limit(MAX_ACCOUNT_BODY_BYTES))
+        .and(warp::body::bytes())
+        .then(move |_, body| account::create_token(create_ctx.clone(), body));
+    let revoke_ctx = ctx.clone();
+    let revoke_token = warp::path!("api" / "tokens" / String)
+        .and(warp::delete())
+        .and(owner)
+        .then(move |id, _| account::revoke_token(revoke_ctx.clone(), id));
+    let app = ws::route(ctx.ws.clone(), ctx.tasks.clone(), viewer)
         .or(devices)
         .or(commands)
         .or(history)
         .or(hub_api)
         .or(healthz)
         .or(metrics)
-        .or(files)
-        .recover(json_rejection)
+        .or(login)
+        .or(logout)
+        .or(me)
+        .or(list_tokens)
+        .or(create_token)
+        .or(revoke_token)
+        .or(files);
+    access::host(auth).and(app).recover(json_rejection)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Auth, AuthCollector};
 use crate::clock::Clock;
 use crate::config::HubConfig;
 use crate::control::auth::Tokens;
@@ -164,6 +165,7 @@ pub async fn run(
             "no device tokens configured (control.fleet_token, control.tokens): every device's hello will be rejected"
         );
     }
+    let auth = Auth::open(&config.auth, &config.http).context("opening the credentials file")?;
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let health = Health::default();
@@ -178,6 +180,7 @@ pub async fn run(
     registry.register_collector(Box::new(ControlCollector(control_metrics.clone())));
     registry.register_collector(Box::new(HistoryCollector(history.clone())));
     registry.register_collector(Box::new(HealthCollector(health.clone())));
+    registry.register_collector(Box::new(AuthCollector(auth.clone())));
     registry.register_collector(Box::new(Uptime {
         clock: clock.clone(),
         started_mono_ms,
@@ -240,6 +243,16 @@ pub async fn run(
             }
         });
     }
+    {
+        let (auth, cancel) = (auth.clone(), cancel.clone());
+        supervisor.spawn("credentials", move || {
+            let (auth, cancel) = (auth.clone(), cancel.clone());
+            async move {
+                watch_credentials(auth, cancel).await;
+                Ok(())
+            }
+        });
+    }
     let http_ctx = HttpContext {
         core: core.clone(),
         ws: WsContext {
@@ -249,12 +262,15 @@ pub async fn run(
             metrics: ws_metrics,
             cancel: cancel.clone(),
             next_client: Arc::new(AtomicU64::new(1)),
+            auth: auth.clone(),
         },
         tasks: tasks.clone(),
         metrics: Arc::new(registry),
         health,
         ingest: ingest_metrics,
         started_mono_ms,
+        auth,
+        metrics_open: config.metrics.open,
     };
     let server_cancel = cancel.clone();
     supervisor.spawn_once("http", async move {
@@ -293,6 +309,21 @@ pub async fn run(
     match failure {
         None => Ok(()),
         Some(why) => Err(anyhow::anyhow!(why)),
+    }
+}
+
+/// How often the credentials file is looked at when no request comes, so
+/// a token revoked from the command line closes its WebSockets soon.
+const CREDENTIALS_POLL: Duration = Duration::from_secs(1);
+
+async fn watch_credentials(auth: Auth, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(CREDENTIALS_POLL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = every.tick() => auth.refresh(),
+        }
     }
 }
 

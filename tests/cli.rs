@@ -85,6 +85,10 @@ fn run_stops_cleanly_on_sigterm() {
     let mut child = Command::new(BIN)
         .arg("run")
         .env("SENSOR_HUB__STORAGE__PATH", &db)
+        .env(
+            "SENSOR_HUB__AUTH__CREDENTIALS_PATH",
+            db.with_extension("credentials.json"),
+        )
         .env("SENSOR_HUB__UDP__BIND", "127.0.0.1:0")
         .env("SENSOR_HUB__CONTROL__BIND", "127.0.0.1:0")
         .env("SENSOR_HUB__HTTP__BIND", "127.0.0.1:0")
@@ -138,6 +142,10 @@ fn demo_runs_simulated_devices_and_stops_on_sigterm() {
     let mut child = Command::new(BIN)
         .args(["demo", "--devices", "2", "--interval-ms", "20"])
         .env("SENSOR_HUB__STORAGE__ENABLED", "false")
+        .env(
+            "SENSOR_HUB__AUTH__CREDENTIALS_PATH",
+            std::env::temp_dir().join(format!("sensor-hub-cli-{}-demo.json", std::process::id())),
+        )
         .env("SENSOR_HUB__UDP__BIND", "127.0.0.1:0")
         .env("SENSOR_HUB__CONTROL__BIND", "127.0.0.1:0")
         .env("SENSOR_HUB__HTTP__BIND", "127.0.0.1:0")
@@ -150,8 +158,35 @@ fn demo_runs_simulated_devices_and_stops_on_sigterm() {
     let dashboard = stdout
         .by_ref()
         .map_while(Result::ok)
-        .find(|l| l.starts_with("Dashboard: http://127.0.0.1:"));
-    assert!(dashboard.is_some(), "the demo did not print its dashboard");
+        .find(|l| l.starts_with("Dashboard: http://127.0.0.1:"))
+        .expect("the demo prints its dashboard's login link");
+    // The link logs a browser in: its code opens a session, and the
+    // session reads the API.
+    let link = dashboard.trim_start_matches("Dashboard: ");
+    let (origin, code) = link
+        .split_once("/login.html#code=")
+        .unwrap_or_else(|| panic!("not a login link: {link}"));
+    let addr = origin.trim_start_matches("http://");
+    let body = format!("{{\"code\":\"{code}\"}}");
+    let login = raw_http(
+        addr,
+        &format!(
+            "POST /api/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(login.starts_with("HTTP/1.1 200"), "{login}");
+    let cookie = login
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no session cookie: {login}"));
+    let devices = raw_http(
+        addr,
+        &format!("GET /api/devices HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(devices.starts_with("HTTP/1.1 200"), "{devices}");
     // Long enough for a few datagrams of each device.
     std::thread::sleep(Duration::from_millis(300));
 
@@ -195,4 +230,15 @@ fn demo_without_the_feature_says_how_to_get_it() {
         .find(|l| l.trim_start().starts_with("demo "))
         .unwrap_or_else(|| panic!("no demo in --help: {help}"));
     assert!(demo.contains("Not in this build"), "{demo}");
+}
+
+/// Sends `request` to `addr` and returns the whole answer.
+fn raw_http(addr: &str, request: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
 }

@@ -745,7 +745,7 @@ mod tests {
         let p = f.auth.authenticate(bearer(&token), PEER, at(0)).unwrap();
         assert_eq!(p.role, Role::Viewer);
         assert_eq!(p.via, Via::Token(record.id.clone()));
-        let mut changes = f.auth.changes();
+        let changes = f.auth.changes();
         f.file.update(|c| Ok(c.revoke("prom"))).unwrap();
         assert_eq!(
             f.auth.authenticate(bearer(&token), PEER, at(1)),

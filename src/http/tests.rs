@@ -16,9 +16,35 @@ use tokio::sync::{broadcast, mpsc};
 
 type Hub = HttpContext;
 
+/// One credentials file for every test hub of this binary, with an
+/// operator token.
+fn credentials() -> &'static (std::path::PathBuf, String) {
+    static FILE: std::sync::OnceLock<(std::path::PathBuf, String)> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sensor-hub-http-unit-{}", std::process::id()));
+        let path = dir.join("credentials.json");
+        let _ = std::fs::remove_file(&path);
+        let (_, token) = crate::auth::store::CredentialFile::new(&path)
+            .update(|c| c.add_token("unit", Role::Operator, 0))
+            .unwrap();
+        (path, token)
+    })
+}
+
+/// A request as the hub's own dashboard host sees it, with the operator
+/// token and a JSON content type.
+fn authed() -> warp::test::RequestBuilder {
+    warp::test::request()
+        .header("host", "127.0.0.1:8080")
+        .header("authorization", format!("Bearer {}", credentials().1))
+        .header("content-type", "application/json")
+}
+
 /// An HTTP application over a fresh core, on the system clock.
 fn hub() -> Hub {
-    let config = HubConfig::defaults().unwrap();
+    let mut config = HubConfig::defaults().unwrap();
+    config.auth.credentials_path = credentials().0.clone();
+    let auth = crate::auth::Auth::open(&config.auth, &config.http).unwrap();
     let core = Arc::new(Core::new(&config, None));
     let clock = Clock::system();
     let ingest = Arc::new(IngestMetrics::new(
@@ -44,12 +70,15 @@ fn hub() -> Hub {
             metrics: ws_metrics,
             cancel: tokio_util::sync::CancellationToken::new(),
             next_client: Arc::new(AtomicU64::new(1)),
+            auth: auth.clone(),
         },
         tasks: TaskTracker::new(),
         metrics: Arc::new(registry),
         health,
         ingest,
         started_mono_ms: clock.now().mono_ms,
+        auth,
+        metrics_open: false,
     }
 }
 
@@ -85,10 +114,7 @@ fn ingest(hub: &Hub, device_id: u32, seq: u32) {
 }
 
 async fn get(hub: &Hub, path: &str) -> warp::http::Response<Bytes> {
-    warp::test::request()
-        .path(path)
-        .reply(&routes(hub.clone()))
-        .await
+    authed().path(path).reply(&routes(hub.clone())).await
 }
 
 #[tokio::test]
@@ -221,7 +247,7 @@ async fn ws_without_upgrade_headers_is_a_clear_400() {
 }
 
 async fn post(hub: &Hub, path: &str, body: &str) -> warp::http::Response<Bytes> {
-    warp::test::request()
+    authed()
         .method("POST")
         .path(path)
         .body(body)
@@ -476,19 +502,19 @@ async fn requests_no_route_takes_get_json_errors() {
     let hub = hub();
     ingest(&hub, 1, 0);
     let routes = routes(hub.clone());
-    let huge = warp::test::request()
+    let huge = authed()
         .method("POST")
         .path("/api/devices/1/commands")
         .header("content-length", "20000")
         .body(vec![b' '; 20_000])
         .reply(&routes)
         .await;
-    let unsized_body = warp::test::request()
+    let unsized_body = authed()
         .method("POST")
         .path("/api/devices/1/commands")
         .reply(&routes)
         .await;
-    let wrong_method = warp::test::request()
+    let wrong_method = authed()
         .method("POST")
         .path("/api/hub")
         .reply(&routes)
@@ -527,7 +553,7 @@ async fn every_answer_carries_the_security_headers() {
 }
 
 async fn ws_request(hub: &Hub, origin: Option<&str>) -> warp::http::Response<Bytes> {
-    let mut request = warp::test::request()
+    let mut request = authed()
         .path("/ws")
         .header("host", "127.0.0.1:8080")
         .header("connection", "Upgrade")

@@ -30,6 +30,7 @@ use sensor_hub_protocol::DeviceId;
 use strum::EnumCount as _;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::auth::Role;
 use crate::clock::Now;
 use crate::config::WsConfig;
 use crate::core::{Snapshot, SubmitError};
@@ -62,6 +63,9 @@ pub const INVALID_PAYLOAD: u16 = 1007;
 pub const POLICY: u16 = 1008;
 /// Close code at shutdown (RFC 6455 "going away").
 pub const GOING_AWAY: u16 = 1001;
+/// Close code when the client's session ended or its token was revoked
+/// (the HTTP 401 of the 4000–4999 private range).
+pub const LOGGED_OUT: u16 = 4401;
 
 /// Why the hub closed a client (counted on `/metrics`; the label is the
 /// snake_case name).
@@ -80,6 +84,8 @@ pub enum Eviction {
     TooLarge,
     /// Sent text that is not UTF-8.
     InvalidUtf8,
+    /// Its session ended (logout, expiry) or its token was revoked.
+    LoggedOut,
 }
 
 impl Eviction {
@@ -101,12 +107,16 @@ impl Eviction {
             Eviction::Flood => (POLICY, "too many messages"),
             Eviction::TooLarge => (TOO_BIG, "message too large"),
             Eviction::InvalidUtf8 => (INVALID_PAYLOAD, "text is not valid UTF-8"),
+            Eviction::LoggedOut => (LOGGED_OUT, "logged out"),
         };
         Close {
             code,
             reason,
             // A client that cannot or does not read gets no more messages.
-            discard: matches!(self, Eviction::SlowConsumer | Eviction::NoPong),
+            discard: matches!(
+                self,
+                Eviction::SlowConsumer | Eviction::NoPong | Eviction::LoggedOut
+            ),
         }
     }
 }
@@ -248,12 +258,16 @@ pub struct Client {
     history_in_flight: usize,
     actions: VecDeque<Action>,
     closed: bool,
+    /// What its credentials allow (commands need [`Role::Operator`]).
+    role: Role,
 }
 
 impl Client {
-    /// A new client `id`; queues its `hello` (the stream's epoch and head).
+    /// A new client `id` with `role`; queues its `hello` (the stream's
+    /// epoch and head).
     pub fn new(
         id: u64,
+        role: Role,
         config: ClientConfig,
         metrics: Arc<WsMetrics>,
         source: &impl EventSource,
@@ -275,6 +289,7 @@ impl Client {
             history_in_flight: 0,
             actions: VecDeque::new(),
             closed: false,
+            role,
         };
         client.send(messages::hello(source.epoch(), head, now.wall_ms));
         client
@@ -412,6 +427,12 @@ impl Client {
         self.evict(Eviction::SlowConsumer);
     }
 
+    /// The client's session ended or its token was revoked: closed with
+    /// [`LOGGED_OUT`] at once.
+    pub fn handle_logged_out(&mut self) {
+        self.evict(Eviction::LoggedOut);
+    }
+
     /// A text message that is not UTF-8: closed with 1007.
     pub fn handle_invalid_utf8(&mut self) {
         self.evict(Eviction::InvalidUtf8);
@@ -546,6 +567,16 @@ impl Client {
                 body,
                 wait,
             } => {
+                if self.role < Role::Operator {
+                    return self.refuse(Refusal {
+                        error: ClientError::Forbidden,
+                        message: format!(
+                            "commands need the operator role; this client has the {} role",
+                            self.role.name()
+                        ),
+                        id,
+                    });
+                }
                 // Its statuses arrive through the stream (routed here by origin).
                 let origin = Origin {
                     request_id: id.clone(),

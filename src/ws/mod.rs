@@ -21,6 +21,7 @@ use warp::http::{header, Response, StatusCode};
 use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection};
 
+use crate::auth::Principal;
 use crate::metrics::{counter, gauge, labeled_counters, Collector, DescriptorEncoder};
 use crate::response::response;
 use client::{Eviction, WsMetrics};
@@ -37,19 +38,24 @@ const CONNECTION_BUFFER: usize = 8 * 1024;
 /// Largest WebSocket write buffer per client before a send waits.
 const MAX_WRITE_BUFFER: usize = 4 << 20;
 
-/// The `GET /ws` filter; client tasks are tracked by `tasks`.
+/// The `GET /ws` filter: `gate` says who the client is (or refuses it);
+/// client tasks are tracked by `tasks`.
 pub fn route(
     ctx: WsContext,
     tasks: TaskTracker,
+    gate: impl Filter<Extract = (Principal,), Error = Rejection> + Clone + Send + Sync + 'static,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
     warp::path("ws")
         .and(warp::path::end())
         .and(warp::get())
         .and(warp::header::headers_cloned())
+        .and(gate)
         .and(warp::ext::optional::<OnUpgrade>())
-        .map(move |headers: warp::http::HeaderMap, on_upgrade| {
-            accept(&ctx, &tasks, &headers, on_upgrade)
-        })
+        .map(
+            move |headers: warp::http::HeaderMap, principal: Principal, on_upgrade| {
+                accept(&ctx, &tasks, &headers, principal, on_upgrade)
+            },
+        )
 }
 
 /// The WebSocket families on `/metrics`.
@@ -133,13 +139,14 @@ fn accept(
     ctx: &WsContext,
     tasks: &TaskTracker,
     headers: &warp::http::HeaderMap,
+    principal: Principal,
     on_upgrade: Option<OnUpgrade>,
 ) -> Reply {
     // A browser sends `Origin`; a page of another site must not read the
     // stream or send commands (cross-site WebSocket hijacking). Clients
     // that are not browsers send none.
     if let Some(origin) = headers.get(header::ORIGIN) {
-        if !same_origin(
+        if !ctx.auth.policy().origin_allowed(
             origin.as_bytes(),
             headers.get(header::HOST).map(|h| h.as_bytes()),
         ) {
@@ -187,7 +194,7 @@ fn accept(
                     Some(config),
                 )
                 .await;
-                session::run(session_ctx, ws).await;
+                session::run(session_ctx, principal, ws).await;
                 drop(slot);
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
@@ -208,21 +215,6 @@ fn accept(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     response
-}
-
-/// Whether a browser's `Origin` (`scheme://host[:port]`) names the host the
-/// request was sent to (its `Host` header), ignoring case. `null` and
-/// anything unparsable are foreign.
-fn same_origin(origin: &[u8], host: Option<&[u8]>) -> bool {
-    let Some(host) = host else { return false };
-    let Ok(origin) = std::str::from_utf8(origin) else {
-        return false;
-    };
-    let origin = origin.to_ascii_lowercase();
-    let authority = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    authority.is_some_and(|a| a.as_bytes().eq_ignore_ascii_case(host))
 }
 
 /// One place among `ws.max_clients`, released when dropped; the

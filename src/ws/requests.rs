@@ -40,6 +40,9 @@ pub enum ClientError {
     /// An `id` that is not a string of at most [`MAX_ID_BYTES`] bytes or a
     /// number.
     BadId,
+    /// A `command` from a client whose credentials have only the viewer
+    /// role.
+    Forbidden,
 }
 
 /// Longest string `id` a request may carry, bytes. The id is kept with a
@@ -63,6 +66,7 @@ impl ClientError {
             ClientError::HistoryUnavailable => "history_unavailable",
             ClientError::HistoryBusy => "history_busy",
             ClientError::BadId => "bad_id",
+            ClientError::Forbidden => "forbidden",
         }
     }
 

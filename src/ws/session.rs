@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Auth, Principal};
 use crate::clock::{Clock, Now};
 use crate::config::WsConfig;
 use crate::core::{Core, Snapshot, SubmitError};
@@ -64,6 +65,8 @@ pub struct WsContext {
     pub cancel: CancellationToken,
     /// Source of client ids.
     pub next_client: Arc<AtomicU64>,
+    /// Access control: a client is closed when its credentials end.
+    pub auth: Auth,
 }
 
 impl EventSource for Core {
@@ -117,7 +120,7 @@ struct Queued {
 
 /// Serves one client on `socket` until it leaves, is closed, or the hub
 /// stops.
-pub async fn run<S>(ctx: WsContext, socket: S)
+pub async fn run<S>(ctx: WsContext, principal: Principal, socket: S)
 where
     S: Sink<Message, Error = WsError> + Stream<Item = Result<Message, WsError>> + Send + 'static,
 {
@@ -137,6 +140,7 @@ where
     let id = ctx.next_client.fetch_add(1, Ordering::Relaxed);
     let mut client = Client::new(
         id,
+        principal.role,
         ClientConfig::from(&*ctx.config),
         ctx.metrics.clone(),
         &*ctx.core,
@@ -149,6 +153,7 @@ where
     };
     let (history_tx, mut history_rx) = mpsc::channel::<String>(HISTORY_IN_FLIGHT);
     let mut head = ctx.core.watch_head();
+    let mut credentials = ctx.auth.changes();
     let max_message = ctx.config.max_client_message_bytes;
     // One timer, moved only when the client's next deadline moves (not
     // re-registered on every wake-up).
@@ -186,11 +191,17 @@ where
             _ = queued.written.notified(), if draining => Wake::Stream,
             _ = &mut timer => Wake::Timer,
             Some(answer) = history_rx.recv() => Wake::History(answer),
+            Ok(()) = credentials.changed() => Wake::Credentials,
         };
         // The moment is read after the wake-up, not before the wait.
         let tick = driver.tick();
         match woken {
             Wake::Shutdown => client.handle_shutdown(),
+            Wake::Credentials => {
+                if !ctx.auth.still_valid(&principal, tick.now) {
+                    client.handle_logged_out();
+                }
+            }
             Wake::Frame(frame) => match frame {
                 None => break None,
                 Some(Ok(Message::Text(text))) => client.handle_text(&text, &*ctx.core, tick),
@@ -248,6 +259,8 @@ enum Wake {
     Stream,
     Timer,
     History(String),
+    /// A session ended or the credentials file changed.
+    Credentials,
 }
 
 /// The driver's I/O half: hands messages to the writer, starts history

@@ -54,11 +54,42 @@ impl Drop for TempDir {
     }
 }
 
+/// API tokens of the hubs this process started, by HTTP address: the
+/// request helpers send the hub's operator token unless told otherwise.
+static TOKENS: std::sync::Mutex<Vec<(SocketAddr, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The operator token of the test hub listening on `addr`, if any.
+pub fn token_for(addr: SocketAddr) -> Option<String> {
+    TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, t)| t.clone())
+}
+
+/// Makes a credentials file in `dir` with an operator token; returns its
+/// path and the token.
+pub fn credentials_with_token(dir: &Path, role: sensor_hub::auth::Role) -> (PathBuf, String) {
+    let path = dir.join("credentials.json");
+    let file = sensor_hub::auth::store::CredentialFile::new(&path);
+    let name = format!("test-{}", role.name());
+    let (_, token) = file
+        .update(|c| c.add_token(&name, role, 0))
+        .expect("test credentials");
+    (path, token)
+}
+
 /// A hub running in this test's runtime on loopback port 0.
 pub struct TestHub {
     pub udp: SocketAddr,
     pub control: SocketAddr,
     pub http: SocketAddr,
+    /// An operator API token of this hub.
+    pub token: String,
+    /// Holds its credentials file.
+    pub auth_dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// Holds its database unless the test named `SENSOR_HUB__STORAGE__PATH`.
@@ -93,6 +124,11 @@ pub async fn start_hub_on(binds: [String; 3], overrides: &[(&str, &str)]) -> Tes
         );
         dir
     });
+    let auth_dir = TempDir::new("auth");
+    let (credentials, token) =
+        credentials_with_token(auth_dir.path(), sensor_hub::auth::Role::Operator);
+    env.entry("SENSOR_HUB__AUTH__CREDENTIALS_PATH".into())
+        .or_insert_with(|| credentials.display().to_string());
     let config = HubConfig::load(None, Some(env)).expect("test config");
     let listeners = Listeners::bind(&config).await.expect("bind");
     let (udp, control, http) = (
@@ -100,6 +136,7 @@ pub async fn start_hub_on(binds: [String; 3], overrides: &[(&str, &str)]) -> Tes
         listeners.control_addr().unwrap(),
         listeners.http_addr().unwrap(),
     );
+    TOKENS.lock().unwrap().push((http, token.clone()));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(run(config, listeners, async move {
         let _ = stopped.await;
@@ -108,6 +145,8 @@ pub async fn start_hub_on(binds: [String; 3], overrides: &[(&str, &str)]) -> Tes
         udp,
         control,
         http,
+        token,
+        auth_dir,
         stop: Some(stop),
         task,
         _storage: storage,
@@ -132,11 +171,9 @@ impl TestHub {
             .expect("hub run result");
     }
 
+    /// A WebSocket client with this hub's operator token.
     pub async fn ws(&self) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.http))
-            .await
-            .expect("WebSocket connect");
-        ws
+        ws_connect(self.http, Some(&self.token)).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
@@ -155,10 +192,33 @@ impl TestHub {
     }
 }
 
-/// A minimal HTTP/1.1 GET with `Connection: close`.
+/// A WebSocket client of the hub at `addr`, with `token` if given.
+pub async fn ws_connect(addr: SocketAddr, token: Option<&str>) -> Client {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("WebSocket connect");
+    ws
+}
+
+/// `Authorization: Bearer …` for the test hub at `addr` ("" if unknown).
+fn authorization(addr: SocketAddr) -> String {
+    token_for(addr)
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default()
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close` and the hub's token.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let auth = authorization(addr);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     s.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.unwrap();
@@ -193,7 +253,9 @@ impl RawResponse {
 }
 
 /// A minimal HTTP/1.1 request with `Connection: close` and the given extra
-/// headers; with a body, a `Content-Length` is added. A `101` answer is
+/// headers; with a body, a `Content-Length` is added. The test hub's token
+/// is sent unless `headers` has an `Authorization` entry (an empty value
+/// sends none). A `101` answer is
 /// returned as soon as its head is read, with no body (the connection then
 /// belongs to the upgraded protocol, so its stream is returned too); any
 /// other answer is read to the end.
@@ -205,14 +267,23 @@ pub async fn http_request(
     body: Option<&[u8]>,
 ) -> (RawResponse, TcpStream) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
     if !headers
         .iter()
         .any(|(n, _)| n.eq_ignore_ascii_case("connection"))
     {
         request.push_str("Connection: close\r\n");
     }
-    for (name, value) in headers {
+    let own_auth = headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+    if !own_auth {
+        request.push_str(&authorization(addr));
+    }
+    for (name, value) in headers.iter().filter(|(_, v)| !v.is_empty()) {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     if let Some(body) = body {

@@ -25,6 +25,9 @@ pub struct HubProcess {
     pub control: SocketAddr,
     /// Its HTTP address.
     pub http: SocketAddr,
+    /// A viewer API token the bench made for it (`None` for a hub from
+    /// before access control, which needs none).
+    pub token: Option<String>,
 }
 
 /// CPU time and memory of a process at one moment.
@@ -52,8 +55,24 @@ impl HubProcess {
         ));
         std::fs::create_dir_all(&storage_dir)
             .with_context(|| format!("creating {}", storage_dir.display()))?;
+        let credentials = storage_dir.join("credentials.json");
+        // The bench reads like a dashboard would: with a viewer token, made
+        // the way a user makes one. A hub from before access control has no
+        // `token` command and needs none.
+        let made = Command::new(bin)
+            .args(["token", "create", "--name", "bench", "--role", "viewer"])
+            .env("SENSOR_HUB__AUTH__CREDENTIALS_PATH", &credentials)
+            .stderr(Stdio::null())
+            .output()
+            .with_context(|| format!("running {} token create", bin.display()))?;
+        let token = made
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&made.stdout).trim().to_string())
+            .filter(|t| !t.is_empty());
         let mut child = Command::new(bin)
             .arg("run")
+            .env("SENSOR_HUB__AUTH__CREDENTIALS_PATH", &credentials)
             .env("SENSOR_HUB__STORAGE__PATH", storage_dir.join("history.db"))
             .env("SENSOR_HUB__STORAGE__ENABLED", storage.to_string())
             .env("SENSOR_HUB__UDP__BIND", "127.0.0.1:0")
@@ -99,6 +118,7 @@ impl HubProcess {
             udp: addr("udp")?,
             control: addr("control")?,
             http: addr("http")?,
+            token,
             child,
             storage_dir,
         })
@@ -143,9 +163,15 @@ impl HubProcess {
     pub fn api_hub(&self) -> anyhow::Result<serde_json::Value> {
         let mut s = TcpStream::connect(self.http)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let auth = self
+            .token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         write!(
             s,
-            "GET /api/hub HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n"
+            "GET /api/hub HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
+            self.http
         )?;
         let mut text = String::new();
         s.read_to_string(&mut text)?;

@@ -249,7 +249,8 @@ async fn latency_once(
     };
     let times = Arc::new(SendTimes::new(config.devices, plan.capacity()));
     let (stop, stopped) = watch::channel(false);
-    let client = Client::connect(hub.http, Some(times.clone()), stopped).await?;
+    let client =
+        Client::connect(hub.http, hub.token.as_deref(), Some(times.clone()), stopped).await?;
     let s0 = hub.sample()?;
     let sent = send_to(hub.udp, plan, Some(times)).await?;
     let s1 = hub.sample()?;
@@ -287,7 +288,8 @@ async fn fanout_once(
     for i in 0..clients {
         // The first client times what it receives; the others only count.
         let timed = (i == 0).then(|| times.clone());
-        connected.push(Client::connect(hub.http, timed, stopped.clone()).await?);
+        connected
+            .push(Client::connect(hub.http, hub.token.as_deref(), timed, stopped.clone()).await?);
     }
     let accepted0 = api_counter(&hub, "datagrams_accepted").await?;
     let s0 = hub.sample()?;

@@ -37,10 +37,18 @@ impl Client {
     /// background until `stop` turns true.
     pub async fn connect(
         http: SocketAddr,
+        token: Option<&str>,
         times: Option<Arc<SendTimes>>,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Client> {
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = format!("ws://{http}/ws").into_client_request()?;
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse()?);
+        }
+        let (mut ws, _) = tokio_tungstenite::connect_async(request)
             .await
             .context("connecting a WebSocket client")?;
         ws.send(Message::text(

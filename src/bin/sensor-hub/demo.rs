@@ -43,8 +43,14 @@ pub async fn demo(mut config: HubConfig, devices: u32, interval_ms: u64) -> anyh
     let udp = reachable(listeners.udp_addr()?);
     let control = reachable(listeners.control_addr()?);
     let http = reachable(listeners.http_addr()?);
+    let login = crate::account::new_login_url(&config, http)?;
     println!("sensor-hub demo: {devices} simulated devices sending to {udp}");
-    println!("Dashboard: http://{http}/");
+    println!("Dashboard: {login}");
+    println!(
+        "  (the link logs this browser in; it works once, within {} minutes. \
+         Later: http://{http}/, with a new link from `sensor-hub login-link`)",
+        config.auth.login_link_ttl_ms / 60_000
+    );
     println!("Press Ctrl-C to stop.");
 
     let fleet = build_fleet(&FleetSpec {

@@ -1,8 +1,10 @@
-//! The `sensor-hub` command line: `run`, `demo`, `check-config`. `demo`
+//! The `sensor-hub` command line: `run`, `demo`, `check-config`, and the
+//! account commands (`passwd`, `login-link`, `token`, module `account`). `demo`
 //! needs the cargo feature `demo` (on by default; module `demo`); a build
 //! without it keeps the subcommand, says so in `--help`, and exits non-zero
 //! with a message saying how to get it.
 
+mod account;
 #[cfg(feature = "demo")]
 mod demo;
 
@@ -52,6 +54,26 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Set the owner's password (read without echo, or one line from stdin).
+    Passwd {
+        /// Configuration file layered over the built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a one-time link that logs a browser in as the owner.
+    LoginLink {
+        /// Configuration file layered over the built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage API tokens (for scripts, Prometheus, other people's browsers).
+    Token {
+        #[command(subcommand)]
+        command: account::TokenCommand,
+        /// Configuration file layered over the built-in defaults.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<HubConfig> {
@@ -86,8 +108,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("  http.bind    = {}", config.http.bind);
             Ok(())
         }
+        Command::Passwd { config } => account::passwd(&load(config.as_ref())?),
+        Command::LoginLink { config } => account::login_link(&load(config.as_ref())?),
+        Command::Token { command, config } => account::token(&load(config.as_ref())?, command),
         Command::Run { config } => {
             let config = load(config.as_ref())?;
+            first_start(&config)?;
             runtime()?.block_on(async {
                 let shutdown = shutdown_signal().context("installing signal handlers")?;
                 let listeners = Listeners::bind(&config).await?;
@@ -112,6 +138,25 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         #[cfg(not(feature = "demo"))]
         Command::Demo { .. } => Err(anyhow::anyhow!(NO_DEMO)),
     }
+}
+
+/// On the first start (no credentials file yet) in a terminal, makes a
+/// one-time login link and prints it. Elsewhere (a service: its output goes
+/// to the journal) no secret is printed; the hub logs how to get a link.
+fn first_start(config: &HubConfig) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let file = sensor_hub::auth::store::CredentialFile::new(&config.auth.credentials_path);
+    if file.stamp()?.is_some() || !std::io::stderr().is_terminal() {
+        return Ok(());
+    }
+    let url = account::new_login_url(config, config.http.bind)?;
+    eprintln!(
+        "First start: open this link to log in as the owner (it works once, for {} minutes):",
+        config.auth.login_link_ttl_ms / 60_000
+    );
+    eprintln!("  {url}");
+    eprintln!("Then set a password with `sensor-hub passwd`, or get a new link with `sensor-hub login-link`.");
+    Ok(())
 }
 
 /// What `sensor-hub demo` says in a build without the `demo` feature.

@@ -127,7 +127,14 @@ fn with_queued(mono_ms: u64, queued: usize) -> Tick {
 /// A client with its hello taken, and its metrics.
 fn client(source: &Source) -> (Client, Arc<WsMetrics>) {
     let metrics = Arc::new(WsMetrics::default());
-    let mut c = Client::new(7, config(), metrics.clone(), source, t(0).now);
+    let mut c = Client::new(
+        7,
+        Role::Operator,
+        config(),
+        metrics.clone(),
+        source,
+        t(0).now,
+    );
     let hello = sent(&mut c);
     assert_eq!(hello.len(), 1);
     assert_eq!(hello[0]["type"], "hello");
@@ -167,7 +174,7 @@ fn hello_names_the_epoch_and_head() {
     let source = Source::new(100_000);
     source.readings(1, &[0]);
     let metrics = Arc::new(WsMetrics::default());
-    let mut c = Client::new(1, config(), metrics, &source, t(0).now);
+    let mut c = Client::new(1, Role::Operator, config(), metrics, &source, t(0).now);
     let hello = sent(&mut c);
     assert_eq!(hello[0]["epoch"], "e1");
     assert_eq!(hello[0]["seq"], 1);
@@ -488,11 +495,12 @@ fn command_statuses_carry_the_id_only_for_the_client_that_sent_them() {
     assert_eq!(origin.request_id, Some(json!("a-1")));
 
     let metrics = Arc::new(WsMetrics::default());
-    let mut other = Client::new(8, config(), metrics, &source, t(0).now);
+    let mut other = Client::new(8, Role::Operator, config(), metrics, &source, t(0).now);
     sent(&mut other);
     subscribe(&mut other, &source, r#"{"type":"subscribe","devices":[3]}"#);
     let mut unsubscribed = Client::new(
         9,
+        Role::Operator,
         config(),
         Arc::new(WsMetrics::default()),
         &source,
@@ -511,6 +519,48 @@ fn command_statuses_carry_the_id_only_for_the_client_that_sent_them() {
     assert_eq!(theirs[0]["type"], "command_status");
     assert!(theirs[0].get("id").is_none(), "{}", theirs[0]);
     assert!(sent(&mut unsubscribed).is_empty());
+}
+
+#[test]
+fn a_viewer_cannot_command_and_nothing_is_submitted() {
+    let source = Source::new(100_000);
+    let metrics = Arc::new(WsMetrics::default());
+    let mut c = Client::new(
+        4,
+        Role::Viewer,
+        config(),
+        metrics.clone(),
+        &source,
+        t(0).now,
+    );
+    sent(&mut c);
+    c.handle_text(
+        r#"{"type":"command","id":"v","device":3,"command":{"kind":"reboot"}}"#,
+        &source,
+        t(1),
+    );
+    let answer = sent(&mut c);
+    assert_eq!(answer[0]["type"], "error");
+    assert_eq!(answer[0]["code"], "forbidden");
+    assert_eq!(answer[0]["id"], "v");
+    assert_eq!(metrics.client_errors.get(ClientError::Forbidden.index()), 1);
+    assert_eq!(source.stream.borrow().head(), 0, "no command was submitted");
+}
+
+#[test]
+fn a_client_whose_credentials_end_is_closed_with_4401_at_once() {
+    let source = Source::new(100_000);
+    let (mut c, metrics) = client(&source);
+    c.handle_logged_out();
+    assert_eq!(
+        actions(&mut c),
+        [Action::Close(Close {
+            code: LOGGED_OUT,
+            reason: "logged out",
+            discard: true
+        })]
+    );
+    assert_eq!(metrics.evictions.get(Eviction::LoggedOut.index()), 1);
 }
 
 #[test]

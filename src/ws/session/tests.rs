@@ -15,7 +15,15 @@ use crate::config::HubConfig;
 use crate::core::Received;
 
 fn context(config: &HubConfig) -> WsContext {
+    let mut config = config.clone();
+    config.auth.credentials_path = std::env::temp_dir().join(format!(
+        "sensor-hub-session-unit-{}/none.json",
+        std::process::id()
+    ));
+    let auth = Auth::open(&config.auth, &config.http).unwrap();
+    let config = &config;
     WsContext {
+        auth,
         core: Arc::new(Core::new(config, None)),
         config: Arc::new(config.ws.clone()),
         clock: Clock::system(),
@@ -32,7 +40,12 @@ async fn serve(ctx: &WsContext) -> (DuplexStream, tokio::task::JoinHandle<()>) {
         .max_message_size(Some(ctx.config.max_client_message_bytes))
         .max_frame_size(Some(ctx.config.max_client_message_bytes));
     let ws = WebSocketStream::from_raw_socket(server, Role::Server, Some(config)).await;
-    let task = tokio::spawn(run(ctx.clone(), ws));
+    let operator = Principal {
+        role: crate::auth::Role::Operator,
+        name: "test".into(),
+        via: crate::auth::Via::Token("t".into()),
+    };
+    let task = tokio::spawn(run(ctx.clone(), operator, ws));
     (client, task)
 }
 
