@@ -15,14 +15,13 @@ use crate::config::HubConfig;
 use crate::core::Received;
 
 fn context(config: &HubConfig) -> WsContext {
-    WsContext {
-        core: Arc::new(Core::new(config, None)),
-        config: Arc::new(config.ws.clone()),
-        clock: Clock::system(),
-        metrics: Arc::new(WsMetrics::default()),
-        cancel: CancellationToken::new(),
-        next_client: Arc::new(AtomicU64::new(1)),
-    }
+    WsContext::new(
+        Arc::new(Core::new(config, None)),
+        config,
+        Clock::system(),
+        Arc::new(WsMetrics::default()),
+        CancellationToken::new(),
+    )
 }
 
 /// Starts a session on one end of a pipe; returns the other end.
@@ -32,7 +31,7 @@ async fn serve(ctx: &WsContext) -> (DuplexStream, tokio::task::JoinHandle<()>) {
         .max_message_size(Some(ctx.config.max_client_message_bytes))
         .max_frame_size(Some(ctx.config.max_client_message_bytes));
     let ws = WebSocketStream::from_raw_socket(server, Role::Server, Some(config)).await;
-    let task = tokio::spawn(run(ctx.clone(), ws));
+    let task = tokio::spawn(run(ctx.clone(), ws, None));
     (client, task)
 }
 
