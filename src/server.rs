@@ -149,6 +149,9 @@ pub async fn run(
         Some((cert, key)) => Some(http_server::tls::acceptor(cert, key)?),
         None => None,
     };
+    if let Some((cert, _)) = config.http.tls_paths() {
+        tracing::info!(certificate = %cert.display(), "serving HTTPS");
+    }
     warn_if_exposed(&config, tls.is_some());
     let clock = Clock::system();
     let started_mono_ms = clock.now().mono_ms;
