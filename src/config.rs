@@ -156,7 +156,8 @@ pub struct HttpConfig {
     pub bind: SocketAddr,
     /// A connection that has not sent a whole request head this long after
     /// it opened (or after the first byte of a later request) is closed, ms;
-    /// the TLS handshake counts against it.
+    /// the TLS handshake counts against it, and a request's body must
+    /// follow its head within as long again.
     pub header_read_timeout_ms: u64,
     /// A keep-alive connection with no request in flight is closed after
     /// this long, ms.

@@ -7,7 +7,9 @@
 //! valid credentials). Which connection to close and when is decided by the
 //! sans-IO [`table::ConnectionTable`]: a connection must send a whole
 //! request head within `http.header_read_timeout_ms` (the TLS handshake
-//! included), an idle keep-alive connection is closed after
+//! included) and the request's body within as long again (each request
+//! body is watched for its end), an idle keep-alive connection is closed
+//! after
 //! `http.idle_timeout_ms`, and at `http.max_connections` (upgraded
 //! WebSockets included) a new connection evicts one that never sent a
 //! whole head, else an idle one never authenticated, else is refused. This
@@ -34,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -76,8 +78,16 @@ pub struct Connections {
 #[derive(Debug)]
 struct Tracked {
     table: ConnectionTable,
-    /// Cancelled to close a connection (eviction, timeout).
-    closers: HashMap<u64, CancellationToken>,
+    /// Each open connection's handles, by id.
+    handles: HashMap<u64, Handles>,
+}
+
+#[derive(Debug)]
+struct Handles {
+    /// Cancelled to close the connection (eviction, timeout).
+    closer: CancellationToken,
+    /// What its requests see (the application marks it authenticated).
+    info: ConnectionInfo,
 }
 
 impl Connections {
@@ -90,7 +100,7 @@ impl Connections {
                     header_timeout_ms: config.header_read_timeout_ms,
                     idle_timeout_ms: config.idle_timeout_ms,
                 }),
-                closers: HashMap::new(),
+                handles: HashMap::new(),
             }),
             clock,
             accepted: Counter::default(),
@@ -110,22 +120,41 @@ impl Connections {
 
     /// Admits a connection from `peer`, closing the victim it evicts;
     /// `None` when it is refused.
-    fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<(EntryGuard, CancellationToken)> {
+    fn admit(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Option<(EntryGuard, CancellationToken, ConnectionInfo)> {
         let now = self.now_ms();
         let mut s = self.lock();
-        let id = match s.table.admit(peer, now) {
+        let Tracked { table, handles } = &mut *s;
+        // The application may have marked connections authenticated during
+        // a request still running: the table learns it before it chooses.
+        for (&id, h) in handles.iter() {
+            if h.info.is_authenticated() {
+                table.authenticated(id);
+            }
+        }
+        let id = match table.admit(peer, now) {
             Admission::Refuse => return None,
             Admission::Admit(id) => id,
             Admission::AdmitEvicting { id, victim } => {
-                if let Some(closer) = s.closers.get(&victim) {
-                    closer.cancel();
+                if let Some(h) = handles.get(&victim) {
+                    h.closer.cancel();
                 }
-                tracing::debug!(victim, peer = ?s.table.peer(victim), "HTTP connection evicted to make room");
+                tracing::debug!(victim, peer = ?table.peer(victim), "HTTP connection evicted to make room");
                 id
             }
         };
         let closer = CancellationToken::new();
-        s.closers.insert(id, closer.clone());
+        let info = ConnectionInfo::new(peer, tls, id);
+        handles.insert(
+            id,
+            Handles {
+                closer: closer.clone(),
+                info: info.clone(),
+            },
+        );
         drop(s);
         self.accepted.inc();
         Some((
@@ -134,6 +163,7 @@ impl Connections {
                 id,
             },
             closer,
+            info,
         ))
     }
 
@@ -144,16 +174,21 @@ impl Connections {
         let mut s = self.lock();
         for (id, reason) in s.table.expire(now) {
             tracing::debug!(id, reason = reason.name(), "HTTP connection timed out");
-            if let Some(closer) = s.closers.get(&id) {
-                closer.cancel();
+            if let Some(h) = s.handles.get(&id) {
+                h.closer.cancel();
             }
         }
         s.table.next_deadline()
     }
 
-    fn headers_complete(&self, id: u64) {
+    fn headers_complete(&self, id: u64, body_pending: bool) {
         let now = self.now_ms();
-        self.lock().table.headers_complete(id, now);
+        self.lock().table.headers_complete(id, body_pending, now);
+    }
+
+    fn body_done(&self, id: u64) {
+        let now = self.now_ms();
+        self.lock().table.body_done(id, now);
     }
 
     /// A request on `id` was answered; returns whether it is idle now.
@@ -257,7 +292,7 @@ impl Drop for EntryGuard {
     fn drop(&mut self) {
         let mut s = self.connections.lock();
         s.table.remove(self.id);
-        s.closers.remove(&self.id);
+        s.handles.remove(&self.id);
     }
 }
 
@@ -320,6 +355,45 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TrackedIo<I> {
     }
 }
 
+/// A request's body, which tells the table when it has arrived whole.
+#[derive(Debug)]
+pub struct TrackedBody {
+    inner: Incoming,
+    /// Told once, at the end of the body.
+    watch: Option<(Arc<Connections>, u64)>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+        };
+        if ended {
+            if let Some((connections, id)) = self.watch.take() {
+                connections.body_done(id);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The application as one connection's service: each request gets the
 /// connection's [`ConnectionInfo`], and the table hears when a request
 /// starts and ends.
@@ -334,7 +408,7 @@ struct ConnectionService<S> {
 impl<S> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
 where
     S: hyper::service::Service<
-        Request<Incoming>,
+        Request<TrackedBody>,
         Response = warp::reply::Response,
         Error = Infallible,
     >,
@@ -344,9 +418,14 @@ where
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<warp::reply::Response, Infallible>> + Send>>;
 
-    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
         let id = self.info.id;
-        self.connections.headers_complete(id);
+        let body_pending = !request.body().is_end_stream();
+        self.connections.headers_complete(id, body_pending);
+        let mut request = request.map(|inner| TrackedBody {
+            inner,
+            watch: body_pending.then(|| (self.connections.clone(), id)),
+        });
         request.extensions_mut().insert(self.info.clone());
         let answer = self.inner.call(request);
         let (info, connections, idle) = (
@@ -429,12 +508,11 @@ pub async fn run(listener: TcpListener, ctx: ListenerContext) {
                 }
             }
         };
-        let Some((guard, closer)) = connections.admit(peer) else {
+        let Some((guard, closer, info)) = connections.admit(peer, tls.is_some()) else {
             tracing::debug!(%peer, "HTTP connection refused: every connection is busy or authenticated");
             drop(stream);
             continue;
         };
-        let info = ConnectionInfo::new(peer, tls.is_some(), guard.id);
         let idle = Arc::new(AtomicBool::new(false));
         let service = ConnectionService {
             inner: app.clone(),
@@ -565,7 +643,10 @@ impl Connection {
                 () = closer.cancelled() => return,
                 () = cancel.cancelled(), if !draining => {
                     // A request in flight is finished; anything else closes now.
-                    if !matches!(connections.stage(id), Some(Stage::Busy(_))) {
+                    if !matches!(
+                        connections.stage(id),
+                        Some(Stage::Busy(_) | Stage::Receiving)
+                    ) {
                         return;
                     }
                     connection.as_mut().graceful_shutdown();

@@ -3,7 +3,8 @@
 //! hub must stay reachable — a real client gets its page, a device gets
 //! its control session — its memory must stay bounded, and `/metrics`
 //! must count what the listener closed. Once at the defaults (the cap
-//! evicts), once with short timeouts (the survivors time out).
+//! evicts), once with short timeouts (the survivors time out, and so does
+//! a request whose body never comes).
 //!
 //! Waits are bounded (`eventually`, 5 s) and nothing asserts a duration.
 
@@ -151,7 +152,19 @@ async fn with_short_timeouts_slow_and_idle_connections_are_closed_and_counted() 
     assert_eq!(&answer, b"HTTP/1.1 200");
 
     let held = slowloris(hub.http, ATTACKERS).await;
+    // A whole head announcing a body that never comes.
+    let mut trickle = TcpStream::connect(hub.http).await.unwrap();
+    let head = format!(
+        "POST /api/devices/1/commands HTTP/1.1\r\nHost: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"kind\"",
+        hub.http
+    );
+    trickle.write_all(head.as_bytes()).await.unwrap();
     let h = &hub;
+    eventually("the trickled body timed out", || async move {
+        closed(h, "body_timeout").await >= 1
+    })
+    .await;
     eventually(
         "the cap evicted the oldest slow connections",
         || async move { closed(h, "evicted").await >= (ATTACKERS - 256) as u64 },

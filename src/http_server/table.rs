@@ -4,13 +4,17 @@
 //! makes room for it. Times are passed in (monotonic ms); the shell
 //! ([`super`]) carries the decisions out on sockets.
 //!
+//! A request's body must arrive within the header timeout of its head
+//! too (the hub takes only small bodies), so a client that trickles a body
+//! cannot hold a connection either.
+//!
 //! When full, a new connection evicts, oldest first, a connection that
 //! never completed a request head (a slow or silent client; the oldest has
-//! had the most time); failing that, the longest-idle connection that
-//! never carried valid credentials; failing that (every connection busy
-//! with a request, upgraded to a WebSocket, or authenticated) it is
-//! refused. Every eviction, refusal and timeout is counted by
-//! [`CloseReason`].
+//! had the most time); failing that, the one idle (or still sending a
+//! request) the longest that never carried valid credentials; failing
+//! that (every connection busy with a request, upgraded to a WebSocket, or
+//! authenticated) it is refused. Every eviction, refusal and timeout is
+//! counted by [`CloseReason`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -51,6 +55,9 @@ pub enum Admission {
 pub enum CloseReason {
     /// No whole request head within `http.header_read_timeout_ms`.
     HeaderTimeout,
+    /// No whole request body within `http.header_read_timeout_ms` of its
+    /// head.
+    BodyTimeout,
     /// No request within `http.idle_timeout_ms` of the last one.
     IdleTimeout,
     /// Closed to make room for a new connection.
@@ -64,6 +71,7 @@ impl CloseReason {
     pub fn name(self) -> &'static str {
         match self {
             CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::BodyTimeout => "body_timeout",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::Evicted => "evicted",
             CloseReason::Refused => "refused",
@@ -81,6 +89,8 @@ impl CloseReason {
 pub enum Stage {
     /// Accepted (or in its TLS handshake); no request head completed yet.
     Opening,
+    /// A request head was read; its body is still arriving.
+    Receiving,
     /// Requests in flight.
     Busy(u32),
     /// No request in flight, nothing of the next one read.
@@ -112,6 +122,10 @@ impl Entry {
                 self.since_ms.saturating_add(limits.header_timeout_ms),
                 CloseReason::HeaderTimeout,
             )),
+            Stage::Receiving => Some((
+                self.since_ms.saturating_add(limits.header_timeout_ms),
+                CloseReason::BodyTimeout,
+            )),
             Stage::Idle => Some((
                 self.since_ms.saturating_add(limits.idle_timeout_ms),
                 CloseReason::IdleTimeout,
@@ -124,7 +138,9 @@ impl Entry {
     fn victim_rank(&self) -> Option<(u8, u64)> {
         match self.stage {
             Stage::Opening => Some((0, self.since_ms)),
-            Stage::Idle | Stage::Reading if !self.authenticated => Some((1, self.since_ms)),
+            Stage::Idle | Stage::Reading | Stage::Receiving if !self.authenticated => {
+                Some((1, self.since_ms))
+            }
             _ => None,
         }
     }
@@ -218,15 +234,27 @@ impl ConnectionTable {
         }
     }
 
-    /// A request head was read whole on `id`: a request is in flight.
-    pub fn headers_complete(&mut self, id: u64, now_ms: u64) {
+    /// A request head was read whole on `id`: a request is in flight,
+    /// still receiving its body when `body_pending`.
+    pub fn headers_complete(&mut self, id: u64, body_pending: bool, now_ms: u64) {
         if let Some(e) = self.entries.get_mut(&id) {
             e.stage = match e.stage {
                 Stage::Busy(n) => Stage::Busy(n.saturating_add(1)),
+                Stage::Opening | Stage::Idle | Stage::Reading if body_pending => Stage::Receiving,
                 Stage::Opening | Stage::Idle | Stage::Reading => Stage::Busy(1),
                 other => other,
             };
             e.since_ms = now_ms;
+        }
+    }
+
+    /// The body of `id`'s request has arrived whole.
+    pub fn body_done(&mut self, id: u64, now_ms: u64) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            if e.stage == Stage::Receiving {
+                e.stage = Stage::Busy(1);
+                e.since_ms = now_ms;
+            }
         }
     }
 
@@ -244,7 +272,8 @@ impl ConnectionTable {
                 e.stage = Stage::Busy(n - 1);
                 false
             }
-            Stage::Busy(_) => {
+            // Answered without reading all of its body (refused early).
+            Stage::Busy(_) | Stage::Receiving => {
                 e.stage = Stage::Idle;
                 e.since_ms = now_ms;
                 true

@@ -28,20 +28,21 @@ fn table_with(stages: &[(Stage, bool)]) -> ConnectionTable {
         let at = 100 + i as u64;
         match stage {
             Stage::Opening => {}
-            Stage::Busy(_) => t.headers_complete(id, at),
+            Stage::Busy(_) => t.headers_complete(id, false, at),
             Stage::Idle => {
-                t.headers_complete(id, at);
+                t.headers_complete(id, false, at);
                 assert!(t.request_done(id, authenticated, at));
             }
             Stage::Reading => {
-                t.headers_complete(id, at);
+                t.headers_complete(id, false, at);
                 t.request_done(id, authenticated, at);
                 t.bytes_arrived(id, at);
             }
             Stage::Upgraded => {
-                t.headers_complete(id, at);
+                t.headers_complete(id, false, at);
                 t.upgraded(id);
             }
+            Stage::Receiving => t.headers_complete(id, true, at),
             Stage::Closing => unreachable!("not a starting stage"),
         }
         if authenticated {
@@ -113,7 +114,7 @@ fn then_the_longest_idle_unauthenticated_connection_goes() {
 fn the_longest_idle_goes_first_not_the_oldest_connection() {
     let mut t = table_with(&[(Stage::Idle, false), (Stage::Idle, false)]);
     // Connection 1 answers a second request and is idle again, later than 2.
-    t.headers_complete(1, 300);
+    t.headers_complete(1, false, 300);
     t.request_done(1, false, 301);
     assert_eq!(
         t.admit(peer(9), 400),
@@ -142,7 +143,7 @@ fn when_every_connection_is_busy_upgraded_or_authenticated_the_new_one_is_refuse
 fn a_request_answered_with_credentials_protects_the_connection() {
     let mut t = table_with(&[(Stage::Busy(1), false), (Stage::Opening, false)]);
     assert!(t.request_done(1, true, 200));
-    t.headers_complete(2, 201);
+    t.headers_complete(2, false, 201);
     assert!(t.request_done(2, false, 202));
     // 1 is idle but authenticated: 2 goes although it was idle later.
     assert_eq!(
@@ -214,7 +215,7 @@ fn an_idle_connection_times_out_and_a_later_head_has_the_header_timeout() {
     t.admit(peer(1), 0);
     t.admit(peer(1), 0);
     for id in [1, 2] {
-        t.headers_complete(id, 100);
+        t.headers_complete(id, false, 100);
         t.request_done(id, false, 200);
     }
     assert_eq!(t.next_deadline(), Some(60_200));
@@ -232,8 +233,8 @@ fn busy_and_upgraded_connections_never_time_out() {
     let mut t = ConnectionTable::new(LIMITS);
     t.admit(peer(1), 0);
     t.admit(peer(1), 0);
-    t.headers_complete(1, 10);
-    t.headers_complete(2, 10);
+    t.headers_complete(1, false, 10);
+    t.headers_complete(2, false, 10);
     t.upgraded(2);
     // Bytes on a busy or upgraded connection change nothing.
     t.bytes_arrived(1, 20);
@@ -241,7 +242,7 @@ fn busy_and_upgraded_connections_never_time_out() {
     assert_eq!(t.next_deadline(), None);
     assert_eq!(t.expire(u64::MAX), []);
     // Two requests in flight (pipelined): idle after both.
-    t.headers_complete(1, 30);
+    t.headers_complete(1, false, 30);
     assert!(!t.request_done(1, false, 40));
     assert!(t.request_done(1, false, 50));
     assert_eq!(t.next_deadline(), Some(60_050));
@@ -254,7 +255,7 @@ fn counts_are_kept_per_reason() {
     t.admit(peer(9), 201); // evicts 3
     t.remove(1);
     t.remove(3);
-    t.headers_complete(4, 300);
+    t.headers_complete(4, false, 300);
     assert_eq!(t.admit(peer(9), 301), Admission::Refuse);
     t.expire(100_000); // nothing: both busy
     let counts: Vec<(&str, u64)> = t.closed().map(|(r, n)| (r.name(), n)).collect();
@@ -262,9 +263,44 @@ fn counts_are_kept_per_reason() {
         counts,
         [
             ("header_timeout", 0),
+            ("body_timeout", 0),
             ("idle_timeout", 0),
             ("evicted", 2),
             ("refused", 1)
         ]
+    );
+}
+
+#[test]
+fn a_body_must_arrive_within_the_header_timeout_of_its_head() {
+    let mut t = ConnectionTable::new(LIMITS);
+    t.admit(peer(1), 0);
+    t.admit(peer(1), 0);
+    t.headers_complete(1, true, 1_000);
+    t.headers_complete(2, true, 1_000);
+    assert_eq!(t.stage(1), Some(Stage::Receiving));
+    // 2's body arrives: it is busy, with no deadline.
+    t.body_done(2, 1_500);
+    assert_eq!(t.stage(2), Some(Stage::Busy(1)));
+    assert_eq!(t.next_deadline(), Some(11_000));
+    assert_eq!(t.expire(11_000), [(1, CloseReason::BodyTimeout)]);
+    assert_eq!(t.closed_for(CloseReason::BodyTimeout), 1);
+    // A request answered before its body was read leaves it idle.
+    t.admit(peer(1), 12_000);
+    t.headers_complete(3, true, 12_000);
+    assert!(t.request_done(3, false, 12_100));
+    assert_eq!(t.stage(3), Some(Stage::Idle));
+}
+
+#[test]
+fn a_connection_trickling_a_body_is_evicted_like_an_idle_one() {
+    let mut t = table_with(&[
+        (Stage::Busy(1), false),
+        (Stage::Receiving, true), // authenticated: stays
+        (Stage::Receiving, false),
+    ]);
+    assert_eq!(
+        t.admit(peer(9), 200),
+        Admission::AdmitEvicting { id: 4, victim: 3 }
     );
 }
