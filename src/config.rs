@@ -187,6 +187,31 @@ pub struct HttpConfig {
     /// Origins (besides the hub's own) whose pages may open `/ws` and send
     /// requests with a session, e.g. `["https://grafana.example:3000"]`.
     pub allowed_origins: Vec<String>,
+    /// A connection that has not sent a whole request head this long after
+    /// it opened (or after the first byte of a later request) is closed, ms;
+    /// the TLS handshake counts against it, and a request's body must
+    /// follow its head within as long again.
+    pub header_read_timeout_ms: u64,
+    /// A keep-alive connection with no request in flight is closed after
+    /// this long, ms.
+    pub idle_timeout_ms: u64,
+    /// Most HTTP connections open at once, upgraded WebSockets included.
+    pub max_connections: usize,
+    /// History queries one address may have running at once.
+    pub history_queries_per_address: usize,
+    /// PEM certificate chain for HTTPS ("" for plain HTTP).
+    pub tls_cert_path: PathBuf,
+    /// PEM private key for HTTPS ("" for plain HTTP).
+    pub tls_key_path: PathBuf,
+}
+
+impl HttpConfig {
+    /// The certificate and key paths when TLS is on (both set).
+    pub fn tls_paths(&self) -> Option<(&Path, &Path)> {
+        let set = |p: &PathBuf| !p.as_os_str().is_empty();
+        (set(&self.tls_cert_path) && set(&self.tls_key_path))
+            .then_some((self.tls_cert_path.as_path(), self.tls_key_path.as_path()))
+    }
 }
 
 /// `[ws]`
@@ -195,6 +220,9 @@ pub struct HttpConfig {
 pub struct WsConfig {
     /// Most concurrent WebSocket clients.
     pub max_clients: usize,
+    /// Most concurrent WebSocket clients from one address (an IPv6 client
+    /// counts by its /64 network).
+    pub max_clients_per_address: usize,
     /// Largest accepted client message, bytes.
     pub max_client_message_bytes: usize,
     /// Replay buffer bound, bytes (estimated JSON size).
@@ -298,7 +326,21 @@ impl HubConfig {
 
     /// Checks ranges the types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, usize); 24] = [
+        let positive: [(&'static str, usize); 29] = [
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms as usize,
+            ),
+            ("http.idle_timeout_ms", self.http.idle_timeout_ms as usize),
+            ("http.max_connections", self.http.max_connections),
+            (
+                "http.history_queries_per_address",
+                self.http.history_queries_per_address,
+            ),
+            (
+                "ws.max_clients_per_address",
+                self.ws.max_clients_per_address,
+            ),
             (
                 "storage.flush_interval_ms",
                 self.storage.flush_interval_ms as usize,
@@ -487,6 +529,26 @@ impl HubConfig {
                 )));
             }
         }
+        if self.ws.max_clients >= self.http.max_connections {
+            return Err(ConfigError::OutOfRange {
+                key: "http.max_connections",
+                expected: "more than ws.max_clients (upgraded WebSockets are HTTP connections too; leave room for page loads and API calls)",
+            });
+        }
+        let cert_set = !self.http.tls_cert_path.as_os_str().is_empty();
+        let key_set = !self.http.tls_key_path.as_os_str().is_empty();
+        if cert_set && !key_set {
+            return Err(ConfigError::OutOfRange {
+                key: "http.tls_key_path",
+                expected: "the PEM private key of http.tls_cert_path: the two are set together (or both left empty for plain HTTP)",
+            });
+        }
+        if key_set && !cert_set {
+            return Err(ConfigError::OutOfRange {
+                key: "http.tls_cert_path",
+                expected: "the PEM certificate of http.tls_key_path: the two are set together (or both left empty for plain HTTP)",
+            });
+        }
         if self.ws.replay_bytes < self.ws.client_budget_bytes {
             return Err(ConfigError::OutOfRange {
                 key: "ws.replay_bytes",
@@ -506,7 +568,22 @@ fn explain(message: String) -> String {
     }
 }
 
+/// Open files the hub needs besides its connections: listening sockets,
+/// the history database (file, write-ahead log, shared memory, a reader),
+/// the runtime's own descriptors, logs, and a connection accepted only to
+/// be refused.
+pub const RESERVED_FILES: u64 = 128;
+
 impl HubConfig {
+    /// Open files the configured connection caps may need at once:
+    /// `http.max_connections` (WebSockets included) plus
+    /// `control.max_connections` plus [`RESERVED_FILES`].
+    pub fn open_files_needed(&self) -> u64 {
+        let http = u64::try_from(self.http.max_connections).unwrap_or(u64::MAX);
+        let control = u64::try_from(self.control.max_connections).unwrap_or(u64::MAX);
+        http.saturating_add(control).saturating_add(RESERVED_FILES)
+    }
+
     /// `control.tokens` with parsed device ids.
     pub fn device_tokens(&self) -> Result<HashMap<u32, String>, ConfigError> {
         self.control

@@ -28,6 +28,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::assets;
 use crate::auth::{Auth, Denied, Role};
 use crate::command_json::parse_command;
+use crate::connection::ConnectionInfo;
 use crate::core::{Core, SubmitError};
 use crate::history::query::{RangeRequest, SensorRef};
 use crate::history_api::{self, HistoryError};
@@ -270,12 +271,14 @@ fn range_request(query: &HashMap<String, String>) -> Result<RangeRequest, String
     Ok(request)
 }
 
-/// `GET /api/devices/{id}/sensors/{sensor}/history`.
+/// `GET /api/devices/{id}/sensors/{sensor}/history`, from a client at
+/// `connection` (absent under `warp::test`: no per-address cap).
 async fn history(
     ctx: HttpContext,
     device: u32,
     sensor: String,
     query: HashMap<String, String>,
+    connection: Option<ConnectionInfo>,
 ) -> Response<Bytes> {
     let request = match range_request(&query) {
         Ok(r) => r,
@@ -284,7 +287,9 @@ async fn history(
     let sensor = percent_encoding::percent_decode_str(&sensor).decode_utf8_lossy();
     let sensor = SensorRef::parse(&sensor);
     let now = ctx.ws.clock.now();
-    match history_api::answer(&ctx.core, device, &sensor, &request, None, now).await {
+    let peer = connection.map(|c| c.peer.ip());
+    let gate = &ctx.ws.history;
+    match history_api::answer(&ctx.core, gate, peer, device, &sensor, &request, None, now).await {
         Ok(answer) => response(StatusCode::OK, "application/json", answer.to_json()),
         Err(e) => {
             if let HistoryError::Failed(_) = e {
@@ -529,7 +534,10 @@ pub fn routes(
         .and(get)
         .and(viewer.clone())
         .and(warp::query::<HashMap<String, String>>())
-        .then(move |device, sensor, _, query| history(history_ctx.clone(), device, sensor, query));
+        .and(warp::ext::optional::<ConnectionInfo>())
+        .then(move |device, sensor, _, query, connection| {
+            history(history_ctx.clone(), device, sensor, query, connection)
+        });
     let login_ctx = ctx.clone();
     let login = warp::path!("api" / "login")
         .and(warp::post())

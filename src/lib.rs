@@ -20,6 +20,8 @@
 //!    * [`net`]: socket options and kernel counters.
 //!    * [`connection`]: what the HTTP listener tells the application about
 //!      a connection (peer, TLS, authenticated).
+//!    * [`per_address`]: caps per client address (WebSocket clients,
+//!      history queries).
 //!    * [`assets`]: the embedded dashboard files.
 //!    * [`command_json`]: commands as clients write them in JSON.
 //!    * [`aggregate`]: rolling windows, sequence accounting, latency.
@@ -49,6 +51,9 @@
 //!    * [`ws`]: the `/ws` endpoint; [`ws::client`] is the sans-IO
 //!      per-client logic, [`ws::session`] its socket driver.
 //!    * [`http`]: the HTTP application (uses `ws` for `/ws`).
+//!    * [`http_server`]: the HTTP listener: accept loop, TLS, timeouts and
+//!      the connection cap; [`http_server::table`] is its sans-IO
+//!      connection table.
 //!    * [`server`]: binds the sockets ([`server::Listeners`]), wires and
 //!      runs the hub ([`server::run`]) until a shutdown future completes.
 //!
@@ -73,10 +78,12 @@ pub mod core;
 pub mod history;
 pub mod history_api;
 pub mod http;
+pub mod http_server;
 pub mod ingest;
 pub mod json;
 pub mod metrics;
 pub mod net;
+pub mod per_address;
 pub mod registry;
 pub mod response;
 pub mod server;

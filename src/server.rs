@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,14 +23,16 @@ use crate::control::{ControlCollector, ControlContext, ControlMetrics};
 use crate::core::{Core, CoreMetrics};
 use crate::history::metrics::HistoryCollector;
 use crate::history::{History, StoredDevice};
+use crate::history_api::HistoryGateCollector;
 use crate::http::HttpContext;
+use crate::http_server::{Connections, HttpCollector, ListenerContext};
 use crate::ingest::{IngestCollector, IngestMetrics};
 use crate::metrics::{self, gauge, Collector, DescriptorEncoder};
 use crate::net::{bind_udp, socket_inode, RecvBuffer};
 use crate::supervisor::{Health, HealthCollector, Supervisor};
 use crate::ws::client::WsMetrics;
 use crate::ws::{WsCollector, WsContext};
-use crate::{control, http, ingest, stats, ticker};
+use crate::{control, http_server, ingest, stats, ticker};
 
 /// The hub's bound sockets.
 #[derive(Debug)]
@@ -144,6 +145,15 @@ pub async fn run(
         udp_recv_buffer,
     } = listeners;
     let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
+    raise_open_file_limit(&config);
+    let tls = match config.http.tls_paths() {
+        Some((cert, key)) => Some(http_server::tls::acceptor(cert, key)?),
+        None => None,
+    };
+    if let Some((cert, _)) = config.http.tls_paths() {
+        tracing::info!(certificate = %cert.display(), "serving HTTPS");
+    }
+    warn_if_exposed(&config, tls.is_some());
     let clock = Clock::system();
     let started_mono_ms = clock.now().mono_ms;
     let (history, stored) = open_history(&config).await?;
@@ -173,12 +183,23 @@ pub async fn run(
     let ingest_metrics = Arc::new(IngestMetrics::new(udp_inode, udp_recv_buffer));
     let control_metrics = Arc::new(ControlMetrics::default());
     let ws_metrics = Arc::new(WsMetrics::default());
+    let ws_ctx = WsContext::new(
+        core.clone(),
+        &config,
+        clock.clone(),
+        ws_metrics.clone(),
+        cancel.clone(),
+        auth.clone(),
+    );
+    let connections = Connections::new(&config.http, clock.clone());
     let mut registry = metrics::Registry::default();
     registry.register_collector(Box::new(CoreMetrics(core.clone())));
     registry.register_collector(Box::new(IngestCollector(ingest_metrics.clone())));
+    registry.register_collector(Box::new(HttpCollector(connections.clone())));
     registry.register_collector(Box::new(WsCollector(ws_metrics.clone())));
     registry.register_collector(Box::new(ControlCollector(control_metrics.clone())));
     registry.register_collector(Box::new(HistoryCollector(history.clone())));
+    registry.register_collector(Box::new(HistoryGateCollector(ws_ctx.history.clone())));
     registry.register_collector(Box::new(HealthCollector(health.clone())));
     registry.register_collector(Box::new(AuthCollector(auth.clone())));
     registry.register_collector(Box::new(Uptime {
@@ -255,15 +276,7 @@ pub async fn run(
     }
     let http_ctx = HttpContext {
         core: core.clone(),
-        ws: WsContext {
-            core: core.clone(),
-            config: Arc::new(config.ws.clone()),
-            clock: clock.clone(),
-            metrics: ws_metrics,
-            cancel: cancel.clone(),
-            next_client: Arc::new(AtomicU64::new(1)),
-            auth: auth.clone(),
-        },
+        ws: ws_ctx,
         tasks: tasks.clone(),
         metrics: Arc::new(registry),
         health,
@@ -272,13 +285,14 @@ pub async fn run(
         auth,
         metrics_open: config.metrics.open,
     };
-    let server_cancel = cancel.clone();
+    let listener_ctx = ListenerContext {
+        http: http_ctx,
+        connections,
+        tls,
+        cancel: cancel.clone(),
+    };
     supervisor.spawn_once("http", async move {
-        warp::serve(http::routes(http_ctx))
-            .incoming(http_listener)
-            .graceful(async move { server_cancel.cancelled().await })
-            .run()
-            .await;
+        http_server::run(http_listener, listener_ctx).await;
         Ok(())
     });
 
@@ -324,6 +338,65 @@ async fn watch_credentials(auth: Auth, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             _ = every.tick() => auth.refresh(),
         }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (every connection is an
+/// open file; systemd's default soft limit is 1,024), logs the limit, and
+/// warns when it is below what the configured connection caps may need.
+fn raise_open_file_limit(config: &HubConfig) {
+    let needed = config.open_files_needed();
+    let limit = match rlimit::Resource::NOFILE.get() {
+        Ok((soft, hard)) if soft < hard => match rlimit::increase_nofile_limit(hard) {
+            Ok(raised) => {
+                tracing::info!(
+                    from = soft,
+                    to = raised,
+                    needed,
+                    "open-file limit raised to the hard limit"
+                );
+                raised
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, limit = soft, "cannot raise the open-file limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => {
+            tracing::info!(
+                limit = soft,
+                needed,
+                "open-file limit (already the hard limit)"
+            );
+            soft
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            return;
+        }
+    };
+    if limit < needed {
+        tracing::warn!(
+            limit,
+            needed,
+            "the open-file limit is below what the connection caps may need \
+             (http.max_connections + control.max_connections + {} for the hub's own files): \
+             when they fill up, new connections of every kind, the control channel's too, fail. \
+             Lower http.max_connections or control.max_connections, or raise the limit \
+             (LimitNOFILE= in the systemd unit, ulimit -n in a shell)",
+            crate::config::RESERVED_FILES
+        );
+    }
+}
+
+/// Warns when the dashboard is served in clear to the network.
+fn warn_if_exposed(config: &HubConfig, tls: bool) {
+    if !tls && !config.http.bind.ip().is_loopback() {
+        tracing::warn!(
+            bind = %config.http.bind,
+            "the dashboard is reachable from the network over plain HTTP; passwords and session \
+             cookies cross it in clear — set http.tls_cert_path/http.tls_key_path, see SECURITY.md"
+        );
     }
 }
 

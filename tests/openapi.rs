@@ -33,9 +33,12 @@ const NOT_SERVED_YET: [&str; 2] = ["/favicon.ico", "/favicon.svg"];
 /// Documented statuses no test here can provoke on purpose: a history
 /// query while eight others run (429) or with a failing database (500), a
 /// command retired before its answer (500), and the favicon.
-const NOT_PROVOKED: [(&str, &str, u16); 6] = [
+const NOT_PROVOKED: [(&str, &str, u16); 7] = [
     // A task must fail for this; src/http/tests.rs provokes it.
     ("/healthz", "get", 503),
+    // The per-address cap is checked before ws.max_clients, so one client
+    // address cannot see both refusals; tests/http_listener.rs provokes it.
+    ("/ws", "get", 429),
     (HISTORY, "get", 429),
     (HISTORY, "get", 500),
     (COMMANDS, "post", 500),

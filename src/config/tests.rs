@@ -192,3 +192,80 @@ fn related_limits_are_checked_together() {
     .to_string();
     assert!(err.contains("control.max_frame_bytes"), "{err}");
 }
+
+#[test]
+fn the_listener_defaults_fit_under_1024_open_files() {
+    let c = HubConfig::defaults().unwrap();
+    assert_eq!(c.http.header_read_timeout_ms, 10_000);
+    assert_eq!(c.http.idle_timeout_ms, 60_000);
+    assert_eq!(c.http.max_connections, 512);
+    assert_eq!(c.http.history_queries_per_address, 2);
+    assert_eq!(c.ws.max_clients_per_address, 32);
+    assert_eq!(c.http.tls_paths(), None);
+    assert_eq!(c.open_files_needed(), 1_024);
+}
+
+#[test]
+fn one_tls_path_without_the_other_is_an_error_naming_the_missing_key() {
+    let err = HubConfig::load(
+        None,
+        env(&[(
+            "SENSOR_HUB__HTTP__TLS_CERT_PATH",
+            "/etc/sensor-hub/cert.pem",
+        )]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`http.tls_key_path`"), "{err}");
+    assert!(err.contains("http.tls_cert_path"), "{err}");
+
+    let err = HubConfig::load(
+        None,
+        env(&[("SENSOR_HUB__HTTP__TLS_KEY_PATH", "/etc/sensor-hub/key.pem")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`http.tls_cert_path`"), "{err}");
+
+    let c = HubConfig::load(
+        None,
+        env(&[
+            (
+                "SENSOR_HUB__HTTP__TLS_CERT_PATH",
+                "/etc/sensor-hub/cert.pem",
+            ),
+            ("SENSOR_HUB__HTTP__TLS_KEY_PATH", "/etc/sensor-hub/key.pem"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.http.tls_paths(),
+        Some((
+            Path::new("/etc/sensor-hub/cert.pem"),
+            Path::new("/etc/sensor-hub/key.pem")
+        ))
+    );
+}
+
+#[test]
+fn websockets_must_leave_room_among_http_connections() {
+    let err = HubConfig::load(
+        None,
+        env(&[
+            ("SENSOR_HUB__WS__MAX_CLIENTS", "600"),
+            ("SENSOR_HUB__HTTP__MAX_CONNECTIONS", "600"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`http.max_connections`"), "{err}");
+    assert!(err.contains("ws.max_clients"), "{err}");
+    for key in [
+        "SENSOR_HUB__HTTP__HEADER_READ_TIMEOUT_MS",
+        "SENSOR_HUB__HTTP__IDLE_TIMEOUT_MS",
+        "SENSOR_HUB__HTTP__HISTORY_QUERIES_PER_ADDRESS",
+        "SENSOR_HUB__WS__MAX_CLIENTS_PER_ADDRESS",
+    ] {
+        assert!(HubConfig::load(None, env(&[(key, "0")])).is_err(), "{key}");
+    }
+}

@@ -1,7 +1,5 @@
 //! The HTTP application without a server, through `warp::test`.
 
-use std::sync::atomic::AtomicU64;
-
 use super::*;
 use crate::clock::{Clock, Now};
 use crate::config::HubConfig;
@@ -63,15 +61,14 @@ fn hub() -> Hub {
     registry.register_collector(Box::new(crate::supervisor::HealthCollector(health.clone())));
     HttpContext {
         core: core.clone(),
-        ws: WsContext {
+        ws: WsContext::new(
             core,
-            config: Arc::new(config.ws.clone()),
-            clock: clock.clone(),
-            metrics: ws_metrics,
-            cancel: tokio_util::sync::CancellationToken::new(),
-            next_client: Arc::new(AtomicU64::new(1)),
-            auth: auth.clone(),
-        },
+            &config,
+            clock.clone(),
+            ws_metrics,
+            tokio_util::sync::CancellationToken::new(),
+            auth.clone(),
+        ),
         tasks: TaskTracker::new(),
         metrics: Arc::new(registry),
         health,

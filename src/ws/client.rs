@@ -141,6 +141,9 @@ pub struct WsMetrics {
     pub clients_accepted: Counter,
     /// Upgrades refused because `ws.max_clients` were connected.
     pub clients_rejected: Counter,
+    /// Upgrades refused because `ws.max_clients_per_address` clients of
+    /// that address were connected.
+    pub clients_rejected_per_address: Counter,
     /// Upgrades refused because the page's `Origin` was another site's.
     pub foreign_origin_refused: Counter,
     /// Messages written to clients.

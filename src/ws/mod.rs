@@ -1,8 +1,9 @@
 //! The `/ws` endpoint: the upgrade handshake (done here rather than with
 //! warp's wrapper so messages can be shared as `Utf8Bytes` without a copy
-//! per client), the client-count limit, and one [`session`] per client,
-//! whose logic is the sans-IO [`client::Client`]. The API is documented in
-//! docs/WEBSOCKET.md.
+//! per client), the client-count limits (all clients, and per address, the
+//! address taken from the listener's [`ConnectionInfo`]), and one
+//! [`session`] per client, whose logic is the sans-IO [`client::Client`].
+//! The API is documented in docs/WEBSOCKET.md.
 
 pub mod client;
 pub mod limits;
@@ -22,8 +23,9 @@ use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection};
 
 use crate::auth::Principal;
+use crate::connection::ConnectionInfo;
 use crate::metrics::{counter, gauge, labeled_counters, Collector, DescriptorEncoder};
-use crate::response::response;
+use crate::response::{json_error, response};
 use client::{Eviction, WsMetrics};
 use requests::ClientError;
 pub use session::WsContext;
@@ -51,9 +53,13 @@ pub fn route(
         .and(warp::header::headers_cloned())
         .and(gate)
         .and(warp::ext::optional::<OnUpgrade>())
+        .and(warp::ext::optional::<ConnectionInfo>())
         .map(
-            move |headers: warp::http::HeaderMap, principal: Principal, on_upgrade| {
-                accept(&ctx, &tasks, &headers, principal, on_upgrade)
+            move |headers: warp::http::HeaderMap,
+                  principal: Principal,
+                  on_upgrade,
+                  connection: Option<ConnectionInfo>| {
+                accept(&ctx, &tasks, &headers, principal, on_upgrade, connection)
             },
         )
 }
@@ -94,6 +100,12 @@ impl Collector for WsCollector {
             "sensor_hub_ws_queued_bytes",
             "Bytes waiting to be written to WebSocket clients (each bounded by ws.client_budget_bytes).",
             m.queued_bytes.get(),
+        )?;
+        counter(
+            &mut e,
+            "sensor_hub_ws_clients_rejected_per_address",
+            "WebSocket upgrades refused (429) because ws.max_clients_per_address clients of that address were connected.",
+            m.clients_rejected_per_address.get(),
         )?;
         counter(
             &mut e,
@@ -141,6 +153,7 @@ fn accept(
     headers: &warp::http::HeaderMap,
     principal: Principal,
     on_upgrade: Option<OnUpgrade>,
+    connection: Option<ConnectionInfo>,
 ) -> Reply {
     // A browser sends `Origin`; a page of another site must not read the
     // stream or send commands (cross-site WebSocket hijacking). Clients
@@ -166,6 +179,25 @@ fn accept(
             StatusCode::BAD_REQUEST,
             "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13)\n",
         );
+    };
+    // Without a listener's ConnectionInfo (`warp::test`), no per-address cap.
+    let peer = connection.map(|c| c.peer.ip());
+    let address_slot = match peer {
+        Some(ip) => match ctx.per_address.try_acquire(ip) {
+            Some(slot) => Some(slot),
+            None => {
+                ctx.metrics.clients_rejected_per_address.inc();
+                return json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "your address has {} WebSocket connections open already \
+                         (ws.max_clients_per_address); close one (another tab?) and retry",
+                        ctx.per_address.max()
+                    ),
+                );
+            }
+        },
+        None => None,
     };
     let Some(slot) = ClientSlot::reserve(&ctx.metrics, ctx.config.max_clients) else {
         ctx.metrics.clients_rejected.inc();
@@ -194,8 +226,8 @@ fn accept(
                     Some(config),
                 )
                 .await;
-                session::run(session_ctx, principal, ws).await;
-                drop(slot);
+                session::run(session_ctx, principal, ws, peer).await;
+                drop((slot, address_slot));
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
         }

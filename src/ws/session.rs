@@ -9,6 +9,7 @@
 //! and batches what is queued into one flush. Bytes handed to it and not
 //! yet written are the client's budget figure.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,8 @@ use crate::auth::{Auth, Principal};
 use crate::clock::{Clock, Now};
 use crate::config::WsConfig;
 use crate::core::{Core, Snapshot, SubmitError};
-use crate::history_api::{self, HistoryError};
+use crate::history_api::{self, HistoryGate};
+use crate::per_address::AddressLimit;
 use crate::registry::Origin;
 use crate::stream::subscription::Subscription;
 use crate::stream::{Entry, Gone};
@@ -67,6 +69,35 @@ pub struct WsContext {
     pub next_client: Arc<AtomicU64>,
     /// Access control: a client is closed when its credentials end.
     pub auth: Auth,
+    /// Clients per address (`ws.max_clients_per_address`).
+    pub per_address: Arc<AddressLimit>,
+    /// History queries per address, shared with HTTP's.
+    pub history: Arc<HistoryGate>,
+}
+
+impl WsContext {
+    /// A context whose per-address caps come from `config`
+    /// (`ws.max_clients_per_address`, `http.history_queries_per_address`).
+    pub fn new(
+        core: Arc<Core>,
+        config: &crate::config::HubConfig,
+        clock: Clock,
+        metrics: Arc<WsMetrics>,
+        cancel: CancellationToken,
+        auth: Auth,
+    ) -> WsContext {
+        WsContext {
+            core,
+            config: Arc::new(config.ws.clone()),
+            clock,
+            metrics,
+            cancel,
+            next_client: Arc::new(AtomicU64::new(1)),
+            auth,
+            per_address: AddressLimit::new(config.ws.max_clients_per_address),
+            history: Arc::new(HistoryGate::new(config.http.history_queries_per_address)),
+        }
+    }
 }
 
 impl EventSource for Core {
@@ -118,9 +149,9 @@ struct Queued {
     written: Notify,
 }
 
-/// Serves one client on `socket` until it leaves, is closed, or the hub
-/// stops.
-pub async fn run<S>(ctx: WsContext, principal: Principal, socket: S)
+/// Serves one client with `principal`'s rights, at `peer` (`None` when
+/// unknown), on `socket` until it leaves, is closed, or the hub stops.
+pub async fn run<S>(ctx: WsContext, principal: Principal, socket: S, peer: Option<IpAddr>)
 where
     S: Sink<Message, Error = WsError> + Stream<Item = Result<Message, WsError>> + Send + 'static,
 {
@@ -150,6 +181,7 @@ where
         ctx: &ctx,
         out,
         queued: queued.clone(),
+        peer,
     };
     let (history_tx, mut history_rx) = mpsc::channel::<String>(HISTORY_IN_FLIGHT);
     let mut head = ctx.core.watch_head();
@@ -269,6 +301,8 @@ struct Driver<'a> {
     ctx: &'a WsContext,
     out: mpsc::Sender<Outgoing>,
     queued: Arc<Queued>,
+    /// The client's address, for the per-address history cap.
+    peer: Option<IpAddr>,
 }
 
 impl Driver<'_> {
@@ -321,12 +355,16 @@ impl Driver<'_> {
                         range,
                     } = *query;
                     let core = self.ctx.core.clone();
+                    let gate = self.ctx.history.clone();
+                    let peer = self.peer;
                     let metrics = self.ctx.metrics.clone();
                     let tx = history_tx.clone();
                     let now = self.ctx.clock.now();
                     tokio::spawn(async move {
                         let text = match history_api::answer(
                             &core,
+                            &gate,
+                            peer,
                             device,
                             &sensor,
                             &range,
@@ -338,7 +376,7 @@ impl Driver<'_> {
                             Ok(answer) => answer.to_json(),
                             Err(e) => {
                                 let code = match e {
-                                    HistoryError::Busy => ClientError::HistoryBusy,
+                                    ref e if e.is_busy() => ClientError::HistoryBusy,
                                     ref e if e.is_client_error() => ClientError::BadHistory,
                                     _ => ClientError::HistoryUnavailable,
                                 };

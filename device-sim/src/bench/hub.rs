@@ -80,6 +80,9 @@ impl HubProcess {
             .env("SENSOR_HUB__HTTP__BIND", "127.0.0.1:0")
             .env("SENSOR_HUB__CONTROL__FLEET_TOKEN", TOKEN)
             .env("SENSOR_HUB__WS__MAX_CLIENTS", "4000")
+            // Every client of the benchmark comes from loopback.
+            .env("SENSOR_HUB__WS__MAX_CLIENTS_PER_ADDRESS", "4000")
+            .env("SENSOR_HUB__HTTP__MAX_CONNECTIONS", "5000")
             .env("SENSOR_HUB__CONTROL__MAX_CONNECTIONS", "20000")
             .env("SENSOR_HUB__LIMITS__MAX_DEVICES", "20000")
             .env("RUST_LOG", "info")

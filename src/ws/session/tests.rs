@@ -21,16 +21,14 @@ fn context(config: &HubConfig) -> WsContext {
         std::process::id()
     ));
     let auth = Auth::open(&config.auth, &config.http).unwrap();
-    let config = &config;
-    WsContext {
+    WsContext::new(
+        Arc::new(Core::new(&config, None)),
+        &config,
+        Clock::system(),
+        Arc::new(WsMetrics::default()),
+        CancellationToken::new(),
         auth,
-        core: Arc::new(Core::new(config, None)),
-        config: Arc::new(config.ws.clone()),
-        clock: Clock::system(),
-        metrics: Arc::new(WsMetrics::default()),
-        cancel: CancellationToken::new(),
-        next_client: Arc::new(AtomicU64::new(1)),
-    }
+    )
 }
 
 /// Starts a session on one end of a pipe; returns the other end.
@@ -45,7 +43,7 @@ async fn serve(ctx: &WsContext) -> (DuplexStream, tokio::task::JoinHandle<()>) {
         name: "test".into(),
         via: crate::auth::Via::Token("t".into()),
     };
-    let task = tokio::spawn(run(ctx.clone(), operator, ws));
+    let task = tokio::spawn(run(ctx.clone(), operator, ws, None));
     (client, task)
 }
 
