@@ -550,6 +550,7 @@ pub fn routes(
     let logout = warp::path!("api" / "logout")
         .and(warp::post())
         .and(viewer.clone())
+        .and(json.clone())
         .and(access::facts())
         .map(move |_, facts| account::logout(&logout_ctx, &facts));
     let me = warp::path!("api" / "me")

@@ -129,23 +129,15 @@ async fn reboot_resets_the_sequence_and_the_device_comes_back() {
             >= 20
     })
     .await;
-    let (status, body) = {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut s = tokio::net::TcpStream::connect(hub.http).await.unwrap();
-        let body = r#"{"kind":"reboot"}"#;
-        let request = format!(
-            "POST /api/devices/1/commands HTTP/1.1\r\nHost: hub\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(request.as_bytes()).await.unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).await.unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        (
-            head.split_whitespace().nth(1).unwrap().to_string(),
-            body.to_string(),
-        )
-    };
+    let (answer, _) = http_request(
+        hub.http,
+        "POST",
+        "/api/devices/1/commands",
+        &[("Content-Type", "application/json")],
+        Some(br#"{"kind":"reboot"}"#),
+    )
+    .await;
+    let (status, body) = (answer.status.to_string(), answer.text());
     assert_eq!(status, "200", "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["state"], "succeeded");

@@ -289,21 +289,17 @@ async fn post_command(
     query: &str,
     body: &str,
 ) -> (u16, serde_json::Value) {
-    use tokio::io::AsyncReadExt as _;
-    let mut s = TcpStream::connect(hub.http).await.unwrap();
-    let request = format!(
-        "POST /api/devices/{device}/commands{query} HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (answer, _) = http_request(
+        hub.http,
+        "POST",
+        &format!("/api/devices/{device}/commands{query}"),
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+    )
+    .await;
     (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        answer.status,
+        serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null),
     )
 }
 

@@ -55,15 +55,29 @@ struct HubProcess {
     log: Arc<Mutex<String>>,
     drain: Option<JoinHandle<()>>,
     listening: mpsc::Receiver<String>,
+    /// A viewer token of this run (its credentials file is made anew at
+    /// each start).
+    token: String,
 }
 
 impl HubProcess {
     /// Starts the hub with its database at `db`, plus `overrides`
     /// (`SENSOR_HUB__…` environment variables).
     fn start(label: &'static str, db: &Path, overrides: &[(&str, &str)]) -> HubProcess {
+        // Not beside the database: the tests look at what appears there.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let credentials = std::env::temp_dir().join(format!(
+            "sensor-hub-crash-credentials-{}-{}.json",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let (_, token) = sensor_hub::auth::store::CredentialFile::new(&credentials)
+            .update(|c| c.add_token("crash-test", sensor_hub::auth::Role::Viewer, 0))
+            .unwrap();
         let mut command = Command::new(BIN);
         command
             .arg("run")
+            .env("SENSOR_HUB__AUTH__CREDENTIALS_PATH", &credentials)
             .env("SENSOR_HUB__STORAGE__PATH", db)
             .env("SENSOR_HUB__UDP__BIND", "127.0.0.1:0")
             .env("SENSOR_HUB__CONTROL__BIND", "127.0.0.1:0")
@@ -98,6 +112,7 @@ impl HubProcess {
             log,
             drain: Some(drain),
             listening,
+            token,
         }
     }
 
@@ -125,11 +140,13 @@ impl HubProcess {
             let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
             rest[..end].parse().unwrap()
         };
-        Addrs {
+        let addrs = Addrs {
             udp: addr("udp"),
             control: addr("control"),
             http: addr("http"),
-        }
+        };
+        support::register_token(addrs.http, &self.token);
+        addrs
     }
 
     /// Waits up to `within` for it to exit by itself; its status and its

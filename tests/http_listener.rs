@@ -60,8 +60,10 @@ async fn start_command(hub: &TestHub, device: u32) -> TcpStream {
     let body = r#"{"kind":"identify"}"#;
     let mut s = TcpStream::connect(hub.http).await.unwrap();
     let request = format!(
-        "POST /api/devices/{device}/commands?timeout_ms=1000 HTTP/1.1\r\nHost: hub\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /api/devices/{device}/commands?timeout_ms=1000 HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        hub.token,
         body.len()
     );
     s.write_all(request.as_bytes()).await.unwrap();
@@ -158,8 +160,15 @@ impl TestCert {
 }
 
 /// `GET path` with `Connection: close` on `stream`; the status and body.
-async fn get_on<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, path: &str) -> (u16, String) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+async fn get_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    path: &str,
+    token: &str,
+) -> (u16, String) {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     // A TLS peer may close without close_notify: what was read counts.
@@ -172,12 +181,13 @@ async fn get_on<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, path: &str) ->
     (status, body.to_string())
 }
 
-async fn tls_get(cert: &TestCert, addr: SocketAddr, path: &str) -> (u16, String) {
+async fn tls_get(cert: &TestCert, hub: &TestHub, path: &str) -> (u16, String) {
+    let addr = hub.http;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cert.client.clone()));
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let tls = connector.connect(name, tcp).await.expect("TLS handshake");
-    get_on(tls, path).await
+    get_on(tls, path, &hub.token).await
 }
 
 #[tokio::test]
@@ -189,7 +199,7 @@ async fn https_with_a_self_signed_certificate_serves_healthz() {
         ("SENSOR_HUB__HTTP__TLS_KEY_PATH", key_path.as_str()),
     ])
     .await;
-    let (status, body) = tls_get(&cert, hub.http, "/healthz").await;
+    let (status, body) = tls_get(&cert, &hub, "/healthz").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, r#"{"status":"ok"}"#);
 
@@ -203,7 +213,7 @@ async fn https_with_a_self_signed_certificate_serves_healthz() {
     let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut ignored))
         .await
         .expect("the hub closes a plain connection to its HTTPS port");
-    let (_, metrics) = tls_get(&cert, hub.http, "/metrics").await;
+    let (_, metrics) = tls_get(&cert, &hub, "/metrics").await;
     assert!(
         metrics
             .lines()

@@ -346,6 +346,253 @@ fn assert_status(what: &str, status: u16, expected: u16, body: &Json) {
     assert_eq!(status, expected, "{what}: {body}");
 }
 
+/// A request path for a documented path template.
+fn sample_target(template: &str) -> String {
+    template
+        .replace("/api/tokens/{id}", "/api/tokens/00000000")
+        .replace("{id}", "30")
+        .replace("{sensor}", "0")
+}
+
+/// A valid body for a POST to `template`.
+fn sample_body(template: &str) -> &'static [u8] {
+    match template {
+        COMMANDS => br#"{"kind":"identify"}"#,
+        "/api/login" => br#"{"password":"a sample password"}"#,
+        "/api/tokens" => br#"{"name":"sample","role":"viewer"}"#,
+        _ => b"{}",
+    }
+}
+
+/// Every documented refusal of access control, on every operation that
+/// documents it, and the account endpoints' own answers.
+async fn access_control(spec: &mut Spec, hub: &TestHub) {
+    let addr = hub.http;
+    let operations: Vec<(String, String, BTreeSet<u16>)> = spec.doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object().unwrap().iter().map(move |(method, op)| {
+                let statuses = op["responses"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .filter_map(|k| k.parse().ok())
+                    .collect();
+                (path.clone(), method.to_ascii_uppercase(), statuses)
+            })
+        })
+        .collect();
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let request =
+        |template: &str, method: &str, headers: &'static [(&'static str, &'static str)]| Request {
+            method: leak(method.to_string()),
+            template: leak(template.to_string()),
+            target: sample_target(template),
+            headers,
+            body: (method == "POST").then_some(sample_body(template)),
+        };
+    for (template, method, statuses) in &operations {
+        // Any other host name: refused before anything else (DNS rebinding).
+        let (status, v) = spec
+            .call(
+                addr,
+                &request(template, method, &[("Host", "attacker.example")]),
+            )
+            .await;
+        assert_status(
+            &format!("{method} {template} with a foreign Host"),
+            status,
+            403,
+            &v,
+        );
+        if statuses.contains(&401) && !matches!(template.as_str(), "/api/login" | "/") {
+            let (status, v) = spec
+                .call(addr, &request(template, method, &[("Authorization", "")]))
+                .await;
+            assert_status(
+                &format!("{method} {template} without credentials"),
+                status,
+                401,
+                &v,
+            );
+        }
+        // (Token management needs the owner: checked below, logged in.)
+        if statuses.contains(&415) && template != "/api/tokens" {
+            let (status, v) = spec
+                .call(
+                    addr,
+                    &request(template, method, &[("Content-Type", "text/plain")]),
+                )
+                .await;
+            assert_status(
+                &format!("{method} {template} as text/plain"),
+                status,
+                415,
+                &v,
+            );
+        }
+    }
+    // Pages send a browser without a session to the login page.
+    let (status, v) = spec
+        .call(addr, &request("/", "GET", &[("Authorization", "")]))
+        .await;
+    assert_status("the dashboard without a session", status, 303, &v);
+    for file in ["/login.html", "/login.js"] {
+        let (status, v) = spec
+            .call(addr, &request(file, "GET", &[("Authorization", "")]))
+            .await;
+        assert_status(&format!("{file} without a session"), status, 200, &v);
+    }
+
+    // The account endpoints.
+    let (status, v) = spec.call(addr, &request("/api/me", "GET", &[])).await;
+    assert_status("me", status, 200, &v);
+    assert_eq!(v["role"], "operator");
+    let (status, v) = spec.call(addr, &request("/api/tokens", "GET", &[])).await;
+    assert_status("tokens need the owner", status, 403, &v);
+    let (status, v) = spec
+        .call(
+            addr,
+            &request(
+                "/api/logout",
+                "POST",
+                &[("Content-Type", "application/json")],
+            ),
+        )
+        .await;
+    assert_status("logout with a token", status, 200, &v);
+    let login = |body: &'static str, headers: &'static [(&'static str, &'static str)]| Request {
+        method: "POST",
+        template: "/api/login",
+        target: "/api/login".into(),
+        headers,
+        body: Some(body.as_bytes()),
+    };
+    const JSON_ONLY: &[(&str, &str)] =
+        &[("Content-Type", "application/json"), ("Authorization", "")];
+    let (status, v) = spec
+        .call(addr, &login(r#"{"password":"x","code":"y"}"#, JSON_ONLY))
+        .await;
+    assert_status("login with two secrets", status, 400, &v);
+    let (status, v) = spec
+        .call(
+            addr,
+            &login(
+                r#"{"code":"x"}"#,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Authorization", ""),
+                    ("Origin", "http://evil.example"),
+                ],
+            ),
+        )
+        .await;
+    assert_status("login from another site's page", status, 403, &v);
+    let code =
+        sensor_hub::auth::store::CredentialFile::new(hub.auth_dir.path().join("credentials.json"))
+            .update(|c| c.add_login_code(u64::MAX))
+            .unwrap();
+    let body = leak(format!(r#"{{"code":"{code}"}}"#));
+    let (response, _) =
+        http_request(addr, "POST", "/api/login", JSON_ONLY, Some(body.as_bytes())).await;
+    let (status, v) = spec.check(&login(body, JSON_ONLY), &response);
+    assert_status("login with a one-time code", status, 200, &v);
+    assert_eq!(v["role"], "owner");
+    let cookie = response
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let origin = leak(format!("http://{addr}"));
+    let owner: &'static [(&str, &str)] = Box::leak(Box::new([
+        ("Authorization", ""),
+        ("Cookie", leak(cookie)),
+        ("Origin", origin),
+        ("Content-Type", "application/json"),
+    ]));
+    let (status, v) = spec.call(addr, &request("/api/tokens", "GET", owner)).await;
+    assert_status("tokens, as the owner", status, 200, &v);
+    let owner_plain: &'static [(&str, &str)] = Box::leak(Box::new([
+        owner[0],
+        owner[1],
+        owner[2],
+        ("Content-Type", "text/plain"),
+    ]));
+    let (status, v) = spec
+        .call(addr, &request("/api/tokens", "POST", owner_plain))
+        .await;
+    assert_status("a new token as text/plain", status, 415, &v);
+    let new_token = |body: &'static str| Request {
+        method: "POST",
+        template: "/api/tokens",
+        target: "/api/tokens".into(),
+        headers: owner,
+        body: Some(body.as_bytes()),
+    };
+    let (status, made) = spec
+        .call(addr, &new_token(r#"{"name":"grafana","role":"viewer"}"#))
+        .await;
+    assert_status("a new token", status, 201, &made);
+    let (status, v) = spec
+        .call(addr, &new_token(r#"{"name":"grafana","role":"viewer"}"#))
+        .await;
+    assert_status("a token name taken", status, 409, &v);
+    let (status, v) = spec
+        .call(addr, &new_token(r#"{"name":"x","role":"owner"}"#))
+        .await;
+    assert_status("an owner token", status, 400, &v);
+    let id = made["id"].as_str().unwrap();
+    let revoke = Request {
+        method: "DELETE",
+        template: "/api/tokens/{id}",
+        target: format!("/api/tokens/{id}"),
+        headers: owner,
+        body: None,
+    };
+    let (status, v) = spec.call(addr, &revoke).await;
+    assert_status("revoke", status, 200, &v);
+    let (status, v) = spec.call(addr, &revoke).await;
+    assert_status("revoke again", status, 404, &v);
+
+    // Last: a wrong token or password slows this address down, so every
+    // operation with credentials is answered 429 for a while.
+    let (status, v) = spec
+        .call(
+            addr,
+            &request(
+                "/",
+                "GET",
+                &[("Authorization", "Bearer shub_00000000_guess")],
+            ),
+        )
+        .await;
+    assert_status("the dashboard with a wrong token", status, 401, &v);
+    // Past the first wait (auth.failure_delay_ms, 1 s by default).
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (status, v) = spec
+        .call(addr, &login(r#"{"password":"wrong guess"}"#, JSON_ONLY))
+        .await;
+    assert_status("a wrong password", status, 401, &v);
+    for (template, method, statuses) in &operations {
+        if statuses.contains(&429) {
+            let slowed = if template == "/api/login" {
+                login(r#"{"password":"another guess"}"#, JSON_ONLY)
+            } else {
+                request(template, method, &[("Content-Type", "application/json")])
+            };
+            let (status, v) = spec.call(addr, &slowed).await;
+            assert_status(
+                &format!("{method} {template} while slowed down"),
+                status,
+                429,
+                &v,
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_documented_path_answers_as_documented() {
     let mut spec = Spec::load();
@@ -418,14 +665,17 @@ async fn every_documented_path_answers_as_documented() {
         method: "POST",
         template: COMMANDS,
         target: "/api/devices/30/commands".into(),
-        headers: &[],
+        headers: &[("Content-Type", "application/json")],
         body: None,
     };
     let (status, v) = spec.call(addr, &no_length).await;
     assert_status("no Content-Length", status, 411, &v);
     // Announced only: the hub refuses on the header, before any body.
     let too_large = Request {
-        headers: &[("Content-Length", "20000")],
+        headers: &[
+            ("Content-Type", "application/json"),
+            ("Content-Length", "20000"),
+        ],
         ..no_length
     };
     let (status, v) = spec.call(addr, &too_large).await;
@@ -559,6 +809,12 @@ async fn every_documented_path_answers_as_documented() {
         ..Request::get("", "/api/hub")
     };
     spec.call_undocumented(addr, &wrong_method, 405).await;
+    hub.stop().await;
+
+    // Access control, on a hub of its own (the slowdown it provokes would
+    // hold up other requests from this address).
+    let hub = start_hub(&[]).await;
+    access_control(&mut spec, &hub).await;
     hub.stop().await;
 
     // A hub that keeps no history.

@@ -155,9 +155,9 @@ async fn with_short_timeouts_slow_and_idle_connections_are_closed_and_counted() 
     // A whole head announcing a body that never comes.
     let mut trickle = TcpStream::connect(hub.http).await.unwrap();
     let head = format!(
-        "POST /api/devices/1/commands HTTP/1.1\r\nHost: {}\r\n\
+        "POST /api/devices/1/commands HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"kind\"",
-        hub.http
+        hub.http, hub.token
     );
     trickle.write_all(head.as_bytes()).await.unwrap();
     let h = &hub;

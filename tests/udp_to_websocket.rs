@@ -233,8 +233,7 @@ async fn clients_beyond_the_limit_get_503_and_are_counted() {
     let hub = start_hub(&[("SENSOR_HUB__WS__MAX_CLIENTS", "1")]).await;
     let mut first = hub.ws().await;
     next_json(&mut first).await;
-    let url = format!("ws://{}/ws", hub.http);
-    match tokio_tungstenite::connect_async(&url).await {
+    match tokio_tungstenite::connect_async(support::ws_request(hub.http, Some(&hub.token))).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 503)
         }

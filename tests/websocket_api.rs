@@ -348,9 +348,10 @@ async fn a_client_that_never_reads_is_evicted_and_others_are_not_slowed() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(hub.http).await.unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", hub.http), stream)
-        .await
-        .unwrap();
+    let (mut slow, _) =
+        tokio_tungstenite::client_async(support::ws_request(hub.http, Some(&hub.token)), stream)
+            .await
+            .unwrap();
     slow.send(Message::text(r#"{"type":"subscribe"}"#))
         .await
         .unwrap();

@@ -69,6 +69,11 @@ pub fn token_for(addr: SocketAddr) -> Option<String> {
         .map(|(_, t)| t.clone())
 }
 
+/// Lets the request helpers send `token` to the hub at `addr`.
+pub fn register_token(addr: SocketAddr, token: &str) {
+    TOKENS.lock().unwrap().push((addr, token.to_string()));
+}
+
 /// Makes a credentials file in `dir` with an operator token; returns its
 /// path and the token.
 pub fn credentials_with_token(dir: &Path, role: sensor_hub::auth::Role) -> (PathBuf, String) {
@@ -136,7 +141,7 @@ pub async fn start_hub_on(binds: [String; 3], overrides: &[(&str, &str)]) -> Tes
         listeners.control_addr().unwrap(),
         listeners.http_addr().unwrap(),
     );
-    TOKENS.lock().unwrap().push((http, token.clone()));
+    register_token(http, &token);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(run(config, listeners, async move {
         let _ = stopped.await;
@@ -192,8 +197,12 @@ impl TestHub {
     }
 }
 
-/// A WebSocket client of the hub at `addr`, with `token` if given.
-pub async fn ws_connect(addr: SocketAddr, token: Option<&str>) -> Client {
+/// The upgrade request for `/ws` of the hub at `addr`, with `token` if
+/// given.
+pub fn ws_request(
+    addr: SocketAddr,
+    token: Option<&str>,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
     if let Some(token) = token {
@@ -201,7 +210,12 @@ pub async fn ws_connect(addr: SocketAddr, token: Option<&str>) -> Client {
             .headers_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
     }
-    let (ws, _) = tokio_tungstenite::connect_async(request)
+    request
+}
+
+/// A WebSocket client of the hub at `addr`, with `token` if given.
+pub async fn ws_connect(addr: SocketAddr, token: Option<&str>) -> Client {
+    let (ws, _) = tokio_tungstenite::connect_async(ws_request(addr, token))
         .await
         .expect("WebSocket connect");
     ws
