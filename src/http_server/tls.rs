@@ -2,7 +2,7 @@
 //! by `http.tls_cert_path` and `http.tls_key_path`, read once at start
 //! into a rustls server configuration (the `ring` crypto provider, HTTP/1.1
 //! by ALPN, since `/ws` upgrades need HTTP/1.1). Errors name the file, the
-//! key and what to do; docs/TLS.md shows how to make a self-signed pair.
+//! key and what to do; SECURITY.md shows how to make a self-signed pair.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -39,10 +39,10 @@ pub enum TlsError {
         message: String,
     },
     /// The certificate file holds no certificate.
-    #[error("{0} (http.tls_cert_path) holds no PEM certificate (a -----BEGIN CERTIFICATE----- block); docs/TLS.md shows how to make one")]
+    #[error("{0} (http.tls_cert_path) holds no PEM certificate (a -----BEGIN CERTIFICATE----- block); SECURITY.md shows how to make one")]
     NoCertificate(PathBuf),
     /// The key file holds no private key.
-    #[error("{0} (http.tls_key_path) holds no PEM private key (PKCS#8, PKCS#1 or SEC1); docs/TLS.md shows how to make one")]
+    #[error("{0} (http.tls_key_path) holds no PEM private key (PKCS#8, PKCS#1 or SEC1); SECURITY.md shows how to make one")]
     NoKey(PathBuf),
     /// rustls refused the pair.
     #[error("the TLS certificate and key were refused: {0}; check that http.tls_key_path is the key of http.tls_cert_path")]

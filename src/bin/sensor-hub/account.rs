@@ -87,7 +87,7 @@ pub fn new_login_url(config: &HubConfig, http: std::net::SocketAddr) -> anyhow::
     let code = file(config)
         .update(|c| c.add_login_code(expires))
         .context("making a login link")?;
-    Ok(login_url(http, false, &code))
+    Ok(login_url(http, config.http.tls_paths().is_some(), &code))
 }
 
 /// `sensor-hub login-link`.
