@@ -233,6 +233,7 @@ fn demo_without_the_feature_says_how_to_get_it() {
 }
 
 /// Sends `request` to `addr` and returns the whole answer.
+#[cfg(feature = "demo")]
 fn raw_http(addr: &str, request: &str) -> String {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
