@@ -1,7 +1,8 @@
 //! The `sensor-hub` binary: `check-config` verdicts and messages, a real
-//! `run` process that stops cleanly on SIGTERM, and `demo`: simulated
-//! devices with the `demo` feature, a message saying how to get them
-//! without it.
+//! `run` process that stops cleanly on SIGTERM, the account commands
+//! (`token`, `passwd`, `login-link`) on a credentials file, and `demo`:
+//! simulated devices and a working login link with the `demo` feature, a
+//! message saying how to get them without it.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -77,6 +78,106 @@ fn environment_overrides_reach_the_binary() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("0.0.0.0:47999"));
+}
+
+/// Runs `sensor-hub ARGS` on the credentials file `file`, with `stdin`.
+fn account(file: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("SENSOR_HUB__AUTH__CREDENTIALS_PATH", file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn account_commands_keep_only_hashes_and_say_what_they_did() {
+    let file = std::env::temp_dir().join(format!(
+        "sensor-hub-cli-{}-credentials.json",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&file);
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    let made = account(
+        &file,
+        &["token", "create", "--name", "grafana", "--role", "viewer"],
+        "",
+    );
+    assert!(made.status.success(), "{}", text(&made));
+    let token = String::from_utf8(made.stdout.clone())
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(token.starts_with("shub_"), "{token}");
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !stored.contains(&token[14..]),
+        "the token's secret is stored"
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    let owner = account(
+        &file,
+        &["token", "create", "--name", "x", "--role", "owner"],
+        "",
+    );
+    assert!(!owner.status.success());
+    assert!(
+        text(&owner).contains("viewer or operator"),
+        "{}",
+        text(&owner)
+    );
+    let list = account(&file, &["token", "list"], "");
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("grafana"),
+        "{}",
+        text(&list)
+    );
+    let revoked = account(&file, &["token", "revoke", "grafana"], "");
+    assert!(revoked.status.success(), "{}", text(&revoked));
+    let again = account(&file, &["token", "revoke", "grafana"], "");
+    assert!(!again.status.success());
+    assert!(text(&again).contains("token list"), "{}", text(&again));
+
+    let short = account(&file, &["passwd"], "short\n");
+    assert!(!short.status.success());
+    assert!(text(&short).contains("at least 10"), "{}", text(&short));
+    let set = account(&file, &["passwd"], "a long enough password\n");
+    assert!(set.status.success(), "{}", text(&set));
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(stored.contains("$argon2id$"), "{stored}");
+    assert!(!stored.contains("a long enough password"));
+
+    let link = account(&file, &["login-link"], "");
+    assert!(link.status.success(), "{}", text(&link));
+    let out = String::from_utf8_lossy(&link.stdout);
+    let code = out
+        .split("/login.html#code=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no link: {out}"))
+        .trim();
+    assert_eq!(code.len(), 43, "{out}");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(code));
+    let _ = std::fs::remove_file(&file);
 }
 
 #[test]
