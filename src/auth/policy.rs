@@ -51,7 +51,7 @@ impl Policy {
         host.parse::<IpAddr>().is_ok()
             || host == "localhost"
             || host.ends_with(".localhost")
-            || self.hosts.iter().any(|h| *h == host)
+            || self.hosts.contains(&host)
     }
 
     /// Whether a browser's `Origin` may use the hub, for a request sent to
@@ -61,7 +61,7 @@ impl Policy {
             return false;
         };
         let origin = origin.trim().to_ascii_lowercase();
-        if self.origins.iter().any(|o| *o == origin) {
+        if self.origins.contains(&origin) {
             return true;
         }
         let Some(host) = host_header else {
