@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each browser test file uses a different subset
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,9 @@ pub const TOKEN: &str = "browser-test-token";
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// chromedriver and a browser session, ended on drop.
+/// chromedriver and a browser session. [`Browser::end`] closes the
+/// session; dropping it (also when a test panics before `end`) kills
+/// chromedriver and the Chromium it started.
 pub struct Browser {
     pub client: Client,
     driver: Child,
@@ -45,7 +48,9 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group, with the Chromium it starts: see `Drop`.
         let driver = Command::new(CHROMEDRIVER)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -198,9 +203,25 @@ impl Browser {
         element.click().await.unwrap();
     }
 
-    pub async fn end(mut self) {
-        let _ = self.client.close().await;
-        let _ = self.driver.kill();
+    /// Closes the browser session (then `Drop` ends chromedriver).
+    pub async fn end(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // chromedriver and every Chromium process it started share one
+        // process group (its id is chromedriver's pid, not reused before
+        // the `wait` below); /bin/kill comes with procps (scripts/test).
+        let group = format!("-{}", self.driver.id());
+        let killed = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        if !killed.is_ok_and(|s| s.success()) {
+            let _ = self.driver.kill();
+        }
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
