@@ -42,6 +42,8 @@ pub const ASSETS: &[Asset] = &[
     asset!("/device.js", "device.js", JS),
     asset!("/history.js", "history.js", JS),
     asset!("/hub.js", "hub.js", JS),
+    asset!("/account.js", "account.js", JS),
+    asset!("/access.js", "access.js", JS),
     asset!("/login.html", "login.html", HTML),
     asset!("/login.js", "login.js", JS),
     asset!("/favicon.svg", "favicon.svg", SVG),

@@ -3,271 +3,26 @@
 //! (fantoccini), against a real hub with simulated devices: the fleet view,
 //! charts loaded from the history store then continued live (and live only
 //! when the hub keeps no history), the range selector, capped charts,
-//! commands clicked in the page, liveness, reconnecting after the hub
-//! restarts, a page load without failed requests or console errors (the
-//! icon included), and two tabs that each keep their own command log. The
-//! run also refreshes docs/dashboard.png and docs/device.png.
+//! commands clicked in the page, liveness, a page load without failed
+//! requests or console errors (the icon included), the hub restarting (its
+//! sessions end with it: the page goes to the login page instead of
+//! retrying, and is live again after a new login), and two tabs that each
+//! keep their own command log. Every test logs in through the real login
+//! page first (a one-time link, or the operator token typed into the form);
+//! tests/browser_security.rs has the password, the roles, the tokens view
+//! and cross-origin pages. The run also refreshes docs/dashboard.png and
+//! docs/device.png.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod browser_support;
 mod support;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use device_sim::{
-    build_fleet, run_fleet, ControlTarget, FaultSpec, FleetOptions, FleetSpec, FleetStats,
-};
-use fantoccini::{Client, ClientBuilder};
+use browser_support::*;
 use serde_json::{json, Value};
 use support::*;
-use tokio_util::sync::CancellationToken;
-
-const TOKEN: &str = "browser-test-token";
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// chromedriver and a browser session, ended on drop.
-struct Browser {
-    client: Client,
-    driver: Child,
-    /// chromedriver's port, for the log endpoint fantoccini has no call for.
-    port: u16,
-    profile: std::path::PathBuf,
-}
-
-impl Browser {
-    async fn start() -> Browser {
-        for path in [CHROMIUM, CHROMEDRIVER] {
-            assert!(
-                std::path::Path::new(path).exists(),
-                "{path} is missing: run scripts/test, which installs Debian's chromium and chromium-driver"
-            );
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let profile =
-            std::env::temp_dir().join(format!("sensor-hub-chromium-{}-{port}", std::process::id()));
-        let caps = json!({
-            // The console and network log, read by `Browser::log`.
-            "goog:loggingPrefs": {"browser": "ALL"},
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", "--window-size=1280,900",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }
-        });
-        let Value::Object(caps) = caps else {
-            unreachable!()
-        };
-        // A chromedriver that just opened its port may still reset the first
-        // request (seen with three browsers starting at once on two cores).
-        let client = loop {
-            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(caps.clone())
-                .connect(&format!("http://127.0.0.1:{port}"))
-                .await
-            {
-                Ok(client) => break client,
-                Err(e) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "no Chromium session through chromedriver: {e}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
-        Browser {
-            client,
-            driver,
-            port,
-            profile,
-        }
-    }
-
-    /// The browser's log (console messages, failed requests) since the
-    /// previous call, from chromedriver's `se/log` endpoint: entries with
-    /// `level` (e.g. "SEVERE"), `source` and `message`.
-    async fn log(&self) -> Vec<Value> {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let session = self.client.session_id().await.unwrap().unwrap();
-        let body = r#"{"type":"browser"}"#;
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .unwrap();
-        let request = format!(
-            "POST /session/{session}/se/log HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.port,
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        // chromedriver keeps the connection open: read the head, then
-        // Content-Length bytes.
-        let mut raw = Vec::new();
-        let mut chunk = [0u8; 8192];
-        let (head_len, body_len) = loop {
-            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-                .await
-                .expect("chromedriver answers the log request")
-                .unwrap();
-            assert!(n > 0, "chromedriver closed the connection: {raw:?}");
-            raw.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&raw);
-            if let Some((head, _)) = text.split_once("\r\n\r\n") {
-                assert!(head.starts_with("HTTP/1.1 200"), "{text}");
-                let length = head
-                    .lines()
-                    .find_map(|l| {
-                        let (name, value) = l.split_once(':')?;
-                        name.eq_ignore_ascii_case("content-length")
-                            .then(|| value.trim().parse::<usize>().unwrap())
-                    })
-                    .unwrap_or_else(|| panic!("no Content-Length: {head}"));
-                break (head.len() + 4, length);
-            }
-        };
-        while raw.len() < head_len + body_len {
-            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-                .await
-                .expect("chromedriver sends the whole log")
-                .unwrap();
-            assert!(n > 0, "chromedriver closed the connection early");
-            raw.extend_from_slice(&chunk[..n]);
-        }
-        let body = &raw[head_len..head_len + body_len];
-        let answer: Value = serde_json::from_slice(body).unwrap();
-        answer["value"].as_array().cloned().unwrap()
-    }
-
-    /// Runs `script` (a function body returning a value) in the page.
-    async fn js(&self, script: &str) -> Value {
-        self.client
-            .execute(script, vec![])
-            .await
-            .unwrap_or(Value::Null)
-    }
-
-    /// Polls `script` until `ok` accepts its value, for up to `within`.
-    async fn until(
-        &self,
-        what: &str,
-        within: Duration,
-        script: &str,
-        ok: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let v = self.js(script).await;
-            if ok(&v) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; last value {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Clicks the element matching `css`.
-    async fn click(&self, css: &str) {
-        let element = self
-            .client
-            .find(fantoccini::Locator::Css(css))
-            .await
-            .unwrap();
-        element.click().await.unwrap();
-    }
-
-    async fn end(mut self) {
-        let _ = self.client.close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
-    }
-}
-
-/// A simulated fleet running in the background.
-struct Fleet {
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<FleetStats>>,
-}
-
-impl Fleet {
-    fn start(
-        udp: SocketAddr,
-        control: Option<SocketAddr>,
-        first_id: u32,
-        devices: u32,
-        interval_ms: u64,
-    ) -> Fleet {
-        let fleet = build_fleet(&FleetSpec {
-            devices,
-            first_id,
-            interval_ms,
-            seed: 7,
-        });
-        let options = FleetOptions {
-            udp,
-            control: control.map(|addr| ControlTarget {
-                addr,
-                token: TOKEN.into(),
-            }),
-            boot_pause_ms: 300,
-            faults: FaultSpec::NONE,
-            device_faults: Vec::new(),
-        };
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(run_fleet(fleet, options, cancel.clone()));
-        Fleet { cancel, task }
-    }
-
-    async fn stop(self) -> FleetStats {
-        self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-    }
-}
-
-const HUB_CONFIG: &[(&str, &str)] = &[
-    ("SENSOR_HUB__CONTROL__FLEET_TOKEN", TOKEN),
-    // Devices with a session declare 100 ms: late after 0.5 s of silence.
-    // UDP-only devices (no declared interval): late after 1 s, offline after 4 s.
-    ("SENSOR_HUB__LIVENESS__DEFAULT_INTERVAL_MS", "200"),
-    ("SENSOR_HUB__LIVENESS__LATE_AFTER_INTERVALS", "5"),
-    ("SENSOR_HUB__LIVENESS__OFFLINE_AFTER_INTERVALS", "20"),
-    ("SENSOR_HUB__LIVENESS__TICK_MS", "50"),
-    ("SENSOR_HUB__WS__STATS_INTERVAL_MS", "250"),
-    // Readings reach the history store within 0.2 s.
-    ("SENSOR_HUB__STORAGE__FLUSH_INTERVAL_MS", "200"),
-];
 
 /// The chart of device 1's channel 0: its history state and range (on the
 /// figure), the history points the page received, and the points drawn,
@@ -295,15 +50,6 @@ fn count(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or(0)
 }
 
-/// The page's connection indicator state.
-const CONNECTION_STATE: &str = "return document.getElementById('connection').dataset.state;";
-
-fn row_status(id: u32) -> String {
-    format!(
-        r#"return document.querySelector('#fleet tr[data-device-id="{id}"] [data-field="status"]')?.dataset.status ?? null;"#
-    )
-}
-
 #[tokio::test]
 async fn dashboard_end_to_end() {
     let hub = start_hub(HUB_CONFIG).await;
@@ -311,6 +57,8 @@ async fn dashboard_end_to_end() {
     let udp_only = Fleet::start(hub.udp, None, 100, 1, 100);
     let browser = Browser::start().await;
     let base = format!("http://{}/?points=40", hub.http);
+    // Logged in with a one-time link, as the owner.
+    browser.login_with_link(&hub).await;
 
     // Fleet view: every device, with names and status, within a few seconds.
     browser.client.goto(&format!("{base}#/")).await.unwrap();
@@ -600,7 +348,9 @@ async fn dashboard_end_to_end() {
         .collect();
     assert!(errors.is_empty(), "browser log: {errors:#?}");
 
-    // The hub restarts; the page notices and comes back by itself.
+    // The hub restarts; the page notices. Sessions live in the hub's memory,
+    // so once the hub is back the page is sent to the login page (instead of
+    // retrying forever), and is live again after a login.
     let binds = hub.binds();
     hub.stop().await;
     browser
@@ -612,6 +362,20 @@ async fn dashboard_end_to_end() {
         )
         .await;
     let hub = start_hub_on(binds, HUB_CONFIG).await;
+    browser
+        .until(
+            "the login page once the hub is back",
+            Duration::from_secs(30),
+            PATH,
+            |v| v == "/login.html",
+        )
+        .await;
+    browser.login_with_link(&hub).await;
+    assert_eq!(
+        browser.js("return location.hash;").await,
+        "#/",
+        "back to the view the page was on"
+    );
     browser
         .until(
             "page live again",
@@ -647,6 +411,7 @@ async fn device_view_without_history() {
     let hub = start_hub(&config).await;
     let fleet = Fleet::start(hub.udp, Some(hub.control), 1, 1, 100);
     let browser = Browser::start().await;
+    browser.login_with_link(&hub).await;
     browser
         .client
         .goto(&format!("http://{}/?points=20#/device/1", hub.http))
@@ -693,26 +458,6 @@ async fn device_view_without_history() {
     hub.stop().await;
 }
 
-/// Each command log entry of the page's device view: [id, kind, state,
-/// lifecycle, detail].
-const COMMAND_LOG: &str = r#"
-    return [...document.querySelectorAll('#command-log li')].map((li) => [li.dataset.commandId,
-        li.querySelector('.kind').textContent, li.dataset.state,
-        li.querySelector('.lifecycle').textContent, li.querySelector('.detail')?.textContent ?? null]);
-"#;
-
-/// The log entries of `log` (a [`COMMAND_LOG`] value).
-fn entries(log: &Value) -> &[Value] {
-    log.as_array().map(Vec::as_slice).unwrap_or(&[])
-}
-
-/// `log` has `n` entries, all succeeded.
-fn all_succeeded(log: &Value, n: usize) -> bool {
-    let e = entries(log);
-    e.len() == n && e.iter().all(|e| e[2] == "succeeded")
-}
-
-/// The per-tab part of a command id ("ui-<tab>-<n>").
 /// In `tab`, sends a second command (identify) and checks that once it
 /// succeeded, the tab's first entry (`first`) is exactly as it was: the
 /// other tab's command statuses did not touch it.
@@ -741,6 +486,7 @@ async fn second_identify_keeps_the_first_entry(
     assert_eq!(log[1][1], "identify", "{log}");
 }
 
+/// The per-tab part of a command id ("ui-<tab>-<n>").
 fn tab_of(entry: &Value) -> String {
     let id = entry[0].as_str().unwrap();
     id.rsplit_once('-').unwrap().0.to_string()
@@ -759,6 +505,11 @@ async fn two_tabs_keep_their_own_command_logs() {
         return document.querySelector('#device-view [data-field="status"]')?.dataset.status ?? null;
     "#;
     let tab_a = browser.client.window().await.unwrap();
+    // The operator token typed into the login page; the session cookie
+    // serves both tabs.
+    browser
+        .login_with_form(hub.http, &hub.token, "operator · test-operator")
+        .await;
     browser.client.goto(&url).await.unwrap();
     browser
         .until(

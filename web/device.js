@@ -9,8 +9,10 @@
 // or by the command_id its first status told (after a reconnect this tab is a
 // new client and gets its commands' statuses without id). Statuses of other
 // clients' commands are ignored. Windows are refetched from /api/devices every
-// 5 s while open.
+// 5 s while open. A viewer (role below operator) gets no command panel, only a
+// note saying who may send commands.
 import { devices, epoch, hubNow, on, requestRefresh, send } from "/stream.js";
+import { me, mayCommand } from "/account.js";
 import { DASH, displayName, el, fmtAgo, fmtCount, fmtInterval, fmtLatency, fmtPercent, fmtValue, isNum, setText, statusOf } from "/format.js";
 import { Chart } from "/chart.js";
 import { HistoryOff, RANGES, fetchHistory, rangeSelector } from "/history.js";
@@ -125,6 +127,16 @@ function commandPanel(id) {
   return [section, { ol, empty, device: id }, disarm];
 }
 
+/** What a viewer sees where the command panel would be. */
+function noCommands() {
+  const text = me.role
+    ? `Sending commands needs the operator role; you are logged in as a ${me.role}.`
+    : "Sending commands needs the operator role; the hub has not said yet which role you have.";
+  const section = el("section", { id: "commands-off", "aria-label": "Commands" },
+    el("p", { className: "muted", textContent: text }));
+  return [section, null, () => {}];
+}
+
 function sensorFigure(s) {
   const fig = el("figure", { className: "sensor", "data-channel": String(s.channel) });
   const caption = el("figcaption");
@@ -175,7 +187,7 @@ export function mount(main, id) {
   const [counters, cf] = facts([["Received", "received"], ["Lost", "lost"], ["Reordered", "reordered"], ["Duplicated", "duplicated"],
     ["Restarts", "restarts"], ["Loss", "loss"], ["Latency p50 / p99", "latency"]], "counters");
   const grid = el("div", { className: "sensors" });
-  const [commands, view, disarm] = commandPanel(id);
+  const [commands, view, disarm] = mayCommand() ? commandPanel(id) : noCommands();
   let range = RANGES[0];
   const ranges = rangeSelector(range.key, (r) => {
     range = r;
@@ -186,8 +198,10 @@ export function mount(main, id) {
     el("h3", { textContent: "Packets" }), counters,
     el("div", { className: "sensors-head" }, el("h3", { textContent: "Sensors" }), ranges), grid, commands);
   main.replaceChildren(section);
-  logView = view;
-  renderLog();
+  if (view) {
+    logView = view;
+    renderLog();
+  }
 
   const sensors = new Map(); // channel -> figure parts (charts live only while the view is open)
   function figureFor(s) {
@@ -272,6 +286,6 @@ export function mount(main, id) {
     disarm();
     for (const p of sensors.values()) { p.load += 1; p.chart.destroy(); }
     sensors.clear();
-    if (logView === view) logView = null;
+    if (view && logView === view) logView = null;
   };
 }

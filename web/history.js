@@ -7,6 +7,7 @@
 // Answers are checked field by field; nothing from them reaches innerHTML.
 import { on, send } from "/stream.js";
 import { el, isNum, str } from "/format.js";
+import { toLogin } from "/account.js";
 
 export const RANGES = [
   { key: "15m", label: "15 min", ms: 15 * 60_000 },
@@ -95,6 +96,7 @@ async function viaHttp({ device, sensor, from, to, max_points }) {
   const res = await fetch(`/api/devices/${device}/sensors/${sensor}/history?${q}`, { cache: "no-store" });
   let body = null;
   try { body = await res.json(); } catch { /* not JSON */ }
+  if (res.status === 401) toLogin(); // the session ended
   if (res.status === 503) throw new HistoryOff(str(body?.error) ?? "history is not kept");
   if (res.status === 429) throw new Error("the hub is busy answering other history requests; change the range to retry");
   if (!res.ok) throw new Error(str(body?.error) ?? `HTTP ${res.status}`);

@@ -2,6 +2,7 @@
 // the ingest rate (from two successive polls), devices, WebSocket clients, uptime,
 // kernel drops, loss, latency, and tables of drops by reason, WebSocket
 // evictions and finished commands.
+import { toLogin } from "/account.js";
 import { DASH, el, fmtBytes, fmtCount, fmtLatency, fmtPercent, fmtRate, fmtUptime, isNum, lossRatio, setText } from "/format.js";
 
 const POLL_MS = 2000;
@@ -97,6 +98,7 @@ export function mount(main) {
   async function poll() {
     try {
       const res = await fetch("/api/hub", { cache: "no-store", signal: abort.signal });
+      if (res.status === 401) return toLogin(); // the session ended
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const body = await res.json();
       if (stopped) return;

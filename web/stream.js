@@ -2,9 +2,13 @@
 // Subscribes on the first hello, resumes with epoch + last seq after a reconnect,
 // rebuilds the model from snapshot/resync, applies readings, device_status,
 // device_stats; relays command_status/history/error; reconnects with backoff (0.5 s
-// doubling to 10 s). Also the throttled GET /api/devices refresh (names of new
-// devices, window stats). Memory: per device only latest values and stats.
+// doubling to 10 s). The session's end is the end of the page: a close with 4401
+// (logged out, token revoked), or a connection refused while GET /api/me says 401,
+// leads to the login page instead of another attempt. Also the throttled
+// GET /api/devices refresh (names of new devices, window stats). Memory: per
+// device only latest values and stats.
 import { isNum, str } from "/format.js";
+import { loadMe, me, toLogin } from "/account.js";
 
 const SUBSCRIPTION = { devices: "all", sensors: "all", mode: "live" };
 const REFRESH_MS = 5000;
@@ -18,7 +22,7 @@ const syncClock = (ms) => { if (isNum(ms)) clockOffset = ms - Date.now(); };
 // --- events ------------------------------------------------------------------
 // "model" (all devices may have changed), "device" (id), "readings" (msg),
 // "command" (command_status msg), "history" (history answer), "error" (error msg),
-// "connection" ({state, text}).
+// "connection" ({state, text}), "account" (GET /api/me answered again).
 const listeners = new Map();
 export function on(type, fn) {
   if (!listeners.has(type)) listeners.set(type, new Set());
@@ -145,6 +149,7 @@ async function loadDevices() {
   lastRefresh = Date.now();
   try {
     const res = await fetch("/api/devices", { cache: "no-store" });
+    if (res.status === 401) return toLogin();
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     applyDevices(await res.json(), true);
   } catch (err) {
@@ -187,6 +192,8 @@ function onMessage(ev) {
       backoff = 500;
       everConnected = true;
       setConnection("live", "live");
+      // The page loaded while the hub was away: who is logged in is still unknown.
+      if (me.role === null) loadMe().then((answer) => { if (answer === "ok") emit("account"); });
       if (epoch !== null && lastSeq !== null) {
         // Whatever the hub's epoch: it answers resync when it cannot honour the resume.
         send({ type: "resume", id: "resume", epoch, last_seq: lastSeq, ...SUBSCRIPTION });
@@ -209,21 +216,50 @@ function onMessage(ev) {
   }
 }
 
+/** The close code that says the session ended or its token was revoked. */
+export const LOGGED_OUT = 4401;
+
+function retry() {
+  retryAt = Date.now() + backoff;
+  setTimeout(connect, backoff);
+  backoff = Math.min(backoff * 2, 10000);
+  tick();
+}
+
 function connect() {
   retryAt = 0;
   if (everConnected) setConnection("reconnecting", "reconnecting…");
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const sock = new WebSocket(`${proto}//${location.host}/ws`);
+  let opened = false;
   ws = sock;
+  sock.addEventListener("open", () => { opened = true; });
   sock.addEventListener("message", onMessage);
-  sock.addEventListener("close", () => {
+  sock.addEventListener("close", (ev) => {
     if (ws !== sock) return;
     ws = null;
     everConnected = true; // from now on every attempt is a reconnect
-    retryAt = Date.now() + backoff;
-    setTimeout(connect, backoff);
-    backoff = Math.min(backoff * 2, 10000);
-    tick();
+    if (ev.code === LOGGED_OUT) {
+      setConnection("logged-out", "logged out");
+      toLogin();
+      return;
+    }
+    if (opened) {
+      retry();
+      return;
+    }
+    // The upgrade was refused (or the hub is away): a browser is not told
+    // why, so ask whether the session is still there before trying again.
+    setConnection("reconnecting", "reconnecting…");
+    loadMe().then((answer) => {
+      if (answer === "logged-out") {
+        setConnection("logged-out", "logged out");
+        toLogin();
+        return;
+      }
+      if (answer === "ok") emit("account");
+      retry();
+    });
   });
 }
 
