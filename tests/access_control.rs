@@ -2,7 +2,8 @@
 //! LAN would meet it: a viewer token reads but cannot command (HTTP 403,
 //! WebSocket `forbidden`); a token revoked from the command line stops
 //! working at the next request and its WebSocket is closed with 4401; a
-//! session's requests from another site's page are refused; a thousand
+//! session's requests (writes and reads) from another origin's page are
+//! refused; a thousand
 //! wrong passwords are slowed down as configured and logged within the
 //! log budget. (Every route's 401, 403 for a foreign Host and 415 are
 //! provoked by tests/openapi.rs.)
@@ -167,6 +168,16 @@ async fn a_session_is_refused_from_another_sites_page() {
     let mut own_page = session.to_vec();
     own_page.push(("Origin", own.as_str()));
     assert_eq!(post_command(&hub, &own_page).await.status, 404);
+    // Reads: the hub's own pages send no Origin on a GET; a page of
+    // another origin (a credentialed fetch) does, and is refused.
+    for (headers, expected) in [
+        (with(None), 200),
+        (own_page.clone(), 200),
+        (with(Some("http://127.0.0.1:1")), 403),
+    ] {
+        let (answer, _) = http_request(hub.http, "GET", "/api/devices", &headers, None).await;
+        assert_eq!(answer.status, expected, "{headers:?}: {}", answer.text());
+    }
     // A form or a no-cors fetch cannot send JSON.
     for content_type in [
         "text/plain",

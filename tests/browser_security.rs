@@ -638,9 +638,9 @@ async fn pages_of_other_origins_cannot_command_through_the_owners_session() {
 
     // Same site, another origin: 127.0.0.1 on another port. The browser
     // sends the owner's SameSite=Strict cookie along, so the hub knows the
-    // session and refuses by Origin: the four POSTs (403, reason "origin";
-    // a request without the cookie would count as unauthenticated) and the
-    // WebSocket (403, a foreign origin).
+    // session and refuses by Origin all six: the four POSTs, the
+    // credentialed read and the WebSocket upgrade (403, reason "origin"; a
+    // request without the cookie would count as unauthenticated).
     let before = Refusals::of(&hub).await;
     let same_site = Attacker::start("127.0.0.1", hub.http, 1).await;
     let results = run_attack(&browser, &format!("http://{}/", same_site.addr)).await;
@@ -649,10 +649,10 @@ async fn pages_of_other_origins_cannot_command_through_the_owners_session() {
         &hub,
         before,
         Refusals {
-            origin: 4,
+            origin: 6,
             unauthenticated: 0,
             content_type: 0,
-            ws_foreign_origin: 1,
+            ws_foreign_origin: 0,
         },
     )
     .await;

@@ -125,9 +125,12 @@ pub fn check(
         connection.mark_authenticated();
     }
     let changes_state = !matches!(facts.method, Method::GET | Method::HEAD);
-    if principal.is_session() && changes_state {
-        // SameSite=Strict keeps the cookie off cross-site requests in
-        // today's browsers; this also refuses them where it does not.
+    // A browser names the page's origin on every cross-origin request (and
+    // on every POST): a session's request from another origin is refused,
+    // reads included (a page of the same site, e.g. another port, gets the
+    // SameSite=Strict cookie along).
+    let from_a_page = facts.headers.contains_key(header::ORIGIN);
+    if principal.is_session() && (changes_state || from_a_page) {
         same_origin(auth, &facts.headers)?;
     }
     if !principal.may(need) {
