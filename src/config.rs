@@ -12,6 +12,10 @@ use serde::Deserialize;
 /// The documented defaults; also the first configuration layer.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
+/// Shortest device token (`control.fleet_token`, `control.tokens`) the hub
+/// accepts, bytes: 16 random characters resist online guessing for good.
+pub const MIN_DEVICE_TOKEN_BYTES: usize = 16;
+
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "SENSOR_HUB";
 
@@ -123,6 +127,15 @@ pub struct ControlConfig {
     pub max_connections: usize,
     /// Per-device tokens, keyed by device id.
     pub tokens: HashMap<String, String>,
+    /// Connections that have not yet said a valid hello, at most; a new one
+    /// ends the oldest.
+    pub max_handshaking: usize,
+    /// First wait imposed on an address after a hello with a bad token, ms.
+    pub failure_delay_ms: u64,
+    /// The wait doubles with each further failure up to this, ms.
+    pub max_failure_delay_ms: u64,
+    /// Failed hellos logged per minute (the rest are counted).
+    pub failure_log_per_minute: u32,
 }
 
 /// `[liveness]`
@@ -428,10 +441,12 @@ impl HubConfig {
                 expected: "more than liveness.late_after_intervals",
             });
         }
-        if self.control.fleet_token.len() > 128 {
+        let fleet = &self.control.fleet_token;
+        if !fleet.is_empty() && !(MIN_DEVICE_TOKEN_BYTES..=128).contains(&fleet.len()) {
             return Err(ConfigError::OutOfRange {
                 key: "control.fleet_token",
-                expected: "at most 128 bytes (the hello's token field)",
+                expected: "empty, or 16 to 128 bytes (the hello's token field): a shorter token \
+                           is guessed quickly; e.g. `openssl rand -hex 16`",
             });
         }
         self.device_tokens()?;
@@ -489,6 +504,11 @@ impl HubConfig {
             ("auth.max_sessions", self.auth.max_sessions as u64),
             ("auth.login_link_ttl_ms", self.auth.login_link_ttl_ms),
             ("auth.failure_delay_ms", self.auth.failure_delay_ms),
+            (
+                "control.max_handshaking",
+                self.control.max_handshaking as u64,
+            ),
+            ("control.failure_delay_ms", self.control.failure_delay_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::OutOfRange {
@@ -496,6 +516,12 @@ impl HubConfig {
                     expected: "a whole number of at least 1",
                 });
             }
+        }
+        if self.control.max_failure_delay_ms < self.control.failure_delay_ms {
+            return Err(ConfigError::OutOfRange {
+                key: "control.max_failure_delay_ms",
+                expected: "at least control.failure_delay_ms",
+            });
         }
         if self.auth.max_failure_delay_ms < self.auth.failure_delay_ms {
             return Err(ConfigError::OutOfRange {
@@ -595,9 +621,11 @@ impl HubConfig {
                         "key `control.tokens.{id}` is not a device id: expected a whole number like \"17\""
                     ))
                 })?;
-                if token.len() > 128 || token.is_empty() {
+                if !(MIN_DEVICE_TOKEN_BYTES..=128).contains(&token.len()) {
                     return Err(ConfigError::Invalid(format!(
-                        "bad value for `control.tokens.{id}`: expected a token of 1 to 128 bytes"
+                        "bad value for `control.tokens.{id}`: expected a token of \
+                         {MIN_DEVICE_TOKEN_BYTES} to 128 bytes (a shorter one is guessed \
+                         quickly; e.g. `openssl rand -hex 16`)"
                     )));
                 }
                 Ok((device, token.clone()))

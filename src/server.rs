@@ -233,6 +233,7 @@ pub async fn run(
         config: Arc::new(config.control.clone()),
         max_in_flight: config.commands.max_in_flight,
         tokens,
+        guard: Arc::new(crate::control::guard::HelloGuard::new(&config.control)),
         clock: clock.clone(),
         metrics: control_metrics,
         cancel: cancel.clone(),

@@ -15,7 +15,7 @@ use support::*;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "sim-fleet-token";
+const TOKEN: &str = "sim-fleet-token-for-tests";
 
 async fn device_field(hub: &TestHub, id: u32, field: &str) -> serde_json::Value {
     let (_, body) = hub.get("/api/devices").await;

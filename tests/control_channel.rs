@@ -16,7 +16,7 @@ use support::*;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
-const TOKEN: &str = "fleet-secret";
+const TOKEN: &str = "fleet-secret-for-tests";
 
 async fn hub_with(overrides: &[(&str, &str)]) -> TestHub {
     let mut all = vec![("SENSOR_HUB__CONTROL__FLEET_TOKEN", TOKEN)];
@@ -72,18 +72,63 @@ async fn valid_hello_gets_welcome_and_the_device_is_listed_with_its_sensors() {
 }
 
 #[tokio::test]
-async fn bad_token_is_rejected_and_counted() {
-    let hub = hub_with(&[("SENSOR_HUB__CONTROL__TOKENS__5", "own-token")]).await;
-    for (device, token) in [(9, "wrong"), (9, ""), (5, TOKEN)] {
+async fn bad_token_is_rejected_counted_and_slows_the_address_down() {
+    let hub = hub_with(&[
+        ("SENSOR_HUB__CONTROL__TOKENS__5", "own-token-of-device-5"),
+        ("SENSOR_HUB__CONTROL__FAILURE_DELAY_MS", "300"),
+        ("SENSOR_HUB__CONTROL__MAX_FAILURE_DELAY_MS", "300"),
+    ])
+    .await;
+    let hello_answer = |device: u32, token: &'static str| async move {
         let mut d = connect(hub.control).await;
         d.send(device::hello(device, token, 1_000)).await.unwrap();
-        let (reason, detail) = closed(&mut d).await.expect("a reject");
+        closed(&mut d).await.expect("a reject")
+    };
+    let (reason, detail) = hello_answer(9, "wrong").await;
+    assert_eq!(reason, RejectReason::BadToken);
+    assert!(detail.contains("device 9"), "{detail}");
+    // Within the wait, the next hellos from this address are not checked:
+    // neither a wrong token, nor the fleet token for a keyed device, nor
+    // even the right one.
+    for (device, token) in [(9, ""), (5, TOKEN), (5, "own-token-of-device-5")] {
+        let (reason, detail) = hello_answer(device, token).await;
         assert_eq!(reason, RejectReason::BadToken);
-        assert!(detail.contains(&format!("device {device}")), "{detail}");
+        assert!(detail.contains("retry in"), "{detail}");
     }
-    expect_closed_count(&hub, "bad_token", 3).await;
-    // The device's own token works.
-    let _ok = session(hub.control, 5, "own-token").await;
+    expect_closed_count(&hub, "bad_token", 1).await;
+    expect_closed_count(&hub, "throttled", 3).await;
+    // After the wait: a keyed device refuses the fleet token, then its own
+    // token works (which also forgets the address's failures).
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (reason, detail) = hello_answer(5, TOKEN).await;
+    assert_eq!(reason, RejectReason::BadToken);
+    assert!(detail.contains("device 5"), "{detail}");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let _ok = session(hub.control, 5, "own-token-of-device-5").await;
+    expect_closed_count(&hub, "bad_token", 2).await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn idle_unauthenticated_connections_do_not_keep_a_device_out() {
+    let hub = hub_with(&[("SENSOR_HUB__CONTROL__MAX_HANDSHAKING", "8")]).await;
+    // Fifty connections that send the preamble and then nothing.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(hub.control).await.unwrap();
+        s.write_all(&PREAMBLE).await.unwrap();
+        idle.push(s);
+    }
+    eventually("the oldest idle connections were pushed out", || async {
+        hub.metric("sensor_hub_control_closed_total{reason=\"handshake_evicted\"}")
+            .await
+            >= 42
+    })
+    .await;
+    // A real device gets its session at once (`session` expects the
+    // welcome; its own connection may push out one more idle one).
+    let _device = session(hub.control, 3, TOKEN).await;
+    drop(idle);
     hub.stop().await;
 }
 

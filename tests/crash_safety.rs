@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sensor-hub");
 /// Fleet token of the hubs started here.
-const TOKEN: &str = "crash-safety";
+const TOKEN: &str = "crash-safety-fleet-token";
 /// `storage.flush_interval_ms` as the hub ships (the runs here keep it).
 const FLUSH_INTERVAL: Duration = Duration::from_millis(1_000);
 /// Deadline for anything a hub should do "soon" (start, answer, exit). Far

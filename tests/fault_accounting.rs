@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test]
 async fn injected_loss_reorder_and_duplicates_are_counted_exactly() {
     let hub = start_hub(&[
-        ("SENSOR_HUB__CONTROL__FLEET_TOKEN", "faults"),
+        ("SENSOR_HUB__CONTROL__FLEET_TOKEN", "faults-fleet-token"),
         ("SENSOR_HUB__CONTROL__HEARTBEAT_INTERVAL_MS", "100"),
         ("SENSOR_HUB__CONTROL__IDLE_TIMEOUT_MS", "1000"),
     ])
@@ -29,7 +29,7 @@ async fn injected_loss_reorder_and_duplicates_are_counted_exactly() {
     let mut options = FleetOptions::udp_only(hub.udp);
     options.control = Some(ControlTarget {
         addr: hub.control,
-        token: "faults".into(),
+        token: "faults-fleet-token".into(),
     });
     options.boot_pause_ms = 100;
     options.faults = FaultSpec {

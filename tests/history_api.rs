@@ -16,7 +16,7 @@ use support::*;
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
-const TOKEN: &str = "history-test";
+const TOKEN: &str = "history-test-fleet-token";
 
 /// A hub that flushes every 100 ms into the database at `db`.
 async fn hub_at(db: &std::path::Path) -> TestHub {

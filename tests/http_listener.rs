@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
-const TOKEN: &str = "fleet-secret";
+const TOKEN: &str = "fleet-secret-for-tests";
 
 /// The head of a WebSocket upgrade request (closed after a refusal).
 const UPGRADE: [(&str, &str); 4] = [

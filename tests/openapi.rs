@@ -21,7 +21,7 @@ use sensor_hub_protocol::Value;
 use serde_json::{json, Value as Json};
 use support::*;
 
-const TOKEN: &str = "openapi-test";
+const TOKEN: &str = "openapi-test-fleet-token";
 
 const COMMANDS: &str = "/api/devices/{id}/commands";
 const HISTORY: &str = "/api/devices/{id}/sensors/{sensor}/history";

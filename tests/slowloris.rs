@@ -20,7 +20,7 @@ use support::{eventually, http_get, start_hub, TestHub};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-const TOKEN: &str = "fleet-secret";
+const TOKEN: &str = "fleet-secret-for-tests";
 /// Attacking connections.
 const ATTACKERS: usize = 2_000;
 /// Most the process's resident memory may grow under the attack, KiB. A

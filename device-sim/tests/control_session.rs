@@ -30,7 +30,7 @@ type DeviceConn = Framed<TcpStream, FrameCodec<DeviceMessage, HubMessage>>;
 const TEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest one expected event may take.
 const STEP: Duration = Duration::from_secs(3);
-const TOKEN: &str = "fleet-t0ken";
+const TOKEN: &str = "fleet-t0ken-for-tests";
 
 /// A fleet of one device (id 7; temperature, humidity, pressure) sending
 /// every `interval_ms`.

@@ -152,11 +152,11 @@ fn missing_file_and_syntax_errors_name_the_file() {
 
 #[test]
 fn device_tokens_parse_and_bad_ones_name_the_key() {
-    let f = file("[control.tokens]\n\"17\" = \"abc\"\n");
+    let f = file("[control.tokens]\n\"17\" = \"a-long-enough-token\"\n");
     let c = HubConfig::load(Some(&f.0), env(&[])).unwrap();
-    assert_eq!(c.device_tokens().unwrap()[&17], "abc");
+    assert_eq!(c.device_tokens().unwrap()[&17], "a-long-enough-token");
 
-    let f = file("[control.tokens]\nkitchen = \"abc\"\n");
+    let f = file("[control.tokens]\nkitchen = \"a-long-enough-token\"\n");
     let err = HubConfig::load(Some(&f.0), env(&[]))
         .unwrap_err()
         .to_string();
@@ -166,6 +166,26 @@ fn device_tokens_parse_and_bad_ones_name_the_key() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("control.tokens.9"), "{err}");
+}
+
+#[test]
+fn weak_device_tokens_are_refused_saying_how_to_make_one() {
+    for (key, value) in [
+        ("SENSOR_HUB__CONTROL__FLEET_TOKEN", "x"),
+        ("SENSOR_HUB__CONTROL__FLEET_TOKEN", "fifteen-chars!!"),
+        ("SENSOR_HUB__CONTROL__TOKENS__9", "short"),
+    ] {
+        let err = HubConfig::load(None, env(&[(key, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("16"), "{key}={value}: {err}");
+        assert!(err.contains("openssl rand"), "{key}={value}: {err}");
+    }
+    let ok = HubConfig::load(
+        None,
+        env(&[("SENSOR_HUB__CONTROL__FLEET_TOKEN", "sixteen-chars!!!")]),
+    );
+    assert!(ok.is_ok());
 }
 
 #[test]

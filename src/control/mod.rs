@@ -1,14 +1,16 @@
 //! The TCP control channel's shell: the listener with its connection limit
 //! ([`run`]), one task per connection ([`session`]), token checks
-//! ([`auth`]), and why connections end ([`CloseReason`], counted in its
+//! ([`auth`]), the slowdown of failed hellos and the handshake budget
+//! ([`guard`]), and why connections end ([`CloseReason`], counted in its
 //! [`ControlMetrics`]). The decisions (sessions, liveness, commands) are the
 //! [`Registry`](crate::registry::Registry)'s, reached through the
 //! [`Core`]; everything a connection needs is in its [`ControlContext`].
 
 pub mod auth;
+pub mod guard;
 pub mod session;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures_util::SinkExt as _;
@@ -40,6 +42,8 @@ pub struct ControlContext {
     pub max_in_flight: usize,
     /// The device tokens it accepts.
     pub tokens: Arc<Tokens>,
+    /// Failed-hello slowdown and the handshake budget.
+    pub guard: Arc<guard::HelloGuard>,
     /// Time.
     pub clock: Clock,
     /// Its counters.
@@ -57,6 +61,8 @@ pub struct ControlMetrics {
     pub connections: Counter,
     /// Connections ended, by [`CloseReason::index`].
     pub closed: CounterArray<{ CloseReason::COUNT }>,
+    /// Failed hellos not logged (over `control.failure_log_per_minute`).
+    pub log_lines_left_out: Counter,
 }
 
 impl Collector for ControlMetrics {
@@ -75,6 +81,12 @@ impl Collector for ControlMetrics {
             ),
             "reason",
             CloseReason::iter().map(|r| (r.name(), self.closed.get(r.index()))),
+        )?;
+        counter(
+            &mut e,
+            "sensor_hub_control_failure_log_lines_left_out",
+            "Control hellos with a bad token not written to the log (control.failure_log_per_minute).",
+            self.log_lines_left_out.get(),
         )
     }
 }
@@ -108,6 +120,12 @@ pub enum CloseReason {
     BadHello,
     /// Wrong or missing token.
     BadToken,
+    /// A hello from an address still waiting after a bad token
+    /// (`control.failure_delay_ms`); its token was not checked.
+    Throttled,
+    /// Ended before its hello by a newer connection, the handshake budget
+    /// (`control.max_handshaking`) being full.
+    HandshakeEvicted,
     /// `limits.max_devices` reached.
     TooManyDevices,
     /// `control.max_connections` reached.
@@ -160,6 +178,7 @@ impl Drop for ConnectionSlot {
 /// Accepts control connections until `ctx.cancel` fires.
 pub async fn run(ctx: ControlContext, listener: Arc<TcpListener>) -> TaskResult {
     let open = Arc::new(AtomicUsize::new(0));
+    let next_id = AtomicU64::new(1);
     let max = ctx.config.max_connections;
     loop {
         let (stream, peer) = tokio::select! {
@@ -184,9 +203,10 @@ pub async fn run(ctx: ControlContext, listener: Arc<TcpListener>) -> TaskResult 
             .is_ok();
         let slot = admitted.then(|| ConnectionSlot(open.clone()));
         let session_ctx = ctx.clone();
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
         ctx.tasks.spawn(async move {
             let reason = match slot {
-                Some(_slot) => session::serve(&session_ctx, stream, peer).await,
+                Some(_slot) => session::serve(&session_ctx, stream, peer, id).await,
                 None => {
                     let mut framed = session::framed(&session_ctx, stream);
                     reject(

@@ -34,14 +34,23 @@ fn frame_error(e: &CodecError) -> CloseReason {
     }
 }
 
-/// Serves one connection; returns why it ended.
-pub async fn serve(ctx: &ControlContext, stream: TcpStream, peer: SocketAddr) -> CloseReason {
-    let (mut framed, hello) = tokio::select! {
-        handshake = handshake(ctx, stream, peer) => match handshake {
-            Ok(done) => done,
-            Err(reason) => return reason,
-        },
-        _ = ctx.cancel.cancelled() => return CloseReason::Shutdown,
+/// Serves connection `id`; returns why it ended.
+pub async fn serve(
+    ctx: &ControlContext,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+) -> CloseReason {
+    let evicted = ctx.guard.begin_handshake(id);
+    let handshake = tokio::select! {
+        handshake = handshake(ctx, stream, peer) => handshake,
+        _ = evicted.cancelled() => Err(CloseReason::HandshakeEvicted),
+        _ = ctx.cancel.cancelled() => Err(CloseReason::Shutdown),
+    };
+    ctx.guard.end_handshake(id);
+    let (mut framed, hello) = match handshake {
+        Ok(done) => done,
+        Err(reason) => return reason,
     };
 
     // Room for every command a device may have in flight, plus a close.
@@ -135,12 +144,28 @@ async fn handshake(
         reject(&mut framed, RejectReason::BadHello, &problem).await;
         return Err(CloseReason::BadHello);
     }
+    let now_ms = ctx.clock.now().mono_ms;
+    if let Err(wait_ms) = ctx.guard.check(peer.ip(), now_ms) {
+        let detail = format!(
+            "hello for device {} not checked: too many bad tokens from this address; retry in {} s",
+            hello.device_id,
+            wait_ms.div_ceil(1_000)
+        );
+        reject(&mut framed, RejectReason::BadToken, &detail).await;
+        return Err(CloseReason::Throttled);
+    }
     if !ctx.tokens.admits(hello.device_id, &hello.token) {
-        tracing::warn!(%peer, device = hello.device_id, "control hello with a bad token");
+        ctx.guard.failed(
+            peer.ip(),
+            hello.device_id,
+            now_ms,
+            &ctx.metrics.log_lines_left_out,
+        );
         let detail = format!("the token is not valid for device {}", hello.device_id);
         reject(&mut framed, RejectReason::BadToken, &detail).await;
         return Err(CloseReason::BadToken);
     }
+    ctx.guard.succeeded(peer.ip());
 
     Ok((framed, hello))
 }

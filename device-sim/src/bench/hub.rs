@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 
 /// Fleet token the benchmarked hub accepts.
-pub const TOKEN: &str = "bench";
+pub const TOKEN: &str = "bench-fleet-token-0000";
 
 /// A running hub process, killed on drop (and its database removed).
 #[derive(Debug)]
