@@ -8,25 +8,15 @@
 //! out. Both pure; time passed in.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// Most addresses remembered at once; when full, the one whose wait ended
 /// longest ago is forgotten.
 pub const MAX_TRACKED: usize = 4096;
 
-/// The key an address is slowed under: itself for IPv4, its /64 for IPv6.
-pub fn key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
+/// The key an address is slowed under: itself for IPv4, its /64 for IPv6
+/// (the same key as the per-address caps).
+pub use crate::per_address::address_key as key;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
