@@ -306,19 +306,35 @@ impl HubConfig {
         file: Option<&Path>,
         env: Option<HashMap<String, String>>,
     ) -> Result<HubConfig, ConfigError> {
+        let text = match file {
+            // Read it ourselves so a missing file or a syntax error names the file.
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?,
+            )),
+            None => None,
+        };
+        HubConfig::load_text(text.as_ref().map(|(p, t)| (p.as_str(), t.as_str())), env)
+    }
+
+    /// Like [`HubConfig::load`], with the file's `(name, text)` already
+    /// read: the one entry point for configuration text (the fuzz target
+    /// `config` calls it with any text).
+    pub fn load_text(
+        file: Option<(&str, &str)>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<HubConfig, ConfigError> {
         let mut builder =
             config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
-        if let Some(path) = file {
-            // Read it ourselves so a missing file or a syntax error names the file.
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-            toml_syntax_check(&text).map_err(|message| ConfigError::File {
-                path: path.display().to_string(),
+        if let Some((path, text)) = file {
+            toml_syntax_check(text).map_err(|message| ConfigError::File {
+                path: path.to_string(),
                 message,
             })?;
-            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
         }
         builder = builder.add_source(
             Environment::with_prefix(ENV_PREFIX)
