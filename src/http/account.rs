@@ -163,7 +163,7 @@ pub async fn create_token(ctx: HttpContext, body: Bytes) -> Response<Bytes> {
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot make a token");
-            crate::http::access::refusal(&Denied::Failed)
+            refusal(&Denied::Failed)
         }
     }
 }
