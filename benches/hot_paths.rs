@@ -55,6 +55,7 @@ fn state(devices: usize) -> (HubState, Registry) {
         queue_per_device: 16,
         max_in_flight: 4,
         retain_finished: 1_024,
+        trust: Default::default(),
     });
     let windows = WindowConfig {
         windows_ms: vec![10_000, 60_000],

@@ -71,6 +71,26 @@ pub struct HubConfig {
     pub storage: StorageConfig,
     /// Who may use the dashboard, the API and `/ws`.
     pub auth: AuthConfig,
+    /// Which devices may feed the hub: adoption, keys, discovery, budget.
+    pub devices: DevicesConfig,
+}
+
+/// `[devices]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesConfig {
+    /// The device file: adopted devices and their keys (mode 0600).
+    pub keys_path: PathBuf,
+    /// Whether datagrams from unknown ids create discovered entries
+    /// (false: they are dropped as `unknown_device`).
+    pub accept_unknown: bool,
+    /// Most discovered devices at once.
+    pub max_discovered: usize,
+    /// A discovered device silent this long is dropped, ms.
+    pub discovered_ttl_ms: u64,
+    /// Readings per second each device may send (two seconds' worth at
+    /// once); more are dropped as `over_budget`.
+    pub max_readings_per_s: u32,
 }
 
 /// `[auth]`
@@ -136,6 +156,9 @@ pub struct ControlConfig {
     pub max_failure_delay_ms: u64,
     /// Failed hellos logged per minute (the rest are counted).
     pub failure_log_per_minute: u32,
+    /// A session younger than this is not replaced by a new hello of the
+    /// same device (it gets `Reject { TooSoon }`), ms.
+    pub min_replace_interval_ms: u64,
 }
 
 /// `[liveness]`
@@ -455,6 +478,18 @@ impl HubConfig {
             return Err(ConfigError::OutOfRange {
                 key: "liveness.offline_after_intervals",
                 expected: "more than liveness.late_after_intervals",
+            });
+        }
+        if self.devices.max_readings_per_s < 32 {
+            return Err(ConfigError::OutOfRange {
+                key: "devices.max_readings_per_s",
+                expected: "at least 32 (a datagram may carry 64 readings; the budget holds two seconds' worth)",
+            });
+        }
+        if self.devices.discovered_ttl_ms == 0 {
+            return Err(ConfigError::OutOfRange {
+                key: "devices.discovered_ttl_ms",
+                expected: "a whole number of at least 1",
             });
         }
         let fleet = &self.control.fleet_token;

@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use sensor_hub_protocol::auth::DatagramKey;
 use sensor_hub_protocol::control::{CommandBody, Hello, Outcome, RejectReason, SensorInfo};
 use sensor_hub_protocol::{DecodeError, DeviceId};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
@@ -32,6 +33,7 @@ use crate::aggregate::latency::{LatencyHistogram, BOUNDS_MS};
 use crate::aggregate::sequence::SeqCounts;
 use crate::clock::Now;
 use crate::config::HubConfig;
+use crate::device_file::Keyring;
 use crate::history::{History, StoredDevice};
 use crate::metrics::{
     counter, gauge, histograms, labeled_counters, labeled_gauges, Collector, DescriptorEncoder,
@@ -39,10 +41,11 @@ use crate::metrics::{
 };
 use crate::registry::{
     CommandId, CommandRecord, CommandState, DeviceStatus, Effect, Origin, Registry, RegistryConfig,
-    RegistryCounters, SessionId,
+    RegistryCounters, SessionId, TrustConfig,
 };
 use crate::state::{
-    Decoded, DropReason, HubState, IngestCounters, Ingested, LiveDatagram, WindowConfig,
+    Decoded, DropReason, HubState, IngestCounters, Ingested, LiveDatagram, SessionAuth,
+    WindowConfig,
 };
 use crate::stream::subscription::Subscription;
 use crate::stream::{DeviceStats, Entry, Event, Gone, Stream};
@@ -187,6 +190,12 @@ impl Core {
             queue_per_device: config.commands.queue_per_device,
             max_in_flight: config.commands.max_in_flight,
             retain_finished: config.commands.retain_finished,
+            trust: TrustConfig {
+                accept_unknown: config.devices.accept_unknown,
+                max_discovered: config.devices.max_discovered,
+                discovered_ttl_ms: config.devices.discovered_ttl_ms,
+                min_replace_interval_ms: config.control.min_replace_interval_ms,
+            },
         });
         let windows = WindowConfig {
             windows_ms: config
@@ -201,7 +210,7 @@ impl Core {
         let (command_updates, _) = broadcast::channel(COMMAND_UPDATES);
         Core {
             shared: Mutex::new(Shared {
-                state: HubState::new(windows),
+                state: HubState::new(windows, config.devices.max_readings_per_s),
                 registry,
                 stream: Stream::new(config.ws.replay_bytes),
             }),
@@ -261,7 +270,14 @@ impl Core {
             state, registry, ..
         } = &mut *shared;
         for (received, decoded) in batch.iter().zip(decoded) {
-            match state.apply(registry, decoded, received.wire_len, received.from, now) {
+            match state.apply(
+                registry,
+                decoded,
+                received.bytes,
+                received.wire_len,
+                received.from,
+                now,
+            ) {
                 Ok(Ingested::Applied(live)) => {
                     outcome.applied += 1;
                     accepted.push(live);
@@ -274,7 +290,17 @@ impl Core {
         self.apply(&mut shared);
         if !accepted.is_empty() {
             if let Some(history) = &self.history {
-                history.record(&accepted);
+                // Discovered devices' readings are shown live, never stored.
+                let registry = &shared.registry;
+                let adopted =
+                    |d: &LiveDatagram| registry.device(d.device).is_some_and(|e| e.adopted);
+                if accepted.iter().all(adopted) {
+                    history.record(&accepted);
+                } else {
+                    let stored: Vec<LiveDatagram> =
+                        accepted.iter().filter(|d| adopted(d)).cloned().collect();
+                    history.record(&stored);
+                }
             }
             self.append(&mut shared, Event::Readings(accepted));
         }
@@ -282,20 +308,59 @@ impl Core {
     }
 
     /// A device said hello: opens its session, whose messages go to
-    /// `outbox`. Returns the session id, or why it is refused.
+    /// `outbox`; a keyed hello brings the session's datagram key. Returns
+    /// the session id, or why it is refused.
     pub fn open_session(
         &self,
         hello: &Hello,
         outbox: mpsc::Sender<SessionMessage>,
+        datagram_key: Option<DatagramKey>,
         now: Now,
     ) -> Result<SessionId, RejectReason> {
-        self.with_registry(|registry| {
-            let session = registry.open_session(hello, now)?;
+        let mut shared = self.lock();
+        let Shared {
+            state, registry, ..
+        } = &mut *shared;
+        let opened = registry.open_session(hello, now).map(|session| {
+            if let Some(key) = datagram_key {
+                state.start_session(hello.device_id, SessionAuth::new(key));
+            }
             // Registered before the effects run, so commands pumped at
             // once reach it.
             self.lock_sessions().insert(session, outbox);
-            Ok(session)
-        })
+            session
+        });
+        self.apply(&mut shared);
+        opened
+    }
+
+    /// The device file changed: which ids are adopted, and which must
+    /// authenticate their datagrams.
+    pub fn set_device_list(&self, keyring: &Keyring, now: Now) {
+        let mut shared = self.lock();
+        shared.state.set_keyed(keyring.keyed_ids());
+        let unlisted = shared.registry.set_listed(keyring.ids(), now);
+        for device in unlisted {
+            if shared.registry.forget(device, now) {
+                if let Some(history) = &self.history {
+                    history.forget_device(device);
+                }
+            }
+        }
+        self.apply(&mut shared);
+    }
+
+    /// Forgets a device (its session is closed, its data-plane state
+    /// dropped, `device_removed` published). Returns whether it was
+    /// tracked.
+    pub fn forget(&self, device: DeviceId, now: Now) -> bool {
+        let forgotten = self.with_registry(|r| r.forget(device, now));
+        if forgotten {
+            if let Some(history) = &self.history {
+                history.forget_device(device);
+            }
+        }
+        forgotten
     }
 
     /// A control session ended (any reason).
@@ -511,6 +576,11 @@ impl Core {
                     // No receiver (no HTTP request waiting) is fine.
                     let _ = self.command_updates.send(record.clone());
                     self.append(shared, Event::CommandStatus(Box::new(record)));
+                }
+                Effect::DeviceRemoved { device, at_ms } => {
+                    tracing::info!(device, "device removed");
+                    shared.state.remove_device(device);
+                    self.append(shared, Event::DeviceRemoved { device, at_ms });
                 }
                 Effect::DeviceStatus {
                     device,

@@ -17,6 +17,10 @@
 //!    * [`metrics`]: helpers over `prometheus-client`; each subsystem
 //!      writes its own families.
 //!    * [`response`]: HTTP responses and JSON errors.
+//!    * [`secret_file`]: JSON files of secrets shared with the command
+//!      line (locked, atomic, mode 0600).
+//!    * [`device_file`]: the adopted devices and their keys (uses
+//!      `secret_file`).
 //!    * [`net`]: socket options and kernel counters.
 //!    * [`connection`]: what the HTTP listener tells the application about
 //!      a connection (peer, TLS, authenticated).
@@ -75,6 +79,7 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod core;
+pub mod device_file;
 pub mod history;
 pub mod history_api;
 pub mod http;
@@ -86,6 +91,7 @@ pub mod net;
 pub mod per_address;
 pub mod registry;
 pub mod response;
+pub mod secret_file;
 pub mod server;
 pub mod state;
 pub mod stats;

@@ -21,6 +21,7 @@ use crate::config::HubConfig;
 use crate::control::auth::Tokens;
 use crate::control::{ControlCollector, ControlContext, ControlMetrics};
 use crate::core::{Core, CoreMetrics};
+use crate::device_file::{DeviceDirectory, DeviceFile};
 use crate::history::metrics::HistoryCollector;
 use crate::history::{History, StoredDevice};
 use crate::history_api::HistoryGateCollector;
@@ -158,6 +159,17 @@ pub async fn run(
     let started_mono_ms = clock.now().mono_ms;
     let (history, stored) = open_history(&config).await?;
     let core = Arc::new(Core::new(&config, history.clone()));
+    let devices = Arc::new(
+        DeviceDirectory::open(
+            DeviceFile::new(&config.devices.keys_path),
+            DEVICE_FILE_POLL_MS,
+        )
+        .context("opening the device file (devices.keys_path)")?,
+    );
+    // Before the restore: listed devices are adopted, keyed ones must
+    // authenticate from their first datagram.
+    let (keyring, _) = devices.refresh(clock.now().mono_ms, true);
+    core.set_device_list(&keyring, clock.now());
     if !stored.is_empty() {
         let restored = core.restore(stored);
         tracing::info!(
@@ -233,6 +245,7 @@ pub async fn run(
         config: Arc::new(config.control.clone()),
         max_in_flight: config.commands.max_in_flight,
         tokens,
+        devices: devices.clone(),
         guard: Arc::new(crate::control::guard::HelloGuard::new(&config.control)),
         clock: clock.clone(),
         metrics: control_metrics,
@@ -261,6 +274,18 @@ pub async fn run(
             let (core, clock, cancel) = (core.clone(), clock.clone(), cancel.clone());
             async move {
                 ticker::run(core, max_sleep, clock, cancel).await;
+                Ok(())
+            }
+        });
+    }
+    {
+        let (devices, core, clock, cancel) =
+            (devices.clone(), core.clone(), clock.clone(), cancel.clone());
+        supervisor.spawn("device-file", move || {
+            let (devices, core, clock, cancel) =
+                (devices.clone(), core.clone(), clock.clone(), cancel.clone());
+            async move {
+                watch_device_file(devices, core, clock, cancel).await;
                 Ok(())
             }
         });
@@ -324,6 +349,33 @@ pub async fn run(
     match failure {
         None => Ok(()),
         Some(why) => Err(anyhow::anyhow!(why)),
+    }
+}
+
+/// How often the device file is looked at, ms: a device added or removed
+/// from the command line takes effect within this.
+const DEVICE_FILE_POLL_MS: u64 = 1_000;
+
+async fn watch_device_file(
+    devices: Arc<DeviceDirectory>,
+    core: Arc<Core>,
+    clock: Clock,
+    cancel: CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_millis(DEVICE_FILE_POLL_MS));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = every.tick() => {
+                let now = clock.now();
+                let (keyring, changed) = devices.refresh(now.mono_ms, false);
+                if changed {
+                    tracing::info!("device file changed; adopted devices and keys reloaded");
+                    core.set_device_list(&keyring, now);
+                }
+            }
+        }
     }
 }
 

@@ -13,15 +13,18 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
+use sensor_hub_protocol::auth::{DatagramKey, TagError};
 use sensor_hub_protocol::{
     decode_datagram, restore_time_ms, Channel, Datagram, DecodeError, DeviceId, Reading, Value,
 };
 
+use crate::aggregate::budget::Budget;
 use crate::aggregate::latency::LatencyHistogram;
+use crate::aggregate::replay::{ReplayVerdict, ReplayWindow};
 use crate::aggregate::sequence::{SeqCounts, SeqTracker, SeqVerdict};
 use crate::aggregate::window::{Window, WindowStats};
 use crate::clock::Now;
-use crate::registry::Registry;
+use crate::registry::{Refusal, Registry};
 
 /// Why a datagram was not accepted. Every read datagram is either accepted
 /// or counted under exactly one of these (the metrics label is the
@@ -41,8 +44,27 @@ pub enum DropReason {
     BadVersion,
     /// Not a valid v1 body.
     Undecodable,
-    /// Valid, but from a new device while `limits.max_devices` are tracked.
+    /// Valid, but a new adopted device while `limits.max_devices` are
+    /// tracked.
     DeviceLimit,
+    /// From a device with a key, without a tag.
+    Unauthenticated,
+    /// From a device with a key, with a tag its current session key does
+    /// not make (forged, altered, or from an earlier session).
+    BadTag,
+    /// Tag valid, but its sequence number was accepted before in this
+    /// session or is older than the replay window.
+    Replayed,
+    /// From a device with a key that has no session key yet (it has not
+    /// said hello since the hub started).
+    NoSession,
+    /// From an unknown id while `devices.accept_unknown` is false.
+    UnknownDevice,
+    /// From an unknown id while `devices.max_discovered` discovered devices
+    /// are tracked.
+    DiscoveredLimit,
+    /// Over the device's `devices.max_readings_per_s`.
+    OverBudget,
 }
 
 impl DropReason {
@@ -82,6 +104,8 @@ pub struct Decoded {
     pub time_ms: u32,
     /// The readings.
     pub readings: Box<[Reading]>,
+    /// Whether it carries an auth tag (then its last 16 bytes).
+    pub tagged: bool,
 }
 
 impl Decoded {
@@ -96,6 +120,7 @@ impl Decoded {
             seq: d.seq,
             time_ms: d.time_ms,
             readings: Box::from(&d.readings[..]),
+            tagged: d.auth_tag.is_some(),
         })
     }
 }
@@ -209,6 +234,8 @@ pub struct DeviceState {
     pub latency: LatencyHistogram,
     /// Datagram rate over the first configured window.
     rate: Window,
+    /// Its ingest budget.
+    budget: Budget,
 }
 
 impl DeviceState {
@@ -243,16 +270,76 @@ pub struct HubState {
     counters: IngestCounters,
     windows: WindowConfig,
     latency: LatencyHistogram,
+    /// Devices with a key, and their current session's datagram key.
+    keyed: HashMap<DeviceId, Option<SessionAuth>>,
+    /// `devices.max_readings_per_s`.
+    budget_rate: u32,
+}
+
+/// A keyed device's current session: its datagram key and replay window.
+#[derive(Debug, Clone)]
+pub struct SessionAuth {
+    key: DatagramKey,
+    window: ReplayWindow,
+}
+
+impl SessionAuth {
+    /// A new session's state (empty window).
+    pub fn new(key: DatagramKey) -> SessionAuth {
+        SessionAuth {
+            key,
+            window: ReplayWindow::default(),
+        }
+    }
 }
 
 impl HubState {
-    /// Empty state; `windows` sets the rolling statistics.
-    pub fn new(windows: WindowConfig) -> HubState {
+    /// Empty state; `windows` sets the rolling statistics,
+    /// `budget_rate` each device's readings per second.
+    pub fn new(windows: WindowConfig, budget_rate: u32) -> HubState {
         HubState {
             devices: HashMap::new(),
             counters: IngestCounters::default(),
             windows,
             latency: LatencyHistogram::default(),
+            keyed: HashMap::new(),
+            budget_rate,
+        }
+    }
+
+    /// The devices that have a key now: their datagrams must carry a tag
+    /// of their session key. Sessions of devices still keyed are kept.
+    pub fn set_keyed(&mut self, keyed: impl IntoIterator<Item = DeviceId>) {
+        let mut next: HashMap<DeviceId, Option<SessionAuth>> =
+            keyed.into_iter().map(|id| (id, None)).collect();
+        for (id, session) in next.iter_mut() {
+            if let Some(current) = self.keyed.remove(id) {
+                *session = current;
+            }
+        }
+        self.keyed = next;
+    }
+
+    /// Whether `device` must tag its datagrams.
+    pub fn is_keyed(&self, device: DeviceId) -> bool {
+        self.keyed.contains_key(&device)
+    }
+
+    /// A keyed device said hello: datagrams from now on must carry tags of
+    /// this session's key (the replay window starts empty). Ignored for a
+    /// device without a key.
+    pub fn start_session(&mut self, device: DeviceId, auth: SessionAuth) {
+        if let Some(session) = self.keyed.get_mut(&device) {
+            *session = Some(auth);
+        }
+    }
+
+    /// Forgets a device's data-plane state (its key entry stays while the
+    /// device file lists it).
+    pub fn remove_device(&mut self, device: DeviceId) {
+        self.devices.remove(&device);
+        if let Some(session) = self.keyed.get_mut(&device) {
+            *session = None;
         }
     }
 
@@ -267,18 +354,21 @@ impl HubState {
         now: Now,
     ) -> Result<Ingested, DropReason> {
         let decoded = Decoded::decode(bytes, wire_len);
-        self.apply(registry, decoded, wire_len, from, now)
+        self.apply(registry, decoded, bytes, wire_len, from, now)
     }
 
-    /// Takes one decoded datagram (or its decoding error) that was
-    /// `wire_len` bytes on the wire, received at `now`. The registry admits
-    /// new devices and hears of every accepted datagram. Returns what live
+    /// Takes one decoded datagram (or its decoding error) read as `bytes`,
+    /// `wire_len` bytes on the wire, received at `now`. A keyed device's
+    /// tag and sequence number are checked first: a datagram that fails
+    /// changes nothing but its drop counter. The registry admits new
+    /// devices and hears of every accepted datagram. Returns what live
     /// subscribers and the history should see, or why it was dropped;
     /// either way it has been counted.
     pub fn apply(
         &mut self,
         registry: &mut Registry,
         decoded: Result<Decoded, DecodeError>,
+        bytes: &[u8],
         wire_len: usize,
         from: SocketAddr,
         now: Now,
@@ -290,7 +380,7 @@ impl HubState {
             .saturating_add(u64::try_from(wire_len).unwrap_or(u64::MAX));
         let result = decoded
             .map_err(DropReason::from)
-            .and_then(|datagram| self.accept(registry, datagram, wire_len, from, now));
+            .and_then(|datagram| self.accept(registry, datagram, bytes, wire_len, from, now));
         match &result {
             Ok(Ingested::Applied(live)) => {
                 self.counters.datagrams_accepted += 1;
@@ -305,20 +395,66 @@ impl HubState {
         result
     }
 
+    /// Checks a keyed device's tag and replay window; returns the
+    /// extended sequence number to record once the datagram is accepted
+    /// (`None` for a device without a key).
+    fn authenticate(&self, datagram: &Decoded, bytes: &[u8]) -> Result<Option<u64>, DropReason> {
+        let Some(session) = self.keyed.get(&datagram.device_id) else {
+            return Ok(None);
+        };
+        let Some(session) = session else {
+            return Err(DropReason::NoSession);
+        };
+        session
+            .key
+            .verify(bytes, datagram.tagged)
+            .map_err(|e| match e {
+                TagError::Missing => DropReason::Unauthenticated,
+                TagError::Invalid => DropReason::BadTag,
+            })?;
+        match session.window.check(datagram.seq) {
+            ReplayVerdict::Fresh(extended) => Ok(Some(extended)),
+            ReplayVerdict::Replayed => Err(DropReason::Replayed),
+        }
+    }
+
     fn accept(
         &mut self,
         registry: &mut Registry,
         datagram: Decoded,
+        bytes: &[u8],
         wire_len: usize,
         from: SocketAddr,
         now: Now,
     ) -> Result<Ingested, DropReason> {
+        let extended = self.authenticate(&datagram, bytes)?;
+        // The budget of a device already tracked is checked before the
+        // registry records the arrival; a new device starts full.
+        if let Some(device) = self.devices.get_mut(&datagram.device_id) {
+            if !device
+                .budget
+                .take(datagram.readings.len(), self.budget_rate, now.mono_ms)
+            {
+                return Err(DropReason::OverBudget);
+            }
+        }
         // Admits the device (or refuses it) and records the datagram's
         // arrival for liveness, in one lookup.
-        let Some(offset) = registry.data_seen(datagram.device_id, now) else {
-            return Err(DropReason::DeviceLimit);
-        };
+        let (offset, _adopted) =
+            registry
+                .data_seen(datagram.device_id, now)
+                .map_err(|refusal| match refusal {
+                    Refusal::DeviceLimit => DropReason::DeviceLimit,
+                    Refusal::UnknownDevice => DropReason::UnknownDevice,
+                    Refusal::DiscoveredLimit => DropReason::DiscoveredLimit,
+                })?;
+        if let (Some(extended), Some(Some(session))) =
+            (extended, self.keyed.get_mut(&datagram.device_id))
+        {
+            session.window.accept(extended);
+        }
         let now_ms = now.wall_ms;
+        let budget_rate = self.budget_rate;
         let device = match self.devices.entry(datagram.device_id) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(DeviceState {
@@ -339,6 +475,11 @@ impl HubState {
                     self.windows.buckets,
                     now.mono_ms,
                 ),
+                budget: {
+                    let mut budget = Budget::full(budget_rate, now.mono_ms);
+                    budget.take(datagram.readings.len(), budget_rate, now.mono_ms);
+                    budget
+                },
             }),
         };
         let time_ms = restore_time_ms(datagram.time_ms, now_ms);

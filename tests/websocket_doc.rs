@@ -111,6 +111,7 @@ fn state_with_clock(device_time_ms: u64) -> Fixture {
         queue_per_device: 1,
         max_in_flight: 1,
         retain_finished: 1,
+        trust: Default::default(),
     });
     let hello = Hello {
         device_id: 3,
@@ -131,10 +132,13 @@ fn state_with_clock(device_time_ms: u64) -> Fixture {
         .collect(),
     };
     registry.open_session(&hello, Now::at(0, NOW)).unwrap();
-    let mut state = HubState::new(WindowConfig {
-        windows_ms: vec![10_000, 60_000],
-        buckets: 10,
-    });
+    let mut state = HubState::new(
+        WindowConfig {
+            windows_ms: vec![10_000, 60_000],
+            buckets: 10,
+        },
+        1_000_000,
+    );
     let datagram = Datagram {
         device_id: 3,
         seq: 0,
@@ -227,6 +231,14 @@ fn built(kind: &str) -> Json {
             },
             NOW,
         ),
+        "device_removed" => messages::event(
+            1,
+            &Event::DeviceRemoved {
+                device: 3,
+                at_ms: NOW,
+            },
+            NOW,
+        ),
         "device_stats" => messages::device_stats(
             1,
             &[DeviceStats {
@@ -309,6 +321,7 @@ fn every_hub_example_has_the_shape_the_hub_builds() {
         "readings",
         "aggregates",
         "device_status",
+        "device_removed",
         "device_stats",
         "command_status",
         "ack",

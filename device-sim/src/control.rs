@@ -309,8 +309,12 @@ impl Session<'_> {
                     tracing::info!(device, ?reason, %detail, "the hub ended the control session");
                     return ServeEnd::Lost;
                 }
-                DecodedHubMessage::Known(HubMessage::Welcome { .. }) => {
-                    tracing::debug!(device, "ignoring a second welcome");
+                DecodedHubMessage::Known(
+                    HubMessage::Welcome { .. }
+                    | HubMessage::KeyedWelcome { .. }
+                    | HubMessage::Challenge { .. },
+                ) => {
+                    tracing::debug!(device, "ignoring a handshake message after the handshake");
                     continue;
                 }
             };

@@ -6,7 +6,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::vec::Vec;
 
-use bytes::{Buf as _, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 use serde::Serialize;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -19,6 +19,35 @@ use crate::control::{
 pub trait Incoming: Sized {
     /// Decodes one frame body.
     fn decode_body(body: &[u8]) -> Result<Self, ControlError>;
+
+    /// Decodes one frame body the codec owns (override to keep it).
+    fn decode_owned(body: BytesMut) -> Result<Self, ControlError> {
+        Self::decode_body(&body)
+    }
+}
+
+/// A decoded message with the frame body it came from, for checking a
+/// proof over the bytes as sent (see [`crate::auth`]). Costs no copy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WithBody<M> {
+    /// The message.
+    pub message: M,
+    /// Its frame body, as received.
+    pub body: Bytes,
+}
+
+impl<M: Incoming> Incoming for WithBody<M> {
+    fn decode_body(body: &[u8]) -> Result<Self, ControlError> {
+        Self::decode_owned(BytesMut::from(body))
+    }
+
+    fn decode_owned(body: BytesMut) -> Result<Self, ControlError> {
+        let message = M::decode_body(&body)?;
+        Ok(WithBody {
+            message,
+            body: body.freeze(),
+        })
+    }
 }
 
 impl Incoming for DeviceMessage {
@@ -100,7 +129,7 @@ impl<In: Incoming, Out> Decoder for FrameCodec<In, Out> {
         }
         src.advance(FRAME_HEADER_LEN);
         let body = src.split_to(len);
-        Ok(Some(In::decode_body(&body)?))
+        Ok(Some(In::decode_owned(body)?))
     }
 }
 

@@ -13,6 +13,7 @@ use core::fmt;
 use heapless::{String, Vec};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Nonce, Proof};
 use crate::datagram::{Channel, DeviceId, MAGIC};
 
 /// Control protocol version spoken by this crate.
@@ -97,6 +98,19 @@ pub struct Hello {
     pub sensors: Vec<SensorInfo, MAX_SENSORS>,
 }
 
+/// A hello proven with the device's key instead of a token: the answer to
+/// the hub's [`HubMessage::Challenge`]. See [`crate::auth`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyedHello {
+    /// The hello; its `token` must be empty (the hub refuses a keyed hello
+    /// that carries one: the key is the credential).
+    pub hello: Hello,
+    /// The device's fresh random nonce for this session.
+    pub device_nonce: Nonce,
+    /// HMAC proof over the frame body before it (last on the wire).
+    pub proof: Proof,
+}
+
 /// What a device reports about a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
@@ -135,6 +149,11 @@ pub enum DeviceMessage {
     },
     /// The device closes the session on purpose.
     Bye,
+    /// Instead of a hello: the device will prove its key; the hub answers
+    /// [`HubMessage::Challenge`].
+    ChallengeRequest,
+    /// The keyed hello, after the challenge.
+    KeyedHello(KeyedHello),
 }
 
 /// What the hub asks a device to do.
@@ -182,6 +201,9 @@ pub enum RejectReason {
     Replaced,
     /// The hub is shutting down.
     ShuttingDown,
+    /// The device's session was replaced moments ago; the detail says when
+    /// to retry (two devices sharing an id or a key show up as this).
+    TooSoon,
 }
 
 /// Hub → device.
@@ -216,6 +238,26 @@ pub enum HubMessage {
     HeartbeatAck {
         /// Hub clock, Unix ms.
         hub_time_ms: u64,
+    },
+    /// Answer to [`DeviceMessage::ChallengeRequest`]: the hub's fresh
+    /// nonce, which the keyed hello's proof covers.
+    Challenge {
+        /// The hub's nonce for this session.
+        nonce: Nonce,
+    },
+    /// Keyed session accepted; the proof shows the hub holds the device's
+    /// key (a device must check it with
+    /// [`crate::auth::verify_keyed_welcome`] and close the connection if it
+    /// fails).
+    KeyedWelcome {
+        /// Identifies this session in the hub's logs.
+        session_id: u64,
+        /// Hub clock, Unix ms.
+        hub_time_ms: u64,
+        /// Send a heartbeat at least this often.
+        heartbeat_ms: u32,
+        /// HMAC proof over the frame body before it (last on the wire).
+        proof: Proof,
     },
 }
 

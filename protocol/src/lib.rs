@@ -7,6 +7,9 @@
 //!
 //! # Layout
 //!
+//! * [`auth`]: device authentication: the keyed hello's
+//!   challenge–response, per-session datagram keys, datagram tags
+//!   (HMAC-SHA-256 truncated to 128 bits).
 //! * [`control`]: the TCP control channel: preamble, length-prefixed
 //!   frames, hello/auth, heartbeats, commands and their results.
 //! * `codec` (feature `codec`, needs std): a `tokio_util` codec for
@@ -23,6 +26,7 @@
 #[cfg(feature = "codec")]
 extern crate std;
 
+pub mod auth;
 #[cfg(feature = "codec")]
 pub mod codec;
 pub mod control;

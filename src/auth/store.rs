@@ -1,18 +1,15 @@
 //! The credentials file: the owner's password (an argon2id hash), the API
 //! tokens (name, role, SHA-256 digest) and unused one-time login codes
 //! (digest, expiry). Shared by the running hub and the `sensor-hub`
-//! command line: every change takes an exclusive lock on `<file>.lock`,
-//! writes a new file with mode 0600 and renames it over the old one, so a
-//! reader sees either the old or the new contents. The hub notices a change
-//! by the file's [`Stamp`] and reloads it.
+//! command line through [`SecretFile`] (locked, atomic changes; the hub
+//! notices a change by the file's [`Stamp`] and reloads it).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
+
+pub use crate::secret_file::Stamp;
+use crate::secret_file::{FileError, SecretFile};
 
 use super::secret::{self, SecretError};
 use super::Role;
@@ -35,22 +32,9 @@ pub const MAX_TOKEN_NAME: usize = 64;
 /// Why the credentials file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Reading, writing or locking failed.
-    #[error("cannot use the credentials file {path} ({source}); check auth.credentials_path and the file's owner")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What failed.
-        source: std::io::Error,
-    },
-    /// The file is not a credentials file of this version.
-    #[error("the credentials file {path} is damaged or not a sensor-hub credentials file ({message}); move it away and run `sensor-hub login-link` to start afresh")]
-    Damaged {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said.
-        message: String,
-    },
+    /// The file could not be read or written, or is damaged.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A random value or hash could not be made.
     #[error(transparent)]
     Secret(#[from] SecretError),
@@ -209,98 +193,52 @@ impl Credentials {
     }
 }
 
-/// What identifies one version of the file on disk (inode, size, change
-/// time): a rename or a rewrite changes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    inode: u64,
-    len: u64,
-    ctime_ns: i128,
-    mtime_ns: i128,
-}
-
-impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Stamp {
-        Stamp {
-            inode: meta.ino(),
-            len: meta.len(),
-            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        }
-    }
-}
-
 /// The credentials file at a path.
 #[derive(Debug, Clone)]
 pub struct CredentialFile {
-    path: PathBuf,
+    file: SecretFile,
 }
 
 impl CredentialFile {
     /// The file at `path` (not opened yet).
     pub fn new(path: impl Into<PathBuf>) -> CredentialFile {
-        CredentialFile { path: path.into() }
+        CredentialFile {
+            file: SecretFile::new(
+                path,
+                "credentials file",
+                "move it away and run `sensor-hub login-link` to start afresh",
+            ),
+        }
     }
 
     /// Its path.
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn io(&self, source: std::io::Error) -> StoreError {
-        StoreError::Io {
-            path: self.path.clone(),
-            source,
-        }
+        self.file.path()
     }
 
     /// The file's current stamp, or `None` when it does not exist.
     pub fn stamp(&self) -> Result<Option<Stamp>, StoreError> {
-        match std::fs::metadata(&self.path) {
-            Ok(meta) => Ok(Some(Stamp::of(&meta))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io(e)),
+        Ok(self.file.stamp()?)
+    }
+
+    fn check(&self, credentials: &Credentials) -> Result<(), FileError> {
+        if credentials.version == VERSION {
+            Ok(())
+        } else {
+            Err(self.file.damaged(format!(
+                "version {} (this hub reads version {VERSION})",
+                credentials.version
+            )))
         }
     }
 
     /// The contents and stamp, or `None` when the file does not exist.
     pub fn load(&self) -> Result<Option<(Credentials, Stamp)>, StoreError> {
-        let file = match File::open(&self.path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io(e)),
-        };
-        let meta = file.metadata().map_err(|e| self.io(e))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                path = %self.path.display(),
-                "the credentials file can be read by other users; run: chmod 600 {}",
-                self.path.display()
-            );
+        let loaded = self.file.load::<Credentials>()?;
+        if let Some((credentials, _)) = &loaded {
+            self.check(credentials)?;
         }
-        // Bounded: a few hundred tokens are a few tens of KiB.
-        const MAX_FILE_BYTES: u64 = 1 << 20;
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(StoreError::Damaged {
-                path: self.path.clone(),
-                message: format!("larger than {MAX_FILE_BYTES} bytes"),
-            });
-        }
-        let credentials: Credentials = serde_json::from_reader(std::io::BufReader::new(file))
-            .map_err(|e| StoreError::Damaged {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
-        if credentials.version != VERSION {
-            return Err(StoreError::Damaged {
-                path: self.path.clone(),
-                message: format!(
-                    "version {} (this hub reads version {VERSION})",
-                    credentials.version
-                ),
-            });
-        }
-        Ok(Some((credentials, Stamp::of(&meta))))
+        Ok(loaded)
     }
 
     /// Applies `change` to the contents (empty ones if the file does not
@@ -310,48 +248,14 @@ impl CredentialFile {
         &self,
         change: impl FnOnce(&mut Credentials) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
-        }
-        let lock_path = self.sibling("lock");
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| self.io(e))?;
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| self.io(errno.into()))?;
-        let mut credentials = self.load()?.map(|(c, _)| c).unwrap_or_default();
-        let result = change(&mut credentials)?;
-        let text = serde_json::to_vec_pretty(&credentials)
-            .map_err(|e| self.io(std::io::Error::other(e)))?;
-        let tmp = self.sibling("new");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| self.io(e))?;
-        file.write_all(&text).map_err(|e| self.io(e))?;
-        file.sync_all().map_err(|e| self.io(e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
-        Ok(result)
-    }
-
-    fn sibling(&self, suffix: &str) -> PathBuf {
-        let mut name = self.path.clone().into_os_string();
-        name.push(".");
-        name.push(suffix);
-        PathBuf::from(name)
+        self.file.update(|c| self.check(c), change)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     fn temp_file(name: &str) -> CredentialFile {
         let dir =

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures_util::SinkExt as _;
-use sensor_hub_protocol::codec::FrameCodec;
+use sensor_hub_protocol::codec::{FrameCodec, WithBody};
 use sensor_hub_protocol::control::{fit, DeviceMessage, HubMessage, RejectReason};
 use strum::{EnumCount as _, IntoEnumIterator as _};
 use tokio::net::TcpListener;
@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::config::ControlConfig;
 use crate::core::Core;
+use crate::device_file::DeviceDirectory;
 use crate::metrics::{
     counter, labeled_counters, Collector, Counter, CounterArray, DescriptorEncoder,
 };
@@ -42,6 +43,8 @@ pub struct ControlContext {
     pub max_in_flight: usize,
     /// The device tokens it accepts.
     pub tokens: Arc<Tokens>,
+    /// Adopted devices and their keys (the device file).
+    pub devices: Arc<DeviceDirectory>,
     /// Failed-hello slowdown and the handshake budget.
     pub guard: Arc<guard::HelloGuard>,
     /// Time.
@@ -118,8 +121,12 @@ pub enum CloseReason {
     HandshakeTimeout,
     /// The first frame was not a valid hello.
     BadHello,
-    /// Wrong or missing token.
+    /// Wrong or missing token, or a keyed hello whose proof failed (or
+    /// for an id without a key), or the fleet token for a keyed device.
     BadToken,
+    /// A hello for a device whose session was replaced moments ago
+    /// (`control.min_replace_interval_ms`).
+    TooSoon,
     /// A hello from an address still waiting after a bad token
     /// (`control.failure_delay_ms`); its token was not checked.
     Throttled,
@@ -156,8 +163,9 @@ impl CloseReason {
     }
 }
 
-/// The hub side of a framed control connection.
-pub type HubFramed = Framed<tokio::net::TcpStream, FrameCodec<DeviceMessage, HubMessage>>;
+/// The hub side of a framed control connection (device frames keep their
+/// body bytes, which a keyed hello's proof covers).
+pub type HubFramed = Framed<tokio::net::TcpStream, FrameCodec<WithBody<DeviceMessage>, HubMessage>>;
 
 /// Sends `Reject` (best effort: the peer may be gone already).
 pub async fn reject(framed: &mut HubFramed, reason: RejectReason, detail: &str) {

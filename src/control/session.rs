@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use sensor_hub_protocol::codec::{CodecError, FrameCodec};
+use sensor_hub_protocol::auth::{
+    keyed_welcome, verify_keyed_hello, DatagramKey, DeviceKey, Nonce, NONCE_LEN,
+};
+use sensor_hub_protocol::codec::{CodecError, FrameCodec, WithBody};
 use sensor_hub_protocol::control::{
     check_preamble, ControlError, DeviceMessage, Hello, HubMessage, RejectReason, PREAMBLE,
 };
@@ -34,6 +37,13 @@ fn frame_error(e: &CodecError) -> CloseReason {
     }
 }
 
+/// What a successful keyed hello leaves for the welcome and the session.
+struct Keyed {
+    key: DeviceKey,
+    hub_nonce: Nonce,
+    device_nonce: Nonce,
+}
+
 /// Serves connection `id`; returns why it ended.
 pub async fn serve(
     ctx: &ControlContext,
@@ -48,16 +58,30 @@ pub async fn serve(
         _ = ctx.cancel.cancelled() => Err(CloseReason::Shutdown),
     };
     ctx.guard.end_handshake(id);
-    let (mut framed, hello) = match handshake {
+    let (mut framed, hello, keyed) = match handshake {
         Ok(done) => done,
         Err(reason) => return reason,
     };
 
     // Room for every command a device may have in flight, plus a close.
     let (tx, rx) = mpsc::channel(ctx.max_in_flight.saturating_add(2));
-    let opened = ctx.core.open_session(&hello, tx, ctx.clock.now());
+    let datagram_key = keyed
+        .as_ref()
+        .map(|k| DatagramKey::derive(&k.key, &k.hub_nonce, &k.device_nonce));
+    let opened = ctx
+        .core
+        .open_session(&hello, tx, datagram_key, ctx.clock.now());
     let session = match opened {
         Ok(session) => session,
+        Err(RejectReason::TooSoon) => {
+            let wait_s = ctx.config.min_replace_interval_ms.div_ceil(1_000);
+            let detail = format!(
+                "device {} has a session that started moments ago; retry in {wait_s} s",
+                hello.device_id
+            );
+            reject(&mut framed, RejectReason::TooSoon, &detail).await;
+            return CloseReason::TooSoon;
+        }
         Err(reason) => {
             reject(
                 &mut framed,
@@ -68,11 +92,23 @@ pub async fn serve(
             return CloseReason::TooManyDevices;
         }
     };
-    tracing::info!(%peer, device = hello.device_id, name = %hello.name, session, "control session opened");
-    let welcome = HubMessage::Welcome {
-        session_id: session,
-        hub_time_ms: ctx.clock.now().wall_ms,
-        heartbeat_ms: u32::try_from(ctx.config.heartbeat_interval_ms).unwrap_or(u32::MAX),
+    tracing::info!(%peer, device = hello.device_id, name = %hello.name, session, keyed = keyed.is_some(), "control session opened");
+    let hub_time_ms = ctx.clock.now().wall_ms;
+    let heartbeat_ms = u32::try_from(ctx.config.heartbeat_interval_ms).unwrap_or(u32::MAX);
+    let welcome = match &keyed {
+        Some(k) => keyed_welcome(
+            session,
+            hub_time_ms,
+            heartbeat_ms,
+            &k.key,
+            &k.device_nonce,
+            &k.hub_nonce,
+        ),
+        None => HubMessage::Welcome {
+            session_id: session,
+            hub_time_ms,
+            heartbeat_ms,
+        },
     };
     let reason = match framed.send(welcome).await {
         Ok(()) => run_session(ctx, &mut framed, hello.device_id, rx).await,
@@ -84,12 +120,39 @@ pub async fn serve(
     reason
 }
 
-/// Preamble, hello and token, all within `control.handshake_timeout_ms`.
+/// Reads the next frame of the handshake; a frame that is not a valid
+/// message is answered as a bad hello.
+async fn next_frame(
+    framed: &mut HubFramed,
+    deadline: Instant,
+) -> Result<WithBody<DeviceMessage>, CloseReason> {
+    match timeout_at(deadline, framed.next()).await {
+        Err(_) => Err(CloseReason::HandshakeTimeout),
+        Ok(None) => Err(CloseReason::PeerClosed),
+        Ok(Some(Err(e))) => {
+            let reason = frame_error(&e);
+            if reason == CloseReason::UndecodableFrame {
+                reject(
+                    framed,
+                    RejectReason::BadHello,
+                    "the frame is not a valid v1 hello",
+                )
+                .await;
+                return Err(CloseReason::BadHello);
+            }
+            Err(reason)
+        }
+        Ok(Some(Ok(frame))) => Ok(frame),
+    }
+}
+
+/// Preamble, then a token hello, or a challenge and a keyed hello, all
+/// within `control.handshake_timeout_ms`.
 async fn handshake(
     ctx: &ControlContext,
     mut stream: TcpStream,
     peer: SocketAddr,
-) -> Result<(HubFramed, Hello), CloseReason> {
+) -> Result<(HubFramed, Hello, Option<Keyed>), CloseReason> {
     let config = &ctx.config;
     let deadline = Instant::now() + Duration::from_millis(config.handshake_timeout_ms);
 
@@ -113,28 +176,56 @@ async fn handshake(
         Err(_) => return Err(CloseReason::BadPreamble),
     }
 
-    let hello = match timeout_at(deadline, framed.next()).await {
-        Err(_) => return Err(CloseReason::HandshakeTimeout),
-        Ok(None) => return Err(CloseReason::PeerClosed),
-        Ok(Some(Err(e))) => {
-            let reason = frame_error(&e);
-            if reason == CloseReason::UndecodableFrame {
+    let (hello, keyed) = match next_frame(&mut framed, deadline).await?.message {
+        DeviceMessage::Hello(hello) => (hello, None),
+        DeviceMessage::ChallengeRequest => {
+            let mut hub_nonce = [0u8; NONCE_LEN];
+            if getrandom::fill(&mut hub_nonce).is_err() {
+                tracing::error!(
+                    "the operating system's random source failed; cannot challenge a device"
+                );
+                reject(
+                    &mut framed,
+                    RejectReason::ShuttingDown,
+                    "the hub cannot make a challenge now",
+                )
+                .await;
+                return Err(CloseReason::IoError);
+            }
+            if framed
+                .send(HubMessage::Challenge { nonce: hub_nonce })
+                .await
+                .is_err()
+            {
+                return Err(CloseReason::IoError);
+            }
+            let frame = next_frame(&mut framed, deadline).await?;
+            let DeviceMessage::KeyedHello(keyed) = frame.message else {
                 reject(
                     &mut framed,
                     RejectReason::BadHello,
-                    "the first frame is not a valid v1 hello",
+                    "after a challenge, the next frame must be a keyed hello",
+                )
+                .await;
+                return Err(CloseReason::BadHello);
+            };
+            if !keyed.hello.token.is_empty() {
+                reject(
+                    &mut framed,
+                    RejectReason::BadHello,
+                    "a keyed hello must not carry a token",
                 )
                 .await;
                 return Err(CloseReason::BadHello);
             }
-            return Err(reason);
+            let device_nonce = keyed.device_nonce;
+            (keyed.hello, Some((hub_nonce, device_nonce, frame.body)))
         }
-        Ok(Some(Ok(DeviceMessage::Hello(hello)))) => hello,
-        Ok(Some(Ok(_))) => {
+        _ => {
             reject(
                 &mut framed,
                 RejectReason::BadHello,
-                "the first frame must be a hello",
+                "the first frame must be a hello or a challenge request",
             )
             .await;
             return Err(CloseReason::BadHello);
@@ -154,20 +245,53 @@ async fn handshake(
         reject(&mut framed, RejectReason::BadToken, &detail).await;
         return Err(CloseReason::Throttled);
     }
-    if !ctx.tokens.admits(hello.device_id, &hello.token) {
-        ctx.guard.failed(
-            peer.ip(),
-            hello.device_id,
-            now_ms,
-            &ctx.metrics.log_lines_left_out,
-        );
-        let detail = format!("the token is not valid for device {}", hello.device_id);
-        reject(&mut framed, RejectReason::BadToken, &detail).await;
-        return Err(CloseReason::BadToken);
+    let (keyring, _) = ctx.devices.refresh(now_ms, false);
+    let device_key = keyring.key(hello.device_id).copied();
+    let verdict = match (&keyed, device_key) {
+        (Some((hub_nonce, device_nonce, body)), Some(key)) => {
+            if verify_keyed_hello(body, &key, hub_nonce) {
+                Ok(Some(Keyed {
+                    key,
+                    hub_nonce: *hub_nonce,
+                    device_nonce: *device_nonce,
+                }))
+            } else {
+                Err(format!(
+                    "the key proof is not valid for device {}",
+                    hello.device_id
+                ))
+            }
+        }
+        (Some(_), None) => Err(format!(
+            "device {} has no key on this hub; adopt it with `sensor-hub device add --id {}`",
+            hello.device_id, hello.device_id
+        )),
+        (None, Some(_)) => Err(format!(
+            "device {} has a key: it must prove it (challenge request), not send a token",
+            hello.device_id
+        )),
+        (None, None) if ctx.tokens.admits(hello.device_id, &hello.token) => Ok(None),
+        (None, None) => Err(format!(
+            "the token is not valid for device {}",
+            hello.device_id
+        )),
+    };
+    match verdict {
+        Ok(keyed) => {
+            ctx.guard.succeeded(peer.ip());
+            Ok((framed, hello, keyed))
+        }
+        Err(detail) => {
+            ctx.guard.failed(
+                peer.ip(),
+                hello.device_id,
+                now_ms,
+                &ctx.metrics.log_lines_left_out,
+            );
+            reject(&mut framed, RejectReason::BadToken, &detail).await;
+            Err(CloseReason::BadToken)
+        }
     }
-    ctx.guard.succeeded(peer.ip());
-
-    Ok((framed, hello))
 }
 
 /// Checks what the types cannot: sensor channels are unique.
@@ -218,7 +342,7 @@ async fn run_session(
                     Err(_) => return CloseReason::IdleTimeout,
                     Ok(None) => return CloseReason::PeerClosed,
                     Ok(Some(Err(e))) => return frame_error(&e),
-                    Ok(Some(Ok(message))) => message,
+                    Ok(Some(Ok(frame))) => frame.message,
                 };
                 idle_deadline = Instant::now() + idle;
                 if let Some(reason) = handle(ctx, framed, device, message).await {
@@ -256,7 +380,9 @@ async fn handle(
             .core
             .command_result(device, id, outcome, detail.map(|d| d.to_string()), now),
         DeviceMessage::Bye => return Some(CloseReason::PeerClosed),
-        DeviceMessage::Hello(_) => {
+        DeviceMessage::Hello(_)
+        | DeviceMessage::ChallengeRequest
+        | DeviceMessage::KeyedHello(_) => {
             reject(
                 framed,
                 RejectReason::BadHello,

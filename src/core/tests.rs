@@ -81,8 +81,14 @@ fn status_of(core: &Core, device: DeviceId, now: Now) -> Option<DeviceStatus> {
 fn the_device_limit_counts_every_device_once_whichever_plane() {
     // Regression for the two ways `limits.max_devices` was counted.
     let core = core_with(3);
+    let mut list = crate::device_file::DeviceList::default();
+    for id in [1, 2, 3] {
+        list.add(id, "", None, 0).unwrap();
+    }
+    core.set_device_list(&list.keyring(), at(0));
     let (tx, _rx) = mpsc::channel(4);
-    core.open_session(&hello(100, 1_000), tx, at(0)).unwrap();
+    core.open_session(&hello(100, 1_000), tx, None, at(0))
+        .unwrap();
     for d in [1, 2] {
         assert_eq!(ingest(&core, &datagram(d, 0, at(1)), at(1)).applied, 1);
     }
@@ -130,7 +136,8 @@ fn a_successful_set_interval_moves_liveness_to_the_new_cadence() {
     // offline.
     let core = core_with(10);
     let (tx, mut rx) = mpsc::channel(4);
-    core.open_session(&hello(7, 1_000), tx, at(0)).unwrap();
+    core.open_session(&hello(7, 1_000), tx, None, at(0))
+        .unwrap();
     let record = core
         .submit_command(
             7,
@@ -241,8 +248,12 @@ fn a_replaced_session_is_told_to_close() {
     let core = core_with(10);
     let (tx1, mut rx1) = mpsc::channel(4);
     let (tx2, _rx2) = mpsc::channel(4);
-    let first = core.open_session(&hello(3, 1_000), tx1, at(0)).unwrap();
-    let second = core.open_session(&hello(3, 1_000), tx2, at(1)).unwrap();
+    let first = core
+        .open_session(&hello(3, 1_000), tx1, None, at(0))
+        .unwrap();
+    let second = core
+        .open_session(&hello(3, 1_000), tx2, None, at(1_000))
+        .unwrap();
     assert_ne!(first, second);
     assert_eq!(
         rx1.try_recv().unwrap(),

@@ -33,12 +33,14 @@ pub struct Batch {
     pub readings: Vec<Reading>,
     /// Latest record of each device that changed, by id.
     pub devices: Vec<DeviceRecord>,
+    /// Devices whose record is deleted (written before `devices`).
+    pub forgotten: Vec<DeviceId>,
 }
 
 impl Batch {
     /// Nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.readings.is_empty() && self.devices.is_empty()
+        self.readings.is_empty() && self.devices.is_empty() && self.forgotten.is_empty()
     }
 }
 
@@ -48,6 +50,7 @@ pub struct Queue {
     capacity: usize,
     readings: Vec<Reading>,
     devices: BTreeMap<DeviceId, DeviceRecord>,
+    forgotten: std::collections::BTreeSet<DeviceId>,
     queued: u64,
     drops: QueueDrops,
 }
@@ -59,6 +62,7 @@ impl Queue {
             capacity,
             readings: Vec::new(),
             devices: BTreeMap::new(),
+            forgotten: std::collections::BTreeSet::new(),
             queued: 0,
             drops: QueueDrops::default(),
         }
@@ -100,6 +104,17 @@ impl Queue {
         }
     }
 
+    /// Deletes a device's record (and any still waiting).
+    pub fn forget_device(&mut self, device: DeviceId) {
+        self.devices.remove(&device);
+        self.forgotten.insert(device);
+    }
+
+    /// Puts back deletions a failed flush could not write.
+    pub fn requeue_forgotten(&mut self, devices: Vec<DeviceId>) {
+        self.forgotten.extend(devices);
+    }
+
     /// Puts back records a failed flush could not write, unless a newer
     /// record of the same device is already waiting.
     pub fn requeue_devices(&mut self, records: Vec<DeviceRecord>) {
@@ -113,6 +128,7 @@ impl Queue {
         Batch {
             readings: std::mem::take(&mut self.readings),
             devices: std::mem::take(&mut self.devices).into_values().collect(),
+            forgotten: std::mem::take(&mut self.forgotten).into_iter().collect(),
         }
     }
 

@@ -151,6 +151,11 @@ impl History {
         lock(&self.0.waiting).queue.push_datagrams(datagrams);
     }
 
+    /// Deletes a forgotten device's record at the next write.
+    pub fn forget_device(&self, device: DeviceId) {
+        lock(&self.0.waiting).queue.forget_device(device);
+    }
+
     /// Queues device records that changed.
     pub fn record_devices(&self, records: Vec<DeviceRecord>) {
         if !records.is_empty() {
@@ -325,7 +330,7 @@ fn flush(inner: &Inner, store: &mut Store, last_error_log: &mut Option<Instant>)
         return;
     }
     let c = &inner.counters;
-    match store.write_batch(&batch.readings, &batch.devices) {
+    match store.write_batch(&batch.readings, &batch.devices, &batch.forgotten) {
         Ok(written) => {
             c.written.fetch_add(written as u64, Ordering::Relaxed);
             c.flushes.fetch_add(1, Ordering::Relaxed);
@@ -335,7 +340,9 @@ fn flush(inner: &Inner, store: &mut Store, last_error_log: &mut Option<Instant>)
             c.write_failed
                 .fetch_add(batch.readings.len() as u64, Ordering::Relaxed);
             // Device records are few and must not be lost: retry them.
-            lock(&inner.waiting).queue.requeue_devices(batch.devices);
+            let mut waiting = lock(&inner.waiting);
+            waiting.queue.requeue_forgotten(batch.forgotten);
+            waiting.queue.requeue_devices(batch.devices);
             if last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY) {
                 *last_error_log = Some(Instant::now());
                 tracing::error!(

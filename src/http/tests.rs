@@ -280,7 +280,7 @@ fn connect(hub: &Hub, device: u32) -> mpsc::Receiver<SessionMessage> {
         device_time_ms: now(hub).wall_ms,
         sensors: Default::default(),
     };
-    hub.core.open_session(&hello, tx, now(hub)).unwrap();
+    hub.core.open_session(&hello, tx, None, now(hub)).unwrap();
     rx
 }
 

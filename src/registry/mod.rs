@@ -22,6 +22,7 @@
 
 mod commands;
 mod persist;
+mod trust;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -35,6 +36,7 @@ use crate::clock::Now;
 
 pub use commands::{kind_of, CommandId, CommandRecord, CommandState, Origin};
 pub use persist::DeviceRecord;
+pub use trust::{Refusal, TrustConfig};
 
 /// Control session id (unique while the hub runs).
 pub type SessionId = u64;
@@ -89,6 +91,8 @@ pub struct RegistryConfig {
     pub max_in_flight: usize,
     /// Finished commands kept for lookups.
     pub retain_finished: usize,
+    /// Adopted and discovered devices, session replacement.
+    pub trust: TrustConfig,
 }
 
 /// What a device told the hub in its hello.
@@ -135,6 +139,9 @@ pub struct DeviceEntry {
     session_started_mono: Option<u64>,
     /// Known only from before a restart, and not heard from since.
     restored: bool,
+    /// Adopted (listed in the device file, or admitted by a hello) rather
+    /// than only discovered from its datagrams.
+    pub adopted: bool,
 }
 
 impl DeviceEntry {
@@ -155,6 +162,7 @@ impl DeviceEntry {
             last_data_mono: None,
             session_started_mono: None,
             restored: false,
+            adopted: true,
         }
     }
 
@@ -185,6 +193,14 @@ pub enum Effect {
     },
     /// A command changed state.
     Command(CommandRecord),
+    /// A device is gone: forgotten by the owner, or a discovered device
+    /// that went silent for `devices.discovered_ttl_ms`.
+    DeviceRemoved {
+        /// The device.
+        device: DeviceId,
+        /// Wall time, Unix ms.
+        at_ms: u64,
+    },
     /// A device changed status (or appeared: `previous` is `None`).
     DeviceStatus {
         /// The device.
@@ -207,6 +223,14 @@ pub struct RegistryCounters {
     pub sessions_replaced: u64,
     /// Hellos refused because `max_devices` were tracked.
     pub rejected_too_many_devices: u64,
+    /// Hellos refused because the device's session was replaced less than
+    /// `control.min_replace_interval_ms` before.
+    pub rejected_too_soon: u64,
+    /// Discovered devices dropped after `devices.discovered_ttl_ms` of
+    /// silence.
+    pub discovered_expired: u64,
+    /// Devices the owner forgot.
+    pub forgotten: u64,
     /// Commands that reached each final state, by [`CommandState::index`].
     pub commands_final: [u64; CommandState::COUNT],
     /// Acks or results naming a command the hub does not know (or another
@@ -230,6 +254,10 @@ pub struct Registry {
     /// See [`Registry::take_deadlines_moved`].
     deadlines_moved: bool,
     counters: RegistryCounters,
+    /// Ids in the device file: adopted whenever they appear.
+    listed: std::collections::HashSet<DeviceId>,
+    /// Entries with `adopted == false`.
+    discovered: usize,
 }
 
 impl Registry {
@@ -246,6 +274,8 @@ impl Registry {
             changed: BTreeSet::new(),
             deadlines_moved: false,
             counters: RegistryCounters::default(),
+            listed: std::collections::HashSet::new(),
+            discovered: 0,
         }
     }
 
@@ -291,54 +321,54 @@ impl Registry {
         self.commands.get(&id)
     }
 
-    /// Number of devices tracked: every device of the data plane and of the
-    /// control plane counts here once, against `limits.max_devices`.
+    /// Number of devices tracked, adopted and discovered.
     pub fn device_count(&self) -> usize {
         self.devices.len()
     }
 
-    /// The device's entry, adding and announcing it if there is room under
-    /// `max_devices`: the one admission rule for datagrams and hellos alike.
-    fn entry(&mut self, device: DeviceId, now: Now) -> Option<&mut DeviceEntry> {
-        if !self.devices.contains_key(&device) {
-            if self.devices.len() >= self.config.max_devices {
-                return None;
-            }
-            self.devices
-                .insert(device, DeviceEntry::new(device, now.wall_ms));
-            self.changed.insert(device);
-            self.deadlines_moved = true;
-            self.effects.push(Effect::DeviceStatus {
-                device,
-                status: DeviceStatus::Online,
-                previous: None,
-                at_ms: now.wall_ms,
-            });
-        }
-        self.devices.get_mut(&device)
+    /// Number of discovered (not adopted) devices tracked.
+    pub fn discovered_count(&self) -> usize {
+        self.discovered
     }
 
-    /// A datagram from `device` arrived at `now`: admits the device (it is
-    /// tracked already, or there is room under `max_devices`) and records
-    /// the arrival. Returns `None` when the
-    /// device is refused, else its clock offset (hub minus device) if known.
-    pub fn data_seen(&mut self, device: DeviceId, now: Now) -> Option<Option<i64>> {
-        let entry = self.entry(device, now)?;
+    /// A datagram from `device` arrived at `now` (its tag, if it needs
+    /// one, already verified): admits the device (see [`Registry::admit`])
+    /// and records the arrival. Returns the device's clock offset (hub
+    /// minus device) if known, and whether it is adopted.
+    pub fn data_seen(
+        &mut self,
+        device: DeviceId,
+        now: Now,
+    ) -> Result<(Option<i64>, bool), Refusal> {
+        let adopt = self.listed.contains(&device);
+        let entry = self.admit(device, adopt, now)?;
         entry.last_data_ms = Some(now.wall_ms);
         entry.last_data_mono = Some(now.mono_ms);
         entry.restored = false;
-        let offset = entry.clock_offset_ms;
+        let found = (entry.clock_offset_ms, entry.adopted);
         self.update_status(device, now);
-        Some(offset)
+        Ok(found)
     }
 
     /// A device said hello (already authenticated by the shell). Returns the
     /// new session's id, or why it is refused.
     pub fn open_session(&mut self, hello: &Hello, now: Now) -> Result<SessionId, RejectReason> {
         let session = self.next_session;
-        let Some(entry) = self.entry(hello.device_id, now) else {
-            self.counters.rejected_too_many_devices += 1;
-            return Err(RejectReason::TooManyDevices);
+        let min_replace = self.config.trust.min_replace_interval_ms;
+        if let Some(entry) = self.devices.get(&hello.device_id) {
+            if let (Some(_), Some(started)) = (entry.session, entry.session_started_mono) {
+                if now.mono_ms < started.saturating_add(min_replace) {
+                    self.counters.rejected_too_soon += 1;
+                    return Err(RejectReason::TooSoon);
+                }
+            }
+        }
+        let entry = match self.admit(hello.device_id, true, now) {
+            Ok(entry) => entry,
+            Err(_) => {
+                self.counters.rejected_too_many_devices += 1;
+                return Err(RejectReason::TooManyDevices);
+            }
         };
         let replaced = entry.session.replace(session);
         entry.info = Some(DeviceInfo {
@@ -506,6 +536,7 @@ impl Registry {
                 self.pump(device, now);
             }
         }
+        self.expire_discovered(now);
         let mut ids: Vec<DeviceId> = self.devices.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -529,7 +560,11 @@ impl Registry {
             .devices
             .values()
             .filter_map(|d| next_change(d, &self.config, now.mono_ms));
-        commands.chain(devices).map(|t| t.max(now.mono_ms)).min()
+        commands
+            .chain(devices)
+            .chain(self.next_expiry())
+            .map(|t| t.max(now.mono_ms))
+            .min()
     }
 
     /// Whether a change since the last call may have brought

@@ -43,7 +43,9 @@ impl Registry {
     pub fn take_changed(&mut self) -> Vec<DeviceRecord> {
         std::mem::take(&mut self.changed)
             .into_iter()
-            .filter_map(|id| self.devices.get(&id).map(DeviceRecord::of))
+            .filter_map(|id| self.devices.get(&id))
+            .filter(|entry| entry.adopted)
+            .map(DeviceRecord::of)
             .collect()
     }
 
@@ -55,7 +57,13 @@ impl Registry {
     /// already tracked, or one over `max_devices`, is ignored; returns
     /// whether it was added.
     pub fn restore(&mut self, record: DeviceRecord, known_channels: Vec<u8>) -> bool {
-        if self.devices.contains_key(&record.id) || self.devices.len() >= self.config.max_devices {
+        // Only adopted devices were ever written; a record without a hello
+        // from before adoption existed is adopted only if listed.
+        let adopted = record.info.is_some() || self.listed.contains(&record.id);
+        if !adopted
+            || self.devices.contains_key(&record.id)
+            || self.devices.len() - self.discovered >= self.config.max_devices
+        {
             return false;
         }
         let mut entry = DeviceEntry::new(record.id, record.status_since_ms);

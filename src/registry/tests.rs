@@ -22,6 +22,7 @@ fn config() -> RegistryConfig {
         queue_per_device: 2,
         max_in_flight: 1,
         retain_finished: 4,
+        trust: Default::default(),
     }
 }
 
@@ -232,7 +233,7 @@ fn full_queue_rejects() {
 fn a_second_hello_replaces_the_session() {
     let mut r = Registry::new(config());
     let old = r.open_session(&hello(7, 1_000), at(T0)).unwrap();
-    let new = r.open_session(&hello(7, 1_000), at(T0 + 10)).unwrap();
+    let new = r.open_session(&hello(7, 1_000), at(T0 + 1_000)).unwrap();
     assert_ne!(old, new);
     let effects = r.take_effects();
     assert!(effects.contains(&Effect::CloseSession {
@@ -353,17 +354,24 @@ fn device_limit_refuses_new_devices() {
         r.open_session(&hello(4, 1_000), at(T0)),
         Err(RejectReason::TooManyDevices)
     );
-    r.data_seen(5, at(T0)); // not tracked either
-    assert!(r.device(5).is_none());
+    // An unknown id's datagram is only discovered: not adopted, not
+    // counted against max_devices.
+    assert!(r.data_seen(5, at(T0)).is_ok());
+    assert!(!r.device(5).unwrap().adopted);
+    assert!(
+        r.take_changed().iter().all(|d| d.id != 5),
+        "never persisted"
+    );
     // Known devices still reconnect.
-    assert!(r.open_session(&hello(2, 1_000), at(T0 + 1)).is_ok());
+    assert!(r.open_session(&hello(2, 1_000), at(T0 + 1_000)).is_ok());
     assert_eq!(r.counters().rejected_too_many_devices, 1);
 }
 
 #[test]
 fn records_change_on_hello_and_status_not_on_every_datagram() {
     let mut r = Registry::new(config());
-    r.data_seen(1, at(T0));
+    assert!(r.set_listed([1], at(T0)).is_empty());
+    r.data_seen(1, at(T0)).unwrap();
     let first = r.take_changed();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].id, 1);
@@ -399,7 +407,8 @@ fn records_change_on_hello_and_status_not_on_every_datagram() {
 fn restored_devices_keep_their_info_and_go_offline_unless_they_return() {
     let mut before = Registry::new(config());
     before.open_session(&hello(1, 1_000), at(T0)).unwrap();
-    before.data_seen(2, at(T0 + 100));
+    let _ = before.set_listed([2], at(T0));
+    before.data_seen(2, at(T0 + 100)).unwrap();
     let records = before.take_changed();
     assert_eq!(records.len(), 2);
     // Through JSON, as the store keeps them.
@@ -407,6 +416,7 @@ fn restored_devices_keep_their_info_and_go_offline_unless_they_return() {
     let records: Vec<DeviceRecord> = serde_json::from_str(&json).unwrap();
 
     let mut r = Registry::new(config());
+    let _ = r.set_listed([2], at(T0));
     for record in records.clone() {
         assert!(r.restore(record, vec![0, 3]));
     }
@@ -442,6 +452,133 @@ fn restore_respects_max_devices() {
         status_since_ms: T0,
         last_seen_ms: None,
     };
+    let _ = r.set_listed(1..=5, at(T0));
     let added: Vec<bool> = (1..=4).map(|id| r.restore(record(id), vec![])).collect();
     assert_eq!(added, [true, true, true, false]);
+    // A record without a hello is restored only while listed.
+    let mut unlisted = Registry::new(config());
+    assert!(!unlisted.restore(record(1), vec![]));
+}
+
+// --- Adopted and discovered devices ---------------------------------------
+
+fn trusting(trust: TrustConfig) -> Registry {
+    Registry::new(RegistryConfig { trust, ..config() })
+}
+
+fn removed(effects: &[Effect]) -> Vec<DeviceId> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::DeviceRemoved { device, .. } => Some(*device),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn discovered_devices_are_bounded_apart_and_never_lock_out_adopted_ones() {
+    let mut r = trusting(TrustConfig {
+        max_discovered: 2,
+        ..Default::default()
+    });
+    for id in 100..102 {
+        assert!(r.data_seen(id, at(T0)).is_ok());
+    }
+    assert_eq!(r.data_seen(102, at(T0)), Err(Refusal::DiscoveredLimit));
+    assert_eq!(r.discovered_count(), 2);
+    // All three adopted slots are still free.
+    for id in 1..=3 {
+        r.open_session(&hello(id, 1_000), at(T0)).unwrap();
+    }
+    assert_eq!(r.device_count(), 5);
+    assert!(r.take_changed().iter().all(|d| d.id < 100));
+}
+
+#[test]
+fn a_silent_discovered_device_expires_and_an_adopted_one_does_not() {
+    let mut r = trusting(TrustConfig {
+        discovered_ttl_ms: 60_000,
+        ..Default::default()
+    });
+    r.data_seen(100, at(T0)).unwrap();
+    let _ = r.set_listed([1], at(T0));
+    r.data_seen(1, at(T0)).unwrap();
+    r.take_effects();
+    assert_eq!(
+        r.next_deadline(at(T0 + 50_000)).map(|t| t <= T0 + 60_000),
+        Some(true)
+    );
+    r.tick(at(T0 + 59_999));
+    assert!(r.device(100).is_some());
+    r.tick(at(T0 + 60_000));
+    assert!(r.device(100).is_none());
+    assert!(r.device(1).is_some());
+    assert_eq!(removed(&r.take_effects()), [100]);
+    assert_eq!(r.counters().discovered_expired, 1);
+    assert_eq!(r.discovered_count(), 0);
+}
+
+#[test]
+fn listing_or_a_hello_adopts_a_discovered_device() {
+    let mut r = Registry::new(config());
+    r.data_seen(7, at(T0)).unwrap();
+    r.data_seen(8, at(T0)).unwrap();
+    assert_eq!(r.discovered_count(), 2);
+    let _ = r.set_listed([7], at(T0 + 1));
+    assert!(r.device(7).unwrap().adopted);
+    r.open_session(&hello(8, 1_000), at(T0 + 2)).unwrap();
+    assert!(r.device(8).unwrap().adopted);
+    assert_eq!(r.discovered_count(), 0);
+    let persisted: Vec<DeviceId> = r.take_changed().iter().map(|d| d.id).collect();
+    assert_eq!(persisted, [7, 8]);
+    // Unlisting returns the ids to forget.
+    assert_eq!(r.set_listed([], at(T0 + 3)), [7]);
+}
+
+#[test]
+fn unknown_devices_can_be_refused_outright() {
+    let mut r = trusting(TrustConfig {
+        accept_unknown: false,
+        ..Default::default()
+    });
+    assert_eq!(r.data_seen(9, at(T0)), Err(Refusal::UnknownDevice));
+    let _ = r.set_listed([9], at(T0));
+    assert!(r.data_seen(9, at(T0)).is_ok(), "a listed device is known");
+}
+
+#[test]
+fn forgetting_a_device_closes_its_session_and_fails_its_commands() {
+    let mut r = Registry::new(config());
+    let session = r.open_session(&hello(4, 1_000), at(T0)).unwrap();
+    let id = r.submit(4, set_interval(10), true, Origin::default(), at(T0));
+    r.take_effects();
+    assert!(r.forget(4, at(T0 + 1)));
+    assert!(!r.forget(4, at(T0 + 2)));
+    assert!(r.device(4).is_none());
+    let effects = r.take_effects();
+    assert_eq!(states(&effects, id), [CommandState::Failed]);
+    assert!(effects.contains(&Effect::CloseSession {
+        session,
+        reason: RejectReason::BadToken
+    }));
+    assert_eq!(removed(&effects), [4]);
+    assert!(r.take_changed().is_empty());
+}
+
+#[test]
+fn a_session_is_not_replaced_within_the_minimum_interval() {
+    let mut r = Registry::new(config()); // min_replace_interval_ms 1000
+    r.open_session(&hello(7, 1_000), at(T0)).unwrap();
+    assert_eq!(
+        r.open_session(&hello(7, 1_000), at(T0 + 999)),
+        Err(RejectReason::TooSoon)
+    );
+    assert_eq!(r.counters().rejected_too_soon, 1);
+    assert!(r.open_session(&hello(7, 1_000), at(T0 + 1_000)).is_ok());
+    // Without a session, a hello is never too soon.
+    let mut r = Registry::new(config());
+    let s = r.open_session(&hello(8, 1_000), at(T0)).unwrap();
+    r.close_session(8, s, at(T0 + 1));
+    assert!(r.open_session(&hello(8, 1_000), at(T0 + 2)).is_ok());
 }

@@ -59,10 +59,13 @@ impl Deref for S {
 
 fn state(max_devices: usize) -> S {
     S {
-        state: HubState::new(WindowConfig {
-            windows_ms: vec![10_000, 60_000],
-            buckets: 10,
-        }),
+        state: HubState::new(
+            WindowConfig {
+                windows_ms: vec![10_000, 60_000],
+                buckets: 10,
+            },
+            1_000_000,
+        ),
         registry: Registry::new(crate::registry::RegistryConfig {
             max_devices,
             default_interval_ms: 1_000,
@@ -72,6 +75,10 @@ fn state(max_devices: usize) -> S {
             queue_per_device: 1,
             max_in_flight: 1,
             retain_finished: 1,
+            trust: crate::registry::TrustConfig {
+                max_discovered: max_devices,
+                ..Default::default()
+            },
         }),
     }
 }
@@ -166,22 +173,23 @@ fn every_malformed_kind_is_counted_under_its_reason() {
     let c = s.counters();
     assert_eq!(c.datagrams_received, 6);
     assert_eq!(c.datagrams_accepted, 0);
-    assert_eq!(c.dropped, [1, 2, 1, 1, 1, 0]);
+    assert_eq!(c.dropped, [1, 2, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(s.device_count(), 0, "no device is created by bad input");
     assert!(s.registry.device(1).is_none());
 }
 
 #[test]
 fn new_devices_beyond_the_limit_are_dropped_but_known_ones_continue() {
+    // Unknown ids are discovered devices, bounded by max_discovered (2 here).
     let mut s = state(2);
     s.ingest(&bytes(1, 0, NOW, &[]), addr(), NOW).unwrap();
     s.ingest(&bytes(2, 0, NOW, &[]), addr(), NOW).unwrap();
     let err = s.ingest(&bytes(3, 0, NOW, &[]), addr(), NOW).unwrap_err();
-    assert_eq!(err, DropReason::DeviceLimit);
-    assert_eq!(err.name(), "device_limit");
+    assert_eq!(err, DropReason::DiscoveredLimit);
+    assert_eq!(err.name(), "discovered_limit");
     s.ingest(&bytes(1, 1, NOW, &[]), addr(), NOW).unwrap();
     assert_eq!(s.device_count(), 2);
-    assert_eq!(s.counters().dropped[DropReason::DeviceLimit.index()], 1);
+    assert_eq!(s.counters().dropped[DropReason::DiscoveredLimit.index()], 1);
     assert_eq!(s.counters().datagrams_accepted, 3);
 }
 
@@ -259,6 +267,8 @@ fn a_device_known_from_its_hello_counts_against_the_limit() {
         sensors: Default::default(),
     };
     s.registry.open_session(&hello, Now::at(NOW, NOW)).unwrap();
+    // Listed (adopted) devices count against max_devices with it.
+    let _ = s.registry.set_listed([1, 2, 3], Now::at(NOW, NOW));
     s.ingest(&bytes(1, 0, NOW, &[]), addr(), NOW).unwrap();
     s.ingest(&bytes(2, 0, NOW, &[]), addr(), NOW).unwrap();
     let err = s.ingest(&bytes(3, 0, NOW, &[]), addr(), NOW).unwrap_err();
@@ -311,4 +321,179 @@ fn extreme_clock_offsets_cannot_overflow_latency() {
         Some(u64::MAX),
         "the overflow bucket"
     );
+}
+
+// --- Keyed devices: tags, replays, budgets --------------------------------
+
+use sensor_hub_protocol::auth::DatagramKey;
+
+const KEY: [u8; 32] = [0x42; 32];
+
+fn session_key(round: u8) -> DatagramKey {
+    DatagramKey::derive(&KEY, &[round; 16], &[0xd0; 16])
+}
+
+fn sealed(key: &DatagramKey, device_id: u32, seq: u32, value: f32) -> Vec<u8> {
+    let d = Datagram {
+        device_id,
+        seq,
+        time_ms: NOW as u32,
+        readings: [Reading {
+            channel: 0,
+            value: Value::F32(value),
+        }]
+        .into_iter()
+        .collect(),
+        auth_tag: None,
+    };
+    let mut buf = [0u8; MAX_DATAGRAM_LEN];
+    key.seal(&d, &mut buf).unwrap().to_vec()
+}
+
+/// Device 17 keyed and listed, with a session whose key is `session_key(1)`,
+/// and one accepted datagram (seq 10, value 20.0) from `addr()`.
+fn keyed() -> S {
+    let mut s = state(10);
+    let _ = s.registry.set_listed([17], Now::at(NOW, NOW));
+    s.state.set_keyed([17]);
+    s.state.start_session(17, SessionAuth::new(session_key(1)));
+    s.ingest(&sealed(&session_key(1), 17, 10, 20.0), addr(), NOW)
+        .unwrap();
+    s
+}
+
+#[test]
+fn a_keyed_device_s_tagged_datagrams_are_accepted_once() {
+    let mut s = keyed();
+    let d = s.device(17).unwrap();
+    assert_eq!((d.datagrams, d.last_seq), (1, 10));
+    assert!(s.registry.device(17).unwrap().adopted);
+    s.ingest(&sealed(&session_key(1), 17, 11, 21.0), addr(), NOW + 1)
+        .unwrap();
+    let replay = sealed(&session_key(1), 17, 11, 21.0);
+    assert_eq!(
+        s.ingest(&replay, addr(), NOW + 2).unwrap_err(),
+        DropReason::Replayed
+    );
+    // Late but inside the window: accepted once.
+    s.ingest(&sealed(&session_key(1), 17, 9, 19.0), addr(), NOW + 3)
+        .unwrap();
+    assert_eq!(
+        s.ingest(&sealed(&session_key(1), 17, 9, 19.0), addr(), NOW + 4)
+            .unwrap_err(),
+        DropReason::Replayed
+    );
+    assert_eq!(s.counters().dropped[DropReason::Replayed.index()], 2);
+}
+
+#[test]
+fn forged_unsigned_and_stale_datagrams_change_nothing() {
+    let mut s = keyed();
+    let before = s.device(17).unwrap().clone();
+    let spoofer: SocketAddr = "198.51.100.9:5555".parse().unwrap();
+    // Unsigned, with seq + 1.
+    assert_eq!(
+        s.ingest(
+            &bytes(17, 11, NOW, &[(0, Value::F32(99.0))]),
+            spoofer,
+            NOW + 1
+        )
+        .unwrap_err(),
+        DropReason::Unauthenticated
+    );
+    // Signed with a wrong key; a far sequence number (poisoning).
+    let forged = sealed(&DatagramKey::new(&[9; 32]), 17, 1_000_010, 99.0);
+    assert_eq!(
+        s.ingest(&forged, spoofer, NOW + 2).unwrap_err(),
+        DropReason::BadTag
+    );
+    // The real tag on altered bytes (the value's last byte flipped).
+    let mut altered = sealed(&session_key(1), 17, 12, 21.0);
+    let at = altered.len() - 18; // the value's last byte, before `01` and the tag
+    altered[at] ^= 0x40;
+    assert_eq!(
+        s.ingest(&altered, spoofer, NOW + 3).unwrap_err(),
+        DropReason::BadTag
+    );
+    // A datagram of an earlier session (a replay across a reboot).
+    let old = sealed(&session_key(0), 17, 11, 99.0);
+    assert_eq!(
+        s.ingest(&old, spoofer, NOW + 4).unwrap_err(),
+        DropReason::BadTag
+    );
+    let after = s.device(17).unwrap();
+    assert_eq!(after.addr, before.addr, "address unchanged");
+    assert_eq!(after.datagrams, before.datagrams);
+    assert_eq!(after.last_seq, before.last_seq);
+    assert_eq!(after.seq.counts(), before.seq.counts());
+    assert_eq!(after.sensors[&0].value, Value::F32(20.0));
+    assert_eq!(
+        s.registry.device(17).unwrap().last_data_ms,
+        Some(NOW),
+        "liveness unchanged"
+    );
+    // The real next datagram still counts as the next one: no loss.
+    s.ingest(&sealed(&session_key(1), 17, 11, 21.0), addr(), NOW + 5)
+        .unwrap();
+    assert_eq!(s.device(17).unwrap().seq.counts().lost, 0);
+}
+
+#[test]
+fn a_new_session_replaces_the_key_and_restarts_the_window() {
+    let mut s = keyed();
+    s.state.start_session(17, SessionAuth::new(session_key(2)));
+    // After a reboot the device restarts at 0 under its new key.
+    s.ingest(&sealed(&session_key(2), 17, 0, 1.0), addr(), NOW + 1)
+        .unwrap();
+    assert_eq!(
+        s.ingest(&sealed(&session_key(1), 17, 11, 1.0), addr(), NOW + 2)
+            .unwrap_err(),
+        DropReason::BadTag
+    );
+}
+
+#[test]
+fn a_keyed_device_without_a_session_is_dropped_as_no_session() {
+    let mut s = state(10);
+    s.state.set_keyed([5]);
+    assert_eq!(
+        s.ingest(&sealed(&session_key(1), 5, 0, 1.0), addr(), NOW)
+            .unwrap_err(),
+        DropReason::NoSession
+    );
+    assert!(s.registry.device(5).is_none());
+    // Keys survive a reload of the device file that still lists it.
+    s.state.start_session(5, SessionAuth::new(session_key(1)));
+    s.state.set_keyed([5, 6]);
+    s.ingest(&sealed(&session_key(1), 5, 0, 1.0), addr(), NOW)
+        .unwrap();
+}
+
+#[test]
+fn a_device_over_its_budget_is_dropped_and_counted() {
+    let mut s = S {
+        state: HubState::new(
+            WindowConfig {
+                windows_ms: vec![10_000],
+                buckets: 10,
+            },
+            32,
+        ),
+        ..state(10)
+    };
+    let three: Vec<(u8, Value)> = (0..3).map(|c| (c, Value::I32(1))).collect();
+    // 64 readings' worth at once (two seconds of 32/s), then nothing.
+    let accepted = (0..30)
+        .filter(|&seq| s.ingest(&bytes(1, seq, NOW, &three), addr(), NOW).is_ok())
+        .count();
+    assert_eq!(accepted, 21);
+    assert_eq!(s.counters().dropped[DropReason::OverBudget.index()], 9);
+    // A second later, 32 more readings.
+    let later = (30..50)
+        .filter(|&seq| {
+            s.ingest(&bytes(1, seq, NOW + 1_000, &three), addr(), NOW + 1_000)
+                .is_ok()
+        })
+        .count();
+    assert_eq!(later, 11);
 }

@@ -61,6 +61,14 @@ pub enum Event {
         /// Hub time.
         at_ms: u64,
     },
+    /// A device is gone from the hub's list (forgotten, or a discovered
+    /// device that went silent).
+    DeviceRemoved {
+        /// The device.
+        device: DeviceId,
+        /// Hub time.
+        at_ms: u64,
+    },
     /// A command changed state (its origin names the client that sent it).
     CommandStatus(Box<CommandRecord>),
     /// Periodic statistics of the devices that changed.
@@ -77,7 +85,7 @@ impl Event {
                     .map(|d| 90 + 32 * d.readings.len())
                     .sum::<usize>()
             }
-            Event::DeviceStatus { .. } => 110,
+            Event::DeviceStatus { .. } | Event::DeviceRemoved { .. } => 110,
             Event::CommandStatus(record) => {
                 // The origin's request id is kept with the record (bounded
                 // by the WebSocket request parser, but counted at its size).

@@ -538,7 +538,9 @@ impl Client {
                     self.send(messages::readings(entry.seq, &filtered, now.wall_ms))
                 }
             },
-            Event::DeviceStatus { device, .. } if subscription.covers_device(*device) => {
+            Event::DeviceStatus { device, .. } | Event::DeviceRemoved { device, .. }
+                if subscription.covers_device(*device) =>
+            {
                 self.send_shared(shared(entry, now))
             }
             Event::DeviceStats(stats) => {

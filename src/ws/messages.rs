@@ -90,6 +90,11 @@ enum HubMessage<'a> {
         previous: Option<DeviceStatus>,
         at_ms: u64,
     },
+    DeviceRemoved {
+        seq: u64,
+        device: DeviceId,
+        at_ms: u64,
+    },
     DeviceStats {
         seq: u64,
         devices: Seq<'a, DeviceStats, StatsView>,
@@ -213,6 +218,11 @@ pub fn event(seq: u64, event: &Event, now_ms: u64) -> String {
             device: *device,
             status: *status,
             previous: *previous,
+            at_ms: *at_ms,
+        }),
+        Event::DeviceRemoved { device, at_ms } => to_json(&HubMessage::DeviceRemoved {
+            seq,
+            device: *device,
             at_ms: *at_ms,
         }),
         Event::CommandStatus(record) => command_status(seq, record, None),

@@ -81,6 +81,7 @@ impl Default for Hub {
             queue_per_device: 1,
             max_in_flight: 1,
             retain_finished: 1,
+            trust: Default::default(),
         });
         let windows = WindowConfig {
             windows_ms: vec![10_000],

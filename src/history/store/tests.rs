@@ -151,7 +151,7 @@ fn devices_and_their_channels_are_loaded_back() {
     {
         let mut store = Store::open(&dir.file()).unwrap();
         store
-            .write_batch(&[reading(T0, 1.0)], std::slice::from_ref(&named))
+            .write_batch(&[reading(T0, 1.0)], std::slice::from_ref(&named), &[])
             .unwrap();
         let mut later = named.clone();
         later.status = DeviceStatus::Late;
@@ -162,7 +162,7 @@ fn devices_and_their_channels_are_loaded_back() {
             value: 0.5,
         };
         store
-            .write_batch(&[reading(T0 + 1_000, 2.0), other], &[later])
+            .write_batch(&[reading(T0 + 1_000, 2.0), other], &[later], &[])
             .unwrap();
     }
     let store = Store::open(&dir.file()).unwrap();

@@ -9,11 +9,12 @@ use rusqlite::{params, Transaction};
 use super::{tier_code, Store, StoreError};
 use crate::history::{expired_before, Reading, Retention, Rollup, Tier};
 use crate::registry::DeviceRecord;
+use sensor_hub_protocol::DeviceId;
 
 impl Store {
     /// Writes a batch of readings (see [`Store::write_batch`]).
     pub fn write(&mut self, readings: &[Reading]) -> Result<usize, StoreError> {
-        self.write_batch(readings, &[])
+        self.write_batch(readings, &[], &[])
     }
 
     /// Writes readings, the channels not seen before and the device records
@@ -24,12 +25,17 @@ impl Store {
         &mut self,
         readings: &[Reading],
         devices: &[DeviceRecord],
+        forgotten: &[DeviceId],
     ) -> Result<usize, StoreError> {
         let mut new_channels = Vec::new();
         let mut written = 0;
         let mut latest = 0;
         let tx = self.conn.transaction()?;
         {
+            let mut delete = tx.prepare_cached("DELETE FROM devices WHERE id = ?1")?;
+            for device in forgotten {
+                delete.execute(params![device])?;
+            }
             let mut save = tx.prepare_cached(
                 "INSERT INTO devices (id, record) VALUES (?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET record = excluded.record",
