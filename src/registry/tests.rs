@@ -135,7 +135,7 @@ fn unknown_device_is_rejected_at_once() {
 #[test]
 fn offline_device_rejects_or_queues_as_the_command_says() {
     let mut r = Registry::new(config());
-    r.data_seen(5, at(T0)); // known from data only: no session
+    r.data_seen(5, at(T0)).unwrap(); // known from data only: no session
     r.take_effects();
     let no_wait = r.submit(5, CommandBody::Identify, false, Origin::default(), at(T0));
     assert_eq!(states(&r.take_effects(), no_wait), [CommandState::Rejected]);
@@ -156,7 +156,7 @@ fn offline_device_rejects_or_queues_as_the_command_says() {
 #[test]
 fn command_times_out_at_its_ttl_and_not_before() {
     let mut r = Registry::new(config());
-    r.data_seen(5, at(T0));
+    r.data_seen(5, at(T0)).unwrap();
     let id = r.submit(5, CommandBody::Reboot, true, Origin::default(), at(T0));
     r.take_effects();
     r.tick(at(T0 + 9_999));
@@ -214,7 +214,7 @@ fn next_command_is_sent_when_the_previous_finishes() {
 #[test]
 fn full_queue_rejects() {
     let mut r = Registry::new(config());
-    r.data_seen(5, at(T0));
+    r.data_seen(5, at(T0)).unwrap();
     r.submit(5, CommandBody::Identify, true, Origin::default(), at(T0));
     r.submit(5, CommandBody::Identify, true, Origin::default(), at(T0));
     let third = r.submit(5, CommandBody::Identify, true, Origin::default(), at(T0));
@@ -249,7 +249,7 @@ fn a_second_hello_replaces_the_session() {
 #[test]
 fn silent_device_goes_late_then_offline_then_back_online() {
     let mut r = Registry::new(config());
-    r.data_seen(3, at(T0)); // data-only device, default interval 1 s
+    r.data_seen(3, at(T0)).unwrap(); // data-only device, default interval 1 s
     r.take_effects();
     r.tick(at(T0 + 2_999));
     assert_eq!(statuses(&r.take_effects()), []);
@@ -265,7 +265,7 @@ fn silent_device_goes_late_then_offline_then_back_online() {
         statuses(&r.take_effects()),
         [(3, Some(DeviceStatus::Late), DeviceStatus::Offline)]
     );
-    r.data_seen(3, at(T0 + 20_000));
+    r.data_seen(3, at(T0 + 20_000)).unwrap();
     assert_eq!(
         statuses(&r.take_effects()),
         [(3, Some(DeviceStatus::Offline), DeviceStatus::Online)]
@@ -277,7 +277,7 @@ fn silent_device_goes_late_then_offline_then_back_online() {
 fn declared_interval_sets_the_cadence() {
     let mut r = Registry::new(config());
     r.open_session(&hello(4, 10_000), at(T0)).unwrap();
-    r.data_seen(4, at(T0));
+    r.data_seen(4, at(T0)).unwrap();
     r.take_effects();
     r.tick(at(T0 + 29_999));
     assert_eq!(r.device(4).unwrap().status, DeviceStatus::Online);
@@ -297,7 +297,7 @@ fn connected_device_without_data_is_late_not_offline() {
 fn lost_session_and_no_data_is_offline_at_the_late_threshold() {
     let mut r = Registry::new(config());
     let s = r.open_session(&hello(4, 1_000), at(T0)).unwrap();
-    r.data_seen(4, at(T0));
+    r.data_seen(4, at(T0)).unwrap();
     r.close_session(4, s, at(T0 + 500));
     r.take_effects();
     r.tick(at(T0 + 2_999));
