@@ -13,7 +13,8 @@ use sensor_hub::aggregate::sequence::SeqTracker;
 use sensor_hub::aggregate::window::Window;
 use sensor_hub::clock::Now;
 use sensor_hub::registry::{Registry, RegistryConfig};
-use sensor_hub::state::{HubState, WindowConfig};
+use sensor_hub::state::{HubState, SessionAuth, WindowConfig};
+use sensor_hub_protocol::auth::DatagramKey;
 use sensor_hub_protocol::{decode_datagram, encode_datagram, Datagram, Reading, Value};
 
 const NOW: u64 = 1_763_731_200_000;
@@ -61,7 +62,24 @@ fn state(devices: usize) -> (HubState, Registry) {
         windows_ms: vec![10_000, 60_000],
         buckets: 10,
     };
-    (HubState::new(windows), registry)
+    let mut registry = registry;
+    // Adopted (listed), as a real fleet is.
+    let _ = registry.set_listed(0..devices as u32, Now::at(NOW, NOW));
+    (HubState::new(windows, 1_000_000), registry)
+}
+
+const KEY: [u8; 32] = [0x5a; 32];
+
+fn session_key(device: u32) -> DatagramKey {
+    DatagramKey::derive(&KEY, &[1; 16], &device.to_le_bytes().repeat(4).try_into().unwrap())
+}
+
+/// Every device keyed, with a fresh session (and replay window).
+fn start_sessions(s: &mut HubState, devices: u32) {
+    s.set_keyed(0..devices);
+    for id in 0..devices {
+        s.start_session(id, SessionAuth::new(session_key(id)));
+    }
 }
 
 fn decode(c: &mut Criterion) {
@@ -95,6 +113,35 @@ fn ingest(c: &mut Criterion) {
             i = (i + 1) % packets.len();
             if i == 0 {
                 now += 16_000; // keep sequence numbers moving forward in time
+            }
+            let _ = registry.take_effects();
+            r
+        })
+    });
+    // The same with every device keyed: tags verified, replay window kept.
+    let keys: Vec<DatagramKey> = (0..DEVICES).map(session_key).collect();
+    let sealed: Vec<Vec<u8>> = packets
+        .iter()
+        .map(|p| {
+            let d = decode_datagram(p).unwrap();
+            let mut buf = [0u8; 512];
+            keys[d.device_id as usize].seal(&d, &mut buf).unwrap().to_vec()
+        })
+        .collect();
+    g.bench_function("1000_devices_three_readings_authenticated", |b| {
+        let (mut s, mut registry) = state(DEVICES as usize);
+        start_sessions(&mut s, DEVICES);
+        let mut i = 0usize;
+        let mut now = NOW;
+        b.iter(|| {
+            let bytes = black_box(&sealed[i]);
+            let r = s.ingest(&mut registry, bytes, bytes.len(), from, Now::at(now, now));
+            i = (i + 1) % sealed.len();
+            if i == 0 {
+                now += 16_000;
+                // The packets come round again: new sessions, so they are
+                // fresh rather than replays.
+                start_sessions(&mut s, DEVICES);
             }
             let _ = registry.take_effects();
             r

@@ -378,7 +378,7 @@ fn records_change_on_hello_and_status_not_on_every_datagram() {
     assert_eq!(first[0].info, None);
     assert_eq!(first[0].status, DeviceStatus::Online);
     for i in 1..=3 {
-        r.data_seen(1, at(T0 + i * 500));
+        r.data_seen(1, at(T0 + i * 500)).unwrap();
     }
     assert!(
         r.take_changed().is_empty(),

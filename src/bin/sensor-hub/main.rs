@@ -1,5 +1,6 @@
-//! The `sensor-hub` command line: `run`, `demo`, `check-config`, and the
-//! account commands (`passwd`, `login-link`, `token`, module `account`). `demo`
+//! The `sensor-hub` command line: `run`, `demo`, `check-config`, the
+//! account commands (`passwd`, `login-link`, `token`, module `account`) and
+//! `device` (adopting devices and making their keys, module `devices`). `demo`
 //! needs the cargo feature `demo` (on by default; module `demo`); a build
 //! without it keeps the subcommand, says so in `--help`, and exits non-zero
 //! with a message saying how to get it.
@@ -7,6 +8,7 @@
 mod account;
 #[cfg(feature = "demo")]
 mod demo;
+mod devices;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +68,14 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Adopt devices and make their keys; list and forget them.
+    Device {
+        #[command(subcommand)]
+        command: devices::DeviceCommand,
+        /// Configuration file layered over the built-in defaults.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Manage API tokens (for scripts, Prometheus, other people's browsers).
     Token {
         #[command(subcommand)]
@@ -111,6 +121,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Passwd { config } => account::passwd(&load(config.as_ref())?),
         Command::LoginLink { config } => account::login_link(&load(config.as_ref())?),
         Command::Token { command, config } => account::token(&load(config.as_ref())?, command),
+        Command::Device { command, config } => devices::device(&load(config.as_ref())?, command),
         Command::Run { config } => {
             let config = load(config.as_ref())?;
             first_start(&config)?;
