@@ -71,7 +71,11 @@ fn state(devices: usize) -> (HubState, Registry) {
 const KEY: [u8; 32] = [0x5a; 32];
 
 fn session_key(device: u32) -> DatagramKey {
-    DatagramKey::derive(&KEY, &[1; 16], &device.to_le_bytes().repeat(4).try_into().unwrap())
+    DatagramKey::derive(
+        &KEY,
+        &[1; 16],
+        &device.to_le_bytes().repeat(4).try_into().unwrap(),
+    )
 }
 
 /// Every device keyed, with a fresh session (and replay window).
@@ -125,7 +129,10 @@ fn ingest(c: &mut Criterion) {
         .map(|p| {
             let d = decode_datagram(p).unwrap();
             let mut buf = [0u8; 512];
-            keys[d.device_id as usize].seal(&d, &mut buf).unwrap().to_vec()
+            keys[d.device_id as usize]
+                .seal(&d, &mut buf)
+                .unwrap()
+                .to_vec()
         })
         .collect();
     g.bench_function("1000_devices_three_readings_authenticated", |b| {

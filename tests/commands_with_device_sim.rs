@@ -54,6 +54,7 @@ impl Sim {
             control: Some(ControlTarget {
                 addr: hub.control,
                 token: TOKEN.into(),
+                key_seed: None,
             }),
             boot_pause_ms: 300,
             faults: FaultSpec::NONE,

@@ -361,6 +361,7 @@ async fn kill_9_under_load_loses_nothing_older_than_the_flush_interval() {
     options.control = Some(ControlTarget {
         addr: hub.control,
         token: TOKEN.into(),
+        key_seed: None,
     });
     let cancel = CancellationToken::new();
     let sim = tokio::spawn(run_fleet(fleet, options, cancel.clone()));

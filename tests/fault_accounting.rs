@@ -30,6 +30,7 @@ async fn injected_loss_reorder_and_duplicates_are_counted_exactly() {
     options.control = Some(ControlTarget {
         addr: hub.control,
         token: "faults-fleet-token".into(),
+        key_seed: None,
     });
     options.boot_pause_ms = 100;
     options.faults = FaultSpec {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use sensor_hub_protocol::auth::DeviceKey;
 use sensor_hub_protocol::control::{DecodedHubMessage, DeviceMessage, HubMessage};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -81,6 +82,9 @@ pub(crate) struct SessionContext {
     pub session_drop: f64,
     /// Seed of the session-drop draws (see [`crate::faults::injector_seed`]).
     pub seed: u64,
+    /// The device's key: it says hello with a challenge and tags its
+    /// datagrams (`None`: it presents the template's token).
+    pub key: Option<DeviceKey>,
 }
 
 /// How one connection ended.
@@ -295,7 +299,7 @@ impl Session<'_> {
                     Some(Ok(message)) => message,
                 },
             };
-            let (id, reply) = match message {
+            let (id, reply) = match message.message {
                 DecodedHubMessage::Known(HubMessage::Command { id, body }) => {
                     (id, handle_command(self.config, &body))
                 }
@@ -366,7 +370,7 @@ mod tests {
         // A fleet holds one per device: 10 000 devices at 25 KB (a hello
         // held inline) were 250 MB.
         let devices = build_fleet(&FleetSpec::default());
-        let controls = FleetControls::new(&devices);
+        let controls = FleetControls::new(&devices, false);
         let (Some(device), Some(control)) = (devices.first(), controls.devices().first()) else {
             panic!("a device");
         };
@@ -379,6 +383,7 @@ mod tests {
             start_delay: Duration::ZERO,
             clock_skew_ms: 0,
             session_drop: 0.0,
+            key: None,
             seed: 0,
         };
         assert!(std::mem::size_of_val(&ctx) <= 512);

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use sensor_hub_protocol::auth::DatagramKey;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
@@ -29,6 +30,21 @@ pub(crate) struct DeviceControl {
     wake: Arc<Notify>,
     /// How often the device rebooted by itself; the session watches it.
     own_reboots: watch::Sender<u64>,
+    /// A keyed device's datagram key (set by its session's keyed welcome,
+    /// lost at a reboot); `None` for a device without a key.
+    datagram_key: Option<Mutex<Option<DatagramKey>>>,
+}
+
+/// What the sender may do with a device's next datagram.
+#[derive(Debug, Clone)]
+pub(crate) enum Sealing {
+    /// The device has no key: send it untagged.
+    Plain,
+    /// Tag it with this session key.
+    Key(DatagramKey),
+    /// The device has a key but no session: hold back (a real device
+    /// cannot tag, and an untagged datagram would only be dropped).
+    Waiting,
 }
 
 /// A change for the sender to apply, taken by [`DeviceControl::take_change`].
@@ -42,13 +58,39 @@ pub(crate) struct ControlChange {
 }
 
 impl DeviceControl {
-    fn new(interval_ms: u64, wake: Arc<Notify>) -> DeviceControl {
+    fn new(interval_ms: u64, wake: Arc<Notify>, keyed: bool) -> DeviceControl {
         DeviceControl {
             interval_ms: AtomicU64::new(interval_ms.max(1)),
             reboot_until: Mutex::new(None),
             changed: AtomicBool::new(false),
             wake,
             own_reboots: watch::Sender::new(0),
+            datagram_key: keyed.then(|| Mutex::new(None)),
+        }
+    }
+
+    /// A keyed welcome arrived: datagrams are tagged with `key` from now on.
+    pub fn set_datagram_key(&self, key: DatagramKey) {
+        if let Some(slot) = &self.datagram_key {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(key);
+        }
+    }
+
+    /// Forgets the session key (a reboot: it lived in RAM).
+    fn lose_datagram_key(&self) {
+        if let Some(slot) = &self.datagram_key {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    /// How the next datagram is to be sent.
+    pub fn sealing(&self) -> Sealing {
+        match &self.datagram_key {
+            None => Sealing::Plain,
+            Some(slot) => match &*slot.lock().unwrap_or_else(PoisonError::into_inner) {
+                Some(key) => Sealing::Key(key.clone()),
+                None => Sealing::Waiting,
+            },
         }
     }
 
@@ -66,6 +108,7 @@ impl DeviceControl {
     /// Asks the sender to stay silent for `pause`, then restart the
     /// sequence at 0. A second request during the pause extends it.
     pub fn request_reboot(&self, pause: Duration) {
+        self.lose_datagram_key();
         let until = Instant::now() + pause;
         {
             let mut pending = self
@@ -81,6 +124,7 @@ impl DeviceControl {
     /// control session must drop the connection and reconnect after the
     /// boot pause.
     pub fn device_rebooted(&self) {
+        self.lose_datagram_key();
         self.own_reboots
             .send_modify(|count| *count = count.wrapping_add(1));
     }
@@ -122,12 +166,13 @@ pub(crate) struct FleetControls {
 }
 
 impl FleetControls {
-    /// Control state for each of `devices`, starting at their intervals.
-    pub fn new(devices: &[SimDevice]) -> FleetControls {
+    /// Control state for each of `devices`, starting at their intervals;
+    /// `keyed` devices tag their datagrams once a session gave them a key.
+    pub fn new(devices: &[SimDevice], keyed: bool) -> FleetControls {
         let wake = Arc::new(Notify::new());
         let devices = devices
             .iter()
-            .map(|d| Arc::new(DeviceControl::new(d.interval_ms, wake.clone())))
+            .map(|d| Arc::new(DeviceControl::new(d.interval_ms, wake.clone(), keyed)))
             .collect();
         FleetControls { wake, devices }
     }
@@ -153,7 +198,7 @@ mod tests {
     use super::*;
 
     fn control() -> DeviceControl {
-        DeviceControl::new(1_000, Arc::new(Notify::new()))
+        DeviceControl::new(1_000, Arc::new(Notify::new()), false)
     }
 
     #[test]
@@ -214,7 +259,7 @@ mod tests {
             wake: Arc::new(Notify::new()),
             devices: Vec::new(),
         };
-        let c = DeviceControl::new(10, fleet.wake.clone());
+        let c = DeviceControl::new(10, fleet.wake.clone(), false);
         c.set_interval_ms(20);
         tokio::time::timeout(Duration::from_secs(1), fleet.changed())
             .await

@@ -20,6 +20,8 @@
 //!   changes the interval or asks for a reboot) and the UDP sender (which
 //!   reports random reboots).
 //! * [`hello`]: the hello a device opens a control session with. Pure.
+//! * [`keys`]: device keys derived from a fleet seed, and the list the
+//!   hub's `sensor-hub device import` reads.
 //! * [`command`]: how a device answers the hub's commands. Pure.
 //! * [`backoff`]: reconnect delays with jitter. Pure.
 //! * `control`: the I/O shell of one device's control sessions: hello,
@@ -43,6 +45,7 @@ pub mod faults;
 pub mod fdlimit;
 pub mod fleet;
 pub mod hello;
+pub mod keys;
 pub mod monitor;
 pub mod output;
 pub mod run_command;

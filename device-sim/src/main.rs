@@ -38,6 +38,8 @@ enum Command {
     /// Send a fleet's readings to a hub until interrupted (or for
     /// --duration-s), with faults injected if asked.
     Run(device_sim::run_command::RunArgs),
+    /// Print a keyed fleet's devices and keys for `sensor-hub device import`.
+    Keys(device_sim::run_command::KeysArgs),
 }
 
 #[tokio::main]
@@ -54,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
             no_storage,
         } => bench(hub_bin, quick, runs, json, only, no_storage).await,
         Command::Run(args) => device_sim::run_command::run(args).await,
+        Command::Keys(args) => device_sim::run_command::keys(&args),
     }
 }
 

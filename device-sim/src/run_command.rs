@@ -48,6 +48,17 @@ pub struct RunArgs {
     /// Token the devices present in their hello.
     #[arg(long, default_value = "", requires = "control")]
     pub token: String,
+    /// A file holding the fleet's key seed (64 hex digits; `openssl rand
+    /// -hex 32`): each device proves its own key, derived from it, in a
+    /// keyed hello and tags its datagrams. Give the hub the keys with
+    /// `device-sim keys … | sensor-hub device import -`.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "control",
+        conflicts_with = "token"
+    )]
+    pub key_seed_file: Option<std::path::PathBuf>,
     /// How long a rebooted device sends nothing, in milliseconds.
     #[arg(long, default_value_t = DEFAULT_BOOT_PAUSE_MS)]
     pub boot_pause_ms: u64,
@@ -130,6 +141,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(addr) => Some(ControlTarget {
             addr: resolve(addr).await?,
             token: args.token.clone(),
+            key_seed: match &args.key_seed_file {
+                Some(path) => Some(read_key_seed(path)?),
+                None => None,
+            },
         }),
         None => None,
     };
@@ -180,6 +195,49 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         OutputMode::Quiet => {}
     }
+    Ok(())
+}
+
+/// Reads a key seed file (64 hex digits).
+pub fn read_key_seed(path: &std::path::Path) -> anyhow::Result<crate::keys::KeySeed> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key seed file {}", path.display()))?;
+    crate::keys::parse_seed(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// The flags of `device-sim keys`: the fleet of `device-sim run` with the
+/// same `--devices`, `--first-id` and `--seed`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeysArgs {
+    /// Number of devices.
+    #[arg(long, default_value_t = 5)]
+    pub devices: u32,
+    /// Id of the first device.
+    #[arg(long, default_value_t = 1)]
+    pub first_id: u32,
+    /// Seed for names (as in `run`).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The fleet's key seed file (64 hex digits).
+    #[arg(long, value_name = "PATH")]
+    pub key_seed_file: std::path::PathBuf,
+}
+
+/// `device-sim keys`: prints the fleet's devices and keys as the JSON list
+/// `sensor-hub device import` reads.
+pub fn keys(args: &KeysArgs) -> anyhow::Result<()> {
+    let seed = read_key_seed(&args.key_seed_file)?;
+    let fleet = build_fleet(&FleetSpec {
+        devices: args.devices,
+        first_id: args.first_id,
+        seed: args.seed,
+        ..FleetSpec::default()
+    });
+    let list = crate::keys::provisioning(&fleet, &seed);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&list).context("serialising the keys")?
+    );
     Ok(())
 }
 

@@ -21,6 +21,7 @@ use crate::device::SimDevice;
 use crate::device_control::FleetControls;
 use crate::faults::{injector_seed, FaultSpec, InjectedFaults};
 use crate::hello::HelloTemplate;
+use crate::keys::{device_key, KeySeed};
 use crate::monitor::FleetMonitor;
 use crate::udp::{send_datagrams, SendPlan, UdpStats};
 
@@ -37,8 +38,13 @@ const SESSION_WIND_DOWN: Duration = Duration::from_secs(2);
 pub struct ControlTarget {
     /// The hub's control (TCP) address.
     pub addr: SocketAddr,
-    /// Token every device presents in its hello (at most 128 bytes).
+    /// Token every device presents in its hello (at most 128 bytes);
+    /// unused when `key_seed` is set.
     pub token: String,
+    /// The fleet's key seed: each device proves its key
+    /// ([`crate::keys::device_key`]) in a keyed hello and tags its
+    /// datagrams, instead of presenting the token.
+    pub key_seed: Option<KeySeed>,
 }
 
 // Manual: the token must not end up in logs.
@@ -47,6 +53,7 @@ impl fmt::Debug for ControlTarget {
         f.debug_struct("ControlTarget")
             .field("addr", &self.addr)
             .field("token", &"<redacted>")
+            .field("key_seed", &self.key_seed.map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -160,15 +167,24 @@ pub async fn run_fleet_monitored(
 ) -> anyhow::Result<FleetStats> {
     let faults = fault_plan(&devices, &options)?;
     let boot_pause = Duration::from_millis(options.boot_pause_ms);
-    let controls = FleetControls::new(&devices);
+    let keyed = options
+        .control
+        .as_ref()
+        .is_some_and(|t| t.key_seed.is_some());
+    let controls = FleetControls::new(&devices, keyed);
     let counters = monitor.sessions.clone();
     let stop_sessions = cancel.child_token();
     let mut sessions = JoinSet::new();
     if let Some(target) = &options.control {
         let mut start_delay = Duration::ZERO;
         for ((device, control), spec) in devices.iter().zip(controls.devices()).zip(&faults) {
-            let template = HelloTemplate::new(device, &target.token)
-                .context("the control options are unusable")?;
+            let token = if target.key_seed.is_some() {
+                ""
+            } else {
+                &target.token
+            };
+            let template =
+                HelloTemplate::new(device, token).context("the control options are unusable")?;
             let ctx = SessionContext {
                 template,
                 addr: target.addr,
@@ -179,6 +195,7 @@ pub async fn run_fleet_monitored(
                 clock_skew_ms: spec.clock_skew_ms,
                 session_drop: spec.session_drop,
                 seed: injector_seed(device.seed(), device.id),
+                key: target.key_seed.map(|seed| device_key(&seed, device.id)),
             };
             sessions.spawn(run_control_sessions(ctx, stop_sessions.clone()));
             start_delay += CONNECT_SPACING;
@@ -236,6 +253,7 @@ mod tests {
             control: Some(ControlTarget {
                 addr: ([127, 0, 0, 1], 47101).into(),
                 token: "hunter2".into(),
+                key_seed: None,
             }),
             ..FleetOptions::udp_only(([127, 0, 0, 1], 47100).into())
         };
@@ -253,6 +271,7 @@ mod tests {
             control: Some(ControlTarget {
                 addr: ([127, 0, 0, 1], 9).into(),
                 token: "t".repeat(129),
+                key_seed: None,
             }),
             ..FleetOptions::udp_only(([127, 0, 0, 1], 9).into())
         };

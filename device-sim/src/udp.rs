@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::device::SimDevice;
-use crate::device_control::FleetControls;
+use crate::device_control::{FleetControls, Sealing};
 use crate::faults::{FaultSpec, InjectedFaults};
 use lane::Lane;
 
@@ -42,6 +42,10 @@ pub struct UdpStats {
     pub send_errors: u64,
     /// Random reboots injected.
     pub reboots: u64,
+    /// Datagrams a keyed device did not send for want of a session key
+    /// (before its first keyed welcome, and after each reboot until the
+    /// next one).
+    pub held_without_session: u64,
     /// Faults injected, summed over devices (all zero without faults).
     pub injected: InjectedFaults,
 }
@@ -63,7 +67,7 @@ pub async fn run_udp(
     hub: SocketAddr,
     cancel: CancellationToken,
 ) -> anyhow::Result<UdpStats> {
-    let controls = FleetControls::new(&devices);
+    let controls = FleetControls::new(&devices, false);
     let plan = SendPlan {
         hub,
         boot_pause: Duration::ZERO,
@@ -175,7 +179,20 @@ pub(crate) async fn send_datagrams(
         if !lane.slot.is_current(generation) {
             continue;
         }
-        let outgoing = lane.produce(now, unix_ms(), &mut buf)?;
+        let sealing = controls
+            .device(index)
+            .map_or(Sealing::Plain, |c| c.sealing());
+        let key = match &sealing {
+            Sealing::Plain => None,
+            Sealing::Key(key) => Some(key),
+            Sealing::Waiting => {
+                lane.hold(now);
+                timers.push(timer_entry(index, lane));
+                wire.stats.held_without_session += 1;
+                continue;
+            }
+        };
+        let outgoing = lane.produce(now, unix_ms(), key, &mut buf)?;
         timers.push(timer_entry(index, lane));
         if lane.delay.is_active() {
             let due = lane.delay.due_from(now);
@@ -203,11 +220,22 @@ pub(crate) async fn send_datagrams(
     }
     // Waiting datagrams go out, then the last ones that make trailing
     // drops visible and release held ones.
-    for lane in &mut lanes {
+    for (index, lane) in lanes.iter_mut().enumerate() {
         for bytes in lane.delay.drain() {
             wire.send(&bytes).await;
         }
-        if let Some(outgoing) = lane.finish(unix_ms(), &mut buf)? {
+        let sealing = controls
+            .device(index)
+            .map_or(Sealing::Plain, |c| c.sealing());
+        let key = match &sealing {
+            Sealing::Key(key) => Some(key),
+            Sealing::Plain | Sealing::Waiting => None,
+        };
+        let finish = match sealing {
+            Sealing::Waiting => None,
+            _ => lane.finish(unix_ms(), key, &mut buf)?,
+        };
+        if let Some(outgoing) = finish {
             for bytes in outgoing.datagrams() {
                 wire.send(bytes).await;
             }

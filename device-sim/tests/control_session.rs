@@ -52,6 +52,7 @@ impl Sim {
             control: Some(ControlTarget {
                 addr: control,
                 token: TOKEN.into(),
+                key_seed: None,
             }),
             boot_pause_ms,
             faults: FaultSpec::NONE,

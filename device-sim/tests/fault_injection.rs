@@ -167,6 +167,7 @@ async fn the_report_stays_exact_across_reboots() {
             control: Some(ControlTarget {
                 addr: control.local_addr().expect("local address"),
                 token: "t".into(),
+                key_seed: None,
             }),
             boot_pause_ms: 50,
             // Often a datagram is held or a drop not yet visible at a reboot.
@@ -273,6 +274,7 @@ async fn every_fault_kind_at_once_is_counted_exactly() {
             control: Some(ControlTarget {
                 addr: control.addr,
                 token: "t".into(),
+                key_seed: None,
             }),
             boot_pause_ms: 30,
             faults,

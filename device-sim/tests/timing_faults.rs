@@ -125,6 +125,7 @@ async fn dropped_sessions_end_without_bye_and_are_counted_exactly() {
             control: Some(ControlTarget {
                 addr: hub.addr,
                 token: "t".into(),
+                key_seed: None,
             }),
             faults: FaultSpec {
                 session_drop: 0.3,
@@ -165,6 +166,7 @@ async fn a_random_reboot_takes_the_control_session_down_with_the_device() {
             control: Some(ControlTarget {
                 addr: hub.addr,
                 token: "t".into(),
+                key_seed: None,
             }),
             boot_pause_ms: 40,
             faults: FaultSpec {

@@ -252,6 +252,7 @@ impl Fleet {
             control: control.map(|addr| ControlTarget {
                 addr,
                 token: TOKEN.into(),
+                key_seed: None,
             }),
             boot_pause_ms: 300,
             faults: FaultSpec::NONE,

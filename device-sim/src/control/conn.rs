@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt as _, StreamExt as _};
-use sensor_hub_protocol::codec::FrameCodec;
+use sensor_hub_protocol::auth::{keyed_hello, verify_keyed_welcome, DatagramKey, NONCE_LEN};
+use sensor_hub_protocol::codec::{FrameCodec, WithBody};
 use sensor_hub_protocol::control::{
     DecodedHubMessage, DeviceMessage, HubMessage, RejectReason, Text, PREAMBLE,
 };
@@ -33,8 +34,10 @@ const MAX_HUB_FRAME: usize = 4_096;
 /// needed): small, since a fleet holds one connection per device.
 const CONNECTION_BUFFER: usize = 512;
 
-/// A framed connection to the hub, seen from the device.
-pub(super) type HubConnection = Framed<TcpStream, FrameCodec<DecodedHubMessage, DeviceMessage>>;
+/// A framed connection to the hub, seen from the device (hub frames keep
+/// their body, which a keyed welcome's proof covers).
+pub(super) type HubConnection =
+    Framed<TcpStream, FrameCodec<WithBody<DecodedHubMessage>, DeviceMessage>>;
 
 /// How a hello went.
 pub(super) enum Handshake {
@@ -66,15 +69,78 @@ async fn handshake(ctx: &SessionContext) -> Handshake {
     let hello = ctx
         .template
         .hello(ctx.control.interval_ms(), device_time_ms);
-    if let Err(e) = send(&mut conn, DeviceMessage::Hello(hello)).await {
-        return Handshake::Failed(e.context("sending the preamble and hello"));
-    }
-    let answer = match tokio::time::timeout(WELCOME_TIMEOUT, conn.next()).await {
-        Err(_) => return Handshake::Failed(anyhow::anyhow!("no answer to the hello in time")),
-        Ok(None) => return Handshake::Failed(anyhow::anyhow!("the hub closed the connection")),
-        Ok(Some(Err(e))) => return Handshake::Failed(anyhow::Error::new(e)),
-        Ok(Some(Ok(answer))) => answer,
+    let Some(key) = ctx.key else {
+        if let Err(e) = send(&mut conn, DeviceMessage::Hello(hello)).await {
+            return Handshake::Failed(e.context("sending the preamble and hello"));
+        }
+        return match answer(&mut conn).await {
+            Ok(answer) => welcomed(conn, answer.message),
+            Err(e) => Handshake::Failed(e),
+        };
     };
+    // Keyed: challenge request, challenge, keyed hello, keyed welcome.
+    if let Err(e) = send(&mut conn, DeviceMessage::ChallengeRequest).await {
+        return Handshake::Failed(e.context("sending the preamble and challenge request"));
+    }
+    let hub_nonce = match answer(&mut conn).await {
+        Ok(WithBody {
+            message: DecodedHubMessage::Known(HubMessage::Challenge { nonce }),
+            ..
+        }) => nonce,
+        Ok(other) => return welcomed(conn, other.message),
+        Err(e) => return Handshake::Failed(e),
+    };
+    let mut device_nonce = [0u8; NONCE_LEN];
+    if let Err(e) = getrandom::fill(&mut device_nonce) {
+        return Handshake::Failed(anyhow::anyhow!("the random source failed: {e}"));
+    }
+    let mut scratch = vec![0u8; sensor_hub_protocol::control::MAX_FRAME_BODY + 2];
+    let message = match keyed_hello(&hello, device_nonce, &key, &hub_nonce, &mut scratch) {
+        Ok(message) => message,
+        Err(e) => return Handshake::Failed(anyhow::anyhow!("encoding the keyed hello: {e}")),
+    };
+    drop(scratch);
+    if let Err(e) = send(&mut conn, message).await {
+        return Handshake::Failed(e.context("sending the keyed hello"));
+    }
+    let answer = match answer(&mut conn).await {
+        Ok(answer) => answer,
+        Err(e) => return Handshake::Failed(e),
+    };
+    if let DecodedHubMessage::Known(HubMessage::KeyedWelcome {
+        session_id,
+        heartbeat_ms,
+        ..
+    }) = answer.message
+    {
+        if !verify_keyed_welcome(&answer.body, &key, &device_nonce, &hub_nonce) {
+            return Handshake::Failed(anyhow::anyhow!(
+                "the hub's welcome does not prove it holds this device's key; not its hub"
+            ));
+        }
+        ctx.control
+            .set_datagram_key(DatagramKey::derive(&key, &hub_nonce, &device_nonce));
+        return Handshake::Welcome {
+            conn,
+            session_id,
+            heartbeat: Duration::from_millis(heartbeat_ms.into()).max(MIN_HEARTBEAT),
+        };
+    }
+    welcomed(conn, answer.message)
+}
+
+/// The hub's next frame, within [`WELCOME_TIMEOUT`].
+async fn answer(conn: &mut HubConnection) -> anyhow::Result<WithBody<DecodedHubMessage>> {
+    match tokio::time::timeout(WELCOME_TIMEOUT, conn.next()).await {
+        Err(_) => Err(anyhow::anyhow!("no answer to the hello in time")),
+        Ok(None) => Err(anyhow::anyhow!("the hub closed the connection")),
+        Ok(Some(Err(e))) => Err(anyhow::Error::new(e)),
+        Ok(Some(Ok(answer))) => Ok(answer),
+    }
+}
+
+/// The outcome of a token hello's answer (or of an unexpected answer).
+fn welcomed(conn: HubConnection, answer: DecodedHubMessage) -> Handshake {
     match answer {
         DecodedHubMessage::Known(HubMessage::Welcome {
             session_id,

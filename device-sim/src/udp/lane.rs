@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sensor_hub_protocol::encode_datagram;
+use sensor_hub_protocol::auth::DatagramKey;
+use sensor_hub_protocol::{encode_datagram, Datagram};
 use tokio::time::Instant;
 
 use crate::device::SimDevice;
@@ -56,18 +57,31 @@ impl Lane {
         &mut self,
         now: Instant,
         now_ms: u64,
+        key: Option<&DatagramKey>,
         buf: &'b mut [u8],
     ) -> anyhow::Result<Outgoing<'b>> {
+        let rebooted = self.advance(now);
+        let stamp = self.clock.stamp(now_ms, rebooted);
+        let datagram = self.device.next_datagram(stamp);
+        let bytes = encode(&datagram, key, buf)?;
+        Ok(self.injector.push(datagram.seq, bytes))
+    }
+
+    /// The device's slot came but it sends nothing (a keyed device waiting
+    /// for its session): only its schedule moves on.
+    pub fn hold(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
+    /// Moves the schedule past the slot due at `now`; returns whether the
+    /// device rebooted since its last send (its sequence restarts at 0).
+    fn advance(&mut self, now: Instant) -> bool {
         let interval = Duration::from_millis(self.device.interval_ms.max(1));
         let rebooted = self.slot.send_now(interval, now);
         if rebooted {
             self.device.reset_seq();
         }
-        let stamp = self.clock.stamp(now_ms, rebooted);
-        let datagram = self.device.next_datagram(stamp);
-        let bytes = encode_datagram(&datagram, buf)
-            .context("a simulated datagram exceeded the v1 size limit")?;
-        Ok(self.injector.push(datagram.seq, bytes))
+        rebooted
     }
 
     /// The datagram that ends the run, if the injector needs one to make
@@ -75,6 +89,7 @@ impl Lane {
     pub fn finish<'b>(
         &mut self,
         now_ms: u64,
+        key: Option<&DatagramKey>,
         buf: &'b mut [u8],
     ) -> anyhow::Result<Option<Outgoing<'b>>> {
         if !self.injector.needs_final() {
@@ -82,8 +97,7 @@ impl Lane {
         }
         let stamp = self.clock.stamp(now_ms, false);
         let datagram = self.device.next_datagram(stamp);
-        let bytes = encode_datagram(&datagram, buf)
-            .context("a simulated datagram exceeded the v1 size limit")?;
+        let bytes = encode(&datagram, key, buf)?;
         Ok(Some(self.injector.finish(datagram.seq, bytes)))
     }
 
@@ -104,6 +118,19 @@ impl Lane {
     pub fn injected(&self) -> crate::faults::InjectedFaults {
         self.injector.report()
     }
+}
+
+/// The datagram's bytes: tagged with `key` when the device has one.
+fn encode<'b>(
+    datagram: &Datagram,
+    key: Option<&DatagramKey>,
+    buf: &'b mut [u8],
+) -> anyhow::Result<&'b mut [u8]> {
+    let bytes = match key {
+        Some(key) => key.seal(datagram, buf),
+        None => encode_datagram(datagram, buf),
+    };
+    bytes.context("a simulated datagram exceeded the v1 size limit")
 }
 
 #[cfg(test)]
@@ -138,7 +165,7 @@ mod tests {
             ..FaultSpec::NONE
         });
         let mut buf = [0u8; MAX_DATAGRAM_LEN];
-        let out = lane.produce(t0, now_ms, &mut buf).expect("encodes");
+        let out = lane.produce(t0, now_ms, None, &mut buf).expect("encodes");
         assert_eq!(decoded(&out), [(0, (now_ms - 90_000) as u32)]);
         assert_eq!(lane.slot.due().0, t0 + Duration::from_millis(10));
     }
@@ -148,11 +175,11 @@ mod tests {
         let now_ms = 1_700_000_000_000u64;
         let (mut lane, t0) = lane(FaultSpec::NONE);
         let mut buf = [0u8; MAX_DATAGRAM_LEN];
-        lane.produce(t0, now_ms, &mut buf).expect("encodes");
-        lane.produce(t0, now_ms, &mut buf).expect("encodes");
+        lane.produce(t0, now_ms, None, &mut buf).expect("encodes");
+        lane.produce(t0, now_ms, None, &mut buf).expect("encodes");
         lane.slot.reboot(t0);
         // Same real millisecond: the new sequence is still stamped later.
-        let out = lane.produce(t0, now_ms, &mut buf).expect("encodes");
+        let out = lane.produce(t0, now_ms, None, &mut buf).expect("encodes");
         assert_eq!(decoded(&out), [(0, (now_ms + 1) as u32)]);
         assert_eq!(lane.injected().restarts, 1);
     }
@@ -161,18 +188,21 @@ mod tests {
     fn a_final_datagram_only_when_the_injector_needs_one() {
         let mut buf = [0u8; MAX_DATAGRAM_LEN];
         let (mut clean, t0) = lane(FaultSpec::NONE);
-        clean.produce(t0, 5, &mut buf).expect("encodes");
-        assert!(clean.finish(6, &mut buf).expect("encodes").is_none());
+        clean.produce(t0, 5, None, &mut buf).expect("encodes");
+        assert!(clean.finish(6, None, &mut buf).expect("encodes").is_none());
 
         let (mut lossy, t0) = lane(FaultSpec {
             loss: 1.0,
             ..FaultSpec::NONE
         });
         for _ in 0..3 {
-            lossy.produce(t0, 5, &mut buf).expect("encodes");
+            lossy.produce(t0, 5, None, &mut buf).expect("encodes");
         }
         assert_eq!(lossy.new_faults(), 0, "drops are not visible yet");
-        let last = lossy.finish(6, &mut buf).expect("encodes").expect("needed");
+        let last = lossy
+            .finish(6, None, &mut buf)
+            .expect("encodes")
+            .expect("needed");
         assert_eq!(decoded(&last).first().map(|&(seq, _)| seq), Some(3));
         assert_eq!(lossy.injected().lost, 2);
         assert_eq!(lossy.new_faults(), 2);

@@ -81,14 +81,19 @@ impl Default for Hub {
             queue_per_device: 1,
             max_in_flight: 1,
             retain_finished: 1,
-            trust: Default::default(),
+            // Fleets here send data only: discovered devices, as many as
+            // the limit above.
+            trust: sensor_hub::registry::TrustConfig {
+                max_discovered: MAX_DEVICES,
+                ..Default::default()
+            },
         });
         let windows = WindowConfig {
             windows_ms: vec![10_000],
             buckets: 10,
         };
         Hub {
-            state: HubState::new(windows),
+            state: HubState::new(windows, u32::MAX),
             registry,
         }
     }

@@ -13,6 +13,7 @@ use device_sim::{
 use tokio_util::sync::CancellationToken;
 
 use sensor_hub::config::HubConfig;
+use sensor_hub::device_file::DeviceFile;
 use sensor_hub::server::{run, shutdown_signal, Listeners};
 
 /// Replaces an unspecified address (0.0.0.0 or ::) by loopback, so it can
@@ -25,19 +26,46 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// A fresh random fleet token (128 bits, hex).
-fn random_token() -> String {
-    format!("{:032x}", fastrand::u128(..))
+/// Removes the demo's device file when the demo ends.
+struct DemoKeys(std::path::PathBuf);
+
+impl Drop for DemoKeys {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let mut lock = self.0.clone().into_os_string();
+        lock.push(".lock");
+        let _ = std::fs::remove_file(lock);
+    }
 }
 
 /// Runs the hub with `devices` simulated devices until SIGINT/SIGTERM. The
-/// simulated devices are provisioned automatically: they use the configured
-/// fleet token, or a random one made for this run.
+/// simulated devices are provisioned automatically: each gets a key
+/// (derived from a random seed made for this run) in a device file of the
+/// run's own, removed when it ends, so the user's device file is left as
+/// it was and no key outlives the demo.
 pub async fn demo(mut config: HubConfig, devices: u32, interval_ms: u64) -> anyhow::Result<()> {
-    if config.control.fleet_token.is_empty() {
-        config.control.fleet_token = random_token();
-    }
-    let token = config.control.fleet_token.clone();
+    let fleet = build_fleet(&FleetSpec {
+        devices,
+        interval_ms,
+        ..FleetSpec::default()
+    });
+    let key_seed = device_sim::keys::random_seed()?;
+    let keys_path = std::env::temp_dir().join(format!(
+        "sensor-hub-demo-devices-{}.json",
+        std::process::id()
+    ));
+    let _cleanup = DemoKeys(keys_path.clone());
+    let now = sensor_hub::clock::Clock::system().now().wall_ms;
+    DeviceFile::new(&keys_path)
+        .update(|list| {
+            for d in &fleet {
+                let key = device_sim::keys::device_key(&key_seed, d.id);
+                list.add(d.id, &d.name, Some(key), now)?;
+            }
+            Ok(())
+        })
+        .context("writing the demo's device keys")?;
+    config.devices.keys_path = keys_path;
     let shutdown = shutdown_signal().context("installing signal handlers")?;
     let listeners = Listeners::bind(&config).await?;
     let udp = reachable(listeners.udp_addr()?);
@@ -53,17 +81,13 @@ pub async fn demo(mut config: HubConfig, devices: u32, interval_ms: u64) -> anyh
     );
     println!("Press Ctrl-C to stop.");
 
-    let fleet = build_fleet(&FleetSpec {
-        devices,
-        interval_ms,
-        ..FleetSpec::default()
-    });
     let stop_fleet = CancellationToken::new();
     let options = FleetOptions {
         udp,
         control: Some(ControlTarget {
             addr: control,
-            token,
+            token: String::new(),
+            key_seed: Some(key_seed),
         }),
         boot_pause_ms: DEFAULT_BOOT_PAUSE_MS,
         faults: FaultSpec::NONE,

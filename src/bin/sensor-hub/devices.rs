@@ -66,13 +66,19 @@ pub fn device(config: &HubConfig, command: DeviceCommand) -> anyhow::Result<()> 
         DeviceCommand::Add { id, name, no_key } => {
             let key = if no_key { None } else { Some(random_key()?) };
             file.update(|list| list.add(id, &name, key, now))?;
-            println!("Device {id} adopted (device file {}).", file.path().display());
+            println!(
+                "Device {id} adopted (device file {}).",
+                file.path().display()
+            );
             match key {
                 Some(key) => {
                     println!("Its firmware needs:");
                     println!("  device id:        {id}");
                     println!("  device key:       {}", key_hex(&key));
-                    println!("  control channel:  port {} (TCP)", config.control.bind.port());
+                    println!(
+                        "  control channel:  port {} (TCP)",
+                        config.control.bind.port()
+                    );
                     println!("  datagrams:        port {} (UDP)", config.udp.bind.port());
                     println!(
                         "The key is a secret: keep it only on the device. It says hello with a \
@@ -106,7 +112,9 @@ pub fn device(config: &HubConfig, command: DeviceCommand) -> anyhow::Result<()> 
                 "device {} ({}) removed; the hub forgets it within a second",
                 d.id, d.name
             ),
-            None => anyhow::bail!("device {id} is not adopted; `sensor-hub device list` shows them"),
+            None => {
+                anyhow::bail!("device {id} is not adopted; `sensor-hub device list` shows them")
+            }
         },
         DeviceCommand::Import { file: path } => {
             let text = if path.as_os_str() == "-" {
@@ -135,7 +143,10 @@ pub fn device(config: &HubConfig, command: DeviceCommand) -> anyhow::Result<()> 
                 }
                 Ok(())
             })?;
-            println!("{count} devices adopted (device file {})", file.path().display());
+            println!(
+                "{count} devices adopted (device file {})",
+                file.path().display()
+            );
         }
     }
     Ok(())
