@@ -129,8 +129,10 @@ pub struct SensorCatalog {
 pub struct CoreStats {
     /// Datagram counters.
     pub ingest: IngestCounters,
-    /// Devices tracked (both planes; `limits.max_devices` bounds it).
+    /// Devices tracked, adopted and discovered.
     pub devices: usize,
+    /// Of which discovered (`devices.max_discovered` bounds it).
+    pub discovered: usize,
     /// The registry's counters.
     pub registry: RegistryCounters,
     /// Devices per status, indexed by `status as usize`.
@@ -350,6 +352,16 @@ impl Core {
         self.apply(&mut shared);
     }
 
+    /// The name a device gave in its hello, if any.
+    pub fn device_name(&self, device: DeviceId) -> Option<String> {
+        let shared = self.lock();
+        shared
+            .registry
+            .device(device)
+            .and_then(|e| e.info.as_ref())
+            .map(|i| i.name.clone())
+    }
+
     /// Forgets a device (its session is closed, its data-plane state
     /// dropped, `device_removed` published). Returns whether it was
     /// tracked.
@@ -528,6 +540,7 @@ impl Core {
         CoreStats {
             ingest: state.counters().clone(),
             devices: shared.registry.device_count(),
+            discovered: shared.registry.discovered_count(),
             registry: shared.registry.counters().clone(),
             device_status: shared.registry.status_counts(),
             control_sessions: shared.registry.sessions(),
@@ -689,8 +702,32 @@ impl Collector for CoreMetrics {
         gauge(
             &mut e,
             "sensor_hub_devices",
-            "Devices tracked (data or control plane; at most limits.max_devices).",
+            "Devices tracked, adopted and discovered (at most limits.max_devices + devices.max_discovered).",
             s.devices as u64,
+        )?;
+        gauge(
+            &mut e,
+            "sensor_hub_devices_discovered",
+            "Discovered devices: seen only in datagrams from unknown ids, not adopted (at most devices.max_discovered).",
+            s.discovered as u64,
+        )?;
+        counter(
+            &mut e,
+            "sensor_hub_devices_discovered_expired",
+            "Discovered devices dropped after devices.discovered_ttl_ms of silence.",
+            s.registry.discovered_expired,
+        )?;
+        counter(
+            &mut e,
+            "sensor_hub_devices_forgotten",
+            "Devices the owner forgot (DELETE /api/devices/{id}, sensor-hub device remove).",
+            s.registry.forgotten,
+        )?;
+        counter(
+            &mut e,
+            "sensor_hub_control_hellos_too_soon",
+            "Hellos refused because the device's session started less than control.min_replace_interval_ms before.",
+            s.registry.rejected_too_soon,
         )?;
         labeled_gauges(
             &mut e,

@@ -3,14 +3,15 @@
 //! server: embedded dashboard files, `GET /api/devices`,
 //! `POST /api/devices/{id}/commands`,
 //! `GET /api/devices/{id}/sensors/{sensor}/history`, `GET /api/hub`,
-//! `GET /healthz`, `GET /metrics`, `/ws`, and the account endpoints
-//! ([`account`]). Every request passes [`access`] first: the Host check,
+//! `GET /healthz`, `GET /metrics`, `/ws`, the account endpoints
+//! ([`account`]) and the owner's device administration ([`devices`]). Every request passes [`access`] first: the Host check,
 //! then credentials and a role per route (only `/healthz`, the login page
 //! and its files, and `POST /api/login` are open). docs/openapi.yaml
 //! describes every path, and a test checks real answers against it.
 
 pub mod access;
 pub mod account;
+pub mod devices;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -30,6 +31,7 @@ use crate::auth::{Auth, Denied, Role};
 use crate::command_json::parse_command;
 use crate::connection::ConnectionInfo;
 use crate::core::{Core, SubmitError};
+use crate::device_file::DeviceDirectory;
 use crate::history::query::{RangeRequest, SensorRef};
 use crate::history_api::{self, HistoryError};
 use crate::ingest::IngestMetrics;
@@ -71,6 +73,8 @@ pub struct HttpContext {
     pub auth: Auth,
     /// `metrics.open`: `/metrics` without a token.
     pub metrics_open: bool,
+    /// The device file (adopt and forget change it).
+    pub devices: Arc<DeviceDirectory>,
 }
 
 #[derive(Serialize)]
@@ -566,10 +570,23 @@ pub fn routes(
     let create_token = warp::path!("api" / "tokens")
         .and(warp::post())
         .and(owner.clone())
-        .and(json)
+        .and(json.clone())
         .and(warp::body::content_length_limit(MAX_ACCOUNT_BODY_BYTES))
         .and(warp::body::bytes())
         .then(move |_, body| account::create_token(create_ctx.clone(), body));
+    let adopt_ctx = ctx.clone();
+    let adopt = warp::path!("api" / "devices" / u32 / "adopt")
+        .and(warp::post())
+        .and(owner.clone())
+        .and(json.clone())
+        .and(warp::body::content_length_limit(MAX_ACCOUNT_BODY_BYTES))
+        .and(warp::body::bytes())
+        .then(move |device, _, body| devices::adopt(adopt_ctx.clone(), device, body));
+    let forget_ctx = ctx.clone();
+    let forget = warp::path!("api" / "devices" / u32)
+        .and(warp::delete())
+        .and(owner.clone())
+        .then(move |device, _| devices::forget(forget_ctx.clone(), device));
     let revoke_ctx = ctx.clone();
     let revoke_token = warp::path!("api" / "tokens" / String)
         .and(warp::delete())
@@ -588,6 +605,8 @@ pub fn routes(
         .or(list_tokens)
         .or(create_token)
         .or(revoke_token)
+        .or(adopt)
+        .or(forget)
         .or(files);
     access::host(auth).and(app).recover(json_rejection)
 }

@@ -310,6 +310,7 @@ pub async fn run(
         started_mono_ms,
         auth,
         metrics_open: config.metrics.open,
+        devices: devices.clone(),
     };
     let listener_ctx = ListenerContext {
         http: http_ctx,

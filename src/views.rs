@@ -136,6 +136,10 @@ pub struct DeviceView {
     status: Option<DeviceStatus>,
     status_since_ms: Option<u64>,
     connected: bool,
+    /// Adopted (listed or admitted by a hello), or only discovered.
+    adopted: bool,
+    /// Whether its datagrams must carry a tag of its session key.
+    keyed: bool,
     clock_offset_ms: Option<i64>,
     addr: Option<String>,
     first_seen_ms: Option<u64>,
@@ -168,6 +172,7 @@ fn device_view(
     id: u32,
     data: Option<&DeviceState>,
     entry: Option<&DeviceEntry>,
+    keyed: bool,
     subscription: Option<&Subscription>,
     now: Now,
 ) -> DeviceView {
@@ -215,6 +220,8 @@ fn device_view(
         status: entry.map(|e| e.status),
         status_since_ms: entry.map(|e| e.status_since_ms),
         connected: entry.is_some_and(|e| e.session.is_some()),
+        adopted: entry.is_none_or(|e| e.adopted),
+        keyed,
         clock_offset_ms: entry.and_then(|e| e.clock_offset_ms),
         addr: data.map(|d| d.addr.to_string()),
         first_seen_ms: data.map(|d| d.first_seen_ms),
@@ -243,6 +250,15 @@ pub fn devices(
     ids.sort_unstable();
     ids.into_iter()
         .filter(|&id| subscription.is_none_or(|s| s.covers_device(id)))
-        .map(|id| device_view(id, state.device(id), registry.device(id), subscription, now))
+        .map(|id| {
+            device_view(
+                id,
+                state.device(id),
+                registry.device(id),
+                state.is_keyed(id),
+                subscription,
+                now,
+            )
+        })
         .collect()
 }

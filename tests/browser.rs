@@ -275,7 +275,7 @@ async fn dashboard_end_to_end() {
             r#"
             return document.querySelectorAll('#drops tr[data-reason]').length;
         "#,
-            |v| v == 6,
+            |v| v == 13,
         )
         .await;
 

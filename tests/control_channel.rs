@@ -255,7 +255,8 @@ async fn idle_session_is_closed() {
 
 #[tokio::test]
 async fn second_hello_replaces_the_first_session() {
-    let hub = hub_with(&[]).await;
+    // Replacement at once (the default waits a second; see device_trust.rs).
+    let hub = hub_with(&[("SENSOR_HUB__CONTROL__MIN_REPLACE_INTERVAL_MS", "0")]).await;
     let mut first = session(hub.control, 11, TOKEN).await;
     let _second = session(hub.control, 11, TOKEN).await;
     let (reason, _) = closed(&mut first).await.expect("a reject");

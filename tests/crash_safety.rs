@@ -542,7 +542,22 @@ async fn a_corrupt_database_stops_the_hub_with_what_to_do() {
     let intact = dir.path().join("intact.db");
     std::fs::copy(&db, &intact).unwrap();
     {
-        let hub = HubProcess::start("hub on the intact copy", &intact, &[]);
+        // Its devices sent only data: the device file adopts them.
+        let devices = dir.path().join("devices.json");
+        sensor_hub::device_file::DeviceFile::new(&devices)
+            .update(|list| {
+                for id in 1..=5 {
+                    list.add(id, "", None, 0)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let devices = devices.display().to_string();
+        let hub = HubProcess::start(
+            "hub on the intact copy",
+            &intact,
+            &[("SENSOR_HUB__DEVICES__KEYS_PATH", &devices)],
+        );
         let v = get_json(hub.addrs().http, "/api/devices").await;
         assert_eq!(
             names(&v).keys().copied().collect::<Vec<_>>(),

@@ -18,14 +18,24 @@ use tokio_tungstenite::tungstenite::Message;
 
 const TOKEN: &str = "history-test-fleet-token";
 
-/// A hub that flushes every 100 ms into the database at `db`.
+/// A hub that flushes every 100 ms into the database at `db`, with the
+/// UDP-only devices of these tests adopted (no key) in a device file
+/// beside it.
 async fn hub_at(db: &std::path::Path) -> TestHub {
     start_hub(&[
         ("SENSOR_HUB__STORAGE__PATH", &db.display().to_string()),
         ("SENSOR_HUB__STORAGE__FLUSH_INTERVAL_MS", "100"),
         ("SENSOR_HUB__CONTROL__FLEET_TOKEN", TOKEN),
+        ("SENSOR_HUB__DEVICES__KEYS_PATH", &device_file(db)),
     ])
     .await
+}
+
+/// The device file beside `db`, adopting devices 0 to 99 without keys.
+fn device_file(db: &std::path::Path) -> String {
+    let path = db.with_extension("devices.json");
+    adopt(&path, &(0..100).collect::<Vec<u32>>(), &[]);
+    path.display().to_string()
 }
 
 /// Sends `n` datagrams from `device`, channel 0 = i, channel 1 = -i, and
@@ -196,7 +206,7 @@ async fn bad_history_requests_get_clear_errors() {
 
 #[tokio::test]
 async fn without_storage_history_is_refused_and_live_data_flows() {
-    let hub = start_hub(&[("SENSOR_HUB__STORAGE__ENABLED", "false")]).await;
+    let hub = start_hub_adopting(&[("SENSOR_HUB__STORAGE__ENABLED", "false")], &[5]).await;
     send(&hub, 5, 3).await;
     let (status, body) = history(&hub, "/api/devices/5/sensors/0/history").await;
     assert_eq!(status, 503);
@@ -232,6 +242,7 @@ async fn a_restarted_hub_remembers_devices_names_and_history() {
         &[
             ("SENSOR_HUB__STORAGE__PATH", &dir.db().display().to_string()),
             ("SENSOR_HUB__CONTROL__FLEET_TOKEN", TOKEN),
+            ("SENSOR_HUB__DEVICES__KEYS_PATH", &device_file(&dir.db())),
         ],
     )
     .await;

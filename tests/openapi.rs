@@ -364,6 +364,9 @@ fn sample_body(template: &str) -> &'static [u8] {
     }
 }
 
+/// POSTs that need the owner: their 415 is provoked logged in as the owner.
+const OWNER_ONLY_POSTS: [&str; 2] = ["/api/tokens", "/api/devices/{id}/adopt"];
+
 /// Every documented refusal of access control, on every operation that
 /// documents it, and the account endpoints' own answers.
 async fn access_control(spec: &mut Spec, hub: &TestHub) {
@@ -419,7 +422,7 @@ async fn access_control(spec: &mut Spec, hub: &TestHub) {
             );
         }
         // (Token management needs the owner: checked below, logged in.)
-        if statuses.contains(&415) && template != "/api/tokens" {
+        if statuses.contains(&415) && !OWNER_ONLY_POSTS.contains(&template.as_str()) {
             let (status, v) = spec
                 .call(
                     addr,
@@ -555,6 +558,35 @@ async fn access_control(spec: &mut Spec, hub: &TestHub) {
     assert_status("revoke", status, 200, &v);
     let (status, v) = spec.call(addr, &revoke).await;
     assert_status("revoke again", status, 404, &v);
+
+    // Adopting and forgetting devices.
+    let adopt = |body: &'static str, headers: &'static [(&'static str, &'static str)]| Request {
+        method: "POST",
+        template: "/api/devices/{id}/adopt",
+        target: "/api/devices/31/adopt".into(),
+        headers,
+        body: Some(body.as_bytes()),
+    };
+    let (status, v) = spec.call(addr, &adopt("{}", owner_plain)).await;
+    assert_status("adopt as text/plain", status, 415, &v);
+    let (status, v) = spec.call(addr, &adopt(r#"{"key":"yes"}"#, owner)).await;
+    assert_status("adopt with a bad body", status, 400, &v);
+    let (status, adopted) = spec.call(addr, &adopt(r#"{"name":"porch"}"#, owner)).await;
+    assert_status("adopt", status, 201, &adopted);
+    assert_eq!(adopted["key"].as_str().map(str::len), Some(64));
+    let (status, v) = spec.call(addr, &adopt("{}", owner)).await;
+    assert_status("adopt again", status, 409, &v);
+    let forget = Request {
+        method: "DELETE",
+        template: "/api/devices/{id}",
+        target: "/api/devices/31".into(),
+        headers: owner,
+        body: None,
+    };
+    let (status, v) = spec.call(addr, &forget).await;
+    assert_status("forget", status, 204, &v);
+    let (status, v) = spec.call(addr, &forget).await;
+    assert_status("forget again", status, 404, &v);
 
     // Last: a wrong token or password slows this address down, so every
     // operation with credentials is answered 429 for a while.

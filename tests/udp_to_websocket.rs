@@ -106,7 +106,8 @@ async fn every_client_gets_the_same_frames() {
 
 #[tokio::test]
 async fn every_malformed_datagram_is_counted_by_reason() {
-    let hub = start_hub(&[("SENSOR_HUB__LIMITS__MAX_DEVICES", "1")]).await;
+    // Devices 1 and 2 adopted, room for one: device 2 is over the limit.
+    let hub = start_hub_adopting(&[("SENSOR_HUB__LIMITS__MAX_DEVICES", "1")], &[1, 2]).await;
     let udp = sender().await;
     let good = datagram(1, 0, &[(0, Value::F32(1.0))]);
     let mut oversized = vec![0u8; MAX_DATAGRAM_LEN + 100];

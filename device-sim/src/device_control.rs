@@ -30,9 +30,21 @@ pub(crate) struct DeviceControl {
     wake: Arc<Notify>,
     /// How often the device rebooted by itself; the session watches it.
     own_reboots: watch::Sender<u64>,
-    /// A keyed device's datagram key (set by its session's keyed welcome,
-    /// lost at a reboot); `None` for a device without a key.
-    datagram_key: Option<Mutex<Option<DatagramKey>>>,
+    /// For a device with a control channel: whether it has a session to
+    /// send under (set by a welcome, lost at a reboot), and, when it has a
+    /// key, the session's datagram key. `None`: a UDP-only device.
+    session: Option<Mutex<SessionState>>,
+}
+
+/// A device's session as its datagrams see it.
+#[derive(Debug, Clone)]
+enum SessionState {
+    /// No welcome since boot: a real device says hello before it sends.
+    Down,
+    /// Welcomed with a token: datagrams go untagged.
+    Token,
+    /// Welcomed with a key: datagrams are tagged with this session key.
+    Keyed(DatagramKey),
 }
 
 /// What the sender may do with a device's next datagram.
@@ -42,8 +54,9 @@ pub(crate) enum Sealing {
     Plain,
     /// Tag it with this session key.
     Key(DatagramKey),
-    /// The device has a key but no session: hold back (a real device
-    /// cannot tag, and an untagged datagram would only be dropped).
+    /// The device has a control channel but no session since it booted:
+    /// hold back (a device says hello before it sends; a keyed one could
+    /// not tag its datagrams anyway).
     Waiting,
 }
 
@@ -58,38 +71,43 @@ pub(crate) struct ControlChange {
 }
 
 impl DeviceControl {
-    fn new(interval_ms: u64, wake: Arc<Notify>, keyed: bool) -> DeviceControl {
+    fn new(interval_ms: u64, wake: Arc<Notify>, controlled: bool) -> DeviceControl {
         DeviceControl {
             interval_ms: AtomicU64::new(interval_ms.max(1)),
             reboot_until: Mutex::new(None),
             changed: AtomicBool::new(false),
             wake,
             own_reboots: watch::Sender::new(0),
-            datagram_key: keyed.then(|| Mutex::new(None)),
+            session: controlled.then(|| Mutex::new(SessionState::Down)),
         }
     }
 
-    /// A keyed welcome arrived: datagrams are tagged with `key` from now on.
-    pub fn set_datagram_key(&self, key: DatagramKey) {
-        if let Some(slot) = &self.datagram_key {
-            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(key);
+    /// A welcome arrived: datagrams go out from now on, tagged with `key`
+    /// when the session is keyed.
+    pub fn session_up(&self, key: Option<DatagramKey>) {
+        if let Some(slot) = &self.session {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = match key {
+                Some(key) => SessionState::Keyed(key),
+                None => SessionState::Token,
+            };
         }
     }
 
-    /// Forgets the session key (a reboot: it lived in RAM).
-    fn lose_datagram_key(&self) {
-        if let Some(slot) = &self.datagram_key {
-            *slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    /// A reboot: the session (and its key, kept in RAM) is gone.
+    fn session_lost(&self) {
+        if let Some(slot) = &self.session {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = SessionState::Down;
         }
     }
 
     /// How the next datagram is to be sent.
     pub fn sealing(&self) -> Sealing {
-        match &self.datagram_key {
+        match &self.session {
             None => Sealing::Plain,
             Some(slot) => match &*slot.lock().unwrap_or_else(PoisonError::into_inner) {
-                Some(key) => Sealing::Key(key.clone()),
-                None => Sealing::Waiting,
+                SessionState::Keyed(key) => Sealing::Key(key.clone()),
+                SessionState::Token => Sealing::Plain,
+                SessionState::Down => Sealing::Waiting,
             },
         }
     }
@@ -108,7 +126,7 @@ impl DeviceControl {
     /// Asks the sender to stay silent for `pause`, then restart the
     /// sequence at 0. A second request during the pause extends it.
     pub fn request_reboot(&self, pause: Duration) {
-        self.lose_datagram_key();
+        self.session_lost();
         let until = Instant::now() + pause;
         {
             let mut pending = self
@@ -124,7 +142,7 @@ impl DeviceControl {
     /// control session must drop the connection and reconnect after the
     /// boot pause.
     pub fn device_rebooted(&self) {
-        self.lose_datagram_key();
+        self.session_lost();
         self.own_reboots
             .send_modify(|count| *count = count.wrapping_add(1));
     }
@@ -167,12 +185,12 @@ pub(crate) struct FleetControls {
 
 impl FleetControls {
     /// Control state for each of `devices`, starting at their intervals;
-    /// `keyed` devices tag their datagrams once a session gave them a key.
-    pub fn new(devices: &[SimDevice], keyed: bool) -> FleetControls {
+    /// `controlled` devices send only while they have a session.
+    pub fn new(devices: &[SimDevice], controlled: bool) -> FleetControls {
         let wake = Arc::new(Notify::new());
         let devices = devices
             .iter()
-            .map(|d| Arc::new(DeviceControl::new(d.interval_ms, wake.clone(), keyed)))
+            .map(|d| Arc::new(DeviceControl::new(d.interval_ms, wake.clone(), controlled)))
             .collect();
         FleetControls { wake, devices }
     }

@@ -167,11 +167,7 @@ pub async fn run_fleet_monitored(
 ) -> anyhow::Result<FleetStats> {
     let faults = fault_plan(&devices, &options)?;
     let boot_pause = Duration::from_millis(options.boot_pause_ms);
-    let keyed = options
-        .control
-        .as_ref()
-        .is_some_and(|t| t.key_seed.is_some());
-    let controls = FleetControls::new(&devices, keyed);
+    let controls = FleetControls::new(&devices, options.control.is_some());
     let counters = monitor.sessions.clone();
     let stop_sessions = cancel.child_token();
     let mut sessions = JoinSet::new();

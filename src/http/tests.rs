@@ -76,8 +76,22 @@ fn hub() -> Hub {
         started_mono_ms: clock.now().mono_ms,
         auth,
         metrics_open: false,
+        devices: Arc::new(
+            crate::device_file::DeviceDirectory::open(
+                crate::device_file::DeviceFile::new(std::env::temp_dir().join(format!(
+                    "sensor-hub-http-unit-{}/devices-{}.json",
+                    std::process::id(),
+                    NEXT_HUB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ))),
+                1_000,
+            )
+            .unwrap(),
+        ),
     }
 }
+
+/// Numbers each test hub's device file.
+static NEXT_HUB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn now(hub: &Hub) -> Now {
     hub.ws.clock.now()

@@ -99,12 +99,46 @@ pub struct TestHub {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// Holds its database unless the test named `SENSOR_HUB__STORAGE__PATH`.
     _storage: Option<TempDir>,
+    /// Holds the device file of [`start_hub_adopting`].
+    _devices: Option<TempDir>,
 }
 
 /// Starts a hub with loopback port-0 binds plus `overrides`
 /// (`SENSOR_HUB__…` style keys).
 pub async fn start_hub(overrides: &[(&str, &str)]) -> TestHub {
     start_hub_on(["127.0.0.1:0"; 3].map(String::from), overrides).await
+}
+
+/// Starts a hub (as [`start_hub`]) whose device file adopts `ids`
+/// without keys: UDP-only devices whose data is stored and persisted.
+pub async fn start_hub_adopting(overrides: &[(&str, &str)], ids: &[u32]) -> TestHub {
+    let dir = TempDir::new("devices");
+    let path = dir.path().join("devices.json");
+    adopt(&path, ids, &[]);
+    let path_text = path.display().to_string();
+    let mut all: Vec<(&str, &str)> = overrides.to_vec();
+    all.push(("SENSOR_HUB__DEVICES__KEYS_PATH", &path_text));
+    let mut hub = start_hub(&all).await;
+    hub._devices = Some(dir);
+    hub
+}
+
+/// Writes `ids` (no key) and `keyed` (id, key) into the device file at
+/// `path`, replacing entries of the same ids.
+pub fn adopt(path: &Path, ids: &[u32], keyed: &[(u32, [u8; 32])]) {
+    sensor_hub::device_file::DeviceFile::new(path)
+        .update(|list| {
+            for &id in ids {
+                list.remove(id);
+                list.add(id, "", None, 0)?;
+            }
+            for &(id, key) in keyed {
+                list.remove(id);
+                list.add(id, "", Some(key), 0)?;
+            }
+            Ok(())
+        })
+        .expect("writing the device file");
 }
 
 /// Starts a hub bound to `[udp, control, http]`, plus `overrides`.
@@ -134,6 +168,9 @@ pub async fn start_hub_on(binds: [String; 3], overrides: &[(&str, &str)]) -> Tes
         credentials_with_token(auth_dir.path(), sensor_hub::auth::Role::Operator);
     env.entry("SENSOR_HUB__AUTH__CREDENTIALS_PATH".into())
         .or_insert_with(|| credentials.display().to_string());
+    // Never the working directory's device file.
+    env.entry("SENSOR_HUB__DEVICES__KEYS_PATH".into())
+        .or_insert_with(|| auth_dir.path().join("devices.json").display().to_string());
     let config = HubConfig::load(None, Some(env)).expect("test config");
     let listeners = Listeners::bind(&config).await.expect("bind");
     let (udp, control, http) = (
@@ -155,6 +192,7 @@ pub async fn start_hub_on(binds: [String; 3], overrides: &[(&str, &str)]) -> Tes
         stop: Some(stop),
         task,
         _storage: storage,
+        _devices: None,
     }
 }
 

@@ -74,7 +74,7 @@ async fn handshake(ctx: &SessionContext) -> Handshake {
             return Handshake::Failed(e.context("sending the preamble and hello"));
         }
         return match answer(&mut conn).await {
-            Ok(answer) => welcomed(conn, answer.message),
+            Ok(answer) => welcomed(ctx, conn, answer.message),
             Err(e) => Handshake::Failed(e),
         };
     };
@@ -87,7 +87,7 @@ async fn handshake(ctx: &SessionContext) -> Handshake {
             message: DecodedHubMessage::Known(HubMessage::Challenge { nonce }),
             ..
         }) => nonce,
-        Ok(other) => return welcomed(conn, other.message),
+        Ok(other) => return welcomed(ctx, conn, other.message),
         Err(e) => return Handshake::Failed(e),
     };
     let mut device_nonce = [0u8; NONCE_LEN];
@@ -119,14 +119,14 @@ async fn handshake(ctx: &SessionContext) -> Handshake {
             ));
         }
         ctx.control
-            .set_datagram_key(DatagramKey::derive(&key, &hub_nonce, &device_nonce));
+            .session_up(Some(DatagramKey::derive(&key, &hub_nonce, &device_nonce)));
         return Handshake::Welcome {
             conn,
             session_id,
             heartbeat: Duration::from_millis(heartbeat_ms.into()).max(MIN_HEARTBEAT),
         };
     }
-    welcomed(conn, answer.message)
+    welcomed(ctx, conn, answer.message)
 }
 
 /// The hub's next frame, within [`WELCOME_TIMEOUT`].
@@ -140,7 +140,10 @@ async fn answer(conn: &mut HubConnection) -> anyhow::Result<WithBody<DecodedHubM
 }
 
 /// The outcome of a token hello's answer (or of an unexpected answer).
-fn welcomed(conn: HubConnection, answer: DecodedHubMessage) -> Handshake {
+fn welcomed(ctx: &SessionContext, conn: HubConnection, answer: DecodedHubMessage) -> Handshake {
+    if let DecodedHubMessage::Known(HubMessage::Welcome { .. }) = &answer {
+        ctx.control.session_up(None);
+    }
     match answer {
         DecodedHubMessage::Known(HubMessage::Welcome {
             session_id,
