@@ -339,7 +339,22 @@ async fn kill_9_under_load_loses_nothing_older_than_the_flush_interval() {
     let test_started_ms = unix_ms();
     let dir = TempDir::new("crash");
     let db = dir.db();
-    let overrides = [("SENSOR_HUB__CONTROL__FLEET_TOKEN", TOKEN)];
+    // Adopted in the device file: their first datagrams may come before
+    // their hellos, and are stored all the same.
+    let devices = dir.path().join("devices.json");
+    sensor_hub::device_file::DeviceFile::new(&devices)
+        .update(|list| {
+            for id in 1..=20 {
+                list.add(id, "", None, 0)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let devices = devices.display().to_string();
+    let overrides = [
+        ("SENSOR_HUB__CONTROL__FLEET_TOKEN", TOKEN),
+        ("SENSOR_HUB__DEVICES__KEYS_PATH", devices.as_str()),
+    ];
     let mut first = HubProcess::start("first hub", &db, &overrides);
     let hub = first.addrs();
 

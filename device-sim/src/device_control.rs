@@ -30,9 +30,9 @@ pub(crate) struct DeviceControl {
     wake: Arc<Notify>,
     /// How often the device rebooted by itself; the session watches it.
     own_reboots: watch::Sender<u64>,
-    /// For a device with a control channel: whether it has a session to
-    /// send under (set by a welcome, lost at a reboot), and, when it has a
-    /// key, the session's datagram key. `None`: a UDP-only device.
+    /// For a keyed device: whether it has a session to send under (set by
+    /// a keyed welcome, lost at a reboot) and its datagram key. `None`: a
+    /// device without a key, which sends untagged whatever its session.
     session: Option<Mutex<SessionState>>,
 }
 
@@ -54,9 +54,8 @@ pub(crate) enum Sealing {
     Plain,
     /// Tag it with this session key.
     Key(DatagramKey),
-    /// The device has a control channel but no session since it booted:
-    /// hold back (a device says hello before it sends; a keyed one could
-    /// not tag its datagrams anyway).
+    /// The device has a key but no session since it booted: hold back (it
+    /// cannot tag, and an untagged datagram would only be dropped).
     Waiting,
 }
 
@@ -71,14 +70,14 @@ pub(crate) struct ControlChange {
 }
 
 impl DeviceControl {
-    fn new(interval_ms: u64, wake: Arc<Notify>, controlled: bool) -> DeviceControl {
+    fn new(interval_ms: u64, wake: Arc<Notify>, keyed: bool) -> DeviceControl {
         DeviceControl {
             interval_ms: AtomicU64::new(interval_ms.max(1)),
             reboot_until: Mutex::new(None),
             changed: AtomicBool::new(false),
             wake,
             own_reboots: watch::Sender::new(0),
-            session: controlled.then(|| Mutex::new(SessionState::Down)),
+            session: keyed.then(|| Mutex::new(SessionState::Down)),
         }
     }
 
@@ -185,12 +184,12 @@ pub(crate) struct FleetControls {
 
 impl FleetControls {
     /// Control state for each of `devices`, starting at their intervals;
-    /// `controlled` devices send only while they have a session.
-    pub fn new(devices: &[SimDevice], controlled: bool) -> FleetControls {
+    /// `keyed` devices send only under a keyed session.
+    pub fn new(devices: &[SimDevice], keyed: bool) -> FleetControls {
         let wake = Arc::new(Notify::new());
         let devices = devices
             .iter()
-            .map(|d| Arc::new(DeviceControl::new(d.interval_ms, wake.clone(), controlled)))
+            .map(|d| Arc::new(DeviceControl::new(d.interval_ms, wake.clone(), keyed)))
             .collect();
         FleetControls { wake, devices }
     }

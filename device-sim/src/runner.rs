@@ -167,7 +167,14 @@ pub async fn run_fleet_monitored(
 ) -> anyhow::Result<FleetStats> {
     let faults = fault_plan(&devices, &options)?;
     let boot_pause = Duration::from_millis(options.boot_pause_ms);
-    let controls = FleetControls::new(&devices, options.control.is_some());
+    // Only keyed devices wait for a session: without a key they could not
+    // tag a datagram. Token devices send whatever their session does, as
+    // before.
+    let keyed = options
+        .control
+        .as_ref()
+        .is_some_and(|t| t.key_seed.is_some());
+    let controls = FleetControls::new(&devices, keyed);
     let counters = monitor.sessions.clone();
     let stop_sessions = cancel.child_token();
     let mut sessions = JoinSet::new();

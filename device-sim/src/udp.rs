@@ -42,9 +42,9 @@ pub struct UdpStats {
     pub send_errors: u64,
     /// Random reboots injected.
     pub reboots: u64,
-    /// Datagrams a device with a control channel did not send for want of
-    /// a session (before its first welcome, and after each reboot until
-    /// the next one).
+    /// Datagrams a keyed device did not send for want of a session key
+    /// (before its first keyed welcome, and after each reboot until the
+    /// next one).
     pub held_without_session: u64,
     /// Faults injected, summed over devices (all zero without faults).
     pub injected: InjectedFaults,
