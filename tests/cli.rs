@@ -180,6 +180,90 @@ fn account_commands_keep_only_hashes_and_say_what_they_did() {
     let _ = std::fs::remove_file(&file);
 }
 
+fn device_cli(file: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new(BIN)
+        .arg("device")
+        .args(args)
+        .env("SENSOR_HUB__DEVICES__KEYS_PATH", file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn device_commands_adopt_list_import_and_remove() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = std::env::temp_dir().join(format!(
+        "sensor-hub-cli-{}-devices.json",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&file);
+    let out = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let added = device_cli(&file, &["add", "--id", "17", "--name", "kitchen"], "");
+    assert!(added.status.success(), "{}", out(&added));
+    let text = out(&added);
+    let key = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("device key:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no key printed: {text}"));
+    assert_eq!(key.len(), 64);
+    assert!(key.chars().all(|c| c.is_ascii_hexdigit()));
+    assert!(text.contains("device id:        17"), "{text}");
+    assert!(text.contains("port 47101"), "{text}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the device file is private");
+    let again = device_cli(&file, &["add", "--id", "17"], "");
+    assert!(!again.status.success());
+    assert!(out(&again).contains("adopted already"), "{}", out(&again));
+    let udp_only = device_cli(&file, &["add", "--id", "18", "--no-key"], "");
+    assert!(out(&udp_only).contains("no key"), "{}", out(&udp_only));
+    let import = device_cli(
+        &file,
+        &["import", "-"],
+        &format!(
+            r#"[{{"id": 19, "name": "a", "key": "{}"}}, {{"id": 20, "key": null}}]"#,
+            "ab".repeat(32)
+        ),
+    );
+    assert!(import.status.success(), "{}", out(&import));
+    let bad = device_cli(&file, &["import", "-"], r#"[{"id": 21, "key": "zz"}]"#);
+    assert!(!bad.status.success());
+    assert!(out(&bad).contains("64 hex digits"), "{}", out(&bad));
+    let list = device_cli(&file, &["list"], "");
+    let listed = out(&list);
+    for id in ["17", "18", "19", "20"] {
+        assert!(
+            listed.lines().any(|l| l.trim_start().starts_with(id)),
+            "{listed}"
+        );
+    }
+    assert!(!listed.contains(key), "list never shows keys");
+    assert!(!listed.contains(&"ab".repeat(32)));
+    let removed = device_cli(&file, &["remove", "--id", "17"], "");
+    assert!(removed.status.success(), "{}", out(&removed));
+    let gone = device_cli(&file, &["remove", "--id", "17"], "");
+    assert!(!gone.status.success());
+    assert!(out(&gone).contains("not adopted"), "{}", out(&gone));
+    let _ = std::fs::remove_file(&file);
+}
+
 #[test]
 fn run_stops_cleanly_on_sigterm() {
     let db = std::env::temp_dir().join(format!("sensor-hub-cli-{}-run.db", std::process::id()));
@@ -288,11 +372,42 @@ fn demo_runs_simulated_devices_and_stops_on_sigterm() {
         &format!("GET /api/devices HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"),
     );
     assert!(devices.starts_with("HTTP/1.1 200"), "{devices}");
-    // Long enough for a few datagrams of each device.
-    std::thread::sleep(Duration::from_millis(300));
+    // The simulated devices prove their keys and tag their datagrams.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = raw_http(
+            addr,
+            &format!("GET /api/devices HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"),
+        );
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        let keyed_and_sending = v["devices"].as_array().is_some_and(|d| {
+            d.len() == 2
+                && d.iter().all(|d| {
+                    d["keyed"] == true
+                        && d["connected"] == true
+                        && d["datagrams"].as_u64() > Some(1)
+                })
+        });
+        if keyed_and_sending {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two keyed devices sending: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let keys_file =
+        std::env::temp_dir().join(format!("sensor-hub-demo-devices-{}.json", child.id()));
+    assert!(keys_file.exists(), "the demo's own device file");
 
     let exit = terminate(&mut child);
     assert!(exit.success(), "{exit:?}");
+    assert!(
+        !keys_file.exists(),
+        "the demo removes its keys when it ends"
+    );
     let stderr: Vec<String> = BufReader::new(child.stderr.take().unwrap())
         .lines()
         .map_while(Result::ok)
