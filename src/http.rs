@@ -124,20 +124,21 @@ fn command_json(record: &CommandRecord) -> String {
 /// Largest body `POST /api/devices/{id}/commands` reads, bytes.
 pub const MAX_COMMAND_BODY_BYTES: u64 = 16 * 1024;
 
-/// Query of `POST /api/devices/{id}/commands`.
+/// Query of `POST /api/devices/{id}/commands` (public for the fuzz
+/// target `http_query`).
 #[derive(Debug, Default, PartialEq)]
-struct CommandQuery {
+pub struct CommandQuery {
     /// Queue the command while the device has no session (default true).
-    wait: Option<bool>,
+    pub wait: Option<bool>,
     /// How long this request waits for a final state, ms (default
     /// [`DEFAULT_COMMAND_WAIT_MS`], at most [`MAX_COMMAND_WAIT_MS`]).
-    timeout_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
 }
 
 impl CommandQuery {
     /// The query string's fields, or what is wrong with them (a message for
     /// the client).
-    fn parse(query: &HashMap<String, String>) -> Result<CommandQuery, String> {
+    pub fn parse(query: &HashMap<String, String>) -> Result<CommandQuery, String> {
         let mut parsed = CommandQuery::default();
         for (key, value) in query {
             match key.as_str() {
@@ -254,8 +255,9 @@ async fn submit_command(
     )
 }
 
-/// `from`, `to` and `max_points` of a history query string.
-fn range_request(query: &HashMap<String, String>) -> Result<RangeRequest, String> {
+/// `from`, `to` and `max_points` of a history query string (public for
+/// the fuzz target `http_query`).
+pub fn range_request(query: &HashMap<String, String>) -> Result<RangeRequest, String> {
     let mut request = RangeRequest::default();
     for (key, value) in query {
         let slot = match key.as_str() {

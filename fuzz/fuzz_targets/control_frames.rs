@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use sensor_hub_protocol::codec::FrameCodec;
+use sensor_hub_protocol::codec::{FrameCodec, WithBody};
 use sensor_hub_protocol::control::{
     decode_device_message, decode_hub_message, encode_frame, DecodedHubMessage, DeviceMessage,
     HubMessage, FRAME_HEADER_LEN, MAX_FRAME_BODY,
@@ -37,13 +37,18 @@ fuzz_target!(|bytes: &[u8]| {
     let Some((&split, stream)) = bytes.split_first() else {
         return;
     };
-    let mut codec = FrameCodec::<DeviceMessage, HubMessage>::new(512);
+    // The hub's own codec: device frames keep their bodies (keyed hellos).
+    let mut codec = FrameCodec::<WithBody<DeviceMessage>, HubMessage>::new(512);
     let mut src = BytesMut::new();
     for chunk in stream.chunks(usize::from(split).max(1)) {
         src.extend_from_slice(chunk);
         loop {
             match codec.decode(&mut src) {
-                Ok(Some(_)) => continue,
+                Ok(Some(frame)) => {
+                    // The body kept is the body decoded.
+                    assert!(frame.body.len() <= 512);
+                    continue;
+                }
                 Ok(None) => break,
                 Err(_) => return,
             }

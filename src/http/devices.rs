@@ -13,19 +13,35 @@ use crate::device_file::{key_hex, random_key, DeviceFileError};
 use crate::response::{json_error, response};
 
 /// Body of `POST /api/devices/{id}/adopt`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AdoptBody {
+pub struct AdoptBody {
     /// Make a key (default); false adopts it without one.
     #[serde(default = "yes")]
-    key: bool,
+    pub key: bool,
     /// A name for people.
     #[serde(default)]
-    name: Option<String>,
+    pub name: Option<String>,
 }
 
 fn yes() -> bool {
     true
+}
+
+impl AdoptBody {
+    /// Reads a request body (empty: the defaults), or says what is wrong
+    /// with it (a message for the client).
+    pub fn parse(body: &[u8]) -> Result<AdoptBody, String> {
+        if body.is_empty() {
+            return Ok(AdoptBody {
+                key: true,
+                name: None,
+            });
+        }
+        serde_json::from_slice::<AdoptBody>(body).map_err(|e| {
+            format!("the body must be like {{\"key\": true, \"name\": \"porch\"}}: {e}")
+        })
+    }
 }
 
 fn file_error(e: &DeviceFileError) -> Response<Bytes> {
@@ -48,21 +64,9 @@ fn publish(ctx: &HttpContext) {
 /// `POST /api/devices/{id}/adopt`: 201 with the key (shown only in this
 /// answer), 409 if the device file lists it already.
 pub async fn adopt(ctx: HttpContext, device: u32, body: Bytes) -> Response<Bytes> {
-    let body = if body.is_empty() {
-        AdoptBody {
-            key: true,
-            name: None,
-        }
-    } else {
-        match serde_json::from_slice::<AdoptBody>(&body) {
-            Ok(body) => body,
-            Err(e) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("the body must be like {{\"key\": true, \"name\": \"porch\"}}: {e}"),
-                )
-            }
-        }
+    let body = match AdoptBody::parse(&body) {
+        Ok(body) => body,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
     };
     let key = if body.key {
         match random_key() {
