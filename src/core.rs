@@ -323,14 +323,13 @@ impl Core {
         let Shared {
             state, registry, ..
         } = &mut *shared;
-        let opened = registry.open_session(hello, now).map(|session| {
+        let opened = registry.open_session(hello, now).inspect(|&session| {
             if let Some(key) = datagram_key {
                 state.start_session(hello.device_id, SessionAuth::new(key));
             }
             // Registered before the effects run, so commands pumped at
             // once reach it.
             self.lock_sessions().insert(session, outbox);
-            session
         });
         self.apply(&mut shared);
         opened

@@ -10,7 +10,8 @@
 //! (`tests/layers.rs` checks every `crate::` path in `src/` against this
 //! order).
 //!
-//! 1. Leaves — no dependency on the rest of the crate:
+//! 1. Leaves — no dependency on the rest of the crate, but for leaves
+//!    listed before them:
 //!    * [`clock`]: the one injected clock: monotonic time for durations and
 //!      deadlines, wall time for timestamps.
 //!    * [`config`]: typed configuration and its layered loading.

@@ -69,6 +69,7 @@ async fn answer(conn: &mut Conn) -> Option<WithBody<DecodedHubMessage>> {
 }
 
 /// How a keyed hello went.
+#[allow(clippy::large_enum_variant)] // test data, one at a time
 enum Keyed {
     /// Welcomed (the hub's proof checked): the connection and the
     /// session's datagram key.
