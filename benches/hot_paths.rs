@@ -80,7 +80,8 @@ fn session_key(device: u32) -> DatagramKey {
 
 /// Every device keyed, with a fresh session (and replay window).
 fn start_sessions(s: &mut HubState, devices: u32) {
-    s.set_keyed(0..devices);
+    let key = KEY;
+    s.set_keyed((0..devices).map(|id| (id, &key)));
     for id in 0..devices {
         s.start_session(id, SessionAuth::new(session_key(id)));
     }

@@ -339,7 +339,10 @@ impl Core {
     /// authenticate their datagrams.
     pub fn set_device_list(&self, keyring: &Keyring, now: Now) {
         let mut shared = self.lock();
-        shared.state.set_keyed(keyring.keyed_ids());
+        // A device whose key changed must say hello with its new key.
+        for device in shared.state.set_keyed(keyring.keyed()) {
+            shared.registry.end_session(device, now);
+        }
         let unlisted = shared.registry.set_listed(keyring.ids(), now);
         for device in unlisted {
             if shared.registry.forget(device, now) {

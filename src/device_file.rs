@@ -174,12 +174,11 @@ impl Keyring {
         self.devices.keys().copied()
     }
 
-    /// The ids that have a key.
-    pub fn keyed_ids(&self) -> impl Iterator<Item = DeviceId> + '_ {
+    /// The devices that have a key, with it.
+    pub fn keyed(&self) -> impl Iterator<Item = (DeviceId, &DeviceKey)> + '_ {
         self.devices
             .iter()
-            .filter(|(_, k)| k.is_some())
-            .map(|(id, _)| *id)
+            .filter_map(|(id, k)| k.as_ref().map(|k| (*id, k)))
     }
 }
 
@@ -357,7 +356,7 @@ mod tests {
         let ring = list.keyring();
         assert_eq!(ring.key(17), Some(&key));
         assert!(ring.lists(18) && ring.key(18).is_none());
-        assert_eq!(ring.keyed_ids().collect::<Vec<_>>(), [17]);
+        assert_eq!(ring.keyed().map(|(id, _)| id).collect::<Vec<_>>(), [17]);
         assert_eq!(list.remove(17).map(|d| d.name), Some("kitchen".into()));
         assert!(!list.keyring().lists(17));
     }

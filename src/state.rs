@@ -13,7 +13,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
-use sensor_hub_protocol::auth::{DatagramKey, TagError};
+use sensor_hub_protocol::auth::{DatagramKey, DeviceKey, TagError};
 use sensor_hub_protocol::{
     decode_datagram, restore_time_ms, Channel, Datagram, DecodeError, DeviceId, Reading, Value,
 };
@@ -270,8 +270,9 @@ pub struct HubState {
     counters: IngestCounters,
     windows: WindowConfig,
     latency: LatencyHistogram,
-    /// Devices with a key, and their current session's datagram key.
-    keyed: HashMap<DeviceId, Option<SessionAuth>>,
+    /// Devices with a key: the key, and their current session's datagram
+    /// key.
+    keyed: HashMap<DeviceId, (DeviceKey, Option<SessionAuth>)>,
     /// `devices.max_readings_per_s`.
     budget_rate: u32,
 }
@@ -307,17 +308,30 @@ impl HubState {
         }
     }
 
-    /// The devices that have a key now: their datagrams must carry a tag
-    /// of their session key. Sessions of devices still keyed are kept.
-    pub fn set_keyed(&mut self, keyed: impl IntoIterator<Item = DeviceId>) {
-        let mut next: HashMap<DeviceId, Option<SessionAuth>> =
-            keyed.into_iter().map(|id| (id, None)).collect();
-        for (id, session) in next.iter_mut() {
-            if let Some(current) = self.keyed.remove(id) {
-                *session = current;
-            }
+    /// The devices that have a key now, and their keys: their datagrams
+    /// must carry a tag of their session key. Sessions of devices whose
+    /// key is unchanged are kept; returns the devices whose key changed
+    /// while they had a session (that session is void now).
+    pub fn set_keyed<'k>(
+        &mut self,
+        keyed: impl IntoIterator<Item = (DeviceId, &'k DeviceKey)>,
+    ) -> Vec<DeviceId> {
+        let mut voided = Vec::new();
+        let mut next: HashMap<DeviceId, (DeviceKey, Option<SessionAuth>)> = HashMap::new();
+        for (id, key) in keyed {
+            let session = match self.keyed.remove(&id) {
+                Some((old, session)) if old == *key => session,
+                Some((_, Some(_))) => {
+                    voided.push(id);
+                    None
+                }
+                _ => None,
+            };
+            next.insert(id, (*key, session));
         }
         self.keyed = next;
+        voided.sort_unstable();
+        voided
     }
 
     /// Whether `device` must tag its datagrams.
@@ -329,7 +343,7 @@ impl HubState {
     /// this session's key (the replay window starts empty). Ignored for a
     /// device without a key.
     pub fn start_session(&mut self, device: DeviceId, auth: SessionAuth) {
-        if let Some(session) = self.keyed.get_mut(&device) {
+        if let Some((_, session)) = self.keyed.get_mut(&device) {
             *session = Some(auth);
         }
     }
@@ -338,7 +352,7 @@ impl HubState {
     /// device file lists it).
     pub fn remove_device(&mut self, device: DeviceId) {
         self.devices.remove(&device);
-        if let Some(session) = self.keyed.get_mut(&device) {
+        if let Some((_, session)) = self.keyed.get_mut(&device) {
             *session = None;
         }
     }
@@ -399,7 +413,7 @@ impl HubState {
     /// extended sequence number to record once the datagram is accepted
     /// (`None` for a device without a key).
     fn authenticate(&self, datagram: &Decoded, bytes: &[u8]) -> Result<Option<u64>, DropReason> {
-        let Some(session) = self.keyed.get(&datagram.device_id) else {
+        let Some((_, session)) = self.keyed.get(&datagram.device_id) else {
             return Ok(None);
         };
         let Some(session) = session else {
@@ -448,7 +462,7 @@ impl HubState {
                     Refusal::UnknownDevice => DropReason::UnknownDevice,
                     Refusal::DiscoveredLimit => DropReason::DiscoveredLimit,
                 })?;
-        if let (Some(extended), Some(Some(session))) =
+        if let (Some(extended), Some((_, Some(session)))) =
             (extended, self.keyed.get_mut(&datagram.device_id))
         {
             session.window.accept(extended);

@@ -593,3 +593,28 @@ async fn owner_cookie(hub: &TestHub) -> String {
         .expect("a session cookie")
         .to_string()
 }
+
+#[tokio::test]
+async fn a_new_key_in_the_device_file_ends_the_old_key_s_session() {
+    let (hub, dir) = hub_with(&[]).await;
+    let (mut old, old_key) = welcomed(hub.control, KEYED, &KEY).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    send_all(&hub, &socket, &[sealed(&old_key, KEYED, 0, 1.0)]).await;
+    // The owner gives the device a new key (e.g. after the old one leaked).
+    const NEW_KEY: DeviceKey = [0x71; 32];
+    adopt(&dir.path().join("devices.json"), &[], &[(KEYED, NEW_KEY)]);
+    let reason = loop {
+        match answer(&mut old).await.map(|f| f.message) {
+            Some(DecodedHubMessage::Known(HubMessage::Reject { reason, .. })) => break reason,
+            Some(_) => continue,
+            None => panic!("closed without a reject"),
+        }
+    };
+    assert_eq!(reason, RejectReason::BadToken);
+    send_all(&hub, &socket, &[sealed(&old_key, KEYED, 1, 1.0)]).await;
+    assert_eq!(dropped(&hub, "no_session").await, 1);
+    let (_conn, new_session) = welcomed(hub.control, KEYED, &NEW_KEY).await;
+    send_all(&hub, &socket, &[sealed(&new_session, KEYED, 0, 2.0)]).await;
+    assert_eq!(device_json(&hub, KEYED).await.unwrap()["datagrams"], 2);
+    hub.stop().await;
+}

@@ -171,6 +171,19 @@ impl Registry {
         true
     }
 
+    /// Closes the device's session, if it has one (its credential
+    /// changed); the device is told `BadToken` and must say hello again.
+    pub fn end_session(&mut self, device: DeviceId, now: Now) {
+        let Some(session) = self.devices.get(&device).and_then(|e| e.session) else {
+            return;
+        };
+        self.effects.push(Effect::CloseSession {
+            session,
+            reason: sensor_hub_protocol::control::RejectReason::BadToken,
+        });
+        self.close_session(device, session, now);
+    }
+
     fn remove(&mut self, device: DeviceId, now: Now) {
         if let Some(entry) = self.devices.remove(&device) {
             if !entry.adopted {

@@ -355,7 +355,7 @@ fn sealed(key: &DatagramKey, device_id: u32, seq: u32, value: f32) -> Vec<u8> {
 fn keyed() -> S {
     let mut s = state(10);
     let _ = s.registry.set_listed([17], Now::at(NOW, NOW));
-    s.state.set_keyed([17]);
+    s.state.set_keyed([(17, &KEY)]);
     s.state.start_session(17, SessionAuth::new(session_key(1)));
     s.ingest(&sealed(&session_key(1), 17, 10, 20.0), addr(), NOW)
         .unwrap();
@@ -455,18 +455,25 @@ fn a_new_session_replaces_the_key_and_restarts_the_window() {
 #[test]
 fn a_keyed_device_without_a_session_is_dropped_as_no_session() {
     let mut s = state(10);
-    s.state.set_keyed([5]);
+    s.state.set_keyed([(5, &KEY)]);
     assert_eq!(
         s.ingest(&sealed(&session_key(1), 5, 0, 1.0), addr(), NOW)
             .unwrap_err(),
         DropReason::NoSession
     );
     assert!(s.registry.device(5).is_none());
-    // Keys survive a reload of the device file that still lists it.
+    // Sessions survive a reload of the device file that keeps the key...
     s.state.start_session(5, SessionAuth::new(session_key(1)));
-    s.state.set_keyed([5, 6]);
+    assert!(s.state.set_keyed([(5, &KEY), (6, &[6; 32])]).is_empty());
     s.ingest(&sealed(&session_key(1), 5, 0, 1.0), addr(), NOW)
         .unwrap();
+    // ...but not a new key: the session made with the old one is void.
+    assert_eq!(s.state.set_keyed([(5, &[5; 32])]), [5]);
+    assert_eq!(
+        s.ingest(&sealed(&session_key(1), 5, 1, 1.0), addr(), NOW)
+            .unwrap_err(),
+        DropReason::NoSession
+    );
 }
 
 #[test]
