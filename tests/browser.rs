@@ -52,7 +52,9 @@ fn count(v: &Value, key: &str) -> u64 {
 
 #[tokio::test]
 async fn dashboard_end_to_end() {
-    let hub = start_hub(HUB_CONFIG).await;
+    // Device 100 sends datagrams only: listed in the device file without a
+    // key, so it is adopted (in #fleet, stored) rather than discovered.
+    let hub = start_hub_adopting(HUB_CONFIG, &[100]).await;
     let connected = Fleet::start(hub.udp, Some(hub.control), 1, 3, 100);
     let udp_only = Fleet::start(hub.udp, None, 100, 1, 100);
     let browser = Browser::start().await;
@@ -80,6 +82,17 @@ async fn dashboard_end_to_end() {
             },
         )
         .await;
+    // All four are adopted without a key (the connected ones by the fleet
+    // token's hello), so none is discovered.
+    assert_eq!(
+        browser
+            .js(r#"
+            return [[...document.querySelectorAll('#fleet [data-field="trust"] .badge')].map(b => b.textContent),
+                document.querySelectorAll('#discovered tr[data-device-id]').length];
+        "#)
+            .await,
+        json!([["no key", "no key", "no key", "no key"], 0])
+    );
     browser
         .until(
             "connection live",

@@ -4,28 +4,10 @@
 // text is shown once, here, with a copy button), and revoking one (DELETE
 // /api/tokens/ID) after a confirming second click, like the device view's
 // Reboot. Anyone else is told that only the owner manages tokens.
-import { isOwner, me, toLogin } from "/account.js";
+import { api, isOwner, me } from "/account.js";
 import { el, setText } from "/format.js";
 
 const CONFIRM_MS = 5000;
-
-/** A JSON request to the hub: the answer's body, or an Error with the hub's message. */
-async function api(method, path, body) {
-  const init = { method, cache: "no-store", credentials: "same-origin", headers: {} };
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  const res = await fetch(path, init);
-  if (res.status === 401) {
-    toLogin();
-    throw new Error("the session ended; log in again");
-  }
-  let answer = null;
-  try { answer = await res.json(); } catch { /* not JSON */ }
-  if (!res.ok) throw new Error(typeof answer?.error === "string" ? answer.error : `HTTP ${res.status}`);
-  return answer;
-}
 
 /** "2025-11-22 08:58" in local time, or "—". */
 function fmtCreated(ms) {

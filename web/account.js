@@ -3,7 +3,8 @@
 // the owner also manages API tokens), logging out (POST /api/logout), and the
 // way to the login page when the session is gone (the view to come back to is
 // kept for the tab in sessionStorage under RETURN_KEY; login.js, which cannot
-// load this module before a login, returns there).
+// load this module before a login, returns there), and api(), the JSON request
+// helper of the owner's actions (tokens, adopting and forgetting devices).
 
 const ROLES = ["viewer", "operator", "owner"];
 const RETURN_KEY = "sensor-hub-return"; // read by login.js too
@@ -15,7 +16,7 @@ export const me = { role: null, name: null, via: null };
 export const may = (role) => me.role !== null && ROLES.indexOf(me.role) >= ROLES.indexOf(role);
 /** Whether the user may send commands (operator or owner). */
 export const mayCommand = () => may("operator");
-/** Whether the user is the owner (token management). */
+/** Whether the user is the owner (tokens, adopting and forgetting devices). */
 export const isOwner = () => me.role === "owner";
 
 /** What the header says: "owner", or "viewer · phone" (role, then a token's name). */
@@ -74,4 +75,26 @@ export async function logout() {
   if (!res.ok && res.status !== 401) throw new Error(`HTTP ${res.status}`);
   leaving = true;
   location.replace("/login.html");
+}
+
+/**
+ * A JSON request to the hub (same origin, session cookie; a body is sent as
+ * application/json): the answer's body (null when it has none, e.g. 204), or
+ * an Error with the hub's message. A 401 goes to the login page.
+ */
+export async function api(method, path, body) {
+  const init = { method, cache: "no-store", credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(path, init);
+  if (res.status === 401) {
+    toLogin();
+    throw new Error("the session ended; log in again");
+  }
+  let answer = null;
+  try { answer = await res.json(); } catch { /* not JSON, or no body */ }
+  if (!res.ok) throw new Error(typeof answer?.error === "string" ? answer.error : `HTTP ${res.status}`);
+  return answer;
 }

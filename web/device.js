@@ -10,9 +10,12 @@
 // new client and gets its commands' statuses without id). Statuses of other
 // clients' commands are ignored. Windows are refetched from /api/devices every
 // 5 s while open. A viewer (role below operator) gets no command panel, only a
-// note saying who may send commands.
+// note saying who may send commands. The owner also gets "Forget device"
+// (confirmed, then DELETE /api/devices/ID, back to the fleet). A device that
+// leaves the hub (device_removed) sends the view back to the fleet with a notice.
 import { devices, epoch, hubNow, on, requestRefresh, send } from "/stream.js";
-import { me, mayCommand } from "/account.js";
+import { api, isOwner, me, mayCommand } from "/account.js";
+import { showNotice } from "/fleet.js";
 import { DASH, displayName, el, fmtAgo, fmtCount, fmtInterval, fmtLatency, fmtPercent, fmtValue, isNum, setText, statusOf } from "/format.js";
 import { Chart } from "/chart.js";
 import { HistoryOff, RANGES, fetchHistory, rangeSelector } from "/history.js";
@@ -179,10 +182,53 @@ function loadHistory(p, device, range) {
   });
 }
 
+/** What a device's trust is: adopted with a key, without one, or only discovered. */
+function trustOf(d) {
+  if (!d || d.adopted === null) return ["", DASH];
+  if (!d.adopted) return ["discovered", "discovered — not stored"];
+  return d.keyed ? ["key", "adopted, with a key"] : ["no-key", "no key — unauthenticated"];
+}
+
+/** The owner's "Forget device" button, with its confirm step and problem line. */
+function forgetPanel(id, forgetting) {
+  const button = el("button", { type: "button", id: "device-forget", className: "danger", textContent: "Forget device",
+    "data-action": "forget" });
+  const problem = el("p", { className: "problem", role: "alert", hidden: true });
+  button.addEventListener("click", async () => {
+    const d = devices.get(id);
+    const name = d ? displayName(d) : `device ${id}`;
+    const sure = window.confirm(`Forget ${name}? The hub drops it and its key; its stored readings stay until ` +
+      "they expire. If it sends again it shows up as a discovered device.");
+    if (!sure) return;
+    button.disabled = true;
+    problem.hidden = true;
+    forgetting.name = name;
+    try {
+      await api("DELETE", `/api/devices/${encodeURIComponent(id)}`);
+      // Unless device_removed came first and the page is on the fleet already.
+      if (location.hash.replace(/\/$/, "") === `#/device/${id}`) {
+        showNotice(`${name} forgotten.`);
+        location.hash = "#/";
+      }
+    } catch (err) {
+      forgetting.name = null;
+      button.disabled = false;
+      setText(problem, `Forgetting ${name} failed: ${String(err?.message ?? err)}`);
+      problem.hidden = false;
+    }
+  });
+  return el("section", { id: "device-admin", "aria-label": "Device administration" },
+    el("h3", { textContent: "Device" }),
+    el("div", { className: "command" }, button,
+      el("span", { className: "hint", textContent: "Removes it from the hub and the device file (its key stops working)." })),
+    problem);
+}
+
 export function mount(main, id) {
   const heading = el("h2", { tabIndex: -1 });
   const missing = el("p", { className: "empty", hidden: true, textContent: `The hub has not reported device ${id} (yet).` });
-  const [status, sf] = facts([["Status", "status"], ["Firmware", "firmware"], ["Last seen", "last-seen"], ["Interval", "interval"]], "status-line");
+  const [status, sf] = facts([["Status", "status"], ["Trust", "trust"], ["Firmware", "firmware"], ["Last seen", "last-seen"],
+    ["Interval", "interval"]], "status-line");
   sf.status.append(el("span", { className: "dot", "aria-hidden": "true" }), el("span"));
   const [counters, cf] = facts([["Received", "received"], ["Lost", "lost"], ["Reordered", "reordered"], ["Duplicated", "duplicated"],
     ["Restarts", "restarts"], ["Loss", "loss"], ["Latency p50 / p99", "latency"]], "counters");
@@ -193,10 +239,12 @@ export function mount(main, id) {
     range = r;
     for (const p of sensors.values()) loadHistory(p, id, range);
   });
+  const forgetting = { name: null }; // set while this page forgets the device
   const section = el("section", { id: "device-view", "data-device-id": String(id) },
     el("p", { className: "crumb" }, el("a", { href: "#/", textContent: "← Fleet" })), heading, missing, status,
     el("h3", { textContent: "Packets" }), counters,
-    el("div", { className: "sensors-head" }, el("h3", { textContent: "Sensors" }), ranges), grid, commands);
+    el("div", { className: "sensors-head" }, el("h3", { textContent: "Sensors" }), ranges), grid, commands,
+    isOwner() ? forgetPanel(id, forgetting) : "");
   main.replaceChildren(section);
   if (view) {
     logView = view;
@@ -238,6 +286,9 @@ export function mount(main, id) {
     const st = statusOf(d?.status);
     sf.status.dataset.status = st;
     setText(sf.status.lastChild, st);
+    const [trust, trustText] = trustOf(d);
+    sf.trust.dataset.trust = trust;
+    setText(sf.trust, trustText);
     setText(sf.firmware, d?.firmware ?? DASH);
     setText(sf.interval, fmtInterval(d?.interval_ms));
     renderSeen(d);
@@ -258,6 +309,12 @@ export function mount(main, id) {
   const offs = [
     on("model", schedule),
     on("device", (dev) => { if (dev === id) schedule(); }),
+    on("removed", (dev) => {
+      if (dev !== id) return;
+      showNotice(forgetting.name ? `${forgetting.name} forgotten.`
+        : `${heading.textContent || `Device ${id}`} left the hub: the owner forgot it, or it was a discovered device silent for too long.`);
+      location.hash = "#/";
+    }),
     on("readings", (msg) => {
       const d = devices.get(id);
       for (const dg of Array.isArray(msg.datagrams) ? msg.datagrams : []) {

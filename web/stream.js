@@ -1,26 +1,34 @@
 // stream.js: the page's single WebSocket (/ws) and the device model it feeds.
 // Subscribes on the first hello, resumes with epoch + last seq after a reconnect,
 // rebuilds the model from snapshot/resync, applies readings, device_status,
-// device_stats; relays command_status/history/error; reconnects with backoff (0.5 s
-// doubling to 10 s). The session's end is the end of the page: a close with 4401
-// (logged out, token revoked), or a connection refused while GET /api/me says 401,
-// leads to the login page instead of another attempt. Also the throttled
-// GET /api/devices refresh (names of new devices, window stats). Memory: per
-// device only latest values and stats.
+// device_stats, device_removed; relays command_status/history/error; reconnects
+// with backoff (0.5 s doubling to 10 s). The session's end is the end of the page:
+// a close with 4401 (logged out, token revoked), or a connection refused while
+// GET /api/me says 401, leads to the login page instead of another attempt. Also
+// the throttled GET /api/devices refresh (names, adopted/keyed of new devices,
+// window stats). Each device is adopted (true), discovered (false), or not known
+// yet (null: it appeared on the stream, the next refresh says; new devices make
+// that refresh come within NEW_DEVICE_REFRESH_MS). Memory: per device only latest
+// values and stats.
 import { isNum, str } from "/format.js";
 import { loadMe, me, toLogin } from "/account.js";
 
 const SUBSCRIPTION = { devices: "all", sensors: "all", mode: "live" };
 const REFRESH_MS = 5000;
+const NEW_DEVICE_REFRESH_MS = 1000; // spacing of refreshes asked for by new devices
+const PENDING_MS = 5000; // a new device no refresh lists after this long is dropped
 
-/** id -> device: { id, name, firmware, interval_ms, status, status_since_ms, last_seen_ms, last_seq, stats, sensors: Map<channel, sensor> } */
+/** id -> device: { id, name, firmware, interval_ms, adopted, keyed, status, status_since_ms, last_seen_ms, last_seq, stats, sensors: Map<channel, sensor>, created, adoptedAt? } */
 export const devices = new Map();
+/** id -> hub time it was removed: device lists older than that do not bring it back. */
+const removedAt = new Map();
 let clockOffset = 0; // hub clock minus local clock, ms
 export const hubNow = () => Date.now() + clockOffset;
 const syncClock = (ms) => { if (isNum(ms)) clockOffset = ms - Date.now(); };
 
 // --- events ------------------------------------------------------------------
-// "model" (all devices may have changed), "device" (id), "readings" (msg),
+// "model" (all devices may have changed), "device" (id), "removed" (id, after it
+// left the model; a "model" follows), "readings" (msg),
 // "command" (command_status msg), "history" (history answer), "error" (error msg),
 // "connection" ({state, text}), "account" (GET /api/me answered again).
 const listeners = new Map();
@@ -37,12 +45,16 @@ function emit(type, arg) {
 
 // --- model -------------------------------------------------------------------
 function newDevice(id) {
-  return { id, name: null, firmware: null, interval_ms: null, status: null, status_since_ms: null,
-    last_seen_ms: null, last_seq: null, stats: null, sensors: new Map() };
+  return { id, name: null, firmware: null, interval_ms: null, adopted: null, keyed: null, status: null,
+    status_since_ms: null, last_seen_ms: null, last_seq: null, stats: null, sensors: new Map(), created: hubNow() };
 }
 function getDevice(id) {
   let d = devices.get(id);
-  if (!d) { d = newDevice(id); devices.set(id, d); requestRefresh(); } // names etc. come from /api/devices
+  if (!d) { // names, adopted and keyed come from /api/devices
+    d = newDevice(id);
+    devices.set(id, d);
+    requestRefresh(NEW_DEVICE_REFRESH_MS);
+  }
   return d;
 }
 function cleanStats(s) {
@@ -56,13 +68,18 @@ function cleanStats(s) {
 const valueOf = (v) => (typeof v === "boolean" || isNum(v) ? v : null);
 const windowsOf = (w) => (Array.isArray(w) ? w.filter((x) => x && typeof x === "object").slice(0, 4) : []);
 
-// Applies one device of a snapshot/resync (replace) or of /api/devices (merge: newer wins).
-function applyDevice(x, merge) {
+// Applies one device of a snapshot/resync (replace) or of /api/devices (merge: newer
+// wins; `asOf` is the list's hub time).
+function applyDevice(x, merge, asOf) {
   const old = devices.get(x.id);
   const d = merge ? old ?? newDevice(x.id) : newDevice(x.id);
   d.name = str(x.name);
   d.firmware = str(x.firmware);
   d.interval_ms = isNum(x.interval_ms) ? x.interval_ms : null;
+  if (!merge || !(asOf < d.adoptedAt)) { // a list from before this page adopted it is out of date there
+    d.adopted = typeof x.adopted === "boolean" ? x.adopted : true; // a hub without the field adopts every device
+    d.keyed = x.keyed === true;
+  }
   const since = isNum(x.status_since_ms) ? x.status_since_ms : 0;
   if (!merge || d.status == null || since >= (d.status_since_ms ?? 0)) {
     d.status = str(x.status);
@@ -92,9 +109,39 @@ function applyDevice(x, merge) {
 function applyDevices(body, merge) {
   if (!body || !Array.isArray(body.devices)) throw new Error("unexpected device list shape");
   syncClock(body.hub_time_ms);
+  const asOf = isNum(body.hub_time_ms) ? body.hub_time_ms : -Infinity;
   if (!merge) devices.clear();
-  for (const x of body.devices) if (x && isNum(x.id)) applyDevice(x, merge);
+  const listed = new Set();
+  for (const x of body.devices) {
+    if (!x || !isNum(x.id)) continue;
+    if (merge && asOf <= (removedAt.get(x.id) ?? -Infinity)) continue; // listed before it was removed
+    listed.add(x.id);
+    applyDevice(x, merge, asOf);
+  }
+  if (merge) {
+    for (const [id, at] of removedAt) if (asOf > at) removedAt.delete(id);
+    // Devices that appeared on the stream and the hub does not list: asked again
+    // while new (the list may predate them), then dropped (e.g. stats of a device
+    // removed since).
+    for (const d of [...devices.values()]) {
+      if (d.adopted !== null || listed.has(d.id)) continue;
+      if (asOf - d.created < PENDING_MS) requestRefresh(NEW_DEVICE_REFRESH_MS);
+      else devices.delete(d.id);
+    }
+  }
   emit("model");
+}
+
+/** After the owner adopted a device: moves it to the adopted ones at once (the hub sends no event for it). */
+export function setAdopted(id, keyed) {
+  const d = devices.get(id);
+  if (d) {
+    d.adopted = true;
+    d.keyed = keyed;
+    d.adoptedAt = hubNow();
+    emit("device", id);
+  }
+  requestRefresh(NEW_DEVICE_REFRESH_MS); // its name, if it said hello
 }
 
 function onReadings(msg) {
@@ -137,15 +184,30 @@ function onStats(msg) {
   }
 }
 
-// --- /api/devices refresh (at most every 5 s) ---------------------------------
+function onRemoved(msg) {
+  if (!isNum(msg.device)) return;
+  removedAt.set(msg.device, isNum(msg.at_ms) ? msg.at_ms : hubNow());
+  if (!devices.delete(msg.device)) return;
+  emit("removed", msg.device);
+  emit("model");
+}
+
+// --- /api/devices refresh (at most every 5 s; every 1 s for new devices) ------
 let lastRefresh = -Infinity;
 let refreshTimer = 0;
-export function requestRefresh() {
-  if (refreshTimer) return;
-  const wait = Math.max(0, lastRefresh + REFRESH_MS - Date.now());
-  refreshTimer = setTimeout(loadDevices, wait);
+let refreshDue = 0; // local ms the pending refresh runs at
+/** Asks for a refresh at least `gap` ms after the previous one (sooner than a pending one, if so). */
+export function requestRefresh(gap = REFRESH_MS) {
+  const due = Math.max(Date.now(), lastRefresh + gap);
+  if (refreshTimer) {
+    if (due >= refreshDue) return;
+    clearTimeout(refreshTimer);
+  }
+  refreshDue = due;
+  refreshTimer = setTimeout(loadDevices, due - Date.now());
 }
 async function loadDevices() {
+  refreshTimer = 0; // a request while this one is under way schedules the next
   lastRefresh = Date.now();
   try {
     const res = await fetch("/api/devices", { cache: "no-store" });
@@ -154,8 +216,6 @@ async function loadDevices() {
     applyDevices(await res.json(), true);
   } catch (err) {
     console.warn("sensor hub: loading /api/devices failed:", err);
-  } finally {
-    refreshTimer = 0;
   }
 }
 
@@ -208,6 +268,7 @@ function onMessage(ev) {
       break;
     case "readings": onReadings(msg); break;
     case "device_status": onStatus(msg); break;
+    case "device_removed": onRemoved(msg); break;
     case "device_stats": onStats(msg); break;
     case "command_status": emit("command", msg); break;
     case "history": emit("history", msg); break;
