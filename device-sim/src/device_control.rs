@@ -1,7 +1,8 @@
 //! What a device's control session may change about how the device sends
-//! datagrams (its report interval, reboot requests), and the other way
-//! round, what the sender tells the session (the device rebooted by
-//! itself: a random reboot). [`DeviceControl`] is shared (in an `Arc`)
+//! datagrams (its report interval, reboot requests, its session key), and
+//! the other way round, what the sender tells the session (the device
+//! rebooted by itself: a random reboot; how many of its datagrams still
+//! wait out their jitter). [`DeviceControl`] is shared (in an `Arc`)
 //! between the session and the UDP sender; a fleet-wide [`Notify`] wakes
 //! the sender so a change is applied at once rather than at the device's
 //! next send, and a per-device [`watch`] channel wakes the session.
@@ -31,9 +32,17 @@ pub(crate) struct DeviceControl {
     /// How often the device rebooted by itself; the session watches it.
     own_reboots: watch::Sender<u64>,
     /// For a keyed device: whether it has a session to send under (set by
-    /// a keyed welcome, lost at a reboot) and its datagram key. `None`: a
-    /// device without a key, which sends untagged whatever its session.
+    /// a keyed welcome, lost at a reboot and when a new hello begins) and
+    /// its datagram key. `None`: a device without a key, which sends
+    /// untagged whatever its session.
     session: Option<Mutex<SessionState>>,
+    /// Keyed welcomes so far: numbers the sessions.
+    keyed_welcomes: AtomicU64,
+    /// Datagrams waiting in the device's jitter delay line (the sender
+    /// keeps it up to date).
+    queued: AtomicU64,
+    /// Wakes a hello waiting for the delay line to empty.
+    drained: Notify,
 }
 
 /// A device's session as its datagrams see it.
@@ -44,7 +53,17 @@ enum SessionState {
     /// Welcomed with a token: datagrams go untagged.
     Token,
     /// Welcomed with a key: datagrams are tagged with this session key.
-    Keyed(DatagramKey),
+    Keyed(SessionKey),
+}
+
+/// A keyed session's datagram key, and which of the device's sessions it
+/// belongs to (1 for the first keyed welcome, then counting up).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionKey {
+    /// The key the session's datagrams are tagged with.
+    pub key: DatagramKey,
+    /// The session's number.
+    pub session: u64,
 }
 
 /// What the sender may do with a device's next datagram.
@@ -53,7 +72,7 @@ pub(crate) enum Sealing {
     /// The device has no key: send it untagged.
     Plain,
     /// Tag it with this session key.
-    Key(DatagramKey),
+    Key(SessionKey),
     /// The device has a key but no session since it booted: hold back (it
     /// cannot tag, and an untagged datagram would only be dropped).
     Waiting,
@@ -78,17 +97,63 @@ impl DeviceControl {
             wake,
             own_reboots: watch::Sender::new(0),
             session: keyed.then(|| Mutex::new(SessionState::Down)),
+            keyed_welcomes: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            drained: Notify::new(),
         }
+    }
+
+    /// Whether the device has a key (it sends only under a keyed session).
+    pub fn is_keyed(&self) -> bool {
+        self.session.is_some()
     }
 
     /// A welcome arrived: datagrams go out from now on, tagged with `key`
     /// when the session is keyed.
     pub fn session_up(&self, key: Option<DatagramKey>) {
         if let Some(slot) = &self.session {
-            *slot.lock().unwrap_or_else(PoisonError::into_inner) = match key {
-                Some(key) => SessionState::Keyed(key),
+            let state = match key {
+                Some(key) => SessionState::Keyed(SessionKey {
+                    key,
+                    session: self.keyed_welcomes.fetch_add(1, Ordering::SeqCst) + 1,
+                }),
                 None => SessionState::Token,
             };
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = state;
+        }
+    }
+
+    /// A keyed hello begins: the hub replaces the session key as soon as it
+    /// has checked the hello, before the device hears of it, so a datagram
+    /// tagged with the old key from now on could reach it too late. The
+    /// device sends nothing until the welcome (nothing changes for a device
+    /// without a key).
+    pub fn hello_begins(&self) {
+        self.session_lost();
+    }
+
+    /// How many of the device's datagrams wait in its delay line now (for
+    /// the sender).
+    pub fn set_queued(&self, datagrams: usize) {
+        self.queued.store(datagrams as u64, Ordering::SeqCst);
+        if datagrams == 0 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Completes once none of the device's datagrams waits in its delay
+    /// line. A keyed hello waits for it after [`DeviceControl::hello_begins`],
+    /// so no datagram tagged with the old key reaches the hub after it began
+    /// the new session.
+    pub async fn queue_drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.queued.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -232,6 +297,52 @@ mod tests {
         );
         assert_eq!(c.take_change(), None);
         assert_eq!(c.interval_ms(), 250);
+    }
+
+    #[test]
+    fn each_keyed_welcome_is_a_new_session_and_a_hello_gives_the_old_key_up() {
+        let keyed = DeviceControl::new(10, Arc::new(Notify::new()), true);
+        assert!(keyed.is_keyed());
+        assert!(matches!(keyed.sealing(), Sealing::Waiting));
+        keyed.session_up(Some(DatagramKey::new(&[1; 32])));
+        let Sealing::Key(first) = keyed.sealing() else {
+            panic!("a session key");
+        };
+        keyed.hello_begins();
+        assert!(matches!(keyed.sealing(), Sealing::Waiting));
+        keyed.session_up(Some(DatagramKey::new(&[2; 32])));
+        let Sealing::Key(second) = keyed.sealing() else {
+            panic!("a session key");
+        };
+        assert_eq!((first.session, second.session), (1, 2));
+        // Without a key nothing waits.
+        let plain = control();
+        assert!(!plain.is_keyed());
+        plain.hello_begins();
+        assert!(matches!(plain.sealing(), Sealing::Plain));
+    }
+
+    #[tokio::test]
+    async fn a_hello_waits_for_the_delay_line_to_empty() {
+        let c = control();
+        // Nothing queued: at once.
+        tokio::time::timeout(Duration::from_secs(1), c.queue_drained())
+            .await
+            .expect("nothing to wait for");
+        c.set_queued(2);
+        let waiting = c.queue_drained();
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), waiting.as_mut())
+                .await
+                .is_err(),
+            "two datagrams still wait"
+        );
+        c.set_queued(1);
+        c.set_queued(0);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("woken once the line is empty");
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! UDP fault injection with an exact account: [`FaultInjector`] decides,
 //! per device and per datagram, whether a datagram is lost, corrupted, held
-//! back and sent late (reordered) or sent twice, and keeps an
+//! back and sent late (reordered) or sent twice, and, for a device with a
+//! key, what an attacker adds (forged copies, replays, spoofs); it keeps an
 //! [`InjectedFaults`] report equal to what the hub's sequence accounting
 //! (highest number plus a window below it; restarts told apart by a newer
-//! device clock) and its drop reasons will count. Pure: datagrams go in as
-//! bytes and come out as the bytes to put on the wire now, in order; the
-//! caller owns the socket.
+//! device clock), its replay window and its drop reasons will count. Pure:
+//! datagrams go in as bytes and come out as the bytes to put on the wire
+//! now, in order; the caller owns the socket.
 //!
 //! The other kinds of fault live beside it: what to inject ([`FaultSpec`],
-//! in `spec`), how a corrupted datagram is damaged ([`Corruption`]), the
-//! device's skewed clock (`clock`), jitter (`jitter`), and random reboots
-//! and control-session drops (`odds`).
+//! in `spec`), how a corrupted datagram is damaged ([`Corruption`]), what
+//! an attacker makes of a keyed device's datagrams (`attack`), the phantom
+//! flood ([`PhantomFlood`]), the device's skewed clock (`clock`), jitter
+//! (`jitter`), and random reboots and control-session drops (`odds`).
 //!
 //! # Rules (what keeps the report exact)
 //!
@@ -44,26 +46,65 @@
 //!   release a held datagram; [`FaultInjector::finish`] sends it (then the
 //!   held one, late, counted as reordered).
 //!
+//! # Devices with a key ([`FaultInjector::keyed`])
+//!
+//! The hub checks a keyed device's tag with its current session key, then
+//! its replay window, before any sequence accounting; a datagram failing
+//! either is dropped and changes nothing. So:
+//!
+//! * An extra copy is `replayed`, not `duplicated`, and not `sent`.
+//! * [`FaultInjector::new_session`] tells the injector that the device got
+//!   a new session key (a keyed welcome: after each reboot, or a new hello).
+//!   A datagram held at that moment carries the old key: it goes out with
+//!   the next datagram and is counted `bad_tag`, and its number as a drop.
+//! * Impersonations are drawn from a stream of their own, so asking for
+//!   them moves no other fault, and never on the final datagram. Each comes
+//!   on top of whatever happens to the datagram itself, after it: a forged
+//!   copy of it (probability `forge`, `bad_tag`); a datagram of the current
+//!   session the hub accepted (probability `replay`, `replayed`: its number
+//!   was accepted, so the window refuses it wherever it lies); an untagged
+//!   datagram in the device's name with its next number, for the stranger's
+//!   socket (probability `spoof`, `unauthenticated`). After a new session,
+//!   the first datagram is followed by `replay_after_reboot` datagrams the
+//!   hub accepted in the previous session (`bad_tag` each).
+//! * A device without a key gets none of these (a fleet without keys
+//!   refuses to be asked for them).
+//!
 //! Exact as long as the network delivers what is put on the wire in the
 //! order sent (true on loopback; jitter keeps each device's order), every
-//! send succeeds, and a rebooted device's clock is strictly ahead of its
-//! last datagram before the reboot (the sender's clock sees to that).
+//! send succeeds, a rebooted device's clock is strictly ahead of its last
+//! datagram before the reboot (the sender's clock sees to that), the hub
+//! accepts every intact datagram of a device (it is within the device's
+//! budget and admitted), and a keyed device's datagrams reach the hub
+//! before it begins the device's next session (the sender sees to that: a
+//! keyed device sends nothing while it says hello, and says it only once
+//! its jitter delay line is empty).
 
 use std::iter;
 
+use sensor_hub_protocol::AUTH_TAG_LEN;
+
+pub mod attack;
 mod clock;
 mod corrupt;
 pub(crate) mod jitter;
 pub(crate) mod odds;
+pub mod phantom;
 mod report;
 mod spec;
 
+use attack::AcceptedRecord;
 pub use clock::skewed_ms;
 pub(crate) use clock::DatagramClock;
 pub use corrupt::{CorruptedCounts, Corruption, BAD_VERSION, TRUNCATED_BYTES};
 pub use jitter::DELAY_LINE_CAPACITY;
+use odds::{stream_seed, Stream};
+pub use phantom::{phantom_ids, PhantomFlood, PHANTOM_FIRST_ID};
 pub use report::InjectedFaults;
-pub use spec::{FaultSpec, InvalidFaultSpec, MAX_CLOCK_SKEW_MS, MAX_JITTER_MS};
+pub use spec::{
+    FaultSpec, InvalidFaultSpec, DEFAULT_PHANTOM_IDS, MAX_CLOCK_SKEW_MS, MAX_JITTER_MS,
+    MAX_PHANTOM_IDS, MAX_PHANTOM_PER_S, MAX_REPLAY_AFTER_REBOOT,
+};
 
 /// Most datagrams dropped or corrupted in a row; the next one is sent.
 pub const MAX_LOSS_RUN: u32 = 1_000;
@@ -73,6 +114,11 @@ pub const MAX_LOSS_RUN: u32 = 1_000;
 pub struct FaultInjector {
     spec: FaultSpec,
     rng: fastrand::Rng,
+    /// Draws of the impersonations (forgeries, replays, spoofs), apart from
+    /// the network's faults.
+    attacker: fastrand::Rng,
+    /// The device tags its datagrams with a session key.
+    keyed: bool,
     /// Sequence number of the last datagram passed in.
     last_seq: Option<u32>,
     /// A datagram held back, to go out after the next one.
@@ -83,6 +129,11 @@ pub struct FaultInjector {
     loss_run: u32,
     /// Index in [`Corruption::ALL`] of the next corruption's damage.
     next_corruption: usize,
+    /// Datagrams the hub accepted in the current session (kept only when
+    /// replays are asked for).
+    accepted: AcceptedRecord,
+    /// Datagrams of the previous session, to go out after the next one.
+    stale: Vec<Vec<u8>>,
     report: InjectedFaults,
 }
 
@@ -107,12 +158,15 @@ enum Fault {
 }
 
 impl FaultInjector {
-    /// An injector applying `spec`, drawing from a generator seeded with
-    /// `seed` (see [`injector_seed`]).
+    /// An injector for a device without a key, applying `spec` (but its
+    /// impersonations, which need a key), drawing from a generator seeded
+    /// with `seed` (see [`injector_seed`]).
     pub fn new(spec: FaultSpec, seed: u64) -> FaultInjector {
         FaultInjector {
             spec,
             rng: fastrand::Rng::with_seed(seed),
+            attacker: fastrand::Rng::with_seed(stream_seed(seed, Stream::Attack)),
+            keyed: false,
             last_seq: None,
             held: None,
             unseen_lost: 0,
@@ -120,8 +174,24 @@ impl FaultInjector {
             // Devices start their turns at different kinds, so a fleet's
             // corruptions spread over the four reasons even in short runs.
             next_corruption: (seed % Corruption::ALL.len() as u64) as usize,
+            accepted: AcceptedRecord::default(),
+            stale: Vec::new(),
             report: InjectedFaults::default(),
         }
+    }
+
+    /// An injector for a device that tags its datagrams with a session key
+    /// (see "Devices with a key" in the module doc).
+    pub fn keyed(spec: FaultSpec, seed: u64) -> FaultInjector {
+        FaultInjector {
+            keyed: true,
+            ..FaultInjector::new(spec, seed)
+        }
+    }
+
+    /// Whether the device tags its datagrams.
+    pub fn is_keyed(&self) -> bool {
+        self.keyed
     }
 
     /// What has been injected so far.
@@ -129,9 +199,27 @@ impl FaultInjector {
         self.report
     }
 
+    /// A keyed device got a new session key: a held datagram (tagged with
+    /// the old one) and `replay_after_reboot` datagrams the hub accepted in
+    /// the old session go out after the next datagram, each counted as
+    /// `bad_tag`. Nothing for a device without a key.
+    pub fn new_session(&mut self) {
+        if !self.keyed {
+            return;
+        }
+        let replays = self.spec.replay_after_reboot as usize;
+        self.stale = self.accepted.end_session(replays);
+        if let Some(held) = self.held.take() {
+            self.stale.insert(0, held);
+            // Its number is missing now, as if it had been lost.
+            self.unseen_lost += 1;
+            self.loss_run = self.loss_run.saturating_add(1);
+        }
+    }
+
     /// Takes the device's next datagram, numbered `seq`, and returns what
     /// to send now: nothing, it, it damaged, it twice, or it and then a
-    /// held one.
+    /// held one; and for a keyed device what an attacker adds.
     pub fn push<'a>(&mut self, seq: u32, bytes: &'a [u8]) -> Outgoing<'a> {
         self.place(seq, bytes, true)
     }
@@ -156,7 +244,29 @@ impl FaultInjector {
             copies: 1,
             corrupted: None,
             late: None,
+            impersonations: Vec::new(),
+            spoofed: None,
         };
+        self.deliver(seq, bytes, faults, &mut out);
+        if self.keyed && self.spec.replays() {
+            let accepted = out.flushed.as_deref().into_iter();
+            let current = (out.copies > 0).then_some(bytes);
+            for datagram in accepted.chain(current).chain(out.late.as_deref()) {
+                self.accepted.record(datagram);
+            }
+        }
+        if self.keyed && faults {
+            self.impersonate(bytes, &mut out);
+        }
+        let stale = std::mem::take(&mut self.stale);
+        self.report.bad_tag += stale.len() as u64;
+        out.impersonations.extend(stale);
+        out
+    }
+
+    /// What the network does to the datagram: decides `out`'s flushed,
+    /// copies, corrupted and late parts.
+    fn deliver(&mut self, seq: u32, bytes: &[u8], faults: bool, out: &mut Outgoing<'_>) {
         let previous = self.last_seq.replace(seq);
         let continues = previous.is_some_and(|last| seq == last.wrapping_add(1));
         if !continues {
@@ -167,7 +277,7 @@ impl FaultInjector {
             // makes the drops before it visible; other drops never will be.
             out.flushed = self.held.take();
             if out.flushed.is_some() {
-                self.on_wire(1);
+                self.reach_hub(1);
             }
             self.unseen_lost = 0;
             self.loss_run = 0;
@@ -181,7 +291,7 @@ impl FaultInjector {
                     self.unseen_lost += 1;
                     self.loss_run += 1;
                     out.copies = 0;
-                    return out;
+                    return;
                 }
                 Fault::Corrupt => {
                     let kind = Corruption::ALL[self.next_corruption % Corruption::ALL.len()];
@@ -191,54 +301,92 @@ impl FaultInjector {
                     self.loss_run += 1;
                     out.copies = 0;
                     out.corrupted = Some(kind.apply(bytes));
-                    return out;
+                    return;
                 }
                 Fault::Hold => {
                     self.held = Some(bytes.to_vec());
                     out.copies = 0;
-                    return out;
+                    return;
                 }
                 Fault::Duplicate => {
                     out.copies = 2;
-                    self.report.duplicated += 1;
+                    // A keyed device's copy fails the hub's replay window.
+                    if self.keyed {
+                        self.report.replayed += 1;
+                    } else {
+                        self.report.duplicated += 1;
+                    }
                 }
             }
         }
         self.loss_run = 0;
-        self.on_wire(u64::from(out.copies) + u64::from(out.late.is_some()));
-        out
+        let copies_accepted = if self.keyed {
+            out.copies.min(1)
+        } else {
+            out.copies
+        };
+        self.reach_hub(u64::from(copies_accepted) + u64::from(out.late.is_some()));
+    }
+
+    /// What an attacker adds to a keyed device's datagram `bytes`: a forged
+    /// copy, a replay of a datagram the hub accepted in this session, a
+    /// spoof for the stranger's socket.
+    fn impersonate(&mut self, bytes: &[u8], out: &mut Outgoing<'_>) {
+        let spec = self.spec;
+        if chance(&mut self.attacker, spec.forge) {
+            let index = self.attacker.usize(..AUTH_TAG_LEN);
+            if let Some(forged) = attack::forged(bytes, index) {
+                out.impersonations.push(forged);
+                self.report.bad_tag += 1;
+            }
+        }
+        if chance(&mut self.attacker, spec.replay) && self.accepted.len() > 0 {
+            let index = self.attacker.usize(..self.accepted.len());
+            if let Some(earlier) = self.accepted.get(index) {
+                out.impersonations.push(earlier.to_vec());
+                self.report.replayed += 1;
+            }
+        }
+        if chance(&mut self.attacker, spec.spoof) {
+            if let Some(spoofed) = attack::spoofed(bytes) {
+                out.spoofed = Some(spoofed);
+                self.report.unauthenticated += 1;
+            }
+        }
     }
 
     fn draw(&mut self) -> Fault {
         let spec = self.spec;
-        if self.chance(spec.loss) && self.loss_run < MAX_LOSS_RUN {
+        let rng = &mut self.rng;
+        if chance(rng, spec.loss) && self.loss_run < MAX_LOSS_RUN {
             Fault::Lose
-        } else if self.chance(spec.corrupt) && self.loss_run < MAX_LOSS_RUN {
+        } else if chance(rng, spec.corrupt) && self.loss_run < MAX_LOSS_RUN {
             Fault::Corrupt
-        } else if self.chance(spec.reorder) {
+        } else if chance(rng, spec.reorder) {
             Fault::Hold
-        } else if self.chance(spec.duplicate) {
+        } else if chance(rng, spec.duplicate) {
             Fault::Duplicate
         } else {
             Fault::None
         }
     }
 
-    /// True with probability `p`; draws nothing when `p` is 0, so a spec
-    /// without faults leaves the generator untouched.
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.rng.f64() < p
-    }
-
-    /// `n` datagrams of the current epoch went on the wire: every drop
-    /// before them is now visible to the hub.
-    fn on_wire(&mut self, n: u64) {
+    /// `n` datagrams of the current epoch reach the hub's sequence
+    /// accounting: every drop before them is now visible to it.
+    fn reach_hub(&mut self, n: u64) {
         self.report.sent += n;
         self.report.lost += std::mem::take(&mut self.unseen_lost);
     }
 }
 
-/// The datagrams to send now, in order (see [`Outgoing::datagrams`]).
+/// True with probability `p`; draws nothing when `p` is 0, so a spec
+/// without a fault leaves the generator untouched.
+fn chance(rng: &mut fastrand::Rng, p: f64) -> bool {
+    p > 0.0 && rng.f64() < p
+}
+
+/// The datagrams to send now, in order (see [`Outgoing::datagrams`]), and
+/// one for the stranger's socket (see [`Outgoing::spoofed`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing<'a> {
     /// A held datagram of the previous epoch, sent before the current one.
@@ -250,10 +398,15 @@ pub struct Outgoing<'a> {
     corrupted: Option<Vec<u8>>,
     /// A held datagram, sent after the current one.
     late: Option<Vec<u8>>,
+    /// Sent last, each dropped by the hub: forged copies, replays, and
+    /// datagrams of the previous session.
+    impersonations: Vec<Vec<u8>>,
+    /// An untagged datagram in the device's name, for another socket.
+    spoofed: Option<Vec<u8>>,
 }
 
 impl Outgoing<'_> {
-    /// The datagrams to put on the wire, in order.
+    /// The datagrams to put on the wire from the device's socket, in order.
     pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.flushed
             .as_deref()
@@ -261,6 +414,13 @@ impl Outgoing<'_> {
             .chain(iter::repeat_n(self.current, usize::from(self.copies)))
             .chain(self.corrupted.as_deref())
             .chain(self.late.as_deref())
+            .chain(self.impersonations.iter().map(Vec::as_slice))
+    }
+
+    /// A datagram a stranger sends in the device's name, from a socket of
+    /// its own (another source address than the device's).
+    pub fn spoofed(&self) -> Option<&[u8]> {
+        self.spoofed.as_deref()
     }
 }
 

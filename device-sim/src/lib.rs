@@ -11,14 +11,17 @@
 //! * `schedule`: when one device sends next (cadence, interval changes,
 //!   reboot pauses). Pure.
 //! * [`faults`]: what faults to inject ([`FaultSpec`]); loses, corrupts,
-//!   reorders and duplicates a device's datagrams and reports exactly what
-//!   the hub will count; skews clocks, jitters sends, draws random reboots
-//!   and session drops. Pure.
+//!   reorders and duplicates a device's datagrams, forges, replays and
+//!   spoofs a keyed device's, floods the hub with phantom ids, and reports
+//!   exactly what the hub will count; skews clocks, jitters sends, draws
+//!   random reboots and session drops. Pure.
 //! * [`udp`]: the I/O shell that sends a fleet's datagrams on one socket,
-//!   each device at its own interval, through its faults.
+//!   each device at its own interval, through its faults, and a
+//!   stranger's spoofs and phantoms on another.
 //! * `device_control`: per-device state shared by a control session (which
-//!   changes the interval or asks for a reboot) and the UDP sender (which
-//!   reports random reboots).
+//!   changes the interval, asks for a reboot, brings the session key) and
+//!   the UDP sender (which reports random reboots and what waits in the
+//!   device's delay line).
 //! * [`hello`]: the hello a device opens a control session with. Pure.
 //! * [`keys`]: device keys derived from a fleet seed, and the list the
 //!   hub's `sensor-hub device import` reads.
@@ -55,7 +58,9 @@ pub mod signal;
 pub mod udp;
 
 pub use device::{SimDevice, SimSensor};
-pub use faults::{CorruptedCounts, Corruption, FaultInjector, FaultSpec, InjectedFaults};
+pub use faults::{
+    CorruptedCounts, Corruption, FaultInjector, FaultSpec, InjectedFaults, PhantomFlood,
+};
 pub use fleet::{build_fleet, FleetSpec};
 pub use monitor::{FleetMonitor, LiveStats};
 pub use runner::{

@@ -129,8 +129,10 @@ pub fn summary(stats: &FleetStats, faults: bool) -> String {
         let c = &i.corrupted;
         let _ = write!(
             text,
-            "\ninjected faults: {} datagrams on the wire intact, {} lost, {} reordered, {} duplicated, {} restarts; \
+            "\ninjected faults: {} datagrams for the hub to accept, {} lost, {} reordered, {} duplicated, {} restarts; \
              corrupted {} ({} truncated, {} bad_magic, {} bad_version, {} undecodable); \
+             impersonated {} ({} replayed, {} bad_tag, {} unauthenticated); \
+             {} phantom datagrams from {} ids; \
              {} random reboots, {} session drops",
             i.sent,
             i.lost,
@@ -142,6 +144,12 @@ pub fn summary(stats: &FleetStats, faults: bool) -> String {
             c.bad_magic,
             c.bad_version,
             c.undecodable,
+            i.impersonations(),
+            i.replayed,
+            i.bad_tag,
+            i.unauthenticated,
+            i.phantom_sent,
+            i.phantom_ids,
             stats.random_reboots,
             stats.session_drops,
         );
@@ -247,6 +255,11 @@ mod tests {
                     bad_magic: 4,
                     ..CorruptedCounts::default()
                 },
+                replayed: 1,
+                bad_tag: 2,
+                unauthenticated: 3,
+                phantom_sent: 40,
+                phantom_ids: 8,
                 ..InjectedFaults::default()
             },
             ..FleetStats::default()
@@ -256,6 +269,14 @@ mod tests {
         assert!(text.starts_with("sent 10 datagrams"), "{text}");
         assert!(
             text.contains("corrupted 4 (0 truncated, 4 bad_magic"),
+            "{text}"
+        );
+        assert!(
+            text.contains("impersonated 6 (1 replayed, 2 bad_tag, 3 unauthenticated)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("; 40 phantom datagrams from 8 ids; "),
             "{text}"
         );
         assert!(
@@ -275,8 +296,12 @@ mod tests {
                     undecodable: 2,
                     ..CorruptedCounts::default()
                 },
+                bad_tag: 7,
+                phantom_sent: 30,
+                phantom_ids: 3,
                 ..InjectedFaults::default()
             },
+            device_addr: Some(([127, 0, 0, 1], 40_000).into()),
             ..FleetStats::default()
         };
         let line = RunReport::new(100, 2 * S, stats)
@@ -292,6 +317,13 @@ mod tests {
         assert_eq!(v["injected"]["lost"], 5);
         assert_eq!(v["injected"]["corrupted"]["undecodable"], 2);
         assert_eq!(v["injected"]["restarts"], 0);
+        assert_eq!(v["injected"]["bad_tag"], 7);
+        assert_eq!(v["injected"]["replayed"], 0);
+        assert_eq!(v["injected"]["unauthenticated"], 0);
+        assert_eq!(v["injected"]["phantom_sent"], 30);
+        assert_eq!(v["injected"]["phantom_ids"], 3);
+        assert_eq!(v["device_addr"], "127.0.0.1:40000");
+        assert_eq!(v["stranger_addr"], serde_json::Value::Null);
         assert_eq!(
             RunReport::new(1, Duration::ZERO, stats).datagrams_per_s,
             0.0

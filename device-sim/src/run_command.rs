@@ -12,7 +12,10 @@ use anyhow::Context as _;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::faults::{FaultSpec, MAX_CLOCK_SKEW_MS, MAX_JITTER_MS};
+use crate::faults::{
+    FaultSpec, DEFAULT_PHANTOM_IDS, MAX_CLOCK_SKEW_MS, MAX_JITTER_MS, MAX_PHANTOM_IDS,
+    MAX_PHANTOM_PER_S, MAX_REPLAY_AFTER_REBOOT,
+};
 use crate::fdlimit::{files_needed, raise_open_file_limit};
 use crate::fleet::{build_fleet, FleetSpec};
 use crate::monitor::FleetMonitor;
@@ -92,6 +95,39 @@ pub struct RunArgs {
     /// (boot pause, sequence restart, reconnect).
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
     pub reboot: f64,
+    /// Probability (0..=1), per datagram, that an attacker also sends a
+    /// forged copy (one tag byte flipped; the hub drops it as bad_tag).
+    /// Needs a keyed fleet.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability,
+          requires = "key_seed_file")]
+    pub forge: f64,
+    /// Probability (0..=1), per datagram, that an attacker re-sends a
+    /// datagram of the device's current session the hub accepted (dropped
+    /// as replayed). Needs a keyed fleet.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability,
+          requires = "key_seed_file")]
+    pub replay: f64,
+    /// After each reboot, once the new session is up, an attacker re-sends
+    /// N datagrams of the previous session (dropped as bad_tag). Needs a
+    /// keyed fleet.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "key_seed_file",
+          value_parser = clap::value_parser!(u32).range(..=i64::from(MAX_REPLAY_AFTER_REBOOT)))]
+    pub replay_after_reboot: u32,
+    /// Probability (0..=1), per datagram, that a stranger (another source
+    /// port) sends an untagged datagram in the device's name (dropped as
+    /// unauthenticated). Needs a keyed fleet.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability,
+          requires = "key_seed_file")]
+    pub spoof: f64,
+    /// Datagrams per second, fleet-wide, from phantom ids no device uses
+    /// (the hub discovers them up to devices.max_discovered, then drops
+    /// them as discovered_limit).
+    #[arg(long, value_name = "R", default_value_t = 0.0, value_parser = phantom_rate)]
+    pub phantom_per_s: f64,
+    /// How many phantom ids take turns.
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_PHANTOM_IDS,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PHANTOM_IDS)))]
+    pub phantom_ids: u32,
     /// Print nothing but errors.
     #[arg(long, conflicts_with = "json")]
     pub quiet: bool,
@@ -117,6 +153,17 @@ impl RunArgs {
             clock_skew_ms: self.clock_skew_ms,
             session_drop: self.session_drop,
             reboot: self.reboot,
+            forge: self.forge,
+            replay: self.replay,
+            replay_after_reboot: self.replay_after_reboot,
+            spoof: self.spoof,
+            phantom_per_s: self.phantom_per_s,
+            // Only a flood has ids (so that no flood is no fault at all).
+            phantom_ids: if self.phantom_per_s > 0.0 {
+                self.phantom_ids
+            } else {
+                0
+            },
         };
         spec.validate()?;
         Ok(spec)
@@ -130,6 +177,19 @@ fn probability(text: &str) -> Result<f64, String> {
         Ok(p)
     } else {
         Err(format!("{p} is not a probability within 0..=1"))
+    }
+}
+
+/// Parses a phantom rate, refusing anything outside 0..=[`MAX_PHANTOM_PER_S`]
+/// (or NaN).
+fn phantom_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=MAX_PHANTOM_PER_S).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "{rate} is not a rate within 0..={MAX_PHANTOM_PER_S} datagrams/s"
+        ))
     }
 }
 
@@ -325,6 +385,7 @@ mod tests {
                 clock_skew_ms: -1_500,
                 session_drop: 0.05,
                 reboot: 0.01,
+                ..FaultSpec::NONE
             }
         );
         assert!(parse(&[])
@@ -332,6 +393,75 @@ mod tests {
             .faults()
             .expect("valid")
             .is_none());
+    }
+
+    #[test]
+    fn impersonation_and_phantom_flags_reach_the_spec() {
+        let args = parse(&[
+            "--control=127.0.0.1:9",
+            "--key-seed-file=seed.hex",
+            "--forge=0.1",
+            "--replay=0.2",
+            "--replay-after-reboot=3",
+            "--spoof=0.3",
+            "--phantom-per-s=250",
+            "--phantom-ids=12",
+        ])
+        .expect("parses");
+        assert_eq!(
+            args.faults().expect("valid"),
+            FaultSpec {
+                forge: 0.1,
+                replay: 0.2,
+                replay_after_reboot: 3,
+                spoof: 0.3,
+                phantom_per_s: 250.0,
+                phantom_ids: 12,
+                ..FaultSpec::NONE
+            }
+        );
+        // Phantoms alone need no keys; without a rate the ids are unused.
+        let phantoms = parse(&["--phantom-per-s=5"]).expect("parses");
+        let spec = phantoms.faults().expect("valid");
+        assert_eq!(
+            (spec.phantom_ids, spec.phantom_per_s),
+            (DEFAULT_PHANTOM_IDS, 5.0)
+        );
+        let idle = parse(&["--phantom-ids=7"]).expect("parses");
+        assert!(idle.faults().expect("valid").is_none());
+    }
+
+    #[test]
+    fn impersonations_need_a_key_seed_and_values_in_range() {
+        for flag in [
+            "--forge=0.1",
+            "--replay=0.1",
+            "--replay-after-reboot=1",
+            "--spoof=0.1",
+        ] {
+            // (With --token, which excludes a key seed, clap lets them
+            // through; `run_fleet` refuses them then.)
+            let err = parse(&["--control=127.0.0.1:9", flag]).expect_err(flag);
+            assert!(err.to_string().contains("--key-seed-file"), "{flag}: {err}");
+            assert!(parse(&["--control=127.0.0.1:9", "--key-seed-file=s", flag]).is_ok());
+        }
+        let keyed = ["--control=127.0.0.1:9", "--key-seed-file=s"];
+        for bad in [
+            "--forge=1.5",
+            "--replay=-0.1",
+            "--spoof=nan",
+            "--replay-after-reboot=9",
+        ] {
+            assert!(parse(&[keyed[0], keyed[1], bad]).is_err(), "{bad}");
+        }
+        for bad in [
+            "--phantom-per-s=10001",
+            "--phantom-per-s=-1",
+            "--phantom-ids=0",
+            "--phantom-ids=4097",
+        ] {
+            assert!(parse(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Runs a whole simulated fleet: the UDP sender for every device (with
-//! faults injected, if asked: fleet-wide or per device) plus, if a control
-//! address is given, one control session per device, their first
-//! connections staggered, all wired to the devices' shared control state;
-//! stops them together on cancel and sums up what they did.
+//! faults injected, if asked: fleet-wide or per device, plus a fleet-wide
+//! phantom flood) plus, if a control address is given, one control session
+//! per device, their first connections staggered, all wired to the
+//! devices' shared control state; stops them together on cancel and sums
+//! up what they did.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::{run_control_sessions, SessionContext, SessionCounters};
 use crate::device::SimDevice;
 use crate::device_control::FleetControls;
-use crate::faults::{injector_seed, FaultSpec, InjectedFaults};
+use crate::faults::{injector_seed, phantom_ids, FaultSpec, InjectedFaults, PhantomFlood};
 use crate::hello::HelloTemplate;
 use crate::keys::{device_key, KeySeed};
 use crate::monitor::FleetMonitor;
@@ -67,12 +68,14 @@ pub struct FleetOptions {
     pub control: Option<ControlTarget>,
     /// How long a rebooting device sends nothing, in ms.
     pub boot_pause_ms: u64,
-    /// Faults injected into every device ([`FaultSpec::NONE`]: none);
-    /// what was injected is reported in [`FleetStats`].
+    /// Faults injected into every device ([`FaultSpec::NONE`]: none), and
+    /// the fleet's phantom flood; what was injected is reported in
+    /// [`FleetStats`]. Impersonations (forge, replay, spoof) need a keyed
+    /// fleet.
     pub faults: FaultSpec,
     /// Devices whose faults differ from `faults`: each listed device gets
     /// its spec instead (the last entry for a device wins). Every id must
-    /// be in the fleet.
+    /// be in the fleet; a phantom flood is fleet-wide, not set here.
     pub device_faults: Vec<(DeviceId, FaultSpec)>,
 }
 
@@ -115,9 +118,14 @@ pub struct FleetStats {
     pub session_drops: u64,
     /// Control connection attempts that failed before a welcome or reject.
     pub connect_failures: u64,
-    /// Faults injected into the datagrams, summed over devices; equal to
-    /// what the hub counts as long as `send_errors` is 0.
+    /// Faults injected into the datagrams, summed over devices, and the
+    /// phantom flood; equal to what the hub counts as long as
+    /// `send_errors` is 0.
     pub injected: InjectedFaults,
+    /// The address the devices' datagrams came from.
+    pub device_addr: Option<SocketAddr>,
+    /// The address a stranger's spoofs and phantoms came from, if any.
+    pub stranger_addr: Option<SocketAddr>,
 }
 
 impl FleetStats {
@@ -135,6 +143,8 @@ impl FleetStats {
             session_drops: read(&sessions.session_drops),
             connect_failures: read(&sessions.connect_failures),
             injected: udp.injected,
+            device_addr: udp.device_addr,
+            stranger_addr: udp.stranger_addr,
         }
     }
 
@@ -148,7 +158,8 @@ impl FleetStats {
 /// Runs `devices` until `cancel` fires: datagrams to `options.udp`, and a
 /// control session per device if `options.control` is set. Fails early on
 /// an unusable option (token too long, fault setting out of range, a
-/// per-device fault for a device not in the fleet) or if the UDP socket
+/// per-device fault for a device not in the fleet or with a phantom flood,
+/// impersonations asked of a fleet without keys) or if the UDP socket
 /// cannot be set up; a hub that cannot be reached is retried, not an error.
 pub async fn run_fleet(
     devices: Vec<SimDevice>,
@@ -204,10 +215,15 @@ pub async fn run_fleet_monitored(
             start_delay += CONNECT_SPACING;
         }
     }
+    let phantoms = PhantomFlood::new(
+        phantom_ids(&devices, options.faults.phantom_ids),
+        options.faults.phantom_per_s,
+    );
     let plan = SendPlan {
         hub: options.udp,
         boot_pause,
         faults,
+        phantoms,
     };
     let udp = send_datagrams(devices, &controls, plan, &monitor.udp, cancel).await;
     stop_sessions.cancel();
@@ -223,18 +239,40 @@ pub async fn run_fleet_monitored(
 }
 
 /// Each device's faults, in fleet order: `options.faults`, or the device's
-/// own entry in `options.device_faults`. Every spec is validated.
+/// own entry in `options.device_faults`. Every spec is validated; a fleet
+/// without keys may not be asked for impersonations, and a device's own
+/// spec not for phantoms.
 fn fault_plan(devices: &[SimDevice], options: &FleetOptions) -> anyhow::Result<Vec<FaultSpec>> {
+    let keyed = options
+        .control
+        .as_ref()
+        .is_some_and(|t| t.key_seed.is_some());
+    let impersonations_need_keys = |spec: &FaultSpec| {
+        anyhow::ensure!(
+            keyed || !spec.needs_keyed_fleet(),
+            "forge, replay, replay_after_reboot and spoof impersonate devices with a key: \
+             they need a keyed fleet (a control target with a key seed: --key-seed-file)"
+        );
+        Ok(())
+    };
     options
         .faults
         .validate()
         .context("the fault options are unusable")?;
+    impersonations_need_keys(&options.faults).context("the fault options are unusable")?;
     let mut specs = vec![options.faults; devices.len()];
     let index: HashMap<DeviceId, usize> =
         devices.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
     for (id, spec) in &options.device_faults {
         spec.validate()
             .with_context(|| format!("the fault options of device {id} are unusable"))?;
+        impersonations_need_keys(spec)
+            .with_context(|| format!("the fault options of device {id} are unusable"))?;
+        anyhow::ensure!(
+            spec.phantom_per_s == 0.0,
+            "the fault options of device {id} are unusable: a phantom flood is fleet-wide \
+             (set it in the fleet's faults)"
+        );
         let slot = index
             .get(id)
             .and_then(|&i| specs.get_mut(i))
@@ -319,6 +357,63 @@ mod tests {
         };
         let plan = fault_plan(&devices, &options).expect("usable");
         assert_eq!(plan, [options.faults, flaky, FaultSpec::NONE]);
+    }
+
+    #[test]
+    fn impersonations_need_a_keyed_fleet() {
+        let devices = crate::build_fleet(&crate::FleetSpec::default());
+        let forging = FaultSpec {
+            forge: 0.1,
+            ..FaultSpec::NONE
+        };
+        let plain = FleetOptions {
+            faults: forging,
+            ..FleetOptions::udp_only(([127, 0, 0, 1], 9).into())
+        };
+        let err = fault_plan(&devices, &plain).expect_err("refused");
+        assert!(format!("{err:#}").contains("need a keyed fleet"), "{err:#}");
+        let per_device = FleetOptions {
+            device_faults: vec![(
+                2,
+                FaultSpec {
+                    replay_after_reboot: 1,
+                    ..FaultSpec::NONE
+                },
+            )],
+            ..FleetOptions::udp_only(([127, 0, 0, 1], 9).into())
+        };
+        let err = fault_plan(&devices, &per_device).expect_err("refused");
+        assert!(format!("{err:#}").contains("of device 2"), "{err:#}");
+        let keyed = FleetOptions {
+            control: Some(ControlTarget {
+                addr: ([127, 0, 0, 1], 9).into(),
+                token: String::new(),
+                key_seed: Some([3; 32]),
+            }),
+            ..plain
+        };
+        assert_eq!(fault_plan(&devices, &keyed).expect("usable"), [forging; 5]);
+    }
+
+    #[test]
+    fn a_phantom_flood_is_fleet_wide() {
+        let devices = crate::build_fleet(&crate::FleetSpec::default());
+        let flood = FaultSpec {
+            phantom_per_s: 50.0,
+            phantom_ids: 4,
+            ..FaultSpec::NONE
+        };
+        let mut options = FleetOptions {
+            faults: flood,
+            ..FleetOptions::udp_only(([127, 0, 0, 1], 9).into())
+        };
+        assert!(
+            fault_plan(&devices, &options).is_ok(),
+            "any fleet may have one"
+        );
+        options.device_faults = vec![(1, flood)];
+        let err = fault_plan(&devices, &options).expect_err("refused");
+        assert!(format!("{err:#}").contains("fleet-wide"), "{err:#}");
     }
 
     #[test]

@@ -7,9 +7,12 @@
 //! skewed clock and its [`FaultInjector`](crate::FaultInjector); with
 //! jitter they then wait in the lane's delay line, released by a second
 //! heap. A random reboot is applied here and told to the device's control
-//! session. When the run is cancelled, waiting datagrams go out, and a
-//! device whose injector asks for it sends one last clean datagram, so the
-//! injected report matches what the hub counts.
+//! session. A *stranger* (a second socket, so another source address)
+//! sends the spoofs the injectors make and the fleet's phantom flood
+//! ([`PhantomFlood`](crate::faults::PhantomFlood)), on a timer of its own.
+//! When the run is cancelled, waiting datagrams go out, and a device whose
+//! injector asks for it sends one last clean datagram, so the injected
+//! report matches what the hub counts.
 
 mod lane;
 
@@ -28,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::device::SimDevice;
 use crate::device_control::{FleetControls, Sealing};
-use crate::faults::{FaultSpec, InjectedFaults};
+use crate::faults::{FaultSpec, InjectedFaults, PhantomFlood};
 use lane::Lane;
 
 /// What a sending run did.
@@ -43,11 +46,18 @@ pub struct UdpStats {
     /// Random reboots injected.
     pub reboots: u64,
     /// Datagrams a keyed device did not send for want of a session key
-    /// (before its first keyed welcome, and after each reboot until the
-    /// next one).
+    /// (before its first keyed welcome, after each reboot until the next
+    /// one, and while it says hello again).
     pub held_without_session: u64,
-    /// Faults injected, summed over devices (all zero without faults).
+    /// Faults injected, summed over devices, and the phantom flood (all
+    /// zero without faults).
     pub injected: InjectedFaults,
+    /// The address the devices' datagrams came from (the hub shows it as
+    /// each device's address).
+    pub device_addr: Option<SocketAddr>,
+    /// The address the stranger's spoofs and phantoms came from, if it
+    /// sent any.
+    pub stranger_addr: Option<SocketAddr>,
 }
 
 /// Current wall-clock time in Unix milliseconds.
@@ -72,6 +82,7 @@ pub async fn run_udp(
         hub,
         boot_pause: Duration::ZERO,
         faults: vec![FaultSpec::NONE; devices.len()],
+        phantoms: None,
     };
     send_datagrams(devices, &controls, plan, &UdpCounters::default(), cancel).await
 }
@@ -85,6 +96,8 @@ pub(crate) struct SendPlan {
     pub boot_pause: Duration,
     /// Each device's faults, in fleet order (missing: none).
     pub faults: Vec<FaultSpec>,
+    /// The fleet's phantom flood, if any.
+    pub phantoms: Option<PhantomFlood>,
 }
 
 /// The sender's figures as it goes, for a live display (it alone writes).
@@ -96,7 +109,7 @@ pub(crate) struct UdpCounters {
     /// Random reboots.
     pub reboots: AtomicU64,
     /// Datagram faults as far as visible (lost, reordered, duplicated,
-    /// corrupted).
+    /// corrupted, impersonations, phantoms).
     pub faults: AtomicU64,
 }
 
@@ -117,10 +130,21 @@ pub(crate) async fn send_datagrams(
     cancel: CancellationToken,
 ) -> anyhow::Result<UdpStats> {
     let socket = connect(plan.hub).await?;
+    let spoofs = plan.faults.iter().any(|spec| spec.spoof > 0.0);
+    let stranger = if spoofs || plan.phantoms.is_some() {
+        Some(connect(plan.hub).await?)
+    } else {
+        None
+    };
     let mut wire = Wire {
+        stats: UdpStats {
+            device_addr: socket.local_addr().ok(),
+            stranger_addr: stranger.as_ref().and_then(|s| s.local_addr().ok()),
+            ..UdpStats::default()
+        },
         socket,
+        stranger,
         hub: plan.hub,
-        stats: UdpStats::default(),
         live,
     };
     let start = Instant::now();
@@ -132,9 +156,11 @@ pub(crate) async fn send_datagrams(
         .map(|(i, d)| {
             let offset = d.interval_ms * i as u64 / count;
             let spec = faults.next().unwrap_or(FaultSpec::NONE);
-            Lane::new(d, spec, start + Duration::from_millis(offset))
+            let keyed = controls.device(i).is_some_and(|c| c.is_keyed());
+            Lane::new(d, spec, start + Duration::from_millis(offset), keyed)
         })
         .collect();
+    let mut phantoms = plan.phantoms;
     let mut timers: BinaryHeap<TimerEntry> = lanes
         .iter()
         .enumerate()
@@ -145,7 +171,8 @@ pub(crate) async fn send_datagrams(
     loop {
         let next_send = timers.peek().map(|Reverse((due, ..))| *due);
         let next_release = releases.peek().map(|Reverse((due, _))| *due);
-        let Some(due) = earliest(next_send, next_release) else {
+        let next_phantom = phantoms.as_ref().map(|flood| start + flood.next_due());
+        let Some(due) = earliest(earliest(next_send, next_release), next_phantom) else {
             break;
         };
         tokio::select! {
@@ -158,6 +185,14 @@ pub(crate) async fn send_datagrams(
             _ = tokio::time::sleep_until(due) => {}
         }
         let now = Instant::now();
+        if next_phantom.is_some_and(|phantom| phantom <= now) {
+            if let Some(flood) = phantoms.as_mut() {
+                let bytes = flood.next_datagram(unix_ms());
+                wire.send_as_stranger(&bytes).await;
+                live.faults.fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
         if next_release.is_some_and(|release| release <= now) {
             if let Some(Reverse((_, index))) = releases.pop() {
                 if let Some(lane) = lanes.get_mut(index) {
@@ -165,6 +200,7 @@ pub(crate) async fn send_datagrams(
                     while let Some(bytes) = lane.delay.pop_due(now) {
                         wire.send(&bytes).await;
                     }
+                    report_queue(controls, index, lane);
                     arm(lane, index, &mut releases);
                 }
             }
@@ -184,7 +220,7 @@ pub(crate) async fn send_datagrams(
             .map_or(Sealing::Plain, |c| c.sealing());
         let key = match &sealing {
             Sealing::Plain => None,
-            Sealing::Key(key) => Some(key),
+            Sealing::Key(session) => Some(session),
             Sealing::Waiting => {
                 lane.hold(now);
                 timers.push(timer_entry(index, lane));
@@ -196,16 +232,22 @@ pub(crate) async fn send_datagrams(
         timers.push(timer_entry(index, lane));
         if lane.delay.is_active() {
             let due = lane.delay.due_from(now);
+            let mut early = Vec::new();
             for bytes in outgoing.datagrams() {
-                if let Some(early) = lane.delay.push(due, bytes.to_vec()) {
-                    wire.send(&early).await;
-                }
+                early.extend(lane.delay.push(due, bytes.to_vec()));
+            }
+            report_queue(controls, index, lane);
+            for bytes in early {
+                wire.send(&bytes).await;
             }
             arm(lane, index, &mut releases);
         } else {
             for bytes in outgoing.datagrams() {
                 wire.send(bytes).await;
             }
+        }
+        if let Some(spoofed) = outgoing.spoofed() {
+            wire.send_as_stranger(spoofed).await;
         }
         live.faults.fetch_add(lane.new_faults(), Ordering::Relaxed);
         if lane.reboots_now() {
@@ -221,14 +263,16 @@ pub(crate) async fn send_datagrams(
     // Waiting datagrams go out, then the last ones that make trailing
     // drops visible and release held ones.
     for (index, lane) in lanes.iter_mut().enumerate() {
-        for bytes in lane.delay.drain() {
+        let waiting: Vec<Vec<u8>> = lane.delay.drain().collect();
+        for bytes in waiting {
             wire.send(&bytes).await;
         }
+        report_queue(controls, index, lane);
         let sealing = controls
             .device(index)
             .map_or(Sealing::Plain, |c| c.sealing());
         let key = match &sealing {
-            Sealing::Key(key) => Some(key),
+            Sealing::Key(session) => Some(session),
             Sealing::Plain | Sealing::Waiting => None,
         };
         let finish = match sealing {
@@ -242,6 +286,10 @@ pub(crate) async fn send_datagrams(
         }
         live.faults.fetch_add(lane.new_faults(), Ordering::Relaxed);
         wire.stats.injected.add(&lane.injected());
+    }
+    if let Some(flood) = &phantoms {
+        wire.stats.injected.phantom_sent = flood.sent();
+        wire.stats.injected.phantom_ids = flood.ids_used();
     }
     Ok(wire.stats)
 }
@@ -262,18 +310,37 @@ async fn connect(hub: SocketAddr) -> anyhow::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// The socket and what went through it.
+/// The sockets and what went through them.
 struct Wire<'a> {
+    /// The devices' socket.
     socket: UdpSocket,
+    /// The stranger's socket (spoofs and phantoms), if it sends anything.
+    stranger: Option<UdpSocket>,
     hub: SocketAddr,
     stats: UdpStats,
     live: &'a UdpCounters,
 }
 
 impl Wire<'_> {
-    /// Puts one datagram on the wire, counting it.
+    /// Puts one datagram on the wire from the devices' socket, counting it.
     async fn send(&mut self, bytes: &[u8]) {
-        match self.socket.send(bytes).await {
+        let sent = self.socket.send(bytes).await;
+        self.count(sent);
+    }
+
+    /// Puts one datagram on the wire from the stranger's socket (there is
+    /// one whenever the plan has spoofs or phantoms), counting it.
+    async fn send_as_stranger(&mut self, bytes: &[u8]) {
+        let sent = match &self.stranger {
+            Some(stranger) => stranger.send(bytes).await,
+            None => Err(std::io::Error::other("no stranger's socket")),
+        };
+        self.count(sent);
+    }
+
+    /// Counts one send's outcome.
+    fn count(&mut self, sent: std::io::Result<usize>) {
+        match sent {
             Ok(n) => {
                 self.stats.datagrams_sent += 1;
                 self.stats.bytes_sent += n as u64;
@@ -304,6 +371,14 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 fn timer_entry(index: usize, lane: &Lane) -> TimerEntry {
     let (due, generation) = lane.slot.due();
     Reverse((due, index, generation))
+}
+
+/// Tells the device's control state how many of its datagrams wait in its
+/// delay line (a keyed hello waits for none to be left).
+fn report_queue(controls: &FleetControls, index: usize, lane: &Lane) {
+    if let Some(control) = controls.device(index) {
+        control.set_queued(lane.delay.len());
+    }
 }
 
 /// Sets the lane's release timer for its oldest delayed datagram, unless

@@ -2,7 +2,8 @@
 //! received goes through the real hub's ingest core (decoding, drop reasons,
 //! sequence accounting; `support/real_hub.rs`), whose totals must equal the
 //! fleet's injected report, also across reboots ordered over a (fake)
-//! control session and with every kind of fault at once.
+//! control session, with every kind of fault at once, and with a phantom
+//! flood on top.
 
 #[path = "support/fake_hub.rs"]
 mod fake_hub;
@@ -264,6 +265,7 @@ async fn every_fault_kind_at_once_is_counted_exactly() {
             clock_skew_ms: -2_500,
             session_drop: 0.2,
             reboot: 0.02,
+            ..FaultSpec::NONE
         };
         // Device 4 only runs 90 s ahead.
         let ahead = FaultSpec {
@@ -332,6 +334,50 @@ async fn every_fault_kind_at_once_is_counted_exactly() {
             stats.faults_injected(),
             injected.faults() + stats.random_reboots + stats.session_drops
         );
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test]
+async fn a_phantom_flood_comes_on_top_of_the_fleets_faults() {
+    timeout(TEST_TIMEOUT, async {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let options = FleetOptions {
+            faults: FaultSpec {
+                phantom_per_s: 500.0,
+                phantom_ids: 7,
+                ..FaultSpec::new(0.1, 0.1, 0.1).expect("valid")
+            },
+            ..FleetOptions::udp_only(udp.local_addr().expect("local address"))
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_fleet(fleet(2, 8), options, cancel.clone()));
+        let stop = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            cancel.cancel();
+        });
+        let (stats, tally) = timeout(TEST_TIMEOUT, count_until_done(&udp, task))
+            .await
+            .expect("the fleet stops in time");
+        stop.await.expect("no panic");
+
+        let (hub, injected) = (tally.hub.counts(), stats.injected);
+        assert_eq!(stats.send_errors, 0, "{stats:?}");
+        assert_eq!(stats.datagrams_sent, hub.datagrams, "{stats:?}");
+        assert_eq!(injected.on_wire(), hub.datagrams, "{stats:?}");
+        assert!(injected.phantom_sent >= 100, "{injected:?}");
+        assert_eq!(injected.phantom_ids, 7);
+        // Room for every phantom: each of their datagrams is accepted, in
+        // order, beside the fleet's own figures.
+        let admitted = injected.phantom_admitted(u64::MAX);
+        assert_eq!(admitted, injected.phantom_sent);
+        assert_eq!(hub.seq.received, injected.sent + admitted, "{stats:?}");
+        assert_eq!(hub.seq.lost, injected.lost, "{stats:?}");
+        assert_eq!(hub.seq.reordered, injected.reordered, "{stats:?}");
+        assert_eq!(hub.seq.duplicated, injected.duplicated, "{stats:?}");
+        assert_eq!((hub.devices, hub.discovered), (2 + 7, 2 + 7));
+        assert!(stats.stranger_addr.is_some() && stats.stranger_addr != stats.device_addr);
     })
     .await
     .expect("test finished in time");

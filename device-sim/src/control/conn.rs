@@ -28,6 +28,9 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Shortest heartbeat period, whatever the hub asks.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+/// Longest a keyed hello waits for the device's delayed datagrams to go
+/// out: they wait at most the longest jitter.
+const QUEUE_DRAIN_TIMEOUT: Duration = Duration::from_millis(crate::faults::MAX_JITTER_MS + 1_000);
 /// Largest hub frame body accepted (hub frames are small).
 const MAX_HUB_FRAME: usize = 4_096;
 /// Starting size of a connection's read and write buffers (they grow when
@@ -78,7 +81,20 @@ async fn handshake(ctx: &SessionContext) -> Handshake {
             Err(e) => Handshake::Failed(e),
         };
     };
-    // Keyed: challenge request, challenge, keyed hello, keyed welcome.
+    // Keyed: challenge request, challenge, keyed hello, keyed welcome. The
+    // old session key is given up first, and datagrams tagged with it that
+    // still wait out their jitter go before the hub can replace it (see
+    // `DeviceControl::hello_begins`).
+    ctx.control.hello_begins();
+    if tokio::time::timeout(QUEUE_DRAIN_TIMEOUT, ctx.control.queue_drained())
+        .await
+        .is_err()
+    {
+        tracing::debug!(
+            device = ctx.template.device_id(),
+            "saying hello before the delay line emptied"
+        );
+    }
     if let Err(e) = send(&mut conn, DeviceMessage::ChallengeRequest).await {
         return Handshake::Failed(e.context("sending the preamble and challenge request"));
     }

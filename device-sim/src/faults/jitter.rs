@@ -76,7 +76,6 @@ impl DelayLine {
     }
 
     /// How many datagrams are waiting.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.queue.len()
     }

@@ -2,7 +2,8 @@
 //! random reboot (drawn per datagram) and a dropped control session (drawn
 //! per heartbeat). [`Odds`] draws them from a seeded generator of its own,
 //! apart from the datagram faults' stream, so adding one kind of fault does
-//! not change where the others fall. Pure.
+//! not change where the others fall; [`stream_seed`] gives each stream
+//! (these, jitter, and an attacker's impersonations) its seed. Pure.
 
 /// Which stream of a device's random numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +14,8 @@ pub(crate) enum Stream {
     SessionDrop,
     /// Jitter delays.
     Jitter,
+    /// Impersonations of a keyed device (forgeries, replays, spoofs).
+    Attack,
 }
 
 /// The seed of one of a device's event streams, given its injector seed
@@ -22,6 +25,7 @@ pub(crate) fn stream_seed(injector_seed: u64, stream: Stream) -> u64 {
         Stream::Reboot => 0x5EB0_07ED_0000_0001,
         Stream::SessionDrop => 0xD10B_5E55_0000_0002,
         Stream::Jitter => 0x717E_D0E1_0000_0003,
+        Stream::Attack => 0xA77A_C4ED_0000_0004,
     };
     crate::faults::injector_seed(injector_seed ^ salt, 0)
 }
@@ -76,9 +80,16 @@ mod tests {
 
     #[test]
     fn streams_of_one_device_differ() {
-        let seeds =
-            [Stream::Reboot, Stream::SessionDrop, Stream::Jitter].map(|s| stream_seed(9, s));
-        assert!(seeds[0] != seeds[1] && seeds[1] != seeds[2] && seeds[0] != seeds[2]);
+        let seeds = [
+            Stream::Reboot,
+            Stream::SessionDrop,
+            Stream::Jitter,
+            Stream::Attack,
+        ]
+        .map(|s| stream_seed(9, s));
+        for (i, a) in seeds.iter().enumerate() {
+            assert!(seeds[i + 1..].iter().all(|b| a != b), "{seeds:?}");
+        }
         assert_ne!(
             stream_seed(9, Stream::Reboot),
             stream_seed(10, Stream::Reboot)

@@ -2,11 +2,14 @@
 //! against the real hub's ingest core (sensor-hub's `HubState`, through
 //! `tests/support/real_hub.rs`) over many seeds and specs. Datagrams are
 //! real v1 datagrams, so a corrupted one meets the hub's own decoder.
+//! Devices with a key, and the phantom flood, are in `tests/keyed.rs`.
 
 use super::*;
 
 #[path = "../../tests/support/real_hub.rs"]
 mod real_hub;
+
+mod keyed;
 
 use real_hub::{hub_accounting, Counts, HubCounts};
 use sensor_hub_protocol::{

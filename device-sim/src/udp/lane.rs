@@ -1,17 +1,18 @@
 //! One device as the UDP sender sees it (a *lane*): its schedule, its
 //! clock, its fault injector, its jitter delay line and its odds of a
 //! random reboot, and the steps that turn "this device is due" into the
-//! bytes to put on the wire. Pure: the caller passes the time in and owns
-//! the socket.
+//! bytes to put on the wire, tagged with the session key of a keyed device
+//! (a new session is told to the injector). Pure: the caller passes the
+//! time in and owns the socket.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sensor_hub_protocol::auth::DatagramKey;
 use sensor_hub_protocol::{encode_datagram, Datagram};
 use tokio::time::Instant;
 
 use crate::device::SimDevice;
+use crate::device_control::SessionKey;
 use crate::faults::jitter::DelayLine;
 use crate::faults::odds::{stream_seed, Odds, Stream};
 use crate::faults::{injector_seed, DatagramClock, FaultInjector, FaultSpec, Outgoing};
@@ -32,39 +33,60 @@ pub(crate) struct Lane {
     pub armed: Option<Instant>,
     /// Datagram faults already counted in the live figures.
     faults_shown: u64,
+    /// The keyed session the last datagram was tagged in.
+    session: Option<u64>,
 }
 
 impl Lane {
-    /// `device`, first sending at `first_due`, with `faults` injected.
-    pub fn new(device: SimDevice, faults: FaultSpec, first_due: Instant) -> Lane {
+    /// `device`, first sending at `first_due`, with `faults` injected;
+    /// `keyed` if it tags its datagrams.
+    pub fn new(device: SimDevice, faults: FaultSpec, first_due: Instant, keyed: bool) -> Lane {
         let seed = injector_seed(device.seed(), device.id);
+        let injector = if keyed {
+            FaultInjector::keyed(faults, seed)
+        } else {
+            FaultInjector::new(faults, seed)
+        };
         Lane {
             slot: SendSlot::new(first_due),
-            injector: FaultInjector::new(faults, seed),
+            injector,
             clock: DatagramClock::new(faults.clock_skew_ms),
             delay: DelayLine::new(faults.jitter_ms, stream_seed(seed, Stream::Jitter)),
             reboots: Odds::new(faults.reboot, stream_seed(seed, Stream::Reboot)),
             armed: None,
             faults_shown: 0,
+            session: None,
             device,
         }
     }
 
     /// The device sends the datagram due at `now` (`now_ms` on the real
-    /// clock): schedules its next send, then stamps, encodes (into `buf`)
-    /// and passes the datagram through the injector.
+    /// clock): schedules its next send, then stamps, encodes (into `buf`,
+    /// tagged with `key` if given) and passes the datagram through the
+    /// injector.
     pub fn produce<'b>(
         &mut self,
         now: Instant,
         now_ms: u64,
-        key: Option<&DatagramKey>,
+        key: Option<&SessionKey>,
         buf: &'b mut [u8],
     ) -> anyhow::Result<Outgoing<'b>> {
         let rebooted = self.advance(now);
         let stamp = self.clock.stamp(now_ms, rebooted);
         let datagram = self.device.next_datagram(stamp);
+        self.note_session(key);
         let bytes = encode(&datagram, key, buf)?;
         Ok(self.injector.push(datagram.seq, bytes))
+    }
+
+    /// Tells the injector when the datagrams' session key changed.
+    fn note_session(&mut self, key: Option<&SessionKey>) {
+        let Some(key) = key else {
+            return;
+        };
+        if self.session.replace(key.session) != Some(key.session) {
+            self.injector.new_session();
+        }
     }
 
     /// The device's slot came but it sends nothing (a keyed device waiting
@@ -89,9 +111,10 @@ impl Lane {
     pub fn finish<'b>(
         &mut self,
         now_ms: u64,
-        key: Option<&DatagramKey>,
+        key: Option<&SessionKey>,
         buf: &'b mut [u8],
     ) -> anyhow::Result<Option<Outgoing<'b>>> {
+        self.note_session(key);
         if !self.injector.needs_final() {
             return Ok(None);
         }
@@ -123,11 +146,11 @@ impl Lane {
 /// The datagram's bytes: tagged with `key` when the device has one.
 fn encode<'b>(
     datagram: &Datagram,
-    key: Option<&DatagramKey>,
+    key: Option<&SessionKey>,
     buf: &'b mut [u8],
 ) -> anyhow::Result<&'b mut [u8]> {
     let bytes = match key {
-        Some(key) => key.seal(datagram, buf),
+        Some(session) => session.key.seal(datagram, buf),
         None => encode_datagram(datagram, buf),
     };
     bytes.context("a simulated datagram exceeded the v1 size limit")
@@ -147,7 +170,7 @@ mod tests {
         })
         .remove(0);
         let t0 = Instant::now();
-        (Lane::new(device, faults, t0), t0)
+        (Lane::new(device, faults, t0, false), t0)
     }
 
     fn decoded(out: &Outgoing<'_>) -> Vec<(u32, u32)> {
@@ -207,6 +230,48 @@ mod tests {
         assert_eq!(lossy.injected().lost, 2);
         assert_eq!(lossy.new_faults(), 2);
         assert_eq!(lossy.new_faults(), 0);
+    }
+
+    #[test]
+    fn a_keyed_lane_tags_with_its_session_key_and_tells_the_injector_of_a_new_one() {
+        let device = build_fleet(&FleetSpec::default()).remove(0);
+        let t0 = Instant::now();
+        let holding = FaultSpec {
+            reorder: 1.0,
+            ..FaultSpec::NONE
+        };
+        let mut lane = Lane::new(device, holding, t0, true);
+        let session = |n: u8| SessionKey {
+            key: sensor_hub_protocol::auth::DatagramKey::new(&[n; 32]),
+            session: u64::from(n),
+        };
+        let (first, second) = (session(1), session(2));
+        let mut buf = [0u8; MAX_DATAGRAM_LEN];
+        let out = lane
+            .produce(t0, 5, Some(&first), &mut buf)
+            .expect("encodes");
+        let sent: Vec<&[u8]> = out.datagrams().collect();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(first.key.verify(sent[0], true), Ok(()));
+        // 1 is held; then a new session: it goes out, tagged with the old
+        // key, while 2 is held in turn.
+        let out = lane
+            .produce(t0, 6, Some(&first), &mut buf)
+            .expect("encodes");
+        assert_eq!(out.datagrams().count(), 0);
+        let out = lane
+            .produce(t0, 7, Some(&second), &mut buf)
+            .expect("encodes");
+        assert_eq!(decoded(&out), [(1, 6)]);
+        let stale: Vec<&[u8]> = out.datagrams().collect();
+        assert_eq!(first.key.verify(stale[0], true), Ok(()));
+        assert!(second.key.verify(stale[0], true).is_err());
+        let report = lane.injected();
+        assert_eq!((report.bad_tag, report.sent), (1, 1));
+        // The same session again is no news.
+        lane.produce(t0, 8, Some(&second), &mut buf)
+            .expect("encodes");
+        assert_eq!(lane.injected().bad_tag, 1);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The real hub, for checking device-sim's fault reports against what the
 //! hub counts: every datagram goes through sensor-hub's pure ingest core
-//! (`sensor_hub::state::HubState`: decoding and drop reasons, the device
-//! limit, per-device sequence accounting of `sensor_hub::aggregate::sequence`)
-//! as the hub's UDP loop feeds it. This module is the only place where
+//! (`sensor_hub::state::HubState`: decoding and drop reasons, keyed
+//! devices' tags and replay windows, the device limit and discovered
+//! devices, per-device sequence accounting of
+//! `sensor_hub::aggregate::sequence`) as the hub's UDP loop feeds it. This module is the only place where
 //! device-sim's tests name the hub: when the hub core's constructors or its
 //! clock change, only this file changes. Used by the injector's unit tests
 //! (src/faults/tests.rs) and the fleet's integration tests.
@@ -14,7 +15,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use sensor_hub::clock::Now;
 use sensor_hub::registry::{Registry, RegistryConfig};
-use sensor_hub::state::{DropReason, HubState, Ingested, WindowConfig};
+use sensor_hub::state::{DropReason, HubState, Ingested, SessionAuth, WindowConfig};
+use sensor_hub_protocol::auth::{DatagramKey, DeviceKey};
 use sensor_hub_protocol::{decode_datagram, restore_time_ms, DeviceId};
 use strum::IntoEnumIterator as _;
 
@@ -54,6 +56,8 @@ pub struct HubCounts {
     pub seq: Counts,
     /// Devices tracked.
     pub devices: usize,
+    /// Of which discovered (not adopted).
+    pub discovered: usize,
 }
 
 impl HubCounts {
@@ -68,10 +72,23 @@ impl HubCounts {
 pub struct Hub {
     state: HubState,
     registry: Registry,
+    /// Devices adopted (listed in the device file), keyed or not.
+    listed: Vec<DeviceId>,
+    /// Devices with a key, and their device keys (placeholders: only
+    /// session keys tag datagrams).
+    keyed: Vec<(DeviceId, DeviceKey)>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
+        Hub::with_max_discovered(MAX_DEVICES)
+    }
+}
+
+impl Hub {
+    /// An empty hub core that tracks at most `max_discovered` discovered
+    /// devices.
+    pub fn with_max_discovered(max_discovered: usize) -> Hub {
         let registry = Registry::new(RegistryConfig {
             max_devices: MAX_DEVICES,
             default_interval_ms: 1_000,
@@ -84,7 +101,7 @@ impl Default for Hub {
             // Fleets here send data only: discovered devices, as many as
             // the limit above.
             trust: sensor_hub::registry::TrustConfig {
-                max_discovered: MAX_DEVICES,
+                max_discovered,
                 ..Default::default()
             },
         });
@@ -95,11 +112,31 @@ impl Default for Hub {
         Hub {
             state: HubState::new(windows, u32::MAX),
             registry,
+            listed: Vec::new(),
+            keyed: Vec::new(),
         }
     }
-}
 
-impl Hub {
+    /// Lists `device` in the device file, without a key: adopted, so it
+    /// takes no discovered slot.
+    pub fn adopt(&mut self, device: DeviceId) {
+        self.listed.push(device);
+        self.registry
+            .set_listed(self.listed.iter().copied(), Now::at(0, 0));
+    }
+
+    /// `device` has a key (it is listed with it) and said hello: from now
+    /// on its datagrams must carry tags of `key`, in a fresh replay window.
+    pub fn start_session(&mut self, device: DeviceId, key: DatagramKey) {
+        if !self.keyed.iter().any(|&(id, _)| id == device) {
+            self.keyed.push((device, [0x6B; 32]));
+            self.state
+                .set_keyed(self.keyed.iter().map(|(id, key)| (*id, key)));
+            self.adopt(device);
+        }
+        self.state.start_session(device, SessionAuth::new(key));
+    }
+
     /// Reads one datagram at hub time `now_ms` (Unix ms), as the hub does.
     pub fn read(&mut self, bytes: &[u8], now_ms: u64) -> Verdict {
         let now = Now::at(now_ms, now_ms);
@@ -136,6 +173,7 @@ impl Hub {
                 .collect(),
             seq: self.state.seq_totals(),
             devices: self.registry.device_count(),
+            discovered: self.registry.discovered_count(),
         }
     }
 }
