@@ -38,6 +38,23 @@ async fn a_quick_bench_run_prints_valid_json() {
         ingest["hub_per_s"].as_f64().unwrap() > 0.0,
         "the hub accepted datagrams"
     );
+    let auth = &v["auth"][0];
+    for key in [
+        "offered_per_s",
+        "hub_per_s",
+        "hub_cpu_pct",
+        "cpu_us_per_datagram",
+        "rate_ratio",
+        "per_cpu_ratio",
+        "refused",
+    ] {
+        assert!(auth.get(key).is_some(), "auth.{key}");
+    }
+    assert!(
+        auth["hub_per_s"][1].as_f64().unwrap() > 0.0,
+        "the hub accepted tagged datagrams of keyed devices"
+    );
+    assert_eq!(auth["refused"], 0, "no tagged datagram was refused");
     let latency = &v["latency"][0];
     for key in ["p50_us", "p99_us", "p999_us", "samples", "missing"] {
         assert!(latency.get(key).is_some(), "latency.{key}");
@@ -65,7 +82,7 @@ async fn a_quick_bench_run_prints_valid_json() {
         }
     }
     let table = report.table();
-    assert!(table.contains("ingest") && table.contains("fan-out"));
+    assert!(table.contains("ingest") && table.contains("fan-out") && table.contains("with keys"));
     println!("{table}");
 }
 

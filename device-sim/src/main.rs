@@ -27,7 +27,8 @@ enum Command {
         /// Print only the JSON line.
         #[arg(long)]
         json: bool,
-        /// Run only these scenarios (comma-separated: ingest, latency, fanout).
+        /// Run only these scenarios (comma-separated: ingest, auth, latency,
+        /// fanout).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Run the hub without its history database (storage.enabled =
@@ -113,13 +114,16 @@ async fn bench(
     if !only.is_empty() {
         for name in &only {
             anyhow::ensure!(
-                ["ingest", "latency", "fanout"].contains(&name.as_str()),
-                "unknown scenario `{name}`: choose from ingest, latency, fanout"
+                ["ingest", "auth", "latency", "fanout"].contains(&name.as_str()),
+                "unknown scenario `{name}`: choose from ingest, auth, latency, fanout"
             );
         }
         let wants = |s: &str| only.iter().any(|o| o == s);
         if !wants("ingest") {
             config.ingest_rates.clear();
+        }
+        if !wants("auth") {
+            config.auth_rates.clear();
         }
         if !wants("latency") {
             config.latency_rates.clear();

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 
+use crate::keys::{device_key, KeySeed};
+
 /// Fleet token the benchmarked hub accepts.
 pub const TOKEN: &str = "bench-fleet-token-0000";
 
@@ -30,6 +32,49 @@ pub struct HubProcess {
     pub token: Option<String>,
 }
 
+/// Which devices the hub's device file adopts before it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Adoption {
+    /// Devices 1..=devices are adopted (the senders' ids).
+    pub devices: u32,
+    /// With keys derived from this seed (see [`crate::keys`]); none:
+    /// adopted without keys, their datagrams untagged.
+    pub key_seed: Option<KeySeed>,
+}
+
+/// Writes the device file with `bin device import`; false for a hub from
+/// before device adoption (no `device` command), which needs none.
+fn adopt(bin: &Path, file: &Path, adoption: Adoption) -> anyhow::Result<bool> {
+    let list: Vec<serde_json::Value> = (1..=adoption.devices)
+        .map(|id| {
+            serde_json::json!({
+                "id": id,
+                "name": format!("bench-{id}"),
+                "key": adoption.key_seed.map(|seed| crate::keys::hex(&device_key(&seed, id))),
+            })
+        })
+        .collect();
+    let mut child = Command::new(bin)
+        .args(["device", "import", "-"])
+        .env("SENSOR_HUB__DEVICES__KEYS_PATH", file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {} device import", bin.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(serde_json::to_string(&list)?.as_bytes())?;
+    }
+    let status = child.wait()?;
+    if !status.success() && adoption.key_seed.is_some() {
+        bail!(
+            "{} device import failed: this hub cannot adopt devices with keys",
+            bin.display()
+        );
+    }
+    Ok(status.success())
+}
+
 /// CPU time and memory of a process at one moment.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcSample {
@@ -47,7 +92,7 @@ impl HubProcess {
     /// Starts `bin run` with loopback port-0 binds and the limits a
     /// benchmark needs (history on or off as `storage` says), and waits for
     /// it to report its addresses.
-    pub fn start(bin: &Path, storage: bool) -> anyhow::Result<HubProcess> {
+    pub fn start(bin: &Path, storage: bool, adoption: Adoption) -> anyhow::Result<HubProcess> {
         let storage_dir = std::env::temp_dir().join(format!(
             "device-sim-bench-{}-{}",
             std::process::id(),
@@ -70,7 +115,13 @@ impl HubProcess {
             .success()
             .then(|| String::from_utf8_lossy(&made.stdout).trim().to_string())
             .filter(|t| !t.is_empty());
-        let mut child = Command::new(bin)
+        let devices = storage_dir.join("devices.json");
+        let mut command = Command::new(bin);
+        // A hub from before device adoption knows no `[devices]`.
+        if adopt(bin, &devices, adoption)? {
+            command.env("SENSOR_HUB__DEVICES__KEYS_PATH", &devices);
+        }
+        let mut child = command
             .arg("run")
             .env("SENSOR_HUB__AUTH__CREDENTIALS_PATH", &credentials)
             .env("SENSOR_HUB__STORAGE__PATH", storage_dir.join("history.db"))

@@ -1,17 +1,21 @@
 //! `device-sim bench`: drives a real hub process and measures it against a
 //! plain UDP socket in the same run — ingest rate as a ratio of the raw
-//! sink's, device → WebSocket latency, WebSocket fan-out — with the hub's
-//! CPU and peak RSS for each scenario. Results print as a table and as one
+//! sink's, ingest with authenticated (tagged) datagrams against the same
+//! without, device → WebSocket latency, WebSocket fan-out — with the hub's
+//! CPU and peak RSS for each scenario. The hub's device file adopts the
+//! bench's devices (with keys for the authenticated runs). Results print as a table and as one
 //! JSON line; every figure is the median of `runs` repetitions.
 //!
 //! # Layout
 //! * [`hub`]: starting the hub binary, reading its `/proc` figures and `/api/hub`.
 //! * [`udp`]: the paced sender and the raw UDP sink.
+//! * [`keyed`]: keyed hellos for the authenticated ingest runs.
 //! * [`ws`]: WebSocket clients that count and time what they receive.
 //! * [`scenarios`]: idle, ingest, latency and fan-out runs.
 //! * [`report`]: the report types, medians, table and JSON.
 
 pub mod hub;
+pub mod keyed;
 pub mod report;
 pub mod scenarios;
 pub mod udp;
@@ -34,6 +38,10 @@ pub struct BenchConfig {
     pub ingest_rates: Vec<u64>,
     /// Duration of each ingest measurement.
     pub ingest_duration: Duration,
+    /// Offered rates for the authenticated-ingest scenario: at each, one
+    /// run with untagged datagrams of devices adopted without keys and one
+    /// with tagged datagrams of keyed devices, in turn.
+    pub auth_rates: Vec<u64>,
     /// Offered rates for the latency scenario.
     pub latency_rates: Vec<u64>,
     /// Duration of each latency measurement.
@@ -59,6 +67,7 @@ impl BenchConfig {
             runs: 3,
             ingest_rates: vec![100_000, 200_000, 400_000, 0],
             ingest_duration: Duration::from_secs(3),
+            auth_rates: vec![100_000, 200_000, 0],
             latency_rates: vec![1_000, 10_000],
             latency_duration: Duration::from_secs(3),
             fanout_clients: vec![1, 100, 1_000],
@@ -76,6 +85,7 @@ impl BenchConfig {
             runs: 1,
             ingest_rates: vec![20_000],
             ingest_duration: Duration::from_millis(500),
+            auth_rates: vec![20_000],
             latency_rates: vec![1_000],
             latency_duration: Duration::from_millis(500),
             fanout_clients: vec![1, 10],

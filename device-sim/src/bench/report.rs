@@ -53,6 +53,71 @@ pub struct IngestResult {
     pub hub_peak_rss_kib: u64,
 }
 
+/// Ingest with tagged datagrams of keyed devices against untagged ones of
+/// devices adopted without keys, at one offered rate (medians).
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthResult {
+    /// Offered datagrams/s (0: as fast as the sender could).
+    pub offered_per_s: u64,
+    /// Datagrams/s the sender achieved, untagged / tagged (it seals each
+    /// tagged one itself, so it may offer fewer).
+    pub sent_per_s: [f64; 2],
+    /// Datagrams/s the hub accepted, without / with keys.
+    pub hub_per_s: [f64; 2],
+    /// Hub CPU, percent of one core, without / with keys.
+    pub hub_cpu_pct: [f64; 2],
+    /// Hub CPU per accepted datagram, µs, without / with keys.
+    pub cpu_us_per_datagram: [f64; 2],
+    /// Accepted datagrams/s with keys ÷ without.
+    pub rate_ratio: f64,
+    /// Datagrams/s per unit of hub CPU with keys ÷ without: the share of
+    /// the rate kept at the same CPU (the goal is at least 0.85).
+    pub per_cpu_ratio: f64,
+    /// Datagrams the hub dropped for authentication in the keyed runs
+    /// (unauthenticated, bad tag, replayed, no session; should be 0).
+    pub refused: u64,
+}
+
+impl AuthResult {
+    /// Medians of paired runs.
+    pub fn from_runs(
+        offered_per_s: u64,
+        plain: &[super::scenarios::AuthRun],
+        keyed: &[super::scenarios::AuthRun],
+    ) -> AuthResult {
+        let med = |runs: &[super::scenarios::AuthRun], f: fn(&super::scenarios::AuthRun) -> f64| {
+            median(runs.iter().map(f).collect())
+        };
+        let per_dg = |r: &super::scenarios::AuthRun| {
+            if r.hub_per_s > 0.0 {
+                r.hub_cpu_pct / 100.0 * 1e6 / r.hub_per_s
+            } else {
+                0.0
+            }
+        };
+        let hub_per_s = [med(plain, |r| r.hub_per_s), med(keyed, |r| r.hub_per_s)];
+        let cpu_us = [med(plain, per_dg), med(keyed, per_dg)];
+        AuthResult {
+            offered_per_s,
+            sent_per_s: [med(plain, |r| r.sent_per_s), med(keyed, |r| r.sent_per_s)],
+            hub_per_s,
+            hub_cpu_pct: [med(plain, |r| r.hub_cpu_pct), med(keyed, |r| r.hub_cpu_pct)],
+            cpu_us_per_datagram: cpu_us,
+            rate_ratio: if hub_per_s[0] > 0.0 {
+                hub_per_s[1] / hub_per_s[0]
+            } else {
+                0.0
+            },
+            per_cpu_ratio: if cpu_us[1] > 0.0 {
+                cpu_us[0] / cpu_us[1]
+            } else {
+                0.0
+            },
+            refused: keyed.iter().map(|r| r.refused).max().unwrap_or(0),
+        }
+    }
+}
+
 /// Device → WebSocket latency at one offered rate.
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyResult {
@@ -110,6 +175,8 @@ pub struct BenchReport {
     pub idle: IdleResult,
     /// Ingest scenario.
     pub ingest: Vec<IngestResult>,
+    /// Ingest with authenticated datagrams against the same without.
+    pub auth: Vec<AuthResult>,
     /// Latency scenario.
     pub latency: Vec<LatencyResult>,
     /// Fan-out scenario.
@@ -189,6 +256,46 @@ impl BenchReport {
                 r.hub_cpu_pct,
                 r.hub_peak_rss_kib / 1024
             );
+        }
+        if !self.auth.is_empty() {
+            let _ = writeln!(
+                o,
+                "\ningest with keys (tagged datagrams) vs without, same run"
+            );
+            let _ = writeln!(
+                o,
+                "{:>10} {:>10} {:>10} {:>8} {:>8} {:>9} {:>9} {:>7} {:>8} {:>8}",
+                "offered",
+                "hub plain",
+                "hub keyed",
+                "cpu pl.",
+                "cpu key",
+                "µs/dg pl.",
+                "µs/dg key",
+                "rate",
+                "per cpu",
+                "refused"
+            );
+            for r in &self.auth {
+                let offered = if r.offered_per_s == 0 {
+                    "max".to_string()
+                } else {
+                    r.offered_per_s.to_string()
+                };
+                let _ = writeln!(
+                    o,
+                    "{offered:>10} {:>10.0} {:>10.0} {:>7.0}% {:>7.0}% {:>9.2} {:>9.2} {:>6.1}% {:>7.1}% {:>8}",
+                    r.hub_per_s[0],
+                    r.hub_per_s[1],
+                    r.hub_cpu_pct[0],
+                    r.hub_cpu_pct[1],
+                    r.cpu_us_per_datagram[0],
+                    r.cpu_us_per_datagram[1],
+                    r.rate_ratio * 100.0,
+                    r.per_cpu_ratio * 100.0,
+                    r.refused
+                );
+            }
         }
         let _ = writeln!(o, "\nlatency device -> WebSocket (µs)");
         let _ = writeln!(

@@ -8,13 +8,18 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::watch;
 
+use super::hub::Adoption;
 use super::hub::{cpu_percent, ticks_per_second, HubProcess};
+use super::keyed;
+use super::report::AuthResult;
 use super::report::{
     median, quantile, BenchReport, FanoutResult, IdleResult, IngestResult, LatencyResult, Machine,
 };
-use super::udp::{send, SendPlan, SendResult, SendTimes, Sink};
+use super::udp::{send, send_with, SendPlan, SendResult, SendTimes, Sink};
 use super::ws::Client;
 use super::BenchConfig;
+use crate::keys::KeySeed;
+use sensor_hub_protocol::auth::DatagramKey;
 
 /// Time a fresh hub gets before a measurement starts.
 const WARM_UP: Duration = Duration::from_millis(300);
@@ -26,9 +31,22 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn start_hub(config: &BenchConfig) -> anyhow::Result<Arc<HubProcess>> {
+    start_hub_keyed(config, None).await
+}
+
+/// A hub whose device file adopts every bench device, with keys from
+/// `key_seed` if given.
+async fn start_hub_keyed(
+    config: &BenchConfig,
+    key_seed: Option<KeySeed>,
+) -> anyhow::Result<Arc<HubProcess>> {
     let bin = config.hub_bin.clone();
     let storage = config.storage;
-    let hub = Arc::new(blocking(move || HubProcess::start(&bin, storage)).await?);
+    let adoption = Adoption {
+        devices: config.devices.max(config.fanout_devices),
+        key_seed,
+    };
+    let hub = Arc::new(blocking(move || HubProcess::start(&bin, storage, adoption)).await?);
     tokio::time::sleep(WARM_UP).await;
     Ok(hub)
 }
@@ -39,6 +57,22 @@ async fn send_to(
     times: Option<Arc<SendTimes>>,
 ) -> anyhow::Result<SendResult> {
     blocking(move || Ok(send(target, plan, times.as_deref())?)).await
+}
+
+async fn send_sealed(
+    target: std::net::SocketAddr,
+    plan: SendPlan,
+    keys: Option<Arc<Vec<DatagramKey>>>,
+) -> anyhow::Result<SendResult> {
+    blocking(move || {
+        Ok(send_with(
+            target,
+            plan,
+            None,
+            keys.as_deref().map(Vec::as_slice),
+        )?)
+    })
+    .await
 }
 
 async fn api_counter(hub: &Arc<HubProcess>, key: &'static str) -> anyhow::Result<u64> {
@@ -106,6 +140,24 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                 as u64,
         });
     }
+    let mut auth = Vec::new();
+    for &rate in &config.auth_rates {
+        let (mut plain, mut keyed) = (Vec::new(), Vec::new());
+        for _ in 0..config.runs {
+            // In turn, so both see the same machine.
+            plain.push(
+                ingest_auth_once(config, rate, ticks, false)
+                    .await
+                    .context("ingest scenario without keys")?,
+            );
+            keyed.push(
+                ingest_auth_once(config, rate, ticks, true)
+                    .await
+                    .context("ingest scenario with keys")?,
+            );
+        }
+        auth.push(AuthResult::from_runs(rate, &plain, &keyed));
+    }
     let mut latency = Vec::new();
     for &rate in &config.latency_rates {
         let mut runs = Vec::new();
@@ -158,9 +210,75 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             rss_kib: median(idle) as u64,
         },
         ingest,
+        auth,
         latency,
         fanout,
     })
+}
+
+/// One run of the authenticated-ingest scenario: the hub's device file
+/// adopts the devices, with keys when `keyed` (each then says a keyed
+/// hello first, and every datagram is tagged), without otherwise. Returns
+/// what the hub accepted, its CPU, and the datagrams it dropped for
+/// authentication (bad tag, replayed, unauthenticated, no session).
+pub(super) async fn ingest_auth_once(
+    config: &BenchConfig,
+    rate: u64,
+    ticks: u64,
+    keyed: bool,
+) -> anyhow::Result<AuthRun> {
+    let plan = SendPlan {
+        devices: config.devices,
+        rate,
+        duration: config.ingest_duration,
+    };
+    let seed = if keyed {
+        Some(crate::keys::random_seed()?)
+    } else {
+        None
+    };
+    let hub = start_hub_keyed(config, seed).await?;
+    let keys = match &seed {
+        Some(seed) => Some(Arc::new(
+            keyed::sessions(hub.control, config.devices, seed).await?,
+        )),
+        None => None,
+    };
+    let counters = |v: &serde_json::Value| -> (u64, u64) {
+        let dropped = ["unauthenticated", "bad_tag", "replayed", "no_session"]
+            .iter()
+            .filter_map(|r| v["dropped"][r].as_u64())
+            .sum();
+        (v["datagrams_accepted"].as_u64().unwrap_or(0), dropped)
+    };
+    let before = hub.clone();
+    let (accepted0, refused0) = blocking(move || Ok(counters(&before.api_hub()?))).await?;
+    let s0 = hub.sample()?;
+    let sent = send_sealed(hub.udp, plan, keys).await?;
+    let s1 = hub.sample()?;
+    settle(&hub).await?;
+    let after = hub.clone();
+    let (accepted1, refused1) = blocking(move || Ok(counters(&after.api_hub()?))).await?;
+    let secs = sent.elapsed.as_secs_f64();
+    Ok(AuthRun {
+        sent_per_s: sent.sent as f64 / secs,
+        hub_per_s: (accepted1 - accepted0) as f64 / secs,
+        hub_cpu_pct: cpu_percent(&s0, &s1, ticks),
+        refused: refused1 - refused0,
+    })
+}
+
+/// What one authenticated-ingest run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRun {
+    /// Datagrams/s the sender achieved.
+    pub sent_per_s: f64,
+    /// Datagrams/s the hub accepted.
+    pub hub_per_s: f64,
+    /// Hub CPU, percent of one core, while sending.
+    pub hub_cpu_pct: f64,
+    /// Datagrams dropped for authentication (should be none).
+    pub refused: u64,
 }
 
 async fn ingest_once(config: &BenchConfig, rate: u64, ticks: u64) -> anyhow::Result<IngestResult> {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use sensor_hub_protocol::auth::DatagramKey;
 use sensor_hub_protocol::{encode_datagram, Datagram, Reading, Value, MAX_DATAGRAM_LEN};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -80,6 +81,17 @@ pub fn send(
     plan: SendPlan,
     times: Option<&SendTimes>,
 ) -> std::io::Result<SendResult> {
+    send_with(target, plan, times, None)
+}
+
+/// [`send`], each datagram tagged with its device's session key when
+/// `keys` holds them (device `id` uses `keys[id - 1]`).
+pub fn send_with(
+    target: SocketAddr,
+    plan: SendPlan,
+    times: Option<&SendTimes>,
+    keys: Option<&[DatagramKey]>,
+) -> std::io::Result<SendResult> {
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     socket.connect(target)?;
     let mut datagram = Datagram {
@@ -115,7 +127,12 @@ pub fn send(
             datagram.device_id = (sent % devices) as u32 + 1;
             datagram.seq = (sent / devices) as u32;
             datagram.time_ms = time_ms;
-            let Ok(bytes) = encode_datagram(&datagram, &mut buf) else {
+            let key = keys.and_then(|k| k.get(datagram.device_id as usize - 1));
+            let encoded = match key {
+                Some(key) => key.seal(&datagram, &mut buf),
+                None => encode_datagram(&datagram, &mut buf),
+            };
+            let Ok(bytes) = encoded else {
                 continue;
             };
             if let Some(t) = times {
