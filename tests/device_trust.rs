@@ -611,6 +611,12 @@ async fn a_new_key_in_the_device_file_ends_the_old_key_s_session() {
         }
     };
     assert_eq!(reason, RejectReason::BadToken);
+    eventually("the close counted as revoked", || async {
+        hub.metric("sensor_hub_control_closed_total{reason=\"revoked\"}")
+            .await
+            == 1
+    })
+    .await;
     send_all(&hub, &socket, &[sealed(&old_key, KEYED, 1, 1.0)]).await;
     assert_eq!(dropped(&hub, "no_session").await, 1);
     let (_conn, new_session) = welcomed(hub.control, KEYED, &NEW_KEY).await;

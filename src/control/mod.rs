@@ -145,6 +145,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// A newer session of the same device replaced it.
     Replaced,
+    /// The owner forgot the device or changed its key.
+    Revoked,
     /// The hub shut down.
     Shutdown,
     /// The connection failed.

@@ -331,9 +331,14 @@ async fn run_session(
                         return CloseReason::IoError;
                     }
                 }
-                Some(SessionMessage::Close(reason)) => {
-                    reject(framed, reason, "a newer session of this device replaced this one").await;
+                Some(SessionMessage::Close(RejectReason::Replaced)) => {
+                    reject(framed, RejectReason::Replaced, "a newer session of this device replaced this one").await;
                     return CloseReason::Replaced;
+                }
+                Some(SessionMessage::Close(reason)) => {
+                    let detail = "the owner forgot this device or changed its key; say hello again with its current credential";
+                    reject(framed, reason, detail).await;
+                    return CloseReason::Revoked;
                 }
                 None => return CloseReason::Shutdown,
             },
