@@ -116,6 +116,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("  udp.bind     = {}", config.udp.bind);
             println!("  control.bind = {}", config.control.bind);
             println!("  http.bind    = {}", config.http.bind);
+            let devices = sensor_hub::device_file::DeviceFile::new(&config.devices.keys_path);
+            let (list, _) = devices.load()?;
+            let keyed = list.devices.iter().filter(|d| d.key.is_some()).count();
+            println!(
+                "  devices.keys_path = {} ({} adopted, {keyed} with a key)",
+                config.devices.keys_path.display(),
+                list.devices.len()
+            );
             Ok(())
         }
         Command::Passwd { config } => account::passwd(&load(config.as_ref())?),
