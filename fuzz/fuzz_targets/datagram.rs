@@ -15,7 +15,9 @@ fuzz_target!(|bytes: &[u8]| {
         // Random bytes never carry this key's tag (2^-128).
         assert!(key.verify(bytes, datagram.auth_tag.is_some()).is_err());
         let mut sealed = [0u8; MAX_DATAGRAM_LEN];
-        let sealed = key.seal(&datagram, &mut sealed).expect("a decoded datagram fits");
+        let sealed = key
+            .seal(&datagram, &mut sealed)
+            .expect("a decoded datagram fits");
         assert_eq!(key.verify(sealed, true), Ok(()));
         let opened = decode_datagram(sealed).expect("a sealed datagram decodes");
         assert_eq!(opened.seq, datagram.seq);
