@@ -46,6 +46,8 @@
 //!    private lock and applies every effect in one place.
 //! 5. Shell — I/O, each task given only what it needs:
 //!    * [`supervisor`]: supervised tasks and health.
+//!    * [`systemd`]: readiness, stopping and watchdog pings to systemd
+//!      (uses `core`).
 //!    * [`auth`]: who may use the web side: the credentials file,
 //!      sessions, the slowdown of guesses, the Host/Origin policy.
 //!    * [`ingest`]: the UDP receive loop.
@@ -98,6 +100,7 @@ pub mod state;
 pub mod stats;
 pub mod stream;
 pub mod supervisor;
+pub mod systemd;
 pub mod ticker;
 pub mod views;
 pub mod ws;

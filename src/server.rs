@@ -33,7 +33,7 @@ use crate::net::{bind_udp, socket_inode, RecvBuffer};
 use crate::supervisor::{Health, HealthCollector, Supervisor};
 use crate::ws::client::WsMetrics;
 use crate::ws::{WsCollector, WsContext};
-use crate::{control, http_server, ingest, stats, ticker};
+use crate::{control, http_server, ingest, stats, systemd, ticker};
 
 /// The hub's bound sockets.
 #[derive(Debug)]
@@ -145,6 +145,16 @@ pub async fn run(
         udp_inode,
         udp_recv_buffer,
     } = listeners;
+    let serving = format!(
+        "serving: udp {}, control {}, http {}",
+        udp.local_addr().map_or("?".into(), |a| a.to_string()),
+        control_listener
+            .local_addr()
+            .map_or("?".into(), |a| a.to_string()),
+        http_listener
+            .local_addr()
+            .map_or("?".into(), |a| a.to_string()),
+    );
     let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
     raise_open_file_limit(&config);
     let tls = match config.http.tls_paths() {
@@ -322,6 +332,15 @@ pub async fn run(
         http_server::run(http_listener, listener_ctx).await;
         Ok(())
     });
+    // Every listener was bound before `run` and every task is spawned.
+    systemd::ready(&serving);
+    if let Some(interval) = systemd::watchdog_interval() {
+        tasks.spawn(systemd::run_watchdog(
+            core.clone(),
+            interval,
+            cancel.clone(),
+        ));
+    }
 
     let failure = tokio::select! {
         () = shutdown => None,
@@ -331,6 +350,7 @@ pub async fn run(
         None => tracing::info!("shutting down"),
         Some(why) => tracing::error!("{why}"),
     }
+    systemd::stopping();
     cancel.cancel();
     tasks.close();
     let drained = tokio::time::timeout(drain, async {
