@@ -85,9 +85,11 @@ pub fn socket_inode(fd: i32) -> Option<u64> {
 }
 
 /// Reads the kernel counters of the UDP socket with `inode` from
-/// `/proc/net/udp` and `/proc/net/udp6`. `None` where those do not exist.
+/// `/proc/self/net/udp` and `udp6` (the same tables as `/proc/net/…`, but
+/// still visible under systemd's `ProcSubset=pid`). `None` where those do
+/// not exist.
 pub fn kernel_udp_stats(inode: u64) -> Option<KernelUdpStats> {
-    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|path| {
+    ["/proc/self/net/udp", "/proc/self/net/udp6"].iter().find_map(|path| {
         let text = std::fs::read_to_string(path).ok()?;
         parse_proc_net_udp(&text, inode)
     })
