@@ -89,10 +89,12 @@ pub fn socket_inode(fd: i32) -> Option<u64> {
 /// still visible under systemd's `ProcSubset=pid`). `None` where those do
 /// not exist.
 pub fn kernel_udp_stats(inode: u64) -> Option<KernelUdpStats> {
-    ["/proc/self/net/udp", "/proc/self/net/udp6"].iter().find_map(|path| {
-        let text = std::fs::read_to_string(path).ok()?;
-        parse_proc_net_udp(&text, inode)
-    })
+    ["/proc/self/net/udp", "/proc/self/net/udp6"]
+        .iter()
+        .find_map(|path| {
+            let text = std::fs::read_to_string(path).ok()?;
+            parse_proc_net_udp(&text, inode)
+        })
 }
 
 /// Finds the row of `inode` in the text of `/proc/net/udp{,6}`.
