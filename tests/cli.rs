@@ -80,12 +80,18 @@ fn environment_overrides_reach_the_binary() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("0.0.0.0:47999"));
 }
 
-/// Runs `sensor-hub ARGS` on the credentials file `file`, with `stdin`.
-fn account(file: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+/// Runs `sensor-hub ARGS` with the setting `key` (an environment
+/// override) naming `file`, and `stdin` as its standard input.
+fn with_file(
+    key: &str,
+    file: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> std::process::Output {
     use std::io::Write as _;
     let mut child = Command::new(BIN)
         .args(args)
-        .env("SENSOR_HUB__AUTH__CREDENTIALS_PATH", file)
+        .env(key, file)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -98,6 +104,11 @@ fn account(file: &std::path::Path, args: &[&str], stdin: &str) -> std::process::
         .write_all(stdin.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// Runs `sensor-hub ARGS` on the credentials file `file`, with `stdin`.
+fn account(file: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    with_file("SENSOR_HUB__AUTH__CREDENTIALS_PATH", file, args, stdin)
 }
 
 #[test]
@@ -180,24 +191,12 @@ fn account_commands_keep_only_hashes_and_say_what_they_did() {
     let _ = std::fs::remove_file(&file);
 }
 
+/// Runs `sensor-hub device ARGS` on the device file `file`, with `stdin`.
 fn device_cli(file: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write as _;
-    let mut child = Command::new(BIN)
-        .arg("device")
-        .args(args)
-        .env("SENSOR_HUB__DEVICES__KEYS_PATH", file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let args: Vec<&str> = std::iter::once("device")
+        .chain(args.iter().copied())
+        .collect();
+    with_file("SENSOR_HUB__DEVICES__KEYS_PATH", file, &args, stdin)
 }
 
 #[test]
