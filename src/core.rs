@@ -267,6 +267,8 @@ impl Core {
             .collect();
         let mut outcome = BatchOutcome::default();
         let mut accepted: Vec<LiveDatagram> = Vec::with_capacity(batch.len());
+        // Whether each accepted datagram's device is adopted (stored).
+        let mut adopted_flags: Vec<bool> = Vec::with_capacity(batch.len());
         let mut shared = self.lock();
         let Shared {
             state, registry, ..
@@ -280,8 +282,9 @@ impl Core {
                 received.from,
                 now,
             ) {
-                Ok(Ingested::Applied(live)) => {
+                Ok(Ingested::Applied { live, adopted }) => {
                     outcome.applied += 1;
+                    adopted_flags.push(adopted);
                     accepted.push(live);
                 }
                 Ok(Ingested::Duplicate) => outcome.duplicates += 1,
@@ -293,14 +296,15 @@ impl Core {
         if !accepted.is_empty() {
             if let Some(history) = &self.history {
                 // Discovered devices' readings are shown live, never stored.
-                let registry = &shared.registry;
-                let adopted =
-                    |d: &LiveDatagram| registry.device(d.device).is_some_and(|e| e.adopted);
-                if accepted.iter().all(adopted) {
+                if adopted_flags.iter().all(|&a| a) {
                     history.record(&accepted);
                 } else {
-                    let stored: Vec<LiveDatagram> =
-                        accepted.iter().filter(|d| adopted(d)).cloned().collect();
+                    let stored: Vec<LiveDatagram> = accepted
+                        .iter()
+                        .zip(&adopted_flags)
+                        .filter(|(_, &adopted)| adopted)
+                        .map(|(d, _)| d.clone())
+                        .collect();
                     history.record(&stored);
                 }
             }

@@ -128,8 +128,14 @@ impl Decoded {
 /// What became of an accepted datagram.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ingested {
-    /// New data: applied, to be streamed and stored.
-    Applied(LiveDatagram),
+    /// New data: applied, to be streamed, and stored when its device is
+    /// adopted (a discovered device's readings are shown, never stored).
+    Applied {
+        /// What live subscribers see.
+        live: LiveDatagram,
+        /// Whether its device is adopted.
+        adopted: bool,
+    },
     /// A copy of one already applied: counted, nothing else.
     Duplicate,
 }
@@ -396,7 +402,7 @@ impl HubState {
             .map_err(DropReason::from)
             .and_then(|datagram| self.accept(registry, datagram, bytes, wire_len, from, now));
         match &result {
-            Ok(Ingested::Applied(live)) => {
+            Ok(Ingested::Applied { live, .. }) => {
                 self.counters.datagrams_accepted += 1;
                 self.counters.readings_accepted += live.readings.len() as u64;
             }
@@ -454,14 +460,13 @@ impl HubState {
         }
         // Admits the device (or refuses it) and records the datagram's
         // arrival for liveness, in one lookup.
-        let (offset, _adopted) =
-            registry
-                .data_seen(datagram.device_id, now)
-                .map_err(|refusal| match refusal {
-                    Refusal::DeviceLimit => DropReason::DeviceLimit,
-                    Refusal::UnknownDevice => DropReason::UnknownDevice,
-                    Refusal::DiscoveredLimit => DropReason::DiscoveredLimit,
-                })?;
+        let (offset, adopted) = registry
+            .data_seen(datagram.device_id, now)
+            .map_err(|refusal| match refusal {
+                Refusal::DeviceLimit => DropReason::DeviceLimit,
+                Refusal::UnknownDevice => DropReason::UnknownDevice,
+                Refusal::DiscoveredLimit => DropReason::DiscoveredLimit,
+            })?;
         if let (Some(extended), Some((_, Some(session)))) =
             (extended, self.keyed.get_mut(&datagram.device_id))
         {
@@ -540,13 +545,16 @@ impl HubState {
                 }
             }
         }
-        Ok(Ingested::Applied(LiveDatagram {
-            device: datagram.device_id,
-            seq: datagram.seq,
-            time_ms,
-            received_ms: now_ms,
-            readings: datagram.readings,
-        }))
+        Ok(Ingested::Applied {
+            live: LiveDatagram {
+                device: datagram.device_id,
+                seq: datagram.seq,
+                time_ms,
+                received_ms: now_ms,
+                readings: datagram.readings,
+            },
+            adopted,
+        })
     }
 
     /// Latency over all devices.

@@ -115,6 +115,17 @@ async fn keyed_session(addr: SocketAddr, device_id: u32, key: &DeviceKey) -> Key
     }
 }
 
+/// The reason of the reject that ends `conn` (other frames are skipped).
+async fn rejected(conn: &mut Conn) -> RejectReason {
+    loop {
+        match answer(conn).await.map(|f| f.message) {
+            Some(DecodedHubMessage::Known(HubMessage::Reject { reason, .. })) => return reason,
+            Some(_) => continue,
+            None => panic!("closed without a reject"),
+        }
+    }
+}
+
 async fn welcomed(addr: SocketAddr, device_id: u32, key: &DeviceKey) -> (Conn, DatagramKey) {
     match keyed_session(addr, device_id, key).await {
         Keyed::Welcome(conn, session) => (conn, session),
@@ -405,13 +416,7 @@ async fn two_holders_of_one_key_cannot_flap_the_session() {
         hub.metric("sensor_hub_control_hellos_too_soon_total").await,
         refused
     );
-    let replaced = loop {
-        match answer(&mut first).await.map(|f| f.message) {
-            Some(DecodedHubMessage::Known(HubMessage::Reject { reason, .. })) => break reason,
-            Some(_) => continue,
-            None => panic!("closed without a reject"),
-        }
-    };
+    let replaced = rejected(&mut first).await;
     assert_eq!(replaced, RejectReason::Replaced);
     hub.stop().await;
 }
@@ -603,13 +608,7 @@ async fn a_new_key_in_the_device_file_ends_the_old_key_s_session() {
     // The owner gives the device a new key (e.g. after the old one leaked).
     const NEW_KEY: DeviceKey = [0x71; 32];
     adopt(&dir.path().join("devices.json"), &[], &[(KEYED, NEW_KEY)]);
-    let reason = loop {
-        match answer(&mut old).await.map(|f| f.message) {
-            Some(DecodedHubMessage::Known(HubMessage::Reject { reason, .. })) => break reason,
-            Some(_) => continue,
-            None => panic!("closed without a reject"),
-        }
-    };
+    let reason = rejected(&mut old).await;
     assert_eq!(reason, RejectReason::BadToken);
     eventually("the close counted as revoked", || async {
         hub.metric("sensor_hub_control_closed_total{reason=\"revoked\"}")

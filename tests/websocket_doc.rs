@@ -440,7 +440,7 @@ fn ingest_one(f: &mut Fixture, seq: u32, value: Value) -> LiveDatagram {
         .ingest(&mut f.registry, bytes, bytes.len(), from, Now::at(0, NOW))
         .unwrap()
     {
-        Ingested::Applied(live) => live,
+        Ingested::Applied { live, .. } => live,
         Ingested::Duplicate => panic!("datagram {seq} is new"),
     }
 }

@@ -24,7 +24,7 @@ impl S {
         now_ms: u64,
     ) -> Result<LiveDatagram, DropReason> {
         match self.ingest_any(b, b.len(), from, now_ms)? {
-            Ingested::Applied(live) => Ok(live),
+            Ingested::Applied { live, .. } => Ok(live),
             Ingested::Duplicate => panic!("unexpected duplicate"),
         }
     }

@@ -144,7 +144,7 @@ impl Hub {
             .state
             .ingest(&mut self.registry, bytes, bytes.len(), FROM, now)
         {
-            Ok(Ingested::Applied(live)) => Ok(Accepted {
+            Ok(Ingested::Applied { live, .. }) => Ok(Accepted {
                 device: live.device,
                 seq: live.seq,
                 time_ms: live.time_ms,
