@@ -3,6 +3,9 @@
 //! exclusive lock on `<file>.lock`, writes a new file with mode 0600 and
 //! renames it over the old one, so a reader sees either the old or the new
 //! contents. A reader notices a change by the file's [`Stamp`] and reloads.
+//! Files root writes into a directory someone else owns (`sudo sensor-hub
+//! device add` beside a service running as its own user) are given to the
+//! directory's owner, so the service can still read and lock them.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -162,6 +165,7 @@ impl SecretFile {
             .mode(0o600)
             .open(self.sibling("lock"))
             .map_err(|e| self.io(e))?;
+        self.give_to_directory_owner(&lock_file)?;
         let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
             .map_err(|(_, errno)| self.io(errno.into()))?;
         let mut contents = match self.load::<T>()? {
@@ -182,10 +186,30 @@ impl SecretFile {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| self.io(e))?;
+        self.give_to_directory_owner(&file)?;
         file.write_all(&text).map_err(|e| self.io(e))?;
         file.sync_all().map_err(|e| self.io(e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
         Ok(result)
+    }
+
+    /// When root writes into a directory another user owns, hands `file`
+    /// to that user (and group); anyone else cannot, and needs not.
+    fn give_to_directory_owner(&self, file: &File) -> Result<(), FileError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(());
+        }
+        let dir = match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => dir,
+            None => Path::new("."),
+        };
+        let owner = std::fs::metadata(dir).map_err(|e| self.io(e))?;
+        let mine = file.metadata().map_err(|e| self.io(e))?;
+        if owner.uid() == 0 || (owner.uid(), owner.gid()) == (mine.uid(), mine.gid()) {
+            return Ok(());
+        }
+        std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid()))
+            .map_err(|e| self.io(e))
     }
 
     fn sibling(&self, suffix: &str) -> PathBuf {
@@ -193,5 +217,66 @@ impl SecretFile {
         name.push(".");
         name.push(suffix);
         PathBuf::from(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::test_dir::TempDir;
+
+    #[derive(Default, Serialize, serde::Deserialize)]
+    struct Contents {
+        entries: Vec<u32>,
+    }
+
+    fn add(file: &SecretFile, entry: u32) {
+        file.update(
+            |_: &Contents| Ok(()),
+            |c| {
+                c.entries.push(entry);
+                Ok::<_, FileError>(())
+            },
+        )
+        .expect("update");
+    }
+
+    #[test]
+    fn changes_are_kept_private_and_read_back() {
+        let dir = TempDir::new("secret");
+        let file = SecretFile::new(dir.0.join("s.json"), "test file", "remove it");
+        add(&file, 1);
+        add(&file, 2);
+        let (contents, _) = file.load::<Contents>().expect("load").expect("exists");
+        assert_eq!(contents.entries, [1, 2]);
+        let mode = std::fs::metadata(file.path())
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// Root writing into a service user's directory leaves the files to
+    /// that user; anyone else writes files of their own.
+    #[test]
+    fn files_belong_to_the_directory_owner() {
+        let dir = TempDir::new("secret-owner");
+        let me = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let expected = if nix::unistd::geteuid().is_root() {
+            // `nobody`, as the packaged service's user would be.
+            std::os::unix::fs::chown(&dir.0, Some(65534), Some(65534)).expect("chown");
+            (65534, 65534)
+        } else {
+            me
+        };
+        let file = SecretFile::new(dir.0.join("s.json"), "test file", "remove it");
+        add(&file, 1);
+        for path in [file.path().to_path_buf(), file.sibling("lock")] {
+            let meta = std::fs::metadata(&path).expect("meta");
+            assert_eq!((meta.uid(), meta.gid()), expected, "{}", path.display());
+        }
     }
 }

@@ -16,7 +16,7 @@ pub mod store;
 pub mod tier;
 
 #[cfg(test)]
-mod test_dir;
+pub(crate) mod test_dir;
 
 pub use reduce::{reduce, Point};
 pub use rollup::{Aggregate, BucketKey, Reading, Rollup};

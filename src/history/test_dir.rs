@@ -1,5 +1,5 @@
-//! A temporary directory for the history's unit tests on real files,
-//! removed with what is in it when dropped.
+//! A temporary directory for unit tests on real files (the history's, the
+//! secret files'), removed with what is in it when dropped.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
