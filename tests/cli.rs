@@ -188,6 +188,39 @@ fn account_commands_keep_only_hashes_and_say_what_they_did() {
         .trim();
     assert_eq!(code.len(), 43, "{out}");
     assert!(!std::fs::read_to_string(&file).unwrap().contains(code));
+
+    // Served on every address: the same link by this machine's mDNS name too.
+    let lan = Command::new(BIN)
+        .args(["login-link"])
+        .env("SENSOR_HUB__AUTH__CREDENTIALS_PATH", &file)
+        .env("SENSOR_HUB__HTTP__BIND", "0.0.0.0:8080")
+        .output()
+        .unwrap();
+    assert!(lan.status.success(), "{}", text(&lan));
+    let out = String::from_utf8_lossy(&lan.stdout);
+    let links: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains("/login.html#code="))
+        .collect();
+    let host = nix::unistd::gethostname().unwrap();
+    let short = host
+        .to_string_lossy()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert_eq!(links.len(), 2, "{out}");
+    assert!(links[0].starts_with("http://127.0.0.1:8080/"), "{out}");
+    assert!(
+        links[1].starts_with(&format!("http://{short}.local:8080/")),
+        "{out}"
+    );
+    assert_eq!(
+        links[0].split('#').nth(1),
+        links[1].split('#').nth(1),
+        "one code: {out}"
+    );
     let _ = std::fs::remove_file(&file);
 }
 

@@ -98,6 +98,20 @@ pub fn login_link(config: &HubConfig) -> anyhow::Result<()> {
         config.auth.login_link_ttl_ms / 60_000
     );
     println!("  {url}");
+    // Served on every address (a Pi reached over SSH): the same one-time
+    // link by this machine's name, which the Host check accepts.
+    if config.http.bind.ip().is_unspecified() {
+        if let Some(name) = nix::unistd::gethostname()
+            .ok()
+            .and_then(|n| n.into_string().ok())
+            .filter(|n| !n.is_empty() && n != "localhost")
+        {
+            let name = name.split('.').next().unwrap_or(&name).to_ascii_lowercase();
+            let lan = url.replacen("127.0.0.1", &format!("{name}.local"), 1);
+            println!("or, from another machine on your network (mDNS name):");
+            println!("  {lan}");
+        }
+    }
     Ok(())
 }
 

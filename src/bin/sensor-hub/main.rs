@@ -29,7 +29,8 @@ struct Cli {
 enum Command {
     /// Run the hub.
     Run {
-        /// Configuration file layered over the built-in defaults.
+        /// Configuration file layered over the built-in defaults
+        /// [default: /etc/sensor-hub/sensor-hub.toml if it exists].
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -52,19 +53,22 @@ enum Command {
     },
     /// Load and validate the configuration, print the result, and exit.
     CheckConfig {
-        /// Configuration file layered over the built-in defaults.
+        /// Configuration file layered over the built-in defaults
+        /// [default: /etc/sensor-hub/sensor-hub.toml if it exists].
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Set the owner's password (read without echo, or one line from stdin).
     Passwd {
-        /// Configuration file layered over the built-in defaults.
+        /// Configuration file layered over the built-in defaults
+        /// [default: /etc/sensor-hub/sensor-hub.toml if it exists].
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Print a one-time link that logs a browser in as the owner.
     LoginLink {
-        /// Configuration file layered over the built-in defaults.
+        /// Configuration file layered over the built-in defaults
+        /// [default: /etc/sensor-hub/sensor-hub.toml if it exists].
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -72,7 +76,8 @@ enum Command {
     Device {
         #[command(subcommand)]
         command: devices::DeviceCommand,
-        /// Configuration file layered over the built-in defaults.
+        /// Configuration file layered over the built-in defaults
+        /// [default: /etc/sensor-hub/sensor-hub.toml if it exists].
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -80,14 +85,29 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: account::TokenCommand,
-        /// Configuration file layered over the built-in defaults.
+        /// Configuration file layered over the built-in defaults
+        /// [default: /etc/sensor-hub/sensor-hub.toml if it exists].
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
 }
 
+/// The configuration the Debian package installs: every command but `demo`
+/// reads it when no `--config` is given and it exists, so `sudo sensor-hub
+/// login-link` on an installed hub speaks to the service's files.
+const SYSTEM_CONFIG: &str = "/etc/sensor-hub/sensor-hub.toml";
+
 fn load(path: Option<&PathBuf>) -> anyhow::Result<HubConfig> {
-    Ok(HubConfig::load(path.map(PathBuf::as_path), None)?)
+    let system = PathBuf::from(SYSTEM_CONFIG);
+    let path = match path {
+        Some(path) => Some(path.as_path()),
+        None if system.is_file() => {
+            eprintln!("sensor-hub: using {SYSTEM_CONFIG} (give --config to use another file)");
+            Some(system.as_path())
+        }
+        None => None,
+    };
+    Ok(HubConfig::load(path, None)?)
 }
 
 fn main() -> ExitCode {
@@ -151,7 +171,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             interval_ms,
             config,
         } => {
-            let config = load(config.as_ref())?;
+            // Never the packaged configuration: the demo is not the service.
+            let config = HubConfig::load(config.as_deref(), None)?;
             runtime()?.block_on(demo::demo(config, devices, interval_ms))
         }
         #[cfg(not(feature = "demo"))]
