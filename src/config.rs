@@ -73,6 +73,167 @@ pub struct HubConfig {
     pub auth: AuthConfig,
     /// Which devices may feed the hub: adoption, keys, discovery, budget.
     pub devices: DevicesConfig,
+    /// The MQTT bridge (Home Assistant); docs/MQTT.md.
+    pub mqtt: MqttConfig,
+}
+
+/// `[mqtt]`: every key is described in docs/MQTT.md.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Run the bridge.
+    pub enabled: bool,
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT client id; empty: `sensor-hub-<node_id>`.
+    pub client_id: String,
+    /// Empty: no credentials.
+    pub username: String,
+    /// A file whose first line is the password.
+    pub password_file: PathBuf,
+    /// The password itself (for the environment); never printed.
+    pub password: String,
+    /// Connect with TLS.
+    pub tls: bool,
+    /// PEM CA file for the broker's certificate; empty: system roots.
+    pub ca_file: PathBuf,
+    /// MQTT keep-alive, seconds.
+    pub keep_alive_s: u64,
+    /// `[A-Za-z0-9_-]{1,64}`: part of every topic and unique_id.
+    pub node_id: String,
+    /// First level of the hub's own topics.
+    pub base_topic: String,
+    /// Publish Home Assistant discovery.
+    pub discovery: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
+    /// QoS of states, availability and command results.
+    pub qos_state: u8,
+    /// QoS of discovery configs and the hub's status.
+    pub qos_discovery: u8,
+    /// Retain states.
+    pub retain_state: bool,
+    /// A device's state is published at most this often, ms.
+    pub min_interval_ms: u64,
+    /// A late device is reported offline.
+    pub late_is_offline: bool,
+    /// Accept commands from MQTT (operator role).
+    pub commands: bool,
+    /// How often the hub's own figures are published, ms.
+    pub hub_interval_ms: u64,
+    /// Command results waiting for the broker.
+    pub max_results: usize,
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Everything but the password, which is never printed.
+        f.debug_struct("MqttConfig")
+            .field("enabled", &self.enabled)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<set>"
+                },
+            )
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("node_id", &self.node_id)
+            .field("base_topic", &self.base_topic)
+            .field("discovery_prefix", &self.discovery_prefix)
+            .field("commands", &self.commands)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttConfig {
+    /// The MQTT client id the bridge connects with.
+    pub fn effective_client_id(&self) -> String {
+        if self.client_id.is_empty() {
+            format!("sensor-hub-{}", self.node_id)
+        } else {
+            self.client_id.clone()
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let topic_safe = |s: &str| {
+            !s.is_empty()
+                && !s.contains(['+', '#', '\0'])
+                && !s.starts_with('/')
+                && !s.ends_with('/')
+        };
+        let checks: [(bool, &'static str, &'static str); 10] = [
+            (
+                !self.node_id.is_empty()
+                    && self.node_id.len() <= 64
+                    && self
+                        .node_id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+                "mqtt.node_id",
+                "1 to 64 characters from A-Z, a-z, 0-9, _ and - (Home Assistant's rule for ids)",
+            ),
+            (
+                topic_safe(&self.base_topic),
+                "mqtt.base_topic",
+                "a topic without +, # or a leading/trailing /, e.g. \"sensor-hub\"",
+            ),
+            (
+                topic_safe(&self.discovery_prefix),
+                "mqtt.discovery_prefix",
+                "a topic without +, # or a leading/trailing /, e.g. \"homeassistant\"",
+            ),
+            (
+                !self.host.is_empty(),
+                "mqtt.host",
+                "the broker's host name or address",
+            ),
+            (
+                self.port != 0,
+                "mqtt.port",
+                "a port from 1 to 65535, usually 1883 (8883 with TLS)",
+            ),
+            (self.qos_state <= 2, "mqtt.qos_state", "0, 1 or 2"),
+            (self.qos_discovery <= 2, "mqtt.qos_discovery", "0, 1 or 2"),
+            (
+                (5..=65_535).contains(&self.keep_alive_s),
+                "mqtt.keep_alive_s",
+                "between 5 and 65535 seconds",
+            ),
+            (
+                self.hub_interval_ms >= 100,
+                "mqtt.hub_interval_ms",
+                "at least 100 ms",
+            ),
+            (
+                (1..=100_000).contains(&self.max_results),
+                "mqtt.max_results",
+                "between 1 and 100000",
+            ),
+        ];
+        for (ok, key, expected) in checks {
+            if !ok {
+                return Err(ConfigError::OutOfRange { key, expected });
+            }
+        }
+        if !self.password.is_empty() && !self.password_file.as_os_str().is_empty() {
+            return Err(ConfigError::OutOfRange {
+                key: "mqtt.password",
+                expected: "empty when mqtt.password_file is set (give the password one way)",
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `[devices]`
@@ -501,6 +662,7 @@ impl HubConfig {
             });
         }
         self.device_tokens()?;
+        self.mqtt.validate()?;
         let windows = &self.aggregation.windows_s;
         if windows.is_empty()
             || windows.len() > 4

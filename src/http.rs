@@ -75,6 +75,8 @@ pub struct HttpContext {
     pub metrics_open: bool,
     /// The device file (adopt and forget change it).
     pub devices: Arc<DeviceDirectory>,
+    /// The MQTT bridge's state (`/api/hub`'s `mqtt`).
+    pub mqtt: Arc<crate::mqtt::MqttStatus>,
 }
 
 #[derive(Serialize)]
@@ -369,6 +371,7 @@ pub fn hub_json(ctx: &HttpContext) -> String {
         "commands_finished": by_label(CommandState::iter().filter(|st| st.is_final()).map(|st| (st.name(), s.registry.commands_final[st.index()])).collect()),
         "stream_seq": s.stream_seq,
         "history": ctx.core.history().map(|h| h.stats().json()),
+        "mqtt": ctx.mqtt.json(),
     });
     view.to_string()
 }

@@ -57,7 +57,11 @@
 //!    * [`history_api`]: history queries of HTTP and WebSocket clients.
 //!    * [`ws`]: the `/ws` endpoint; [`ws::client`] is the sans-IO
 //!      per-client logic, [`ws::session`] its socket driver.
-//!    * [`http`]: the HTTP application (uses `ws` for `/ws`).
+//!    * [`mqtt`]: the MQTT bridge for Home Assistant: [`mqtt::bridge`] is
+//!      its sans-IO state machine, [`mqtt::discovery`] the discovery
+//!      messages, the module itself drives the broker connection.
+//!    * [`http`]: the HTTP application (uses `ws` for `/ws`, `mqtt` for
+//!      the bridge's status).
 //!    * [`http_server`]: the HTTP listener: accept loop, TLS, timeouts and
 //!      the connection cap; [`http_server::table`] is its sans-IO
 //!      connection table.
@@ -90,6 +94,7 @@ pub mod http_server;
 pub mod ingest;
 pub mod json;
 pub mod metrics;
+pub mod mqtt;
 pub mod net;
 pub mod per_address;
 pub mod registry;

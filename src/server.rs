@@ -29,6 +29,7 @@ use crate::http::HttpContext;
 use crate::http_server::{Connections, HttpCollector, ListenerContext};
 use crate::ingest::{IngestCollector, IngestMetrics};
 use crate::metrics::{self, gauge, Collector, DescriptorEncoder};
+use crate::mqtt::{self, MqttCollector, MqttStatus};
 use crate::net::{bind_udp, socket_inode, RecvBuffer};
 use crate::supervisor::{Health, HealthCollector, Supervisor};
 use crate::ws::client::WsMetrics;
@@ -224,6 +225,8 @@ pub async fn run(
     registry.register_collector(Box::new(HistoryGateCollector(ws_ctx.history.clone())));
     registry.register_collector(Box::new(HealthCollector(health.clone())));
     registry.register_collector(Box::new(AuthCollector(auth.clone())));
+    let mqtt_status = Arc::new(MqttStatus::new(&config.mqtt));
+    registry.register_collector(Box::new(MqttCollector(mqtt_status.clone())));
     registry.register_collector(Box::new(Uptime {
         clock: clock.clone(),
         started_mono_ms,
@@ -310,6 +313,28 @@ pub async fn run(
             }
         });
     }
+    if config.mqtt.enabled {
+        // A configuration the bridge cannot use stops the hub here, with
+        // a message, rather than failing in a loop later.
+        mqtt::options(&config.mqtt).context("the MQTT bridge ([mqtt])")?;
+        let (core, clock, cancel, status) = (
+            core.clone(),
+            clock.clone(),
+            cancel.clone(),
+            mqtt_status.clone(),
+        );
+        let mqtt_config = config.mqtt.clone();
+        supervisor.spawn("mqtt", move || {
+            let run = mqtt::run(
+                core.clone(),
+                mqtt_config.clone(),
+                clock.clone(),
+                status.clone(),
+                cancel.clone(),
+            );
+            async move { run.await.map_err(|e| format!("{e:#}")) }
+        });
+    }
     let http_ctx = HttpContext {
         core: core.clone(),
         ws: ws_ctx,
@@ -321,6 +346,7 @@ pub async fn run(
         auth,
         metrics_open: config.metrics.open,
         devices: devices.clone(),
+        mqtt: mqtt_status,
     };
     let listener_ctx = ListenerContext {
         http: http_ctx,

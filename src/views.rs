@@ -262,3 +262,74 @@ pub fn devices(
         })
         .collect()
 }
+
+/// What an outside consumer (the MQTT bridge) needs to describe a device:
+/// identity, declared sensors and latest values, without statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogDevice {
+    /// The device.
+    pub id: DeviceId,
+    /// From its hello.
+    pub name: Option<String>,
+    /// From its hello.
+    pub firmware: Option<String>,
+    /// Report interval from its hello, ms.
+    pub interval_ms: Option<u32>,
+    /// Liveness.
+    pub status: Option<DeviceStatus>,
+    /// Adopted, or only discovered.
+    pub adopted: bool,
+    /// Every channel, as in [`sensor_channels`].
+    pub sensors: Vec<CatalogSensor>,
+}
+
+/// One sensor of a [`CatalogDevice`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogSensor {
+    /// Channel in datagrams.
+    pub channel: u8,
+    /// Declared name.
+    pub name: Option<String>,
+    /// Declared unit ("" for none).
+    pub unit: Option<String>,
+    /// Declared value type.
+    pub kind: Option<ValueKind>,
+    /// Latest value.
+    pub value: Option<sensor_hub_protocol::Value>,
+}
+
+/// Every device the registry knows, ordered by id, as [`CatalogDevice`]s.
+pub fn catalog(state: &HubState, registry: &Registry) -> Vec<CatalogDevice> {
+    let mut ids: Vec<u32> = registry.device_ids().collect();
+    ids.sort_unstable();
+    ids.into_iter()
+        .map(|id| {
+            let data = state.device(id);
+            let entry = registry.device(id);
+            let info = entry.and_then(|e| e.info.as_ref());
+            let sensors = sensor_channels(data, entry)
+                .into_iter()
+                .map(|channel| {
+                    let declared =
+                        info.and_then(|i| i.sensors.iter().find(|s| s.channel == channel));
+                    CatalogSensor {
+                        channel,
+                        name: declared.map(|s| s.name.to_string()),
+                        unit: declared.map(|s| s.unit.to_string()),
+                        kind: declared.map(|s| s.kind),
+                        value: data.and_then(|d| d.sensors.get(&channel)).map(|s| s.value),
+                    }
+                })
+                .collect();
+            CatalogDevice {
+                id,
+                name: info.map(|i| i.name.clone()),
+                firmware: info.map(|i| i.firmware.clone()),
+                interval_ms: info.map(|i| i.interval_ms),
+                status: entry.map(|e| e.status),
+                adopted: entry.is_none_or(|e| e.adopted),
+                sensors,
+            }
+        })
+        .collect()
+}

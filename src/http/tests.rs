@@ -87,6 +87,7 @@ fn hub() -> Hub {
             )
             .unwrap(),
         ),
+        mqtt: Arc::new(crate::mqtt::MqttStatus::new(&config.mqtt)),
     }
 }
 
