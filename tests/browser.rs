@@ -291,6 +291,18 @@ async fn dashboard_end_to_end() {
             |v| v == 13,
         )
         .await;
+    // The MQTT bridge is off in this hub, and the view says so.
+    browser
+        .until(
+            "the MQTT bridge shown off",
+            Duration::from_secs(5),
+            r#"
+            const f = document.querySelector('#hub-view [data-field="mqtt"]');
+            return f ? `${f.dataset.state} ${f.textContent}` : null;
+        "#,
+            |v| v == "disabled off",
+        )
+        .await;
 
     // A device that stops becomes late, then offline.
     browser.client.goto(&format!("{base}#/")).await.unwrap();

@@ -1,7 +1,7 @@
 // hub.js: the hub view (#/hub): polls GET /api/hub every 2 s while open and shows
 // the ingest rate (from two successive polls), devices, WebSocket clients, uptime,
-// kernel drops, loss, latency, and tables of drops by reason, WebSocket
-// evictions and finished commands.
+// kernel drops, loss, latency, the MQTT bridge's state, and tables of drops by
+// reason, WebSocket evictions, finished commands and MQTT messages by kind.
 import { toLogin } from "/account.js";
 import { DASH, el, fmtBytes, fmtCount, fmtLatency, fmtPercent, fmtRate, fmtUptime, isNum, lossRatio, setText } from "/format.js";
 
@@ -21,7 +21,19 @@ const FACTS = [
   ["Latency p50 / p99", "latency"], ["Datagrams received", "datagrams"], ["Readings accepted", "readings"],
   ["Bytes received", "bytes"], ["UDP receive buffer", "udp-buffer"], ["Control sessions", "control-sessions"],
   ["WebSocket messages sent", "ws-messages"], ["WebSocket bytes queued", "ws-queued"], ["Stream seq", "stream-seq"],
+  ["MQTT bridge", "mqtt"],
 ];
+
+/** One line for the MQTT bridge of /api/hub's `mqtt`: off, or its state, broker and what went wrong. */
+export function mqttSummary(m) {
+  if (!m || typeof m !== "object" || !m.enabled) return "off";
+  const parts = [`${m.state} to ${m.broker}`];
+  if (isNum(m.reconnects) && m.reconnects > 0) parts.push(`${fmtCount(m.reconnects)} reconnects`);
+  const dropped = Object.values(m.dropped ?? {}).filter(isNum).reduce((a, b) => a + b, 0);
+  if (dropped > 0) parts.push(`${fmtCount(dropped)} dropped`);
+  if (m.state !== "connected" && typeof m.last_error === "string") parts.push(m.last_error);
+  return parts.join(" · ");
+}
 
 // A two-column table of name -> count, one <tr data-ATTR="name"> per entry, rows kept in place.
 function countTable(id, caption, keyHeading, attr) {
@@ -57,9 +69,11 @@ export function mount(main) {
   const [drops, updateDrops] = countTable("drops", "Datagrams dropped, by reason", "Reason", "reason");
   const [evictions, updateEvictions] = countTable("ws-evictions", "WebSocket clients evicted, by reason", "Reason", "reason");
   const [finished, updateFinished] = countTable("commands-finished", "Commands finished, by outcome", "Outcome", "state");
+  const [mqtt, updateMqtt] = countTable("mqtt-published", "MQTT messages published, by kind", "Kind", "kind");
+  mqtt.hidden = true;
   const section = el("section", { id: "hub-view" },
     el("div", { className: "view-head" }, el("h2", { textContent: "Hub", tabIndex: -1 }), meta), problem, dl,
-    el("div", { className: "tables" }, drops, evictions, finished));
+    el("div", { className: "tables" }, drops, evictions, finished, mqtt));
   main.replaceChildren(section);
 
   let prev = null;
@@ -91,6 +105,10 @@ export function mount(main) {
     updateDrops(h.dropped);
     updateEvictions(h.ws_evictions);
     updateFinished(h.commands_finished);
+    setText(f.mqtt, mqttSummary(h.mqtt));
+    f.mqtt.dataset.state = h.mqtt?.enabled ? String(h.mqtt.state) : "disabled";
+    mqtt.hidden = !h.mqtt?.enabled;
+    if (h.mqtt?.enabled) updateMqtt(h.mqtt.published);
     const version = typeof h.hub_version === "string" ? h.hub_version : "?";
     setText(meta, `hub v${version} · updated ${new Date().toLocaleTimeString()}`);
   }

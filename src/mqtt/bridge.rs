@@ -32,6 +32,11 @@ const MAX_OWN_COMMANDS: usize = 1024;
 /// Forgotten devices whose retained topics still have to be cleared.
 const MAX_REMOVALS: usize = 4096;
 
+/// Home Assistant's birth makes the bridge publish everything again at
+/// most this often, ms: anyone who may publish `homeassistant/status`
+/// could otherwise turn one message into thousands, again and again.
+pub const BIRTH_MIN_INTERVAL_MS: u64 = 5_000;
+
 /// One message for the broker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Publish {
@@ -198,6 +203,10 @@ pub struct Bridge {
     own_commands: HashMap<CommandId, Option<serde_json::Value>>,
     own_order: VecDeque<CommandId>,
     catalog_wanted: bool,
+    /// When Home Assistant's birth last made it republish, and when a
+    /// later one is due.
+    last_birth_ms: Option<u64>,
+    birth_due_ms: Option<u64>,
     counters: BridgeCounters,
 }
 
@@ -229,6 +238,8 @@ impl Bridge {
             own_commands: HashMap::new(),
             own_order: VecDeque::new(),
             catalog_wanted: true,
+            last_birth_ms: None,
+            birth_due_ms: None,
             counters: BridgeCounters::default(),
         }
     }
@@ -492,8 +503,17 @@ impl Bridge {
     ) -> Option<CommandRequest> {
         if self.discovery && topic == self.topics.home_assistant_status() {
             if payload.trim_ascii() == b"online" {
-                // Home Assistant (re)started: announce everything again.
-                self.republish_all(now_ms);
+                // Home Assistant (re)started: announce everything again,
+                // at most once per BIRTH_MIN_INTERVAL_MS.
+                match self.last_birth_ms {
+                    Some(last) if now_ms < last.saturating_add(BIRTH_MIN_INTERVAL_MS) => {
+                        self.birth_due_ms = Some(last.saturating_add(BIRTH_MIN_INTERVAL_MS));
+                    }
+                    _ => {
+                        self.last_birth_ms = Some(now_ms);
+                        self.republish_all(now_ms);
+                    }
+                }
             }
             return None;
         }
@@ -637,6 +657,11 @@ impl Bridge {
     }
 
     fn next_publish(&mut self, now_ms: u64) -> Option<Publish> {
+        if self.birth_due_ms.is_some_and(|due| now_ms >= due) {
+            self.birth_due_ms = None;
+            self.last_birth_ms = Some(now_ms);
+            self.republish_all(now_ms);
+        }
         if self.status_due {
             self.status_due = false;
             return Some(Publish {
@@ -840,8 +865,11 @@ impl Bridge {
             return Some(0);
         }
         let work = self.work.first().map(|&(due, _)| due);
-        let hub = self.next_hub_ms;
-        Some(work.map_or(hub, |w| w.min(hub)))
+        let mut next = self.next_hub_ms;
+        for due in [work, self.birth_due_ms].into_iter().flatten() {
+            next = next.min(due);
+        }
+        Some(next)
     }
 }
 

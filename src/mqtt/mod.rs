@@ -269,6 +269,15 @@ fn password(config: &MqttConfig) -> anyhow::Result<String> {
     if config.password_file.as_os_str().is_empty() {
         return Ok(config.password.clone());
     }
+    if let Ok(meta) = std::fs::metadata(&config.password_file) {
+        use std::os::unix::fs::PermissionsExt as _;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                file = %config.password_file.display(),
+                "mqtt.password_file can be read by other users; chmod 600 it"
+            );
+        }
+    }
     let text = std::fs::read_to_string(&config.password_file).with_context(|| {
         format!(
             "reading mqtt.password_file {}; check the path and that the hub's user may read it",

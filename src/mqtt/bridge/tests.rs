@@ -478,3 +478,27 @@ fn a_stream_gap_asks_for_the_fleet_again() {
     bridge.handle_event(&readings(5, &[(0, 1.0)]), 0);
     assert!(bridge.catalog_wanted());
 }
+
+#[test]
+fn home_assistant_births_cannot_amplify_a_flood() {
+    let (mut bridge, _) = connected(false, &[device(1, true, DeviceStatus::Online)]);
+    assert_eq!(
+        bridge.handle_message("homeassistant/status", b"online", 100),
+        None
+    );
+    bridge.handle_hub_figures(HubFigures::default());
+    let first = drain(&mut bridge, 100);
+    assert!(first.len() > 3, "republished: {first:?}");
+    // A hundred more within the interval: one more republish, when it ends.
+    for t in 0..100 {
+        bridge.handle_message("homeassistant/status", b"online", 200 + t);
+    }
+    assert_eq!(drain(&mut bridge, 1_000), []);
+    assert_eq!(bridge.poll_timeout(), Some(100 + BIRTH_MIN_INTERVAL_MS));
+    let mut second = drain(&mut bridge, 100 + BIRTH_MIN_INTERVAL_MS);
+    // The hub's figures were due again at the republish: given, they follow.
+    assert!(bridge.hub_due(100 + BIRTH_MIN_INTERVAL_MS));
+    bridge.handle_hub_figures(HubFigures::default());
+    second.extend(drain(&mut bridge, 100 + BIRTH_MIN_INTERVAL_MS));
+    assert_eq!(topics(&second), topics(&first));
+}
