@@ -1510,3 +1510,63 @@ async fn forgotten_device_is_removed() {
     }
     hub.stop().await;
 }
+
+/// TLS to the broker with `mqtt.ca_file`: the bridge connects and
+/// publishes over it; with a CA that did not sign the broker's
+/// certificate it refuses to connect and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_ca_file() {
+    let broker = Broker::start_with_tls();
+    let node = "t_tls";
+    let probe = Probe::connect(&broker, "probe-tls", &["sensor-hub/#"]).await;
+    let tls_port = broker.tls_port().to_string();
+    let ca = broker.ca_file().display().to_string();
+    let hub = bridged_hub(
+        &broker,
+        node,
+        &[
+            ("SENSOR_HUB__MQTT__PORT", &tls_port),
+            ("SENSOR_HUB__MQTT__TLS", "true"),
+            ("SENSOR_HUB__MQTT__CA_FILE", &ca),
+        ],
+    )
+    .await;
+    probe
+        .wait_latest(
+            "the hub online over TLS",
+            &format!("{}/status", base(node)),
+            SECONDS_15,
+            |m| m.text() == "online",
+        )
+        .await;
+    hub.stop().await;
+
+    // Another CA: the broker's certificate is not trusted.
+    let other = Broker::start_with_tls();
+    let wrong_ca = other.ca_file().display().to_string();
+    let hub = bridged_hub(
+        &broker,
+        "t_tls_wrong",
+        &[
+            ("SENSOR_HUB__MQTT__PORT", &tls_port),
+            ("SENSOR_HUB__MQTT__TLS", "true"),
+            ("SENSOR_HUB__MQTT__CA_FILE", &wrong_ca),
+        ],
+    )
+    .await;
+    wait_until(
+        "the bridge reports the untrusted certificate",
+        SECONDS_15,
+        || async {
+            let (_, body) = hub.get("/api/hub").await;
+            let mqtt = serde_json::from_str::<Json>(&body).unwrap()["mqtt"].clone();
+            mqtt["state"] == "connecting"
+                && mqtt["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.to_ascii_lowercase().contains("certificate"))
+        },
+    )
+    .await;
+    assert!(probe.latest("sensor-hub/t_tls_wrong/status").is_none());
+    hub.stop().await;
+}

@@ -66,6 +66,8 @@ fn free_port() -> u16 {
 #[derive(Debug)]
 pub struct Broker {
     port: u16,
+    /// A second listener with TLS ([`Broker::start_with_tls`]).
+    tls_port: Option<u16>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -74,6 +76,27 @@ impl Broker {
     /// Starts a broker on a free port and waits until it accepts
     /// connections.
     pub fn start() -> Broker {
+        Broker::start_inner(false)
+    }
+
+    /// Like [`Broker::start`], with a second listener on [`Broker::tls_port`]
+    /// serving TLS with a certificate for `127.0.0.1` and `localhost`,
+    /// signed by a CA made here (its PEM: [`Broker::ca_file`]).
+    pub fn start_with_tls() -> Broker {
+        Broker::start_inner(true)
+    }
+
+    /// The TLS listener's port (brokers from [`Broker::start_with_tls`]).
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port.expect("a broker started with TLS")
+    }
+
+    /// The PEM file of the CA that signed the TLS listener's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn start_inner(tls: bool) -> Broker {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "sensor-hub-mqtt-{}-{}",
@@ -104,14 +127,21 @@ impl Broker {
         );
         // mosquitto_passwd 2.0.11 creates it world-readable.
         set_mode(&passwords, 0o600);
+        if tls {
+            write_tls_files(&dir);
+        }
         let mut broker = Broker {
             port: 0,
+            tls_port: None,
             dir,
             child: None,
         };
         let mut failures = Vec::new();
         for _ in 0..5 {
             broker.port = free_port();
+            if tls {
+                broker.tls_port = Some(free_port());
+            }
             match broker.launch() {
                 Ok(()) => return broker,
                 // Someone took the port between free_port and the bind.
@@ -240,7 +270,20 @@ impl Broker {
                 port = self.port,
                 passwords = self.dir.join("passwords").display(),
                 log = log.display(),
-            ),
+            ) + &self
+                .tls_port
+                .map(|port| {
+                    format!(
+                        "listener {port} 127.0.0.1\n\
+                         cafile {ca}\n\
+                         certfile {cert}\n\
+                         keyfile {key}\n",
+                        ca = self.dir.join("ca.pem").display(),
+                        cert = self.dir.join("server.pem").display(),
+                        key = self.dir.join("server.key").display(),
+                    )
+                })
+                .unwrap_or_default(),
         )
         .expect("write mosquitto.conf");
         let stderr = fs::File::create(self.dir.join("stderr.log")).expect("create stderr.log");
@@ -701,4 +744,24 @@ async fn run_loop(
             }
         }
     }
+}
+
+/// A CA, and a server certificate for 127.0.0.1 and localhost signed by
+/// it, as PEM files in `dir` (ca.pem, server.pem, server.key).
+fn write_tls_files(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("server params");
+    let cert = params
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server certificate");
+    fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca.pem");
+    fs::write(dir.join("server.pem"), cert.pem()).expect("write server.pem");
+    fs::write(dir.join("server.key"), key.serialize_pem()).expect("write server.key");
+    set_mode(&dir.join("server.key"), 0o600);
 }
