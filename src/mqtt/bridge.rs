@@ -354,10 +354,12 @@ impl Bridge {
                 entry.availability_due = true;
                 changed = true;
             }
-            if entry.values.is_empty() {
-                for sensor in &device.sensors {
-                    if let Some(value) = sensor.value {
-                        entry.values.insert(sensor.channel, value);
+            // The catalog's values are at least as new as what the bridge
+            // read (after a stream gap, newer).
+            for sensor in &device.sensors {
+                if let Some(value) = sensor.value {
+                    let old = entry.values.insert(sensor.channel, value);
+                    if !old.is_some_and(|old| same_value(old, value)) {
                         entry.state_due = true;
                         changed = true;
                     }
@@ -870,6 +872,14 @@ impl Bridge {
             next = next.min(due);
         }
         Some(next)
+    }
+}
+
+/// Equal, NaN included (a NaN reading repeated is no change).
+fn same_value(a: Value, b: Value) -> bool {
+    match (a, b) {
+        (Value::F32(a), Value::F32(b)) => a.to_bits() == b.to_bits(),
+        (a, b) => a == b,
     }
 }
 

@@ -461,13 +461,12 @@ async fn drive_bridge(
         // The fleet: at start, after a gap, and when events say it changed.
         let catalog_due = last_catalog_ms.is_none_or(|t| now_ms >= t + CATALOG_MIN_INTERVAL_MS);
         if bridge.catalog_wanted() && catalog_due {
-            let (seq, catalog) = core.catalog();
+            // The cursor stays: the events after it are read below even
+            // where the catalog already has their values (they come
+            // newest last), so no command status is skipped.
+            let (_, catalog) = core.catalog();
             bridge.handle_catalog(&catalog, now_ms);
             last_catalog_ms = Some(now_ms);
-            if seq > cursor {
-                // Events up to `seq` are already in the catalog's values.
-                cursor = seq;
-            }
         }
         // The stream, as far as it goes now.
         loop {

@@ -467,6 +467,26 @@ fn the_hub_figures_go_out_every_interval() {
 }
 
 #[test]
+fn after_a_gap_the_fleet_brings_the_newest_values() {
+    let (mut bridge, _) = connected(false, &[device(1, true, DeviceStatus::Online)]);
+    bridge.handle_event(&readings(1, &[(0, 20.0)]), 10);
+    drain(&mut bridge, 10);
+    // Readings were missed; the fleet as read now has the newest.
+    bridge.handle_stream_gap();
+    let mut now = device(1, true, DeviceStatus::Online);
+    now.sensors[0].value = Some(Value::F32(30.0));
+    bridge.handle_catalog(&[now.clone()], 2_000);
+    let published = drain(&mut bridge, 2_000);
+    assert_eq!(
+        text(find(&published, "sensor-hub/n/device/1/state").expect("state")),
+        r#"{"temperature":30.0}"#
+    );
+    // The same fleet again changes nothing.
+    bridge.handle_catalog(&[now], 4_000);
+    assert_eq!(drain(&mut bridge, 4_000), []);
+}
+
+#[test]
 fn a_stream_gap_asks_for_the_fleet_again() {
     let (mut bridge, _) = connected(false, &[]);
     assert!(!bridge.catalog_wanted());
