@@ -62,6 +62,45 @@ fn check_config_rejects_a_bad_value_naming_the_key() {
 }
 
 #[test]
+fn check_config_checks_the_mqtt_bridge_without_showing_its_password() {
+    let f = temp_toml(
+        "mqtt-good",
+        "[mqtt]\nenabled = true\nhost = \"broker.lan\"\nusername = \"hub\"\npassword = \"s3cret-pass\"\ncommands = true\n",
+    );
+    let out = check_config(&f);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("mqtt         = broker.lan:1883 as sensor-hub-sensor_hub, commands on"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cret") && !String::from_utf8_lossy(&out.stderr).contains("s3cret"));
+    let _ = std::fs::remove_file(f);
+
+    let f = temp_toml(
+        "mqtt-bad",
+        "[mqtt]\nenabled = true\nusername = \"hub\"\npassword_file = \"/nonexistent/mqtt-password\"\n",
+    );
+    let out = check_config(&f);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mqtt.password_file /nonexistent/mqtt-password"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(f);
+
+    let f = temp_toml("mqtt-node", "[mqtt]\nnode_id = \"my hub\"\n");
+    let out = check_config(&f);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mqtt.node_id"),
+        "{out:?}"
+    );
+    let _ = std::fs::remove_file(f);
+}
+
+#[test]
 fn check_config_rejects_a_missing_file_naming_it() {
     let out = check_config(std::path::Path::new("/nonexistent/hub.toml"));
     assert!(!out.status.success());

@@ -144,6 +144,24 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 config.devices.keys_path.display(),
                 list.devices.len()
             );
+            if config.mqtt.enabled {
+                // Reads the password file and the CA file, as the hub will.
+                sensor_hub::mqtt::options(&config.mqtt).context("the MQTT bridge ([mqtt])")?;
+                println!(
+                    "  mqtt         = {}:{} as {}{}{}",
+                    config.mqtt.host,
+                    config.mqtt.port,
+                    config.mqtt.effective_client_id(),
+                    if config.mqtt.tls { ", TLS" } else { "" },
+                    if config.mqtt.commands {
+                        ", commands on"
+                    } else {
+                        ""
+                    },
+                );
+            } else {
+                println!("  mqtt         = off");
+            }
             Ok(())
         }
         Command::Passwd { config } => account::passwd(&load(config.as_ref())?),
