@@ -4,8 +4,10 @@
 //! bridge's bounded queues stay bounded.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
-use sensor_hub::config::HubConfig;
+use sensor_hub::config::{HubConfig, MqttConfig};
 use sensor_hub::mqtt::bridge::Bridge;
 
 fuzz_target!(|bytes: &[u8]| {
@@ -14,12 +16,17 @@ fuzz_target!(|bytes: &[u8]| {
     };
     let at = usize::from(split).min(rest.len());
     let (topic, payload) = rest.split_at(at);
-    let Ok(mut config) = HubConfig::defaults().map(|c| c.mqtt) else {
-        return;
-    };
-    config.commands = true;
-    config.max_results = 2;
-    let mut bridge = Bridge::new(&config, "fuzz");
+    // Parsing the default configuration costs more than the rest: once.
+    static CONFIG: OnceLock<MqttConfig> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let mut config = HubConfig::defaults()
+            .expect("the built-in defaults load")
+            .mqtt;
+        config.commands = true;
+        config.max_results = 2;
+        config
+    });
+    let mut bridge = Bridge::new(config, "fuzz");
     bridge.handle_connected(0);
     // Topics of ours with the fuzzed payload, and the fuzzed topic.
     let topic = String::from_utf8_lossy(topic);
