@@ -12,8 +12,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Benchmark a hub binary: ingest against a raw UDP sink, latency, fan-out
-    /// (see BENCHMARKS.md). Prints a table, then one JSON line.
+    /// Benchmark a hub binary: ingest against a raw UDP sink, latency, fan-out,
+    /// the MQTT bridge against a local Mosquitto (see BENCHMARKS.md). Prints a
+    /// table, then one JSON line.
     Bench {
         /// The sensor-hub binary to start (default: the one beside this binary).
         #[arg(long)]
@@ -28,7 +29,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Run only these scenarios (comma-separated: ingest, auth, latency,
-        /// fanout).
+        /// fanout, mqtt; mqtt starts a Mosquitto broker).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Run the hub without its history database (storage.enabled =
@@ -114,8 +115,8 @@ async fn bench(
     if !only.is_empty() {
         for name in &only {
             anyhow::ensure!(
-                ["ingest", "auth", "latency", "fanout"].contains(&name.as_str()),
-                "unknown scenario `{name}`: choose from ingest, auth, latency, fanout"
+                ["ingest", "auth", "latency", "fanout", "mqtt"].contains(&name.as_str()),
+                "unknown scenario `{name}`: choose from ingest, auth, latency, fanout, mqtt"
             );
         }
         let wants = |s: &str| only.iter().any(|o| o == s);
@@ -130,6 +131,9 @@ async fn bench(
         }
         if !wants("fanout") {
             config.fanout_clients.clear();
+        }
+        if !wants("mqtt") {
+            config.mqtt = None;
         }
     }
     let report = device_sim::bench::run(&config).await?;

@@ -1,7 +1,8 @@
 //! The hub under test: a separate `sensor-hub run` process on loopback
 //! port-0 addresses with its history database in a temporary directory
 //! (storage on, as the hub ships), its CPU time and resident memory from
-//! `/proc`, and its own counters from `GET /api/hub`.
+//! `/proc`, and its own counters from `GET /api/hub`; a scenario may add
+//! environment (e.g. the MQTT bridge's `SENSOR_HUB__MQTT__…`).
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -93,6 +94,17 @@ impl HubProcess {
     /// benchmark needs (history on or off as `storage` says), and waits for
     /// it to report its addresses.
     pub fn start(bin: &Path, storage: bool, adoption: Adoption) -> anyhow::Result<HubProcess> {
+        HubProcess::start_with_env(bin, storage, adoption, &[])
+    }
+
+    /// [`HubProcess::start`] with `env` (e.g. `SENSOR_HUB__MQTT__…`
+    /// overrides) added to the hub's environment, after the bench's own.
+    pub fn start_with_env(
+        bin: &Path,
+        storage: bool,
+        adoption: Adoption,
+        env: &[(String, String)],
+    ) -> anyhow::Result<HubProcess> {
         let storage_dir = std::env::temp_dir().join(format!(
             "device-sim-bench-{}-{}",
             std::process::id(),
@@ -137,6 +149,7 @@ impl HubProcess {
             .env("SENSOR_HUB__CONTROL__MAX_CONNECTIONS", "20000")
             .env("SENSOR_HUB__LIMITS__MAX_DEVICES", "20000")
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -180,37 +193,7 @@ impl HubProcess {
 
     /// CPU and memory now.
     pub fn sample(&self) -> anyhow::Result<ProcSample> {
-        let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name (which may contain spaces).
-        let after = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .ok_or_else(|| anyhow!("bad /proc stat"))?;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let field = |i: usize| -> anyhow::Result<u64> {
-            Ok(fields
-                .get(i)
-                .ok_or_else(|| anyhow!("short /proc stat"))?
-                .parse()?)
-        };
-        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-        let cpu_ticks = field(11)? + field(12)?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kib = |key: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        Ok(ProcSample {
-            at: Instant::now(),
-            cpu_ticks,
-            rss_kib: kib("VmRSS:"),
-            peak_rss_kib: kib("VmHWM:"),
-        })
+        sample_pid(self.child.id())
     }
 
     /// `GET /api/hub`, parsed.
@@ -284,6 +267,41 @@ impl Drop for HubProcess {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.storage_dir);
     }
+}
+
+/// CPU and memory of process `pid` now (the hub, or another process a
+/// scenario runs beside it, e.g. its MQTT broker).
+pub fn sample_pid(pid: u32) -> anyhow::Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces).
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("bad /proc stat"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow!("short /proc stat"))?
+            .parse()?)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let cpu_ticks = field(11)? + field(12)?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(ProcSample {
+        at: Instant::now(),
+        cpu_ticks,
+        rss_kib: kib("VmRSS:"),
+        peak_rss_kib: kib("VmHWM:"),
+    })
 }
 
 /// Clock ticks per second for `/proc` CPU times.

@@ -1,7 +1,8 @@
 //! `device-sim bench`: drives a real hub process and measures it against a
 //! plain UDP socket in the same run — ingest rate as a ratio of the raw
 //! sink's, ingest with authenticated (tagged) datagrams against the same
-//! without, device → WebSocket latency, WebSocket fan-out — with the hub's
+//! without, device → WebSocket latency, WebSocket fan-out, the MQTT
+//! bridge's cost and rate against a local Mosquitto — with the hub's
 //! CPU and peak RSS for each scenario. The hub's device file adopts the
 //! bench's devices (with keys for the authenticated runs). Results print as a table and as one
 //! JSON line; every figure is the median of `runs` repetitions.
@@ -12,10 +13,12 @@
 //! * [`keyed`]: keyed hellos for the authenticated ingest runs.
 //! * [`ws`]: WebSocket clients that count and time what they receive.
 //! * [`scenarios`]: idle, ingest, latency and fan-out runs.
+//! * [`mqtt`]: the MQTT bridge against a Mosquitto broker it starts.
 //! * [`report`]: the report types, medians, table and JSON.
 
 pub mod hub;
 pub mod keyed;
+pub mod mqtt;
 pub mod report;
 pub mod scenarios;
 pub mod udp;
@@ -52,6 +55,8 @@ pub struct BenchConfig {
     pub fanout_devices: u32,
     /// Duration of each fan-out measurement.
     pub fanout_duration: Duration,
+    /// The MQTT scenario (needs Mosquitto); none: not run.
+    pub mqtt: Option<mqtt::MqttPlan>,
     /// Devices the ingest and latency senders cycle through.
     pub devices: u32,
     /// Run the hub with its history database (as it ships); false sets
@@ -73,6 +78,12 @@ impl BenchConfig {
             fanout_clients: vec![1, 100, 1_000],
             fanout_devices: 1_000,
             fanout_duration: Duration::from_secs(5),
+            mqtt: Some(mqtt::MqttPlan {
+                devices: 1_000,
+                sustained_hz: 10,
+                warm_up: Duration::from_secs(2),
+                duration: Duration::from_secs(10),
+            }),
             devices: 1_000,
             storage: true,
         }
@@ -91,6 +102,12 @@ impl BenchConfig {
             fanout_clients: vec![1, 10],
             fanout_devices: 100,
             fanout_duration: Duration::from_millis(1_500),
+            mqtt: Some(mqtt::MqttPlan {
+                devices: 100,
+                sustained_hz: 10,
+                warm_up: Duration::from_secs(1),
+                duration: Duration::from_secs(2),
+            }),
             devices: 100,
             storage: true,
         }

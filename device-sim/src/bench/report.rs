@@ -164,6 +164,69 @@ pub struct FanoutResult {
     pub hub_peak_rss_kib: u64,
 }
 
+/// The MQTT bridge against a local Mosquitto broker (medians of runs):
+/// the hub with the bridge off and on at 1 Hz per device, and the rate it
+/// sustains with `min_interval_ms` = 0.
+#[derive(Debug, Clone, Serialize)]
+pub struct MqttResult {
+    /// Adopted devices sending.
+    pub devices: u32,
+    /// The measurement window, s (after a warm-up).
+    pub window_s: f64,
+    /// Hub CPU, percent of one core, bridge off, devices at 1 Hz.
+    pub off_cpu_pct: f64,
+    /// The same with the bridge on (`min_interval_ms` 1000, the default).
+    pub on_cpu_pct: f64,
+    /// Datagrams/s the hub accepted, bridge off.
+    pub off_accepted_per_s: f64,
+    /// Datagrams/s the hub accepted, bridge on.
+    pub on_accepted_per_s: f64,
+    /// Hub CPU per accepted datagram, µs, bridge off.
+    pub off_cpu_us_per_datagram: f64,
+    /// Hub CPU per accepted datagram, µs, bridge on.
+    pub on_cpu_us_per_datagram: f64,
+    /// on_cpu_us_per_datagram − off_cpu_us_per_datagram: the bridge's
+    /// cost per datagram.
+    pub extra_cpu_us_per_datagram: f64,
+    /// MQTT messages/s the broker delivered to a subscriber of
+    /// `sensor-hub/#`, bridge on at 1 Hz.
+    pub msgs_per_s_1hz: f64,
+    /// Messages/s the bridge handed to its client (`/api/hub`
+    /// `mqtt.published`, every kind), at 1 Hz.
+    pub published_per_s_1hz: f64,
+    /// States/s superseded before they were published
+    /// (`mqtt.states_coalesced`), at 1 Hz.
+    pub coalesced_per_s_1hz: f64,
+    /// Broker CPU, percent of one core, at 1 Hz.
+    pub broker_cpu_pct_1hz: f64,
+    /// Bridge on with `min_interval_ms` = 0 at a higher rate.
+    pub sustained: MqttSustained,
+}
+
+/// The bridge with `min_interval_ms` = 0: every state is published unless
+/// it falls behind (then it coalesces).
+#[derive(Debug, Clone, Serialize)]
+pub struct MqttSustained {
+    /// Each device's rate, Hz.
+    pub hz: u32,
+    /// Datagrams/s offered (devices × hz).
+    pub offered_datagrams_per_s: u64,
+    /// Datagrams/s the hub accepted.
+    pub accepted_per_s: f64,
+    /// Messages/s the bridge handed to its client.
+    pub published_per_s: f64,
+    /// Messages/s the subscriber received.
+    pub received_per_s: f64,
+    /// States/s coalesced.
+    pub coalesced_per_s: f64,
+    /// Hub CPU, percent of one core.
+    pub cpu_pct: f64,
+    /// Hub CPU per accepted datagram, µs.
+    pub cpu_us_per_datagram: f64,
+    /// Broker CPU, percent of one core.
+    pub broker_cpu_pct: f64,
+}
+
 /// Everything measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -181,6 +244,8 @@ pub struct BenchReport {
     pub latency: Vec<LatencyResult>,
     /// Fan-out scenario.
     pub fanout: Vec<FanoutResult>,
+    /// MQTT bridge scenario (null when not run).
+    pub mqtt: Option<MqttResult>,
 }
 
 /// The median of `values` (mean of the middle two for an even count).
@@ -343,7 +408,79 @@ impl BenchReport {
                 r.hub_peak_rss_kib / 1024
             );
         }
+        if let Some(m) = &self.mqtt {
+            m.table(&mut o);
+        }
         o
+    }
+}
+
+impl MqttResult {
+    fn table(&self, o: &mut String) {
+        let s = &self.sustained;
+        let _ = writeln!(
+            o,
+            "\nMQTT bridge -> local Mosquitto ({} devices; {:.0} s window; subscriber on sensor-hub/#)",
+            self.devices, self.window_s
+        );
+        let _ = writeln!(
+            o,
+            "{:>22} {:>9} {:>10} {:>8} {:>7} {:>11} {:>10} {:>11} {:>10}",
+            "run",
+            "offered/s",
+            "accepted/s",
+            "hub cpu",
+            "µs/dg",
+            "published/s",
+            "received/s",
+            "coalesced/s",
+            "broker cpu"
+        );
+        let offered_1hz = f64::from(self.devices);
+        let _ = writeln!(
+            o,
+            "{:>22} {:>9.0} {:>10.0} {:>7.1}% {:>7.2} {:>11} {:>10} {:>11} {:>10}",
+            "off, 1 Hz",
+            offered_1hz,
+            self.off_accepted_per_s,
+            self.off_cpu_pct,
+            self.off_cpu_us_per_datagram,
+            "-",
+            "-",
+            "-",
+            "-"
+        );
+        let _ = writeln!(
+            o,
+            "{:>22} {:>9.0} {:>10.0} {:>7.1}% {:>7.2} {:>11.0} {:>10.0} {:>11.0} {:>9.1}%",
+            "on, 1 Hz",
+            offered_1hz,
+            self.on_accepted_per_s,
+            self.on_cpu_pct,
+            self.on_cpu_us_per_datagram,
+            self.published_per_s_1hz,
+            self.msgs_per_s_1hz,
+            self.coalesced_per_s_1hz,
+            self.broker_cpu_pct_1hz
+        );
+        let _ = writeln!(
+            o,
+            "{:>22} {:>9} {:>10.0} {:>7.1}% {:>7.2} {:>11.0} {:>10.0} {:>11.0} {:>9.1}%",
+            format!("on, {} Hz, min int. 0", s.hz),
+            s.offered_datagrams_per_s,
+            s.accepted_per_s,
+            s.cpu_pct,
+            s.cpu_us_per_datagram,
+            s.published_per_s,
+            s.received_per_s,
+            s.coalesced_per_s,
+            s.broker_cpu_pct
+        );
+        let _ = writeln!(
+            o,
+            "bridge cost at 1 Hz: {:+.2} µs of hub CPU per datagram (on − off)",
+            self.extra_cpu_us_per_datagram
+        );
     }
 }
 
@@ -361,5 +498,86 @@ mod tests {
         assert_eq!(quantile(&v, 0.99), 990);
         assert_eq!(quantile(&v, 0.999), 999);
         assert_eq!(quantile(&[], 0.5), 0);
+    }
+
+    fn report(mqtt: Option<MqttResult>) -> BenchReport {
+        BenchReport {
+            machine: Machine {
+                cores: 2,
+                kernel: "test".into(),
+                rmem_max: None,
+            },
+            runs: 1,
+            idle: IdleResult { rss_kib: 1 },
+            ingest: Vec::new(),
+            auth: Vec::new(),
+            latency: Vec::new(),
+            fanout: Vec::new(),
+            mqtt,
+        }
+    }
+
+    #[test]
+    fn the_mqtt_section_is_in_the_table_and_json_only_when_run() {
+        let without = report(None);
+        assert!(!without.table().contains("MQTT"));
+        let v: serde_json::Value = serde_json::from_str(&without.json()).unwrap_or_default();
+        assert!(v["mqtt"].is_null() && v.get("mqtt").is_some());
+
+        let with = report(Some(MqttResult {
+            devices: 1_000,
+            window_s: 10.0,
+            off_cpu_pct: 1.0,
+            on_cpu_pct: 3.0,
+            off_accepted_per_s: 1_000.0,
+            on_accepted_per_s: 1_000.0,
+            off_cpu_us_per_datagram: 10.0,
+            on_cpu_us_per_datagram: 30.0,
+            extra_cpu_us_per_datagram: 20.0,
+            msgs_per_s_1hz: 999.0,
+            published_per_s_1hz: 1_000.0,
+            coalesced_per_s_1hz: 0.0,
+            broker_cpu_pct_1hz: 2.0,
+            sustained: MqttSustained {
+                hz: 10,
+                offered_datagrams_per_s: 10_000,
+                accepted_per_s: 10_000.0,
+                published_per_s: 10_000.0,
+                received_per_s: 9_990.0,
+                coalesced_per_s: 5.0,
+                cpu_pct: 20.0,
+                cpu_us_per_datagram: 20.0,
+                broker_cpu_pct: 20.0,
+            },
+        }));
+        let table = with.table();
+        for row in [
+            "off, 1 Hz",
+            "on, 1 Hz",
+            "on, 10 Hz, min int. 0",
+            "+20.00 µs",
+        ] {
+            assert!(table.contains(row), "{row} in:\n{table}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&with.json()).unwrap_or_default();
+        let m = &v["mqtt"];
+        for key in [
+            "off_cpu_pct",
+            "on_cpu_pct",
+            "on_cpu_us_per_datagram",
+            "extra_cpu_us_per_datagram",
+            "msgs_per_s_1hz",
+        ] {
+            assert!(m[key].is_number(), "mqtt.{key}");
+        }
+        for key in [
+            "offered_datagrams_per_s",
+            "published_per_s",
+            "received_per_s",
+            "coalesced_per_s",
+            "cpu_pct",
+        ] {
+            assert!(m["sustained"][key].is_number(), "mqtt.sustained.{key}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The benchmark scenarios. Each point starts a fresh hub process, so its
 //! peak RSS belongs to that point alone, and runs `runs` times; the report
-//! keeps the median of every figure.
+//! keeps the median of every figure. The MQTT scenario is in
+//! [`super::mqtt`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use sensor_hub_protocol::auth::DatagramKey;
 /// Time a fresh hub gets before a measurement starts.
 const WARM_UP: Duration = Duration::from_millis(300);
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
     tokio::task::spawn_blocking(f).await?
@@ -203,6 +204,14 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             hub_peak_rss_kib: med(|r| r.hub_peak_rss_kib as f64) as u64,
         });
     }
+    let mqtt = match &config.mqtt {
+        Some(plan) => Some(
+            super::mqtt::run(config, plan, ticks)
+                .await
+                .context("MQTT scenario")?,
+        ),
+        None => None,
+    };
     Ok(BenchReport {
         machine: machine(),
         runs: config.runs,
@@ -213,6 +222,7 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         auth,
         latency,
         fanout,
+        mqtt,
     })
 }
 
