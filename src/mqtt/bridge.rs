@@ -32,6 +32,16 @@ const MAX_OWN_COMMANDS: usize = 1024;
 /// Forgotten devices whose retained topics still have to be cleared.
 const MAX_REMOVALS: usize = 4096;
 
+/// States fall due on multiples of this, ms: a thousand devices' states
+/// then go out in a few batches a second rather than one wake-up each
+/// (a state waits at most this much longer than `min_interval_ms`).
+pub const STATE_TICK_MS: u64 = 50;
+
+/// `ms` rounded up to the next [`STATE_TICK_MS`].
+fn on_tick(ms: u64) -> u64 {
+    ms.div_ceil(STATE_TICK_MS).saturating_mul(STATE_TICK_MS)
+}
+
 /// Home Assistant's birth makes the bridge publish everything again at
 /// most this often, ms: anyone who may publish `homeassistant/status`
 /// could otherwise turn one message into thousands, again and again.
@@ -420,7 +430,7 @@ impl Bridge {
                         None
                     } else {
                         entry.state_due = true;
-                        Some(entry.next_state_ms.max(now_ms))
+                        Some(on_tick(entry.next_state_ms.max(now_ms)))
                     };
                     if let Some(due) = due {
                         self.schedule(datagram.device, due);
@@ -828,7 +838,7 @@ impl Bridge {
         };
         if entry.state_due {
             entry.state_due = false;
-            entry.next_state_ms = now_ms.saturating_add(self.min_interval_ms);
+            entry.next_state_ms = on_tick(now_ms.saturating_add(self.min_interval_ms));
             // Serialised from the values themselves, so an f32 is written
             // in its shortest form, as the WebSocket API writes it.
             let state: BTreeMap<String, JsonValue> = entry

@@ -43,8 +43,12 @@ const MAX_INCOMING_BYTES: usize = 16 * 1024;
 const MAX_OUTGOING_BYTES: usize = 64 * 1024;
 
 /// Requests (publishes, subscriptions) waiting in the client for the
-/// connection; beyond it the bridge waits and keeps coalescing.
-const CLIENT_QUEUE: usize = 64;
+/// connection (a few hundred bytes each); beyond it the bridge waits and
+/// keeps coalescing. One state tick's worth for 10,000 states a second.
+const CLIENT_QUEUE: usize = 512;
+
+/// With the client's queue full, the bridge tries again after this, ms.
+const CLIENT_FULL_RETRY_MS: u64 = 5;
 
 /// Events the connection task hands to the bridge task.
 const EVENT_QUEUE: usize = 256;
@@ -55,6 +59,12 @@ const STREAM_BATCH: usize = 256;
 /// The fleet is re-read at most this often after events that may change
 /// it (a hello, adoption), ms.
 const CATALOG_MIN_INTERVAL_MS: u64 = 250;
+
+/// New stream events are read at most this often, ms (the bridge's state
+/// tick): at 1,000 devices sending one datagram each second, waking for
+/// every datagram cost more than publishing. Commands from the broker are
+/// not delayed.
+const STREAM_READ_INTERVAL_MS: u64 = bridge::STATE_TICK_MS;
 
 /// Reconnect backoff, ms.
 const BACKOFF_MIN_MS: u64 = 500;
@@ -452,7 +462,11 @@ async fn drive_bridge(
     let mut bridge = Bridge::new(config, env!("CARGO_PKG_VERSION"));
     let mut head = core.watch_head();
     let mut cursor = core.stream_head();
-    let mut connections = 0u64;
+    let mut link = Link {
+        client: &client,
+        status: &status,
+        connections: 0,
+    };
     let mut last_catalog_ms: Option<u64> = None;
     let mut pending: Option<bridge::Publish> = None;
     let mut rate = RateMeter::default();
@@ -521,7 +535,7 @@ async fn drive_bridge(
         }
         // Sleep until the next event, stream entry or deadline.
         let wake_ms = match (bridge.poll_timeout(), client_full) {
-            (_, true) => Some(now_ms + 10),
+            (_, true) => Some(now_ms + CLIENT_FULL_RETRY_MS),
             (Some(t), false) => Some(t.max(now_ms)),
             (None, false) => None,
         };
@@ -531,11 +545,11 @@ async fn drive_bridge(
             })),
             (w, _, _) => w,
         };
+        let started = tokio::time::Instant::now();
+        let wake_at = wake_ms.map(|at| started + Duration::from_millis(at.saturating_sub(now_ms)));
         let sleep = async {
-            match wake_ms {
-                Some(at) => {
-                    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms))).await
-                }
+            match wake_at {
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
@@ -545,59 +559,96 @@ async fn drive_bridge(
                 if changed.is_err() {
                     return Ok(());
                 }
-            }
-            event = events.recv() => {
-                let Some(event) = event else { return Ok(()) };
-                let now = clock.now();
-                match event {
-                    LinkEvent::Connected => {
-                        connections += 1;
-                        bridge.handle_connected(now.mono_ms);
-                        for filter in bridge.subscriptions() {
-                            // Our own subscriptions at QoS 1; the client's
-                            // queue has room right after a connection or
-                            // the subscription goes out with the backlog.
-                            let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
-                        }
-                        let mut view = status.lock();
-                        view.connected = true;
-                        if connections > 1 {
-                            view.reconnects += 1;
-                        }
-                        tracing::info!(broker = %view.broker, "MQTT bridge connected");
-                    }
-                    LinkEvent::Disconnected(error) => {
-                        let was = bridge.is_connected();
-                        bridge.handle_disconnected();
-                        let mut view = status.lock();
-                        view.connected = false;
-                        view.connection_errors += 1;
-                        // One line per outage, not per retry.
-                        if was || view.last_error.as_deref() != Some(error.as_str()) {
-                            tracing::warn!(broker = %view.broker, %error, "MQTT bridge: no connection to the broker; retrying");
-                        }
-                        view.last_error = Some(error);
-                    }
-                    LinkEvent::Message { topic, payload } => {
-                        if let Some(request) = bridge.handle_message(&topic, &payload, now.mono_ms) {
-                            let submitted = core.submit_command(
-                                request.device,
-                                request.body.clone(),
-                                request.wait,
-                                Origin { request_id: request.request_id.clone(), client: None },
-                                now,
-                            );
-                            let record = match submitted {
-                                Ok(record) => Some(record),
-                                Err(SubmitError::UnknownDevice(_)) => None,
-                                Err(SubmitError::Retired(id)) => core.command(id),
-                            };
-                            bridge.handle_submitted(request, record);
+                // Let more events gather before reading them, serving the
+                // broker's messages meanwhile.
+                // Work due sooner (states to publish) cuts the wait short.
+                let mut until = tokio::time::Instant::now()
+                    + Duration::from_millis(STREAM_READ_INTERVAL_MS);
+                if let Some(at) = wake_at {
+                    until = until.min(at);
+                }
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => return Ok(()),
+                        () = tokio::time::sleep_until(until) => break,
+                        event = events.recv() => {
+                            let Some(event) = event else { return Ok(()) };
+                            link.handle(event, &mut bridge, &core, &clock).await;
                         }
                     }
                 }
             }
+            event = events.recv() => {
+                let Some(event) = event else { return Ok(()) };
+                link.handle(event, &mut bridge, &core, &clock).await;
+            }
             () = sleep => {}
+        }
+    }
+}
+
+/// What the bridge task does with the connection task's news.
+struct Link<'a> {
+    client: &'a AsyncClient,
+    status: &'a MqttStatus,
+    connections: u64,
+}
+
+impl Link<'_> {
+    async fn handle(&mut self, event: LinkEvent, bridge: &mut Bridge, core: &Core, clock: &Clock) {
+        let now = clock.now();
+        match event {
+            LinkEvent::Connected => {
+                self.connections += 1;
+                bridge.handle_connected(now.mono_ms);
+                for filter in bridge.subscriptions() {
+                    // At QoS 1; right after a connection the client's queue
+                    // has room, or the subscription goes out with the backlog.
+                    let _ = self.client.subscribe(filter, QoS::AtLeastOnce).await;
+                }
+                let mut view = self.status.lock();
+                view.connected = true;
+                if self.connections > 1 {
+                    view.reconnects += 1;
+                }
+                tracing::info!(broker = %view.broker, "MQTT bridge connected");
+            }
+            LinkEvent::Disconnected(error) => {
+                let was = bridge.is_connected();
+                bridge.handle_disconnected();
+                let mut view = self.status.lock();
+                view.connected = false;
+                view.connection_errors += 1;
+                // One line per outage, not per retry.
+                if was || view.last_error.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(
+                        broker = %view.broker,
+                        %error,
+                        "MQTT bridge: no connection to the broker; retrying"
+                    );
+                }
+                view.last_error = Some(error);
+            }
+            LinkEvent::Message { topic, payload } => {
+                if let Some(request) = bridge.handle_message(&topic, &payload, now.mono_ms) {
+                    let submitted = core.submit_command(
+                        request.device,
+                        request.body.clone(),
+                        request.wait,
+                        Origin {
+                            request_id: request.request_id.clone(),
+                            client: None,
+                        },
+                        now,
+                    );
+                    let record = match submitted {
+                        Ok(record) => Some(record),
+                        Err(SubmitError::UnknownDevice(_)) => None,
+                        Err(SubmitError::Retired(id)) => core.command(id),
+                    };
+                    bridge.handle_submitted(request, record);
+                }
+            }
         }
     }
 }
