@@ -9,11 +9,9 @@ mod support;
 
 use std::time::Duration;
 
-use device_sim::{build_fleet, run_fleet, ControlTarget, FaultSpec, FleetOptions, FleetSpec};
 use futures_util::SinkExt as _;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "sim-fleet-token-for-tests";
 
@@ -36,49 +34,10 @@ async fn datagrams_during(hub: &TestHub, id: u32, window: Duration) -> u64 {
     device_field(hub, id, "datagrams").await.as_u64().unwrap() - before
 }
 
-struct Sim {
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<device_sim::FleetStats>>,
-}
-
-impl Sim {
-    fn start(hub: &TestHub, interval_ms: u64) -> Sim {
-        let fleet = build_fleet(&FleetSpec {
-            devices: 1,
-            first_id: 1,
-            interval_ms,
-            seed: 5,
-        });
-        let options = FleetOptions {
-            udp: hub.udp,
-            control: Some(ControlTarget {
-                addr: hub.control,
-                token: TOKEN.into(),
-                key_seed: None,
-            }),
-            boot_pause_ms: 300,
-            faults: FaultSpec::NONE,
-            device_faults: Vec::new(),
-        };
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(run_fleet(fleet, options, cancel.clone()));
-        Sim { cancel, task }
-    }
-
-    async fn stop(self) -> device_sim::FleetStats {
-        self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-    }
-}
-
 #[tokio::test]
 async fn set_interval_from_a_websocket_client_changes_the_device_rate() {
     let hub = start_hub(&[("SENSOR_HUB__CONTROL__FLEET_TOKEN", TOKEN)]).await;
-    let sim = Sim::start(&hub, 1_000);
+    let sim = Sim::start(&hub, 1, 1_000, TOKEN, 5);
     eventually("device connected", || async {
         device_field(&hub, 1, "connected").await == true
     })
@@ -121,7 +80,7 @@ async fn set_interval_from_a_websocket_client_changes_the_device_rate() {
 #[tokio::test]
 async fn reboot_resets_the_sequence_and_the_device_comes_back() {
     let hub = start_hub(&[("SENSOR_HUB__CONTROL__FLEET_TOKEN", TOKEN)]).await;
-    let sim = Sim::start(&hub, 50);
+    let sim = Sim::start(&hub, 1, 50, TOKEN, 5);
     eventually("device connected and counting", || async {
         device_field(&hub, 1, "last_seq")
             .await

@@ -575,30 +575,6 @@ async fn the_owner_adopts_and_forgets_devices_over_http() {
     hub.stop().await;
 }
 
-/// Logs in as the owner with a one-time code; returns the session cookie
-/// (`name=value`).
-async fn owner_cookie(hub: &TestHub) -> String {
-    let code =
-        sensor_hub::auth::store::CredentialFile::new(hub.auth_dir.path().join("credentials.json"))
-            .update(|c| c.add_login_code(u64::MAX))
-            .unwrap();
-    let body = format!(r#"{{"code":"{code}"}}"#);
-    let (response, _) = http_request(
-        hub.http,
-        "POST",
-        "/api/login",
-        &[("Content-Type", "application/json"), ("Authorization", "")],
-        Some(body.as_bytes()),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", response.text());
-    response
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string()
-}
-
 #[tokio::test]
 async fn a_new_key_in_the_device_file_ends_the_old_key_s_session() {
     let (hub, dir) = hub_with(&[]).await;

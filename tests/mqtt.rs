@@ -19,14 +19,17 @@ use std::future::Future;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use device_sim::{build_fleet, run_fleet, ControlTarget, FaultSpec, FleetOptions, FleetSpec};
 use mqtt_support::{Broker, Message, Probe};
 use serde_json::Value as Json;
 use support::*;
-use tokio_util::sync::CancellationToken;
 
 /// The fleet token the simulated devices say hello with.
 const FLEET_TOKEN: &str = "mqtt-test-fleet-token-0123456789";
+/// The simulated fleet's seed: device 1 declares temperature (°C),
+/// humidity (%) and pressure (hPa); device 2 temperature, co2 (ppm, i32)
+/// and motion (bool, no unit); device 3 temperature, humidity and battery
+/// (V).
+const SIM_SEED: u64 = 11;
 /// Home Assistant's discovery prefix (the default).
 const P: &str = "homeassistant";
 /// What every probe of the bridge tests subscribes to.
@@ -192,50 +195,6 @@ async fn bridged_hub(broker: &Broker, node: &str, extra: &[(&str, &str)]) -> Tes
     let env = bridge_env(broker, node, extra);
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     start_hub(&refs).await
-}
-
-/// A simulated fleet (device-sim) with control sessions.
-struct Sim {
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<device_sim::FleetStats>>,
-}
-
-impl Sim {
-    /// Devices 1..=`devices` sending every `interval_ms`. Device 1 declares
-    /// temperature (°C), humidity (%) and pressure (hPa); device 2
-    /// temperature, co2 (ppm, i32) and motion (bool, no unit); device 3
-    /// temperature, humidity and battery (V).
-    fn start(hub: &TestHub, devices: u32, interval_ms: u64) -> Sim {
-        let fleet = build_fleet(&FleetSpec {
-            devices,
-            first_id: 1,
-            interval_ms,
-            seed: 11,
-        });
-        let options = FleetOptions {
-            udp: hub.udp,
-            control: Some(ControlTarget {
-                addr: hub.control,
-                token: FLEET_TOKEN.into(),
-                key_seed: None,
-            }),
-            boot_pause_ms: 300,
-            faults: FaultSpec::NONE,
-            device_faults: Vec::new(),
-        };
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(run_fleet(fleet, options, cancel.clone()));
-        Sim { cancel, task }
-    }
-
-    async fn stop(self) -> device_sim::FleetStats {
-        self.cancel.cancel();
-        tokio::time::timeout(SECONDS_10, self.task)
-            .await
-            .expect("the simulated fleet stops within 10 s")
-            .unwrap()
-            .unwrap()
-    }
 }
 
 /// Polls `check` every 50 ms until it holds, for up to `deadline`.
@@ -673,7 +632,7 @@ async fn discovery_states_and_availability() {
     let t = base(node);
     let probe = Probe::connect(&broker, "probe-live", &ALL).await;
     let hub = bridged_hub(&broker, node, &[]).await;
-    let sim = Sim::start(&hub, 2, 200);
+    let sim = Sim::start(&hub, 2, 200, FLEET_TOKEN, SIM_SEED);
     let fleet = fleet_ready(&hub, 2).await;
 
     // A config per declared sensor, as documented.
@@ -922,7 +881,7 @@ async fn commands_from_mqtt() {
     let t = base(node);
     let probe = Probe::connect(&broker, "probe-commands", &ALL).await;
     let hub = bridged_hub(&broker, node, &[("SENSOR_HUB__MQTT__COMMANDS", "true")]).await;
-    let sim = Sim::start(&hub, 1, 1_000);
+    let sim = Sim::start(&hub, 1, 1_000, FLEET_TOKEN, SIM_SEED);
     let fleet = fleet_ready(&hub, 1).await;
     let device1 = &fleet[0];
 
@@ -1120,7 +1079,7 @@ async fn commands_are_ignored_when_disabled() {
     let t = base(node);
     let probe = Probe::connect(&broker, "probe-commands-off", &ALL).await;
     let hub = bridged_hub(&broker, node, &[]).await;
-    let sim = Sim::start(&hub, 1, 1_000);
+    let sim = Sim::start(&hub, 1, 1_000, FLEET_TOKEN, SIM_SEED);
     let fleet = fleet_ready(&hub, 1).await;
     wait_configs(&probe, &device_config_topics(node, &fleet), SECONDS_15).await;
     probe
@@ -1189,7 +1148,7 @@ async fn outage_under_load() {
     let t = base(node);
     let probe = Probe::connect(&broker, "probe-outage", &ALL).await;
     let hub = bridged_hub(&broker, node, &[]).await;
-    let sim = Sim::start(&hub, 3, 50);
+    let sim = Sim::start(&hub, 3, 50, FLEET_TOKEN, SIM_SEED);
     let fleet = fleet_ready(&hub, 3).await;
     let mut config_topics = device_config_topics(node, &fleet);
     assert_eq!(config_topics.len(), 9);
@@ -1346,7 +1305,7 @@ async fn home_assistant_birth_republishes_discovery() {
     let t = base(node);
     let probe = Probe::connect(&broker, "probe-birth", &ALL).await;
     let hub = bridged_hub(&broker, node, &[]).await;
-    let sim = Sim::start(&hub, 1, 200);
+    let sim = Sim::start(&hub, 1, 200, FLEET_TOKEN, SIM_SEED);
     let fleet = fleet_ready(&hub, 1).await;
     let mut expected = device_config_topics(node, &fleet);
     expected.extend(hub_config_topics(node));
@@ -1401,30 +1360,6 @@ async fn home_assistant_birth_republishes_discovery() {
     hub.stop().await;
 }
 
-/// Logs in as the owner with a one-time code; returns the session cookie
-/// (`name=value`).
-async fn owner_cookie(hub: &TestHub) -> String {
-    let code =
-        sensor_hub::auth::store::CredentialFile::new(hub.auth_dir.path().join("credentials.json"))
-            .update(|c| c.add_login_code(u64::MAX))
-            .unwrap();
-    let body = format!(r#"{{"code":"{code}"}}"#);
-    let (response, _) = http_request(
-        hub.http,
-        "POST",
-        "/api/login",
-        &[("Content-Type", "application/json"), ("Authorization", "")],
-        Some(body.as_bytes()),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", response.text());
-    response
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgotten_device_is_removed() {
     let broker = Broker::start();
@@ -1432,7 +1367,7 @@ async fn forgotten_device_is_removed() {
     let t = base(node);
     let probe = Probe::connect(&broker, "probe-forget", &ALL).await;
     let hub = bridged_hub(&broker, node, &[]).await;
-    let sim = Sim::start(&hub, 1, 200);
+    let sim = Sim::start(&hub, 1, 200, FLEET_TOKEN, SIM_SEED);
     let fleet = fleet_ready(&hub, 1).await;
     assert_eq!(
         fleet[0]["adopted"], true,

@@ -551,3 +551,72 @@ pub mod device {
         rejected
     }
 }
+
+/// A simulated fleet (device-sim) with control sessions, stopped by
+/// [`Sim::stop`].
+pub struct Sim {
+    cancel: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<device_sim::FleetStats>>,
+}
+
+impl Sim {
+    /// Devices 1..=`devices` of `hub`, sending every `interval_ms` and
+    /// saying hello with `token` (device-sim's fleet with `seed`: which
+    /// sensors each device declares follows from its id).
+    pub fn start(hub: &TestHub, devices: u32, interval_ms: u64, token: &str, seed: u64) -> Sim {
+        let fleet = device_sim::build_fleet(&device_sim::FleetSpec {
+            devices,
+            first_id: 1,
+            interval_ms,
+            seed,
+        });
+        let options = device_sim::FleetOptions {
+            udp: hub.udp,
+            control: Some(device_sim::ControlTarget {
+                addr: hub.control,
+                token: token.into(),
+                key_seed: None,
+            }),
+            boot_pause_ms: 300,
+            faults: device_sim::FaultSpec::NONE,
+            device_faults: Vec::new(),
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(device_sim::run_fleet(fleet, options, cancel.clone()));
+        Sim { cancel, task }
+    }
+
+    /// Stops the fleet and returns its figures.
+    pub async fn stop(self) -> device_sim::FleetStats {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the simulated fleet stops within 10 s")
+            .expect("fleet task")
+            .expect("fleet result")
+    }
+}
+
+/// Logs in to `hub` as the owner with a one-time code; returns the
+/// session cookie (`name=value`).
+pub async fn owner_cookie(hub: &TestHub) -> String {
+    let code =
+        sensor_hub::auth::store::CredentialFile::new(hub.auth_dir.path().join("credentials.json"))
+            .update(|c| c.add_login_code(u64::MAX))
+            .expect("a login code");
+    let body = format!(r#"{{"code":"{code}"}}"#);
+    let (response, _) = http_request(
+        hub.http,
+        "POST",
+        "/api/login",
+        &[("Content-Type", "application/json"), ("Authorization", "")],
+        Some(body.as_bytes()),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    response
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string()
+}
