@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod browser_support;
+mod mqtt_support;
 mod support;
 
 use std::time::Duration;
@@ -621,6 +622,59 @@ async fn two_tabs_keep_their_own_command_logs() {
         stats.commands_received, 4,
         "every command reached the device once"
     );
+    browser.end().await;
+    hub.stop().await;
+}
+
+/// The hub view shows the MQTT bridge: connected to its broker, and what
+/// it published by kind.
+#[tokio::test]
+async fn hub_view_shows_the_mqtt_bridge() {
+    let broker = mqtt_support::Broker::start();
+    let port = broker.port().to_string();
+    let mut config = HUB_CONFIG.to_vec();
+    config.extend([
+        ("SENSOR_HUB__MQTT__ENABLED", "true"),
+        ("SENSOR_HUB__MQTT__HOST", broker.host()),
+        ("SENSOR_HUB__MQTT__PORT", port.as_str()),
+        ("SENSOR_HUB__MQTT__USERNAME", broker.user()),
+        ("SENSOR_HUB__MQTT__PASSWORD", broker.password()),
+        ("SENSOR_HUB__MQTT__HUB_INTERVAL_MS", "500"),
+    ]);
+    let hub = start_hub(&config).await;
+    let fleet = Fleet::start(hub.udp, Some(hub.control), 2, 1, 100);
+    let browser = Browser::start().await;
+    browser.login_with_link(&hub).await;
+    browser
+        .client
+        .goto(&format!("http://{}/#/hub", hub.http))
+        .await
+        .unwrap();
+    let expected = format!("connected connected to 127.0.0.1:{port}");
+    browser
+        .until(
+            "the bridge shown connected",
+            Duration::from_secs(15),
+            r#"
+            const f = document.querySelector('#hub-view [data-field="mqtt"]');
+            return f ? `${f.dataset.state} ${f.textContent}` : null;
+        "#,
+            |v| v == expected.as_str(),
+        )
+        .await;
+    browser
+        .until(
+            "states published, by kind",
+            Duration::from_secs(15),
+            r#"
+            const table = document.querySelector('#mqtt-published');
+            const row = table?.querySelector('tr[data-kind="state"] [data-field="count"]');
+            return table && !table.closest('.table-wrap').hidden && row ? Number(row.textContent.replace(/[^0-9]/g, '')) : 0;
+        "#,
+            |v| v.as_u64().is_some_and(|n| n > 0),
+        )
+        .await;
+    fleet.stop().await;
     browser.end().await;
     hub.stop().await;
 }
