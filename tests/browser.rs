@@ -627,7 +627,8 @@ async fn two_tabs_keep_their_own_command_logs() {
 }
 
 /// The hub view shows the MQTT bridge: connected to its broker, and what
-/// it published by kind.
+/// it published by kind; a command from MQTT (as Home Assistant's button
+/// sends it) shows in the device view's log, marked so.
 #[tokio::test]
 async fn hub_view_shows_the_mqtt_bridge() {
     let broker = mqtt_support::Broker::start();
@@ -640,6 +641,7 @@ async fn hub_view_shows_the_mqtt_bridge() {
         ("SENSOR_HUB__MQTT__USERNAME", broker.user()),
         ("SENSOR_HUB__MQTT__PASSWORD", broker.password()),
         ("SENSOR_HUB__MQTT__HUB_INTERVAL_MS", "500"),
+        ("SENSOR_HUB__MQTT__COMMANDS", "true"),
     ]);
     let hub = start_hub(&config).await;
     let fleet = Fleet::start(hub.udp, Some(hub.control), 2, 1, 100);
@@ -672,6 +674,39 @@ async fn hub_view_shows_the_mqtt_bridge() {
             return table && !table.closest('.table-wrap').hidden && row ? Number(row.textContent.replace(/[^0-9]/g, '')) : 0;
         "#,
             |v| v.as_u64().is_some_and(|n| n > 0),
+        )
+        .await;
+
+    browser
+        .client
+        .goto(&format!("http://{}/#/device/2", hub.http))
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the device view's command log",
+            Duration::from_secs(10),
+            "return document.querySelector('#command-log') !== null;",
+            |v| v == true,
+        )
+        .await;
+    let probe = mqtt_support::Probe::connect(&broker, "browser-probe", &[]).await;
+    probe
+        .publish(
+            "sensor-hub/sensor_hub/device/2/identify/press",
+            "PRESS",
+            false,
+        )
+        .await;
+    browser
+        .until(
+            "the MQTT command listed, succeeded",
+            Duration::from_secs(15),
+            r#"
+            const li = document.querySelector('#command-log li[data-command-id^="mqtt-"]');
+            return li ? `${li.querySelector('.kind').textContent} ${li.dataset.state}` : null;
+        "#,
+            |v| v == "identify via MQTT succeeded",
         )
         .await;
     fleet.stop().await;

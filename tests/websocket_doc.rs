@@ -176,6 +176,7 @@ fn command_record(id: &Json) -> CommandRecord {
         origin: Origin {
             request_id: Some(id.clone()),
             client: Some(1),
+            source: None,
         },
         created_ms: NOW,
         updated_ms: NOW,

@@ -8,7 +8,9 @@
 // sends to the client that submitted the command; a status is taken by its id,
 // or by the command_id its first status told (after a reconnect this tab is a
 // new client and gets its commands' statuses without id). Statuses of other
-// clients' commands are ignored. Windows are refetched from /api/devices every
+// clients' commands are ignored, but for commands from the MQTT bridge
+// (source "mqtt", e.g. Home Assistant's buttons), which every tab lists,
+// marked "via MQTT". Windows are refetched from /api/devices every
 // 5 s while open. A viewer (role below operator) gets no command panel, only a
 // note saying who may send commands. The owner also gets "Forget device"
 // (confirmed, then DELETE /api/devices/ID, back to the fleet). A device that
@@ -33,7 +35,7 @@ function renderLog() {
   const items = log.filter((e) => e.device === logView.device).map((e) => {
     const states = e.state === "error" ? [...e.states, "error"] : e.states;
     const lifecycle = states.length ? states.join(" → ") : "waiting for the hub…";
-    return el("li", { "data-command-id": e.cid, "data-state": e.state },
+    return el("li", { "data-command-id": e.cid ?? `mqtt-${e.command}`, "data-state": e.state },
       el("span", { className: "kind", textContent: e.args ? `${e.kind} ${e.args}` : e.kind }), " ",
       el("span", { className: "lifecycle", textContent: lifecycle }),
       e.detail ? el("span", { className: "detail", textContent: ` — ${e.detail}` }) : "");
@@ -64,8 +66,21 @@ function entryOf(msg) {
   return log.find((e) => e.command !== null && e.command === msg.command_id && e.epoch === epoch && e.device === msg.device);
 }
 
+/** A log entry for a command from the MQTT bridge, made at its first status. */
+function mqttEntryOf(msg) {
+  if (msg.source !== "mqtt" || !isNum(msg.command_id) || typeof msg.kind !== "string") return undefined;
+  let entry = log.find((e) => e.cid === null && e.command === msg.command_id && e.epoch === epoch);
+  if (!entry) {
+    entry = { cid: null, device: msg.device, kind: msg.kind, args: "via MQTT", states: [], state: "pending",
+      detail: "", command: msg.command_id, epoch };
+    log.push(entry);
+    if (log.length > LOG_MAX) log.splice(0, log.length - LOG_MAX);
+  }
+  return entry;
+}
+
 on("command", (msg) => {
-  const entry = entryOf(msg);
+  const entry = entryOf(msg) ?? mqttEntryOf(msg);
   if (!entry || typeof msg.state !== "string") return;
   if (entry.states[entry.states.length - 1] !== msg.state) entry.states.push(msg.state);
   entry.state = msg.state;

@@ -638,6 +638,7 @@ impl Link<'_> {
                         Origin {
                             request_id: request.request_id.clone(),
                             client: None,
+                            source: Some("mqtt"),
                         },
                         now,
                     );

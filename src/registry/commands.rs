@@ -84,6 +84,9 @@ pub struct Origin {
     pub request_id: Option<serde_json::Value>,
     /// The WebSocket client that sent it, if any.
     pub client: Option<u64>,
+    /// Where it came from when not a WebSocket or HTTP client (`"mqtt"`),
+    /// shown to every client so dashboards can list it.
+    pub source: Option<&'static str>,
 }
 
 /// One command and where it is.

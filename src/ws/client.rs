@@ -586,6 +586,7 @@ impl Client {
                 let origin = Origin {
                     request_id: id.clone(),
                     client: Some(self.id),
+                    source: None,
                 };
                 if let Err(e) = source.submit(device, body, wait, origin, t.now) {
                     self.refuse(Refusal {

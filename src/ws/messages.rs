@@ -109,6 +109,8 @@ enum HubMessage<'a> {
         state: CommandState,
         detail: Option<&'a str>,
         at_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<&'static str>,
     },
     Ack {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -246,6 +248,7 @@ fn command_status(seq: u64, record: &CommandRecord, id: Option<&serde_json::Valu
         state: record.state,
         detail: record.detail.as_deref(),
         at_ms: record.updated_ms,
+        source: record.origin.source,
     })
 }
 

@@ -59,6 +59,7 @@ impl Source {
             origin: Origin {
                 request_id: Some(json!("req-1")),
                 client,
+                source: None,
             },
             created_ms: WALL,
             updated_ms: WALL,

@@ -95,6 +95,7 @@ fn acked_command() -> CommandRecord {
         origin: Origin {
             request_id: Some(json!("c1")),
             client: Some(4),
+            source: None,
         },
         created_ms: 1,
         updated_ms: 2,
