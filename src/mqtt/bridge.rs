@@ -27,10 +27,10 @@ use super::discovery::{self, DeviceMeta, Origin, SensorMeta, Topics};
 /// Commands the bridge remembers having submitted, to publish their
 /// statuses; the oldest is forgotten first (its later statuses are then
 /// not published, only shown on the dashboard).
-const MAX_OWN_COMMANDS: usize = 1024;
+pub const MAX_OWN_COMMANDS: usize = 1024;
 
 /// Forgotten devices whose retained topics still have to be cleared.
-const MAX_REMOVALS: usize = 4096;
+pub const MAX_REMOVALS: usize = 4096;
 
 /// States fall due on multiples of this, ms: a thousand devices' states
 /// then go out in a few batches a second rather than one wake-up each
