@@ -469,13 +469,10 @@ impl Core {
     }
 
     /// Every device's identity, declared sensors and latest values (for
-    /// the MQTT bridge), with the stream position it is consistent with.
-    pub fn catalog(&self) -> (u64, Vec<views::CatalogDevice>) {
+    /// the MQTT bridge).
+    pub fn catalog(&self) -> Vec<views::CatalogDevice> {
         let shared = self.lock();
-        (
-            shared.stream.head(),
-            views::catalog(&shared.state, &shared.registry),
-        )
+        views::catalog(&shared.state, &shared.registry)
     }
 
     /// The sensors of a device, or `None` if the hub does not know it.

@@ -316,7 +316,7 @@ pub async fn run(
     if config.mqtt.enabled {
         // A configuration the bridge cannot use stops the hub here, with
         // a message, rather than failing in a loop later.
-        mqtt::options(&config.mqtt).context("the MQTT bridge ([mqtt])")?;
+        let options = mqtt::options(&config.mqtt).context("the MQTT bridge ([mqtt])")?;
         let (core, clock, cancel, status) = (
             core.clone(),
             clock.clone(),
@@ -328,6 +328,7 @@ pub async fn run(
             let run = mqtt::run(
                 core.clone(),
                 mqtt_config.clone(),
+                options.clone(),
                 clock.clone(),
                 status.clone(),
                 cancel.clone(),

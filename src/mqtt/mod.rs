@@ -351,16 +351,17 @@ fn read_ca(path: &Path) -> anyhow::Result<Vec<u8>> {
     })
 }
 
-/// Runs the bridge until `cancel`: connects (and reconnects), publishes
-/// and takes commands. Errors only when its configuration cannot be used.
+/// Runs the bridge until `cancel`: connects (and reconnects) with
+/// `options` (from [`options`], made once when the hub starts, so files
+/// are read and warned about once), publishes and takes commands.
 pub async fn run(
     core: Arc<Core>,
     config: MqttConfig,
+    options: MqttOptions,
     clock: Clock,
     status: Arc<MqttStatus>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let options = options(&config)?;
     let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     // Not a child of `cancel`: it must outlive the bridge long enough to
@@ -478,7 +479,7 @@ async fn drive_bridge(
             // The cursor stays: the events after it are read below even
             // where the catalog already has their values (they come
             // newest last), so no command status is skipped.
-            let (_, catalog) = core.catalog();
+            let catalog = core.catalog();
             bridge.handle_catalog(&catalog, now_ms);
             last_catalog_ms = Some(now_ms);
         }
@@ -503,7 +504,7 @@ async fn drive_bridge(
             bridge.handle_hub_figures(rate.figures(&core, now_ms));
             // Adoption changes come with no event: re-read the fleet too.
             if last_catalog_ms.is_none_or(|t| now_ms >= t + config.hub_interval_ms) {
-                let (_, catalog) = core.catalog();
+                let catalog = core.catalog();
                 bridge.handle_catalog(&catalog, now_ms);
                 last_catalog_ms = Some(now_ms);
             }
