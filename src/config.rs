@@ -75,6 +75,129 @@ pub struct HubConfig {
     pub devices: DevicesConfig,
     /// The MQTT bridge (Home Assistant); docs/MQTT.md.
     pub mqtt: MqttConfig,
+    /// Several hubs sharing one fleet through Redis; docs/CLUSTER.md.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: every key is described in docs/CLUSTER.md.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Share the fleet with the other hubs on `redis_url`.
+    pub enabled: bool,
+    /// `redis://[:password@]host:port/[db]` (`rediss://` for TLS); never
+    /// printed, since it may hold the password.
+    pub redis_url: String,
+    /// A file whose first line is the Redis URL (it holds the password);
+    /// used when `redis_url` is empty.
+    pub redis_url_file: PathBuf,
+    /// This hub's name in the cluster, unique among the hubs; empty: the
+    /// machine's host name.
+    pub hub_name: String,
+    /// First part of every Redis key, so several clusters can share one
+    /// Redis.
+    pub key_prefix: String,
+    /// Entries the shared stream keeps (trimmed approximately, oldest
+    /// first): how far back a hub that was cut off can catch up.
+    pub stream_max_len: u64,
+    /// Events waiting to be shared are written at least this often, ms.
+    pub flush_interval_ms: u64,
+    /// Redis unanswered (or events unshared) this long, ms: the hub goes
+    /// on alone, and reports the link down.
+    pub link_timeout_ms: u64,
+    /// A hub's hold on its devices (and on its name) lasts this long
+    /// unless renewed, ms; renewed every third of it.
+    pub lease_ttl_ms: u64,
+    /// Events kept to be shared late while the link is down (estimated
+    /// bytes as JSON); beyond it the oldest are dropped and counted.
+    pub outage_bytes: usize,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry the Redis password: never printed.
+        f.debug_struct("ClusterConfig")
+            .field("enabled", &self.enabled)
+            .field(
+                "redis_url",
+                &if self.redis_url.is_empty() {
+                    ""
+                } else {
+                    "<set>"
+                },
+            )
+            .field("redis_url_file", &self.redis_url_file)
+            .field("hub_name", &self.hub_name)
+            .field("key_prefix", &self.key_prefix)
+            .field("stream_max_len", &self.stream_max_len)
+            .field("link_timeout_ms", &self.link_timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let name_safe = |s: &str| {
+            s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        };
+        let checks: [(bool, &'static str, &'static str); 7] = [
+            (
+                name_safe(&self.hub_name),
+                "cluster.hub_name",
+                "up to 64 characters from A-Z, a-z, 0-9, _, - and . (empty: the host name)",
+            ),
+            (
+                !self.key_prefix.is_empty() && name_safe(&self.key_prefix),
+                "cluster.key_prefix",
+                "1 to 64 characters from A-Z, a-z, 0-9, _, - and .",
+            ),
+            (
+                (1_000..=100_000_000).contains(&self.stream_max_len),
+                "cluster.stream_max_len",
+                "between 1000 and 100000000 entries",
+            ),
+            (
+                (1..=1_000).contains(&self.flush_interval_ms),
+                "cluster.flush_interval_ms",
+                "between 1 and 1000 ms",
+            ),
+            (
+                (200..=60_000).contains(&self.link_timeout_ms),
+                "cluster.link_timeout_ms",
+                "between 200 and 60000 ms",
+            ),
+            (
+                (3_000..=600_000).contains(&self.lease_ttl_ms),
+                "cluster.lease_ttl_ms",
+                "between 3000 and 600000 ms",
+            ),
+            (
+                (65_536..=1 << 30).contains(&self.outage_bytes),
+                "cluster.outage_bytes",
+                "between 65536 and 1073741824 bytes",
+            ),
+        ];
+        for (ok, key, expected) in checks {
+            if !ok {
+                return Err(ConfigError::OutOfRange { key, expected });
+            }
+        }
+        if self.enabled && self.redis_url.is_empty() && self.redis_url_file.as_os_str().is_empty() {
+            return Err(ConfigError::OutOfRange {
+                key: "cluster.redis_url",
+                expected: "a redis:// URL (or cluster.redis_url_file) when cluster.enabled is true",
+            });
+        }
+        if !self.redis_url.is_empty() && !self.redis_url_file.as_os_str().is_empty() {
+            return Err(ConfigError::OutOfRange {
+                key: "cluster.redis_url",
+                expected: "empty when cluster.redis_url_file is set (give the URL one way)",
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `[mqtt]`: every key is described in docs/MQTT.md.
@@ -663,6 +786,7 @@ impl HubConfig {
         }
         self.device_tokens()?;
         self.mqtt.validate()?;
+        self.cluster.validate()?;
         let windows = &self.aggregation.windows_s;
         if windows.is_empty()
             || windows.len() > 4

@@ -39,10 +39,12 @@ use crate::metrics::{
     counter, gauge, histograms, labeled_counters, labeled_gauges, Collector, DescriptorEncoder,
     HistogramSamples,
 };
+use crate::outbox::{LinkMode, Outbox, OutboxCounters, Pending};
 use crate::registry::{
     CommandId, CommandRecord, CommandState, DeviceStatus, Effect, Origin, Registry, RegistryConfig,
     RegistryCounters, SessionId, TrustConfig,
 };
+use crate::remote::{Holding, RemoteFleet, RemoteInfo, SharedEntry, SharedItem};
 use crate::state::{
     Decoded, DropReason, HubState, IngestCounters, Ingested, LiveDatagram, SessionAuth,
     WindowConfig,
@@ -94,6 +96,8 @@ pub struct BatchOutcome {
 /// The fleet as of one position in the stream.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// The numbering `seq` belongs to.
+    pub epoch: Arc<str>,
     /// Sequence number of the newest event it includes; the stream
     /// continues at `seq + 1`.
     pub seq: u64,
@@ -163,6 +167,57 @@ struct Shared {
     state: HubState,
     registry: Registry,
     stream: Stream,
+    /// This hub's part in a cluster, if it is in one.
+    cluster: Option<ClusterSide>,
+}
+
+/// A hub in a cluster: how it is linked to the shared stream, its events
+/// waiting to be shared, and the other hubs' devices.
+#[derive(Debug)]
+struct ClusterSide {
+    hub: Arc<str>,
+    mode: LinkMode,
+    outbox: Outbox,
+    remote: RemoteFleet,
+    /// The newest shared position read.
+    read_position: u64,
+    /// Changes of [`LinkMode`] (each starts a new epoch).
+    switches: u64,
+}
+
+/// A cluster hub's figures, at one moment.
+#[derive(Debug, Clone)]
+pub struct ClusterFigures {
+    /// This hub's name.
+    pub hub: Arc<str>,
+    /// Linked to the shared stream, or alone.
+    pub mode: LinkMode,
+    /// The stream's epoch.
+    pub epoch: Arc<str>,
+    /// The newest shared position read.
+    pub read_position: u64,
+    /// Own events waiting to be shared.
+    pub outbox_events: usize,
+    /// Their estimated bytes.
+    pub outbox_bytes: usize,
+    /// What was shared, late or never.
+    pub outbox: OutboxCounters,
+    /// Other hubs' devices tracked.
+    pub remote_devices: usize,
+    /// Other hubs' devices, by hub.
+    pub remote_per_hub: Vec<(Arc<str>, usize)>,
+    /// Events about other hubs' devices not tracked (the map was full).
+    pub remote_untracked: u64,
+    /// Changes between linked and alone.
+    pub switches: u64,
+    /// This hub's own devices.
+    pub local_devices: usize,
+}
+
+/// A local epoch: random, so a resume from another run or hub never
+/// matches it by chance.
+fn new_epoch() -> Arc<str> {
+    format!("{:016x}", fastrand::u64(..)).into()
 }
 
 /// The hub's state and event stream; share it as `Arc<Core>`.
@@ -170,7 +225,11 @@ struct Shared {
 pub struct Core {
     shared: Mutex<Shared>,
     head: watch::Sender<u64>,
-    epoch: String,
+    /// The stream's epoch, also kept here (behind a lock of its own) so a
+    /// client can check it without taking the core's lock.
+    epoch: Mutex<Arc<str>>,
+    /// Wakes the cluster task when an event waits to be shared.
+    outbox_ready: Notify,
     sessions: Mutex<HashMap<SessionId, mpsc::Sender<SessionMessage>>>,
     session_messages_dropped: AtomicU64,
     command_updates: broadcast::Sender<CommandRecord>,
@@ -210,14 +269,17 @@ impl Core {
         };
         let (head, _) = watch::channel(0);
         let (command_updates, _) = broadcast::channel(COMMAND_UPDATES);
+        let epoch = new_epoch();
         Core {
             shared: Mutex::new(Shared {
                 state: HubState::new(windows, config.devices.max_readings_per_s),
                 registry,
-                stream: Stream::new(config.ws.replay_bytes),
+                stream: Stream::new(config.ws.replay_bytes, epoch.clone()),
+                cluster: None,
             }),
             head,
-            epoch: format!("{:016x}", fastrand::u64(..)),
+            epoch: Mutex::new(epoch),
+            outbox_ready: Notify::new(),
             sessions: Mutex::new(HashMap::new()),
             session_messages_dropped: AtomicU64::new(0),
             command_updates,
@@ -324,6 +386,10 @@ impl Core {
         now: Now,
     ) -> Result<SessionId, RejectReason> {
         let mut shared = self.lock();
+        if let Some(c) = &mut shared.cluster {
+            // Held here now, whatever another hub said before.
+            c.remote.remove(hello.device_id);
+        }
         let Shared {
             state, registry, ..
         } = &mut *shared;
@@ -462,9 +528,14 @@ impl Core {
     /// position they are consistent with.
     pub fn snapshot(&self, subscription: Option<&Subscription>, now: Now) -> Snapshot {
         let shared = self.lock();
+        let cluster = shared.cluster.as_ref().map(|c| views::ClusterFleet {
+            hub: &c.hub,
+            remote: &c.remote,
+        });
         Snapshot {
+            epoch: shared.stream.epoch().clone(),
             seq: shared.stream.head(),
-            devices: views::devices(&shared.state, &shared.registry, subscription, now),
+            devices: views::devices(&shared.state, &shared.registry, cluster, subscription, now),
         }
     }
 
@@ -492,9 +563,11 @@ impl Core {
         })
     }
 
-    /// This run's stream epoch: a resume from another epoch gets a resync.
-    pub fn epoch(&self) -> &str {
-        &self.epoch
+    /// The stream's epoch: a resume from another epoch gets a resync. A
+    /// single hub keeps one for its run; a hub in a cluster shares the
+    /// cluster's while linked, and has one of its own while alone.
+    pub fn epoch(&self) -> Arc<str> {
+        self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Sequence number of the newest event (0 before the first).
@@ -629,9 +702,372 @@ impl Core {
         }
     }
 
+    /// Publishes one of this hub's events: into its stream, or, for a hub
+    /// linked to a cluster, into the outbox, to reach its browsers (and
+    /// every other hub's) through the shared stream. An outbox too full to
+    /// take it means the shared stream is not keeping up: the hub goes on
+    /// alone rather than lose events.
     fn append(&self, shared: &mut Shared, event: Event) {
-        let seq = shared.stream.append(event);
-        self.head.send_replace(seq);
+        let linked = match &shared.cluster {
+            Some(c) if c.mode == LinkMode::Linked => {
+                if c.outbox.fits(&event) {
+                    true
+                } else {
+                    tracing::warn!(
+                        "cluster: events are not being shared fast enough; going on alone"
+                    );
+                    self.go_alone(shared);
+                    false
+                }
+            }
+            _ => false,
+        };
+        match &mut shared.cluster {
+            Some(c) if linked => {
+                c.outbox.push(Arc::new(event), false);
+                self.outbox_ready.notify_one();
+            }
+            Some(c) => {
+                c.outbox.push(Arc::new(event.clone()), true);
+                self.outbox_ready.notify_one();
+                let seq = shared.stream.append(event);
+                self.head.send_replace(seq);
+            }
+            None => {
+                let seq = shared.stream.append(event);
+                self.head.send_replace(seq);
+            }
+        }
+    }
+
+    /// Starts a new epoch for the stream at `next_seq` (clients resync).
+    fn reset_stream(&self, shared: &mut Shared, epoch: Arc<str>, next_seq: u64) {
+        shared.stream.reset(epoch.clone(), next_seq);
+        *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = epoch;
+        self.head.send_replace(shared.stream.head());
+    }
+
+    /// Cut off from the shared stream: a local epoch from the next
+    /// position on, and the events still waiting to be shared reach this
+    /// hub's browsers now (they are shared later).
+    fn go_alone(&self, shared: &mut Shared) {
+        let Some(c) = &mut shared.cluster else {
+            return;
+        };
+        if c.mode == LinkMode::Alone {
+            return;
+        }
+        c.mode = LinkMode::Alone;
+        c.switches += 1;
+        let unseen = c.outbox.take_unseen();
+        let next = shared.stream.head() + 1;
+        self.reset_stream(shared, new_epoch(), next);
+        for event in unseen {
+            shared.stream.append(Arc::unwrap_or_clone(event));
+        }
+        self.head.send_replace(shared.stream.head());
+    }
+
+    /// Makes this hub a member of a cluster under the name `hub`: until
+    /// [`Core::cluster_linked`], it is alone (its events reach its own
+    /// browsers at once, and wait to be shared). `outage_bytes` bounds
+    /// what waits; `max_remote` the other hubs' devices tracked.
+    pub fn join_cluster(&self, hub: Arc<str>, outage_bytes: usize, max_remote: usize) {
+        let mut shared = self.lock();
+        shared.cluster = Some(ClusterSide {
+            hub,
+            mode: LinkMode::Alone,
+            outbox: Outbox::new(outage_bytes),
+            remote: RemoteFleet::new(max_remote),
+            read_position: 0,
+            switches: 0,
+        });
+    }
+
+    /// Completes when one of this hub's events waits to be shared.
+    pub async fn outbox_ready(&self) {
+        self.outbox_ready.notified().await;
+    }
+
+    /// Up to `max` of the oldest events waiting to be shared.
+    pub fn cluster_pending(&self, max: usize) -> Vec<Pending> {
+        self.lock()
+            .cluster
+            .as_ref()
+            .map(|c| c.outbox.peek(max))
+            .unwrap_or_default()
+    }
+
+    /// The shared stream holds this run's events up to number `up_to`.
+    pub fn cluster_shared(&self, up_to: u64) {
+        if let Some(c) = &mut self.lock().cluster {
+            c.outbox.confirm(up_to);
+        }
+    }
+
+    /// The link to the shared stream is lost: go on alone.
+    pub fn cluster_lost(&self) {
+        let mut shared = self.lock();
+        self.go_alone(&mut shared);
+    }
+
+    /// The newest shared position read (0: none yet).
+    pub fn cluster_read_position(&self) -> u64 {
+        self.lock().cluster.as_ref().map_or(0, |c| c.read_position)
+    }
+
+    /// Whether the hub is linked to the shared stream.
+    pub fn cluster_mode(&self) -> Option<LinkMode> {
+        self.lock().cluster.as_ref().map(|c| c.mode)
+    }
+
+    /// Linked again (everything shared before `position` was read, and
+    /// this hub's waiting events shared): the stream continues in the
+    /// cluster's `epoch` after `position`, and clients resync.
+    pub fn cluster_linked(&self, epoch: Arc<str>, position: u64) {
+        let mut shared = self.lock();
+        let Some(c) = &mut shared.cluster else {
+            return;
+        };
+        if c.mode == LinkMode::Linked {
+            return;
+        }
+        c.mode = LinkMode::Linked;
+        c.switches += 1;
+        c.read_position = position;
+        // What waits was seen here already (the hub was alone).
+        c.outbox.mark_all_delivered_locally();
+        self.reset_stream(&mut shared, epoch, position + 1);
+    }
+
+    /// A new run reads the shared stream from `position` on (the head when
+    /// it first links: what came before is history).
+    pub fn cluster_start_reading_at(&self, position: u64) {
+        if let Some(c) = &mut self.lock().cluster {
+            c.read_position = position;
+        }
+    }
+
+    /// The shared stream's numbering started again (Redis lost its data):
+    /// read from its start.
+    pub fn cluster_restart_reading(&self) {
+        if let Some(c) = &mut self.lock().cluster {
+            c.read_position = 0;
+        }
+    }
+
+    /// Applies entries read from the shared stream, oldest first: other
+    /// hubs' events update their devices (and this hub's history); events
+    /// reach this hub's browsers at their shared positions while linked,
+    /// or (other hubs' only) at once while alone, catching up. Entries at
+    /// or before the newest position read are skipped. Returns how many
+    /// other hubs' entries were applied.
+    pub fn cluster_receive(&self, entries: Vec<SharedEntry>, up_to: u64) -> usize {
+        let mut shared = self.lock();
+        let Shared {
+            registry,
+            stream,
+            cluster,
+            ..
+        } = &mut *shared;
+        let Some(c) = cluster else {
+            return 0;
+        };
+        let mut applied = 0;
+        for entry in entries {
+            if entry.position <= c.read_position {
+                continue;
+            }
+            c.read_position = entry.position;
+            let other_hub = entry.hub != c.hub;
+            match entry.item {
+                SharedItem::Holdings(holdings) => {
+                    if other_hub {
+                        applied += 1;
+                        for h in holdings {
+                            if !held_here(registry, h.device) {
+                                c.remote.describe(&entry.hub, h.device, h.info, h.connected);
+                            }
+                        }
+                    }
+                }
+                SharedItem::Event(event) => {
+                    if other_hub {
+                        let event = match event {
+                            Event::Readings(batch) => {
+                                // A device held here is not another hub's.
+                                let batch: Vec<LiveDatagram> = batch
+                                    .into_iter()
+                                    .filter(|d| !held_here(registry, d.device))
+                                    .collect();
+                                if batch.is_empty() {
+                                    continue;
+                                }
+                                if let Some(history) = &self.history {
+                                    history.record(&batch);
+                                }
+                                Event::Readings(batch)
+                            }
+                            other => other,
+                        };
+                        applied += 1;
+                        c.remote.apply(&entry.hub, &event);
+                        match c.mode {
+                            LinkMode::Linked => {
+                                let _ = stream.append_at(entry.position, event);
+                            }
+                            LinkMode::Alone => {
+                                stream.append(event);
+                            }
+                        }
+                    } else if c.mode == LinkMode::Linked && !entry.own {
+                        // This hub's name, another run (before a restart).
+                        let _ = stream.append_at(entry.position, event);
+                    }
+                }
+                SharedItem::Own => {
+                    if c.mode == LinkMode::Linked {
+                        // Unless its browsers saw it while the hub was alone.
+                        if let Some(event) = c.outbox.read_back(entry.number) {
+                            let _ = stream.append_at(entry.position, Arc::unwrap_or_clone(event));
+                        }
+                    }
+                }
+            }
+        }
+        // Entries that did not decode were read all the same.
+        c.read_position = c.read_position.max(up_to);
+        self.head.send_replace(stream.head());
+        applied
+    }
+
+    /// The shared stream no longer holds the positions between the newest
+    /// read and `next` (trimmed while this hub could not read them): the
+    /// stream continues at `next`, and clients resync.
+    pub fn cluster_gap(&self, next: u64) {
+        let mut shared = self.lock();
+        let Some(c) = &mut shared.cluster else {
+            return;
+        };
+        if c.mode != LinkMode::Linked || next <= c.read_position + 1 {
+            return;
+        }
+        c.read_position = next - 1;
+        c.switches += 1;
+        // The same epoch's name, but a new stream: clients see it changed.
+        let epoch: Arc<str> = Arc::from(&**shared.stream.epoch());
+        self.reset_stream(&mut shared, epoch, next);
+    }
+
+    /// This hub's devices as it describes them to the others (its leases):
+    /// hello, adoption, key, and whether it holds a session.
+    pub fn cluster_holdings(&self) -> Vec<Holding> {
+        let shared = self.lock();
+        let mut ids: Vec<DeviceId> = shared.registry.device_ids().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| {
+                let entry = shared.registry.device(id)?;
+                let info = entry.info.as_ref();
+                Some(Holding {
+                    device: id,
+                    info: RemoteInfo {
+                        name: info.map(|i| i.name.clone()).unwrap_or_default(),
+                        firmware: info.map(|i| i.firmware.clone()).unwrap_or_default(),
+                        interval_ms: info.map_or(0, |i| i.interval_ms),
+                        sensors: info.map(|i| i.sensors.clone()).unwrap_or_default(),
+                        adopted: entry.adopted,
+                        keyed: shared.state.is_keyed(id),
+                    },
+                    connected: entry.session.is_some(),
+                })
+            })
+            .collect()
+    }
+
+    /// `hub` is gone (its lease lapsed, and this hub claimed the report):
+    /// its devices are offline as of `now`, here and, through the shared
+    /// stream, on every hub. Returns them.
+    pub fn cluster_hub_lost(&self, hub: &str, now: Now) -> Vec<DeviceId> {
+        let mut shared = self.lock();
+        let Shared {
+            stream, cluster, ..
+        } = &mut *shared;
+        let Some(c) = cluster else {
+            return Vec::new();
+        };
+        let Some(about) = c
+            .remote
+            .iter()
+            .find(|(_, d)| &*d.hub == hub)
+            .map(|(_, d)| d.hub.clone())
+        else {
+            return Vec::new();
+        };
+        let went_offline: Vec<(DeviceId, Option<DeviceStatus>)> = {
+            let mut ids: Vec<(DeviceId, Option<DeviceStatus>)> = c
+                .remote
+                .iter()
+                .filter(|(_, d)| d.hub == about && d.status != Some(DeviceStatus::Offline))
+                .map(|(id, d)| (id, d.status))
+                .collect();
+            ids.sort_unstable_by_key(|&(id, _)| id);
+            ids
+        };
+        c.remote.hub_lost(hub, now.wall_ms);
+        for &(device, previous) in &went_offline {
+            log_status(device, DeviceStatus::Offline, previous);
+            let event = Event::DeviceStatus {
+                device,
+                status: DeviceStatus::Offline,
+                previous,
+                at_ms: now.wall_ms,
+            };
+            match c.mode {
+                LinkMode::Linked => {
+                    c.outbox
+                        .push_about(Arc::new(event), false, Some(about.clone()));
+                }
+                LinkMode::Alone => {
+                    c.outbox
+                        .push_about(Arc::new(event.clone()), true, Some(about.clone()));
+                    stream.append(event);
+                }
+            }
+        }
+        self.outbox_ready.notify_one();
+        self.head.send_replace(stream.head());
+        went_offline.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// The hubs other hubs' devices are held by.
+    pub fn cluster_remote_hubs(&self) -> Vec<Arc<str>> {
+        let shared = self.lock();
+        shared
+            .cluster
+            .as_ref()
+            .map(|c| c.remote.per_hub().into_keys().collect())
+            .unwrap_or_default()
+    }
+
+    /// The cluster figures, if the hub is in one.
+    pub fn cluster_figures(&self) -> Option<ClusterFigures> {
+        let shared = self.lock();
+        let c = shared.cluster.as_ref()?;
+        Some(ClusterFigures {
+            hub: c.hub.clone(),
+            mode: c.mode,
+            epoch: shared.stream.epoch().clone(),
+            read_position: c.read_position,
+            outbox_events: c.outbox.len(),
+            outbox_bytes: c.outbox.bytes(),
+            outbox: c.outbox.counters(),
+            remote_devices: c.remote.len(),
+            remote_per_hub: c.remote.per_hub().into_iter().collect(),
+            remote_untracked: c.remote.untracked(),
+            switches: c.switches,
+            local_devices: shared.registry.device_count(),
+        })
     }
 
     /// Queues a message for a control session without waiting. The queue is
@@ -651,6 +1087,11 @@ impl Core {
     fn lock_sessions(&self) -> MutexGuard<'_, HashMap<SessionId, mpsc::Sender<SessionMessage>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether this hub holds a control session with `device`.
+fn held_here(registry: &Registry, device: DeviceId) -> bool {
+    registry.device(device).is_some_and(|e| e.session.is_some())
 }
 
 fn log_status(device: DeviceId, status: DeviceStatus, previous: Option<DeviceStatus>) {

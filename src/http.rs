@@ -77,6 +77,9 @@ pub struct HttpContext {
     pub devices: Arc<DeviceDirectory>,
     /// The MQTT bridge's state (`/api/hub`'s `mqtt`).
     pub mqtt: Arc<crate::mqtt::MqttStatus>,
+    /// The cluster link, if the hub is in a cluster (`/healthz`,
+    /// `/api/hub`'s `cluster`).
+    pub cluster: Option<Arc<crate::cluster::ClusterStatus>>,
 }
 
 #[derive(Serialize)]
@@ -310,15 +313,71 @@ async fn history(
     }
 }
 
+/// The cluster part of `/healthz` and `/api/hub`: the link as shown, and
+/// whether this hub's stream is the cluster's right now.
+fn cluster_json(core: &Core, status: &crate::cluster::ClusterStatus) -> (bool, serde_json::Value) {
+    let view = status.view();
+    let figures = core.cluster_figures();
+    let linked = view.link == crate::cluster::LinkState::Up
+        && figures
+            .as_ref()
+            .is_some_and(|f| f.mode == crate::outbox::LinkMode::Linked);
+    let mut json = serde_json::json!({
+        "hub": view.hub,
+        "link": if linked { "up" } else if view.link == crate::cluster::LinkState::Connecting { "connecting" } else { "down" },
+        "since_ms": view.since_ms,
+        "error": view.error,
+        "hubs": view.hubs,
+    });
+    if let Some(f) = figures {
+        json["epoch"] = f.epoch.to_string().into();
+        json["position"] = f.read_position.into();
+        json["local_devices"] = f.local_devices.into();
+        json["remote_devices"] = f.remote_devices.into();
+        json["outbox_events"] = f.outbox_events.into();
+        json["events_shared"] = f.outbox.shared.into();
+        json["events_shared_late"] = f.outbox.shared_late.into();
+        json["events_unshared"] = f.outbox.unshared.into();
+        json["datagrams_unshared"] = f.outbox.unshared_datagrams.into();
+    }
+    (linked, json)
+}
+
 /// `GET /healthz`: 200 `{"status":"ok"}`, or 503 naming the tasks that
 /// ended unexpectedly.
-fn healthz(health: &Health) -> Response<Bytes> {
+/// In a cluster, also 503 `"status":"degraded"` while the hub is not
+/// linked: it serves its own devices and browsers, but the cluster's
+/// delivery through it has stopped.
+fn healthz(
+    health: &Health,
+    cluster: Option<(&Core, &crate::cluster::ClusterStatus)>,
+) -> Response<Bytes> {
     let failed = health.failed();
-    if failed.is_empty() {
-        return response(StatusCode::OK, "application/json", r#"{"status":"ok"}"#);
+    let cluster = cluster.map(|(core, status)| cluster_json(core, status));
+    let mut body = if failed.is_empty() {
+        serde_json::json!({ "status": "ok" })
+    } else {
+        serde_json::json!({ "status": "failed", "failed_tasks": failed })
+    };
+    let mut ok = failed.is_empty();
+    if let Some((linked, json)) = cluster {
+        if ok && !linked {
+            body["status"] = "degraded".into();
+            ok = false;
+        }
+        body["cluster"] = serde_json::json!({
+            "hub": json["hub"],
+            "link": json["link"],
+            "since_ms": json["since_ms"],
+            "error": json["error"],
+        });
     }
-    let body = serde_json::json!({ "status": "failed", "failed_tasks": failed }).to_string();
-    response(StatusCode::SERVICE_UNAVAILABLE, "application/json", body)
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    response(code, "application/json", body.to_string())
 }
 
 /// The JSON of `GET /api/hub`: the same figures as `/metrics`.
@@ -372,6 +431,7 @@ pub fn hub_json(ctx: &HttpContext) -> String {
         "stream_seq": s.stream_seq,
         "history": ctx.core.history().map(|h| h.stats().json()),
         "mqtt": ctx.mqtt.json(),
+        "cluster": ctx.cluster.as_deref().map(|c| cluster_json(&ctx.core, c).1),
     });
     view.to_string()
 }
@@ -491,9 +551,14 @@ pub fn routes(
         .and(viewer.clone())
         .map(move |_| response(StatusCode::OK, "application/json", hub_json(&hub_ctx)));
     let health = ctx.health.clone();
-    let healthz = warp::path!("healthz")
-        .and(get)
-        .map(move || healthz(&health));
+    let health_core = ctx.core.clone();
+    let health_cluster = ctx.cluster.clone();
+    let healthz = warp::path!("healthz").and(get).map(move || {
+        healthz(
+            &health,
+            health_cluster.as_deref().map(|c| (&*health_core, c)),
+        )
+    });
     let registry = ctx.metrics.clone();
     let metrics_ctx = ctx.clone();
     let metrics = warp::path!("metrics")

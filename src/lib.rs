@@ -38,6 +38,10 @@
 //!    * [`json`]: JSON forms of values and datagrams (uses `state`).
 //!    * [`stream`]: the numbered event stream and its replay ring,
 //!      subscriptions and conflation (uses `state`, `registry`).
+//!    * [`remote`]: the devices other hubs of a cluster hold, as the
+//!      shared stream describes them (uses `stream`, `registry`).
+//!    * [`outbox`]: a cluster hub's own events waiting to be shared, and
+//!      its link mode (uses `stream`).
 //!    * [`views`]: owned JSON views of devices (uses the above).
 //! 3. Storage: [`history`]: tiers, rollups and reduction (pure), and the
 //!    SQLite store with its writer thread (uses `state`, `registry`,
@@ -60,6 +64,9 @@
 //!    * [`mqtt`]: the MQTT bridge for Home Assistant: [`mqtt::bridge`] is
 //!      its sans-IO state machine, [`mqtt::discovery`] the discovery
 //!      messages, the module itself drives the broker connection.
+//!    * [`cluster`]: several hubs, one fleet: the link to the other hubs
+//!      through Redis ([`cluster::wire`] is the shared stream's entry
+//!      format).
 //!    * [`http`]: the HTTP application (uses `ws` for `/ws`, `mqtt` for
 //!      the bridge's status).
 //!    * [`http_server`]: the HTTP listener: accept loop, TLS, timeouts and
@@ -81,6 +88,7 @@ pub mod aggregate;
 pub mod assets;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod command_json;
 pub mod config;
 pub mod connection;
@@ -96,8 +104,10 @@ pub mod json;
 pub mod metrics;
 pub mod mqtt;
 pub mod net;
+pub mod outbox;
 pub mod per_address;
 pub mod registry;
+pub mod remote;
 pub mod response;
 pub mod secret_file;
 pub mod server;

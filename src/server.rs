@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, AuthCollector};
 use crate::clock::Clock;
+use crate::cluster::{self, ClusterCollector, ClusterStatus};
 use crate::config::HubConfig;
 use crate::control::auth::Tokens;
 use crate::control::{ControlCollector, ControlContext, ControlMetrics};
@@ -170,6 +171,23 @@ pub async fn run(
     let started_mono_ms = clock.now().mono_ms;
     let (history, stored) = open_history(&config).await?;
     let core = Arc::new(Core::new(&config, history.clone()));
+    // Before any event: in a cluster, every event is shared.
+    let cluster = if config.cluster.enabled {
+        let settings =
+            cluster::Settings::from_config(&config.cluster).context("the cluster ([cluster])")?;
+        core.join_cluster(
+            settings.hub.clone(),
+            config.cluster.outage_bytes,
+            config
+                .limits
+                .max_devices
+                .saturating_add(config.devices.max_discovered),
+        );
+        tracing::info!(hub = &*settings.hub, "cluster: joining through Redis");
+        Some(settings)
+    } else {
+        None
+    };
     let devices = Arc::new(
         DeviceDirectory::open(
             DeviceFile::new(&config.devices.keys_path),
@@ -227,6 +245,15 @@ pub async fn run(
     registry.register_collector(Box::new(AuthCollector(auth.clone())));
     let mqtt_status = Arc::new(MqttStatus::new(&config.mqtt));
     registry.register_collector(Box::new(MqttCollector(mqtt_status.clone())));
+    let cluster_status = cluster
+        .as_ref()
+        .map(|s| Arc::new(ClusterStatus::new(&s.hub, clock.now().wall_ms)));
+    if let Some(status) = &cluster_status {
+        registry.register_collector(Box::new(ClusterCollector {
+            core: core.clone(),
+            status: status.clone(),
+        }));
+    }
     registry.register_collector(Box::new(Uptime {
         clock: clock.clone(),
         started_mono_ms,
@@ -336,6 +363,24 @@ pub async fn run(
             async move { run.await.map_err(|e| format!("{e:#}")) }
         });
     }
+    if let (Some(settings), Some(status)) = (cluster, &cluster_status) {
+        let (core, clock, status, cancel) =
+            (core.clone(), clock.clone(), status.clone(), cancel.clone());
+        let clients_gauge = ws_metrics.clone();
+        let clients: Arc<dyn Fn() -> u64 + Send + Sync> =
+            Arc::new(move || clients_gauge.clients.get().max(0) as u64);
+        supervisor.spawn("cluster", move || {
+            let run = cluster::run(
+                core.clone(),
+                settings.clone(),
+                clock.clone(),
+                status.clone(),
+                clients.clone(),
+                cancel.clone(),
+            );
+            async move { run.await.map_err(|e| format!("{e:#}")) }
+        });
+    }
     let http_ctx = HttpContext {
         core: core.clone(),
         ws: ws_ctx,
@@ -348,6 +393,7 @@ pub async fn run(
         metrics_open: config.metrics.open,
         devices: devices.clone(),
         mqtt: mqtt_status,
+        cluster: cluster_status,
     };
     let listener_ctx = ListenerContext {
         http: http_ctx,

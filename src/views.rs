@@ -16,6 +16,7 @@ use crate::aggregate::sequence::SeqCounts;
 use crate::clock::Now;
 use crate::json::JsonValue;
 use crate::registry::{DeviceEntry, DeviceStatus, Registry};
+use crate::remote::{RemoteDevice, RemoteFleet};
 use crate::state::{DeviceState, HubState};
 use crate::stream::subscription::Subscription;
 use crate::stream::DeviceStats;
@@ -130,6 +131,9 @@ pub fn device_stats(d: &DeviceState, now: Now) -> DeviceStats {
 #[derive(Debug, Serialize)]
 pub struct DeviceView {
     id: u32,
+    /// The hub holding it (in a cluster only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hub: Option<String>,
     name: Option<String>,
     firmware: Option<String>,
     interval_ms: Option<u32>,
@@ -214,6 +218,7 @@ fn device_view(
         .collect();
     DeviceView {
         id,
+        hub: None,
         name: info.map(|i| i.name.clone()),
         firmware: info.map(|i| i.firmware.clone()),
         interval_ms: info.map(|i| i.interval_ms),
@@ -237,30 +242,114 @@ fn device_view(
     }
 }
 
-/// Every device the data plane or the control plane knows (that the
-/// subscription covers, if one is given), ordered by id.
+/// This hub's name and the other hubs' devices, for a hub in a cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterFleet<'a> {
+    /// This hub's name (the `hub` of its own devices).
+    pub hub: &'a str,
+    /// The devices other hubs hold.
+    pub remote: &'a RemoteFleet,
+}
+
+/// Every device the data plane or the control plane knows, and in a
+/// cluster every device the other hubs hold (that the subscription
+/// covers, if one is given), ordered by id.
 pub fn devices(
     state: &HubState,
     registry: &Registry,
+    cluster: Option<ClusterFleet<'_>>,
     subscription: Option<&Subscription>,
     now: Now,
 ) -> Vec<DeviceView> {
     // Every device with data is in the registry too (it admits them).
     let mut ids: Vec<u32> = registry.device_ids().collect();
+    if let Some(c) = cluster {
+        ids.extend(
+            c.remote
+                .iter()
+                .map(|(id, _)| id)
+                .filter(|&id| registry.device(id).is_none()),
+        );
+    }
     ids.sort_unstable();
     ids.into_iter()
         .filter(|&id| subscription.is_none_or(|s| s.covers_device(id)))
-        .map(|id| {
-            device_view(
-                id,
-                state.device(id),
-                registry.device(id),
-                state.is_keyed(id),
-                subscription,
-                now,
-            )
+        .filter_map(|id| match registry.device(id) {
+            Some(entry) => {
+                let mut view = device_view(
+                    id,
+                    state.device(id),
+                    Some(entry),
+                    state.is_keyed(id),
+                    subscription,
+                    now,
+                );
+                view.hub = cluster.map(|c| c.hub.to_string());
+                Some(view)
+            }
+            None => {
+                let remote = cluster?.remote.get(id)?;
+                Some(remote_device_view(id, remote, subscription))
+            }
         })
         .collect()
+}
+
+/// A device another hub holds, as far as the shared stream tells: no
+/// rolling windows (its hub has them) and no address.
+fn remote_device_view(
+    id: u32,
+    d: &RemoteDevice,
+    subscription: Option<&Subscription>,
+) -> DeviceView {
+    let info = d.info.as_ref();
+    let mut channels: BTreeSet<u8> = d.latest.keys().copied().collect();
+    if let Some(i) = info {
+        channels.extend(i.sensors.iter().map(|s| s.channel));
+    }
+    let sensors = channels
+        .into_iter()
+        .filter(|&c| subscription.is_none_or(|s| s.covers_channel(c)))
+        .map(|channel| {
+            let declared = info.and_then(|i| i.sensors.iter().find(|s| s.channel == channel));
+            let latest = d.latest.get(&channel);
+            SensorView {
+                channel,
+                name: declared.map(|s| s.name.to_string()),
+                unit: declared.map(|s| s.unit.to_string()),
+                kind: declared.map(|s| s.kind),
+                min: declared.and_then(|s| s.min),
+                max: declared.and_then(|s| s.max),
+                value: latest.map(|l| JsonValue(l.value)),
+                time_ms: latest.map(|l| l.time_ms),
+                received_ms: latest.map(|l| l.received_ms),
+                count: latest.map_or(0, |l| l.count),
+                windows: Vec::new(),
+            }
+        })
+        .collect();
+    DeviceView {
+        id,
+        hub: Some(d.hub.to_string()),
+        name: info.map(|i| i.name.clone()),
+        firmware: info.map(|i| i.firmware.clone()),
+        interval_ms: info.map(|i| i.interval_ms),
+        status: d.status,
+        status_since_ms: d.status_since_ms,
+        connected: d.connected,
+        adopted: info.is_none_or(|i| i.adopted),
+        keyed: info.is_some_and(|i| i.keyed),
+        clock_offset_ms: None,
+        addr: None,
+        first_seen_ms: d.first_seen_ms,
+        last_seen_ms: d.last_seen_ms,
+        datagrams: d.datagrams,
+        readings: d.readings,
+        bytes: 0,
+        last_seq: d.last_seq,
+        stats: d.stats.as_ref().map(StatsView::from),
+        sensors,
+    }
 }
 
 /// What an outside consumer (the MQTT bridge) needs to describe a device:

@@ -90,7 +90,7 @@ struct Fixture {
 impl Fixture {
     /// The device views of a snapshot at `NOW`.
     fn devices(&self) -> Vec<views::DeviceView> {
-        views::devices(&self.state, &self.registry, None, Now::at(0, NOW))
+        views::devices(&self.state, &self.registry, None, None, Now::at(0, NOW))
     }
 }
 

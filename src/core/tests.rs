@@ -295,3 +295,268 @@ fn metrics_are_rendered_from_one_consistent_read() {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }
 }
+
+// The cluster side, driven as the link would drive it: no Redis, entries
+// handed in as the reader decodes them.
+mod cluster {
+    use super::*;
+    use crate::remote::{Holding, RemoteInfo, SharedEntry, SharedItem};
+
+    fn member() -> Core {
+        let core = core_with(100);
+        core.join_cluster("a".into(), 1 << 20, 100);
+        core
+    }
+
+    fn remote_readings(position: u64, hub: &str, device: u32, seq: u32) -> SharedEntry {
+        SharedEntry {
+            position,
+            hub: hub.into(),
+            own: false,
+            number: u64::from(seq),
+            item: SharedItem::Event(Event::Readings(vec![LiveDatagram {
+                device,
+                seq,
+                time_ms: WALL,
+                received_ms: WALL,
+                readings: Box::new([Reading {
+                    channel: 0,
+                    value: Value::F32(seq as f32),
+                }]),
+            }])),
+        }
+    }
+
+    fn own(position: u64, number: u64) -> SharedEntry {
+        SharedEntry {
+            position,
+            hub: "a".into(),
+            own: true,
+            number,
+            item: SharedItem::Own,
+        }
+    }
+
+    fn seqs(core: &Core, from: u64) -> Vec<u64> {
+        core.read_stream(from, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    }
+
+    #[test]
+    fn alone_until_linked_then_events_arrive_at_shared_positions() {
+        let core = member();
+        assert_eq!(core.cluster_mode(), Some(LinkMode::Alone));
+        // Alone: its own datagram reaches its browsers at once, and waits.
+        ingest(&core, &datagram(1, 1, at(0)), at(0));
+        let local_epoch = core.epoch();
+        assert!(core.stream_head() > 0);
+        let waiting = core.cluster_pending(10);
+        assert!(!waiting.is_empty());
+        // Shared, and the others' events read: linked at position 40.
+        core.cluster_shared(waiting.last().unwrap().number);
+        core.cluster_linked("cluster".into(), 40);
+        assert_eq!(&*core.epoch(), "cluster");
+        assert_ne!(core.epoch(), local_epoch);
+        assert_eq!(core.stream_head(), 40);
+        // Its own events, read back, skip what its browsers saw.
+        core.cluster_receive(
+            waiting
+                .iter()
+                .zip(41..)
+                .map(|(p, position)| own(position, p.number))
+                .collect(),
+            40 + waiting.len() as u64,
+        );
+        assert_eq!(core.stream_head(), 40);
+        let next = 41 + waiting.len() as u64;
+        // Linked: a new datagram waits in the outbox, not in the stream.
+        ingest(&core, &datagram(1, 2, at(10)), at(10));
+        assert_eq!(core.stream_head(), 40);
+        let pending = core.cluster_pending(10);
+        let number = pending[0].number;
+        core.cluster_shared(number);
+        // Another hub's event and its own, at their shared positions.
+        let applied = core.cluster_receive(
+            vec![remote_readings(next, "b", 7, 1), own(next + 1, number)],
+            next + 1,
+        );
+        assert_eq!(applied, 1);
+        assert_eq!(seqs(&core, 41), [next, next + 1]);
+        let snapshot = core.snapshot(None, at(20));
+        assert_eq!(snapshot.seq, next + 1);
+        assert_eq!(&*snapshot.epoch, "cluster");
+        let ids: Vec<serde_json::Value> = snapshot
+            .devices
+            .iter()
+            .map(|d| serde_json::to_value(d).unwrap())
+            .map(|v| serde_json::json!([v["id"], v["hub"]]))
+            .collect();
+        assert_eq!(
+            ids,
+            [serde_json::json!([1, "a"]), serde_json::json!([7, "b"])]
+        );
+        // Read again (a reconnect re-reads): nothing twice.
+        core.cluster_receive(vec![remote_readings(next, "b", 7, 1)], next + 1);
+        assert_eq!(seqs(&core, 41), [next, next + 1]);
+    }
+
+    #[test]
+    fn losing_the_link_delivers_what_waited_and_counts_it_late_when_shared() {
+        let core = member();
+        core.cluster_linked("cluster".into(), 0);
+        ingest(&core, &datagram(1, 1, at(0)), at(0));
+        ingest(&core, &datagram(1, 2, at(1)), at(1));
+        let pending = core.cluster_pending(10);
+        // The first was shared but not read back; the second waits.
+        core.cluster_shared(pending[0].number);
+        assert_eq!(core.stream_head(), 0);
+        core.cluster_lost();
+        assert_eq!(core.cluster_mode(), Some(LinkMode::Alone));
+        assert_ne!(&*core.epoch(), "cluster");
+        // Both reach the browsers now, in order.
+        let delivered = core.read_stream(1, 10).unwrap();
+        let datagram_seqs: Vec<u32> = delivered
+            .iter()
+            .flat_map(|e| match &e.event {
+                Event::Readings(b) => b.iter().map(|d| d.seq).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(datagram_seqs, [1, 2]);
+        // Catching up alone: others' events at local positions, own skipped.
+        let head = core.stream_head();
+        core.cluster_receive(
+            vec![own(1, pending[0].number), remote_readings(2, "b", 9, 5)],
+            2,
+        );
+        assert_eq!(core.stream_head(), head + 1);
+        // Linked again: the rest, shared late, is not delivered twice.
+        let last = pending.last().unwrap().number;
+        core.cluster_shared(last);
+        core.cluster_linked("cluster".into(), 2);
+        core.cluster_receive(vec![own(3, last)], 3);
+        assert_eq!(core.stream_head(), 2);
+        let f = core.cluster_figures().unwrap();
+        let n = pending.len() as u64;
+        assert_eq!((f.outbox.shared, f.outbox.shared_late), (n, n - 1));
+        assert_eq!(f.switches, 3, "linked, alone, linked");
+    }
+
+    #[test]
+    fn an_outbox_that_fills_while_linked_makes_the_hub_go_alone() {
+        let core = core_with(100);
+        core.join_cluster("a".into(), 300, 100);
+        core.cluster_linked("cluster".into(), 0);
+        for seq in 1..=5 {
+            ingest(
+                &core,
+                &datagram(1, seq, at(u64::from(seq))),
+                at(u64::from(seq)),
+            );
+        }
+        assert_eq!(core.cluster_mode(), Some(LinkMode::Alone));
+        // Nothing was lost for its browsers.
+        let delivered: usize = core
+            .read_stream(1, 100)
+            .unwrap()
+            .iter()
+            .map(|e| match &e.event {
+                Event::Readings(b) => b.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(delivered, 5);
+    }
+
+    #[test]
+    fn a_gap_restarts_the_stream_at_the_next_position() {
+        let core = member();
+        core.cluster_linked("cluster".into(), 10);
+        let before = core.epoch();
+        core.cluster_gap(20);
+        assert_eq!(&*core.epoch(), "cluster");
+        assert!(
+            !Arc::ptr_eq(&before, &core.epoch()),
+            "clients see a new stream"
+        );
+        assert_eq!(core.stream_head(), 19);
+        assert_eq!(core.cluster_read_position(), 19);
+    }
+
+    #[test]
+    fn holdings_describe_devices_and_a_lost_hub_takes_them_offline() {
+        let core = member();
+        core.cluster_linked("cluster".into(), 0);
+        let info = RemoteInfo {
+            name: "greenhouse".into(),
+            firmware: "2.0".into(),
+            interval_ms: 1000,
+            sensors: Vec::new(),
+            adopted: true,
+            keyed: false,
+        };
+        core.cluster_receive(
+            vec![
+                SharedEntry {
+                    position: 1,
+                    hub: "b".into(),
+                    own: false,
+                    number: 0,
+                    item: SharedItem::Holdings(vec![Holding {
+                        device: 5,
+                        info,
+                        connected: true,
+                    }]),
+                },
+                SharedEntry {
+                    position: 2,
+                    hub: "b".into(),
+                    own: false,
+                    number: 1,
+                    item: SharedItem::Event(Event::DeviceStatus {
+                        device: 5,
+                        status: DeviceStatus::Online,
+                        previous: None,
+                        at_ms: WALL,
+                    }),
+                },
+            ],
+            2,
+        );
+        // Holdings are not shown to browsers; the status is.
+        assert_eq!(seqs(&core, 1), [2]);
+        let view = serde_json::to_value(&core.snapshot(None, at(0)).devices[0]).unwrap();
+        assert_eq!(view["name"], "greenhouse");
+        assert_eq!(view["status"], "online");
+        assert_eq!(view["connected"], true);
+        assert_eq!(core.cluster_hub_lost("b", at(5)), [5]);
+        let view = serde_json::to_value(&core.snapshot(None, at(5)).devices[0]).unwrap();
+        assert_eq!(view["status"], "offline");
+        assert_eq!(view["hub"], "b");
+        // The report waits to be shared, about hub b.
+        let pending = core.cluster_pending(10);
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].about.as_deref(), Some("b"));
+        // Reported once.
+        assert!(core.cluster_hub_lost("b", at(6)).is_empty());
+    }
+
+    #[test]
+    fn a_device_that_opens_a_session_here_is_no_longer_remote() {
+        let core = member();
+        core.cluster_linked("cluster".into(), 0);
+        core.cluster_receive(vec![remote_readings(1, "b", 1, 1)], 1);
+        let (tx, _rx) = mpsc::channel(4);
+        core.open_session(&hello(1, 1000), tx, None, at(0)).unwrap();
+        let view = serde_json::to_value(&core.snapshot(None, at(0)).devices[0]).unwrap();
+        assert_eq!(view["hub"], "a");
+        // Its old hub's late readings are not applied here.
+        assert_eq!(
+            core.cluster_receive(vec![remote_readings(2, "b", 1, 2)], 2),
+            0
+        );
+    }
+}

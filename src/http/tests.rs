@@ -60,6 +60,7 @@ fn hub() -> Hub {
     let health = Health::default();
     registry.register_collector(Box::new(crate::supervisor::HealthCollector(health.clone())));
     HttpContext {
+        cluster: None,
         core: core.clone(),
         ws: WsContext::new(
             core,

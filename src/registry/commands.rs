@@ -4,7 +4,7 @@
 
 use sensor_hub_protocol::control::CommandBody;
 use sensor_hub_protocol::DeviceId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Hub-assigned command id (unique while the hub runs).
 pub type CommandId = u32;
@@ -20,6 +20,7 @@ pub type CommandId = u32;
     PartialEq,
     Eq,
     Serialize,
+    Deserialize,
     strum::EnumCount,
     strum::EnumIter,
     strum::IntoStaticStr,

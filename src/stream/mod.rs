@@ -116,12 +116,23 @@ pub struct Entry {
 }
 
 /// The event stream: a bounded replay ring.
+///
+/// Positions increase but need not be contiguous: a hub in a cluster
+/// appends events at the positions the shared stream gave them
+/// ([`Stream::append_at`]), and skips positions it has nothing to deliver
+/// for. An epoch names the numbering: [`Stream::reset`] starts a new one
+/// (and empties the ring) when a hub joins or leaves the cluster's
+/// numbering.
 #[derive(Debug)]
 pub struct Stream {
     entries: VecDeque<Arc<Entry>>,
     bytes: usize,
     max_bytes: usize,
     next_seq: u64,
+    /// The smallest position the ring can still answer from: one past the
+    /// newest entry dropped, or where the epoch began.
+    floor: u64,
+    epoch: Arc<str>,
 }
 
 /// The ring no longer holds what a cursor needs.
@@ -131,23 +142,68 @@ pub struct Gone {
     pub oldest: u64,
 }
 
+/// [`Stream::append_at`] was given a position not after the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("stream position {position} is not after the head {head}")]
+pub struct NotAfterHead {
+    /// The position asked for.
+    pub position: u64,
+    /// The newest position held.
+    pub head: u64,
+}
+
 impl Stream {
-    /// An empty ring holding about `max_bytes` of events; the first event
-    /// gets sequence number 1.
-    pub fn new(max_bytes: usize) -> Stream {
+    /// An empty ring holding about `max_bytes` of events, in `epoch`; the
+    /// first event gets sequence number 1.
+    pub fn new(max_bytes: usize, epoch: Arc<str>) -> Stream {
         Stream {
             entries: VecDeque::new(),
             bytes: 0,
             max_bytes,
             next_seq: 1,
+            floor: 1,
+            epoch,
         }
+    }
+
+    /// The numbering positions belong to.
+    pub fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    /// Empties the ring and starts `epoch`, whose next position is
+    /// `next_seq` (at least 1).
+    pub fn reset(&mut self, epoch: Arc<str>, next_seq: u64) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.next_seq = next_seq.max(1);
+        self.floor = self.next_seq;
+        self.epoch = epoch;
     }
 
     /// Appends an event, dropping the oldest ones beyond the bound; returns
     /// its sequence number.
     pub fn append(&mut self, event: Event) -> u64 {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.push(seq, event);
+        seq
+    }
+
+    /// Appends an event at `position` (after the head; the positions in
+    /// between stay empty).
+    pub fn append_at(&mut self, position: u64, event: Event) -> Result<(), NotAfterHead> {
+        if position < self.next_seq {
+            return Err(NotAfterHead {
+                position,
+                head: self.head(),
+            });
+        }
+        self.push(position, event);
+        Ok(())
+    }
+
+    fn push(&mut self, seq: u64, event: Event) {
+        self.next_seq = seq.saturating_add(1);
         let approx_bytes = event.approx_bytes();
         self.bytes += approx_bytes;
         self.entries.push_back(Arc::new(Entry {
@@ -159,9 +215,9 @@ impl Stream {
         while self.bytes > self.max_bytes && self.entries.len() > 1 {
             if let Some(old) = self.entries.pop_front() {
                 self.bytes -= old.approx_bytes;
+                self.floor = old.seq + 1;
             }
         }
-        seq
     }
 
     /// Sequence number of the newest event (0 before the first).
@@ -169,22 +225,27 @@ impl Stream {
         self.next_seq - 1
     }
 
+    /// Index of the first entry at or after `from`.
+    fn index_of(&self, from: u64) -> usize {
+        self.entries.partition_point(|e| e.seq < from)
+    }
+
     /// Up to `max` entries from sequence number `from` on, or [`Gone`] if
     /// some of them were dropped already.
     pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<Arc<Entry>>, Gone> {
-        let oldest = self.entries.front().map_or(self.next_seq, |e| e.seq);
-        if from < oldest {
-            return Err(Gone { oldest });
+        if from < self.floor {
+            return Err(Gone {
+                oldest: self.entries.front().map_or(self.next_seq, |e| e.seq),
+            });
         }
-        let skip = (from - oldest) as usize;
+        let skip = self.index_of(from);
         Ok(self.entries.iter().skip(skip).take(max).cloned().collect())
     }
 
     /// Estimated bytes of the events from `from` on (how far behind a
     /// cursor is).
     pub fn bytes_from(&self, from: u64) -> usize {
-        let oldest = self.entries.front().map_or(self.next_seq, |e| e.seq);
-        let skip = from.saturating_sub(oldest) as usize;
+        let skip = self.index_of(from);
         self.entries.iter().skip(skip).map(|e| e.approx_bytes).sum()
     }
 
@@ -209,7 +270,7 @@ mod tests {
 
     #[test]
     fn numbers_events_and_reads_from_a_cursor() {
-        let mut ring = Stream::new(10_000);
+        let mut ring = Stream::new(10_000, "e".into());
         assert_eq!(ring.head(), 0);
         assert_eq!(ring.read_from(1, 10).unwrap().len(), 0);
         for d in 0..5 {
@@ -226,7 +287,7 @@ mod tests {
 
     #[test]
     fn oldest_events_go_when_the_bound_is_reached() {
-        let mut ring = Stream::new(3 * 110);
+        let mut ring = Stream::new(3 * 110, "e".into());
         for d in 0..5 {
             ring.append(status(d));
         }
@@ -237,8 +298,50 @@ mod tests {
 
     #[test]
     fn one_event_larger_than_the_bound_is_still_kept() {
-        let mut ring = Stream::new(10);
+        let mut ring = Stream::new(10, "e".into());
         ring.append(status(1));
         assert_eq!(ring.read_from(1, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn positions_given_from_outside_may_leave_gaps() {
+        let mut ring = Stream::new(10_000, "e".into());
+        ring.append_at(5, status(1)).unwrap();
+        ring.append_at(9, status(2)).unwrap();
+        assert_eq!(
+            ring.append_at(9, status(3)),
+            Err(NotAfterHead {
+                position: 9,
+                head: 9
+            })
+        );
+        assert_eq!(ring.head(), 9);
+        // A cursor inside a gap reads what follows it.
+        let seqs: Vec<u64> = ring
+            .read_from(6, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [9]);
+        // Nothing was dropped: a cursor before the first entry is fine.
+        assert_eq!(ring.read_from(1, 10).unwrap().len(), 2);
+        assert_eq!(ring.append(status(4)), 10);
+    }
+
+    #[test]
+    fn a_reset_starts_a_new_epoch_at_the_given_position() {
+        let mut ring = Stream::new(10_000, "one".into());
+        for d in 0..3 {
+            ring.append(status(d));
+        }
+        ring.reset("two".into(), 100);
+        assert_eq!(&**ring.epoch(), "two");
+        assert_eq!(ring.head(), 99);
+        assert_eq!(ring.bytes(), 0);
+        // Cursors of the old numbering before the new start are gone.
+        assert_eq!(ring.read_from(2, 10).unwrap_err(), Gone { oldest: 100 });
+        assert!(ring.read_from(100, 10).unwrap().is_empty());
+        assert_eq!(ring.append(status(9)), 100);
     }
 }

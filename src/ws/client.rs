@@ -156,10 +156,15 @@ pub struct WsMetrics {
     pub client_errors: CounterArray<{ ClientError::COUNT }>,
 }
 
+/// The `resync` reason when the stream's numbering changed under a client.
+const NEW_EPOCH: &str =
+    "the hub's stream started a new numbering (it lost or regained its cluster link)";
+
 /// What the client reads from the hub.
 pub trait EventSource {
-    /// This run's stream epoch.
-    fn epoch(&self) -> &str;
+    /// The stream's epoch (it changes when a cluster hub loses or regains
+    /// its link).
+    fn epoch(&self) -> Arc<str>;
     /// Sequence number of the newest event.
     fn head(&self) -> u64;
     /// Up to `max` events from `from` on, or [`Gone`].
@@ -251,6 +256,8 @@ pub struct Client {
     subscription: Option<Subscription>,
     /// Next stream position to read.
     cursor: u64,
+    /// The epoch `cursor` belongs to.
+    epoch: Arc<str>,
     conflator: Conflator,
     folded_up_to: u64,
     /// Monotonic time of the next `aggregates` message, in aggregate mode.
@@ -276,6 +283,7 @@ impl Client {
         source: &impl EventSource,
         now: Now,
     ) -> Client {
+        let epoch = source.epoch();
         let head = source.head();
         let mut client = Client {
             id,
@@ -284,6 +292,7 @@ impl Client {
             metrics,
             subscription: None,
             cursor: head.saturating_add(1),
+            epoch: epoch.clone(),
             conflator: Conflator::default(),
             folded_up_to: 0,
             next_aggregate_ms: None,
@@ -294,7 +303,7 @@ impl Client {
             closed: false,
             role,
         };
-        client.send(messages::hello(source.epoch(), head, now.wall_ms));
+        client.send(messages::hello(&epoch, head, now.wall_ms));
         client
     }
 
@@ -468,6 +477,20 @@ impl Client {
         if self.closed {
             return;
         }
+        let epoch = source.epoch();
+        // The same allocation while the stream is the same: a reset makes
+        // a new one, even for an epoch of the same name.
+        if !Arc::ptr_eq(&epoch, &self.epoch) {
+            // The stream started a new numbering (a cluster hub lost or
+            // regained its link): a subscriber starts again from a fresh
+            // snapshot; others only move their cursor.
+            if self.subscription.is_some() {
+                self.send_snapshot(None, Some(NEW_EPOCH), source, t.now);
+            } else {
+                self.epoch = epoch;
+                self.cursor = source.head().saturating_add(1);
+            }
+        }
         // Taken out for the duration, so a long device list is not cloned.
         let subscription = self.subscription.take();
         self.pump_with(subscription.as_ref(), source, t);
@@ -495,6 +518,9 @@ impl Client {
                     self.cursor = oldest;
                     continue;
                 }
+                // The numbering changed under the cursor: the next pump
+                // resyncs.
+                Err(Gone { .. }) if !Arc::ptr_eq(&source.epoch(), &self.epoch) => return,
                 Err(Gone { .. }) => return self.evict(Eviction::SlowConsumer),
             };
             if entries.is_empty() {
@@ -639,7 +665,7 @@ impl Client {
                 subscription,
             } => {
                 self.start(subscription, t.now);
-                let reason = if epoch != source.epoch() {
+                let reason = if *epoch != *source.epoch() {
                     Some("the hub restarted since (new epoch)")
                 } else if last_seq > source.head() {
                     Some("last_seq is ahead of this hub's stream")
@@ -652,6 +678,7 @@ impl Client {
                     Some(reason) => self.send_snapshot(id.as_ref(), Some(reason), source, t.now),
                     None => {
                         self.cursor = last_seq + 1;
+                        self.epoch = source.epoch();
                         self.send(messages::ack(id.as_ref(), "resume", last_seq));
                         self.pump(source, t);
                     }
@@ -683,10 +710,11 @@ impl Client {
         let snapshot = source.snapshot(self.subscription.as_ref().unwrap_or(&all), now);
         self.cursor = snapshot.seq + 1;
         self.folded_up_to = snapshot.seq;
+        self.epoch = snapshot.epoch.clone();
         self.send(messages::snapshot(
             id,
             resync,
-            source.epoch(),
+            &snapshot.epoch,
             snapshot.seq,
             now.wall_ms,
             &snapshot.devices,

@@ -101,7 +101,7 @@ impl WsContext {
 }
 
 impl EventSource for Core {
-    fn epoch(&self) -> &str {
+    fn epoch(&self) -> Arc<str> {
         Core::epoch(self)
     }
 

@@ -24,7 +24,7 @@ struct Source {
 impl Source {
     fn new(replay_bytes: usize) -> Source {
         Source {
-            stream: RefCell::new(Stream::new(replay_bytes)),
+            stream: RefCell::new(Stream::new(replay_bytes, "e1".into())),
             submitted: RefCell::new(Vec::new()),
         }
     }
@@ -69,8 +69,8 @@ impl Source {
 }
 
 impl EventSource for Source {
-    fn epoch(&self) -> &str {
-        "e1"
+    fn epoch(&self) -> Arc<str> {
+        self.stream.borrow().epoch().clone()
     }
     fn head(&self) -> u64 {
         self.stream.borrow().head()
@@ -80,6 +80,7 @@ impl EventSource for Source {
     }
     fn snapshot(&self, _subscription: &Subscription, _now: Now) -> Snapshot {
         Snapshot {
+            epoch: self.epoch(),
             seq: self.head(),
             devices: Vec::new(),
         }
@@ -478,6 +479,51 @@ fn resume_continues_after_last_seq_or_resyncs_saying_why() {
         .as_str()
         .unwrap()
         .contains("no longer buffered"));
+}
+
+#[test]
+fn a_new_numbering_resyncs_a_subscriber_and_moves_everyone_else() {
+    let source = Source::new(100_000);
+    let (mut subscriber, _) = client(&source);
+    subscribe(&mut subscriber, &source, r#"{"type":"subscribe","id":"s"}"#);
+    let (mut idle, _) = client(&source);
+    source.readings(1, &[0]);
+    subscriber.pump(&source, t(2));
+    assert_eq!(types(&sent(&mut subscriber)), ["readings"]);
+    // A cluster hub links: the stream continues in another epoch, at a
+    // lower position.
+    source.stream.borrow_mut().reset("cluster".into(), 1);
+    source.readings(2, &[0]);
+    subscriber.pump(&source, t(3));
+    let messages = sent(&mut subscriber);
+    assert_eq!(types(&messages), ["resync"]);
+    assert_eq!(messages[0]["epoch"], "cluster");
+    assert_eq!(messages[0]["seq"], 1);
+    assert!(messages[0]["id"].is_null(), "nobody asked for it");
+    source.readings(3, &[0]);
+    subscriber.pump(&source, t(4));
+    let after = sent(&mut subscriber);
+    assert_eq!(types(&after), ["readings"]);
+    assert_eq!(after[0]["seq"], 2);
+    // The same name but a new stream (a gap): a resync again.
+    source.stream.borrow_mut().reset("cluster".into(), 10);
+    subscriber.pump(&source, t(5));
+    assert_eq!(types(&sent(&mut subscriber)), ["resync"]);
+    // Without a subscription nothing is sent, and own statuses still come.
+    idle.pump(&source, t(5));
+    assert!(sent(&mut idle).is_empty());
+    source.command_status(1, Some(7));
+    idle.pump(&source, t(6));
+    assert_eq!(types(&sent(&mut idle)), ["command_status"]);
+    // A resume names the new epoch.
+    idle.handle_text(
+        r#"{"type":"resume","id":"r","epoch":"e1","last_seq":1}"#,
+        &source,
+        t(7),
+    );
+    let answer = sent(&mut idle);
+    assert_eq!(answer[0]["type"], "resync");
+    assert_eq!(answer[0]["epoch"], "cluster");
 }
 
 #[test]
