@@ -17,7 +17,7 @@
 //! [`Snapshot`] (taken under that lock) together with its `seq` is exactly
 //! consistent with the events after it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,7 +44,7 @@ use crate::registry::{
     CommandId, CommandRecord, CommandState, DeviceStatus, Effect, Origin, Registry, RegistryConfig,
     RegistryCounters, SessionId, TrustConfig,
 };
-use crate::remote::{Holding, RemoteFleet, RemoteInfo, SharedEntry, SharedItem};
+use crate::remote::{Forward, Holding, RemoteFleet, RemoteInfo, SharedEntry, SharedItem};
 use crate::state::{
     Decoded, DropReason, HubState, IngestCounters, Ingested, LiveDatagram, SessionAuth,
     WindowConfig,
@@ -114,7 +114,25 @@ pub enum SubmitError {
     /// It finished and was retired at once (`commands.retain_finished` is 0).
     #[error("command {0} finished and was retired before it could be reported (commands.retain_finished)")]
     Retired(CommandId),
+    /// Another hub of the cluster holds the device: the command was handed
+    /// to it; its statuses come back through the shared stream, marked
+    /// with `ticket` in their origin.
+    #[error("device {device} is held by another hub; the command was handed to it")]
+    Forwarded {
+        /// The device.
+        device: DeviceId,
+        /// The mark of its statuses' origin.
+        ticket: u64,
+    },
+    /// Too many commands wait to be handed to other hubs (the link is
+    /// down or slow).
+    #[error("commands for devices held by other hubs cannot be handed over now (the cluster link is down or slow); try again")]
+    ClusterBusy,
 }
+
+/// Commands waiting to be handed to other hubs; beyond it a submission is
+/// refused with [`SubmitError::ClusterBusy`].
+const FORWARD_QUEUE: usize = 1024;
 
 /// What a device is known to measure, for resolving a sensor by name or
 /// channel.
@@ -183,6 +201,8 @@ struct ClusterSide {
     read_position: u64,
     /// Changes of [`LinkMode`] (each starts a new epoch).
     switches: u64,
+    /// Commands for devices other hubs hold, waiting to be handed over.
+    forwards: VecDeque<Forward>,
 }
 
 /// A cluster hub's figures, at one moment.
@@ -491,13 +511,36 @@ impl Core {
         origin: Origin,
         now: Now,
     ) -> Result<CommandRecord, SubmitError> {
-        self.with_registry(|r| {
-            if r.device(device).is_none() {
+        let mut shared = self.lock();
+        if shared.registry.device(device).is_none() {
+            // Held by another hub of the cluster: hand it over.
+            let Some(c) = &mut shared.cluster else {
                 return Err(SubmitError::UnknownDevice(device));
+            };
+            let Some(hub) = c.remote.get(device).map(|d| d.hub.clone()) else {
+                return Err(SubmitError::UnknownDevice(device));
+            };
+            if c.forwards.len() >= FORWARD_QUEUE {
+                return Err(SubmitError::ClusterBusy);
             }
-            let id = r.submit(device, body, wait, origin, now);
-            r.command(id).cloned().ok_or(SubmitError::Retired(id))
-        })
+            let ticket = fastrand::u64(1..);
+            c.forwards.push_back(Forward {
+                hub,
+                device,
+                body,
+                wait,
+                origin: Origin {
+                    ticket: Some(ticket),
+                    ..origin
+                },
+            });
+            self.outbox_ready.notify_one();
+            return Err(SubmitError::Forwarded { device, ticket });
+        }
+        let id = shared.registry.submit(device, body, wait, origin, now);
+        let record = shared.registry.command(id).cloned();
+        self.apply(&mut shared);
+        record.ok_or(SubmitError::Retired(id))
     }
 
     /// A command's current record (in flight, or recently finished).
@@ -781,6 +824,7 @@ impl Core {
             remote: RemoteFleet::new(max_remote),
             read_position: 0,
             switches: 0,
+            forwards: VecDeque::new(),
         });
     }
 
@@ -795,6 +839,15 @@ impl Core {
             .cluster
             .as_ref()
             .map(|c| c.outbox.peek(max))
+            .unwrap_or_default()
+    }
+
+    /// Commands waiting to be handed to the hubs holding their devices.
+    pub fn cluster_take_forwards(&self) -> Vec<Forward> {
+        self.lock()
+            .cluster
+            .as_mut()
+            .map(|c| c.forwards.drain(..).collect())
             .unwrap_or_default()
     }
 
@@ -907,6 +960,14 @@ impl Core {
                                     history.record(&batch);
                                 }
                                 Event::Readings(batch)
+                            }
+                            Event::CommandStatus(record) => {
+                                // One this hub handed over: its HTTP
+                                // request may be waiting.
+                                if record.origin.hub.is_none() && record.origin.ticket.is_some() {
+                                    let _ = self.command_updates.send((*record).clone());
+                                }
+                                Event::CommandStatus(record)
                             }
                             other => other,
                         };

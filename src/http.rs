@@ -235,6 +235,12 @@ async fn submit_command(
         Err(e @ SubmitError::Retired(_)) => {
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }
+        Err(e @ SubmitError::ClusterBusy) => {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+        Err(SubmitError::Forwarded { device, ticket }) => {
+            return forwarded_command(device, ticket, wait, updates).await
+        }
     };
     let id = record.id;
     let deadline = tokio::time::Instant::now() + wait;
@@ -258,6 +264,44 @@ async fn submit_command(
         "application/json",
         command_json(&record),
     )
+}
+
+/// Answers a command handed to the hub holding its device: its statuses
+/// come back through the shared stream, found by the ticket in their
+/// origin. 200 once final, else 202 with the latest state seen (or
+/// `"forwarded"` if none came back before `wait`).
+async fn forwarded_command(
+    device: u32,
+    ticket: u64,
+    wait: Duration,
+    mut updates: tokio::sync::broadcast::Receiver<CommandRecord>,
+) -> Response<Bytes> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut latest: Option<CommandRecord> = None;
+    while !latest.as_ref().is_some_and(|r| r.state.is_final()) {
+        match tokio::time::timeout_at(deadline, updates.recv()).await {
+            Err(_) | Ok(Err(RecvError::Closed)) => break,
+            Ok(Ok(update)) if update.origin.ticket == Some(ticket) => latest = Some(update),
+            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+        }
+    }
+    match latest {
+        Some(record) => response(
+            command_status(record.state),
+            "application/json",
+            command_json(&record),
+        ),
+        None => response(
+            StatusCode::ACCEPTED,
+            "application/json",
+            serde_json::json!({
+                "device": device,
+                "state": "forwarded",
+                "detail": "handed to the hub holding the device; its statuses reach every client of the stream",
+            })
+            .to_string(),
+        ),
+    }
 }
 
 /// `from`, `to` and `max_points` of a history query string (public for

@@ -172,6 +172,8 @@ impl Outbox {
     /// event as it was queued (none if the browsers saw it already, or it
     /// is not this run's).
     pub fn read_back(&mut self, number: u64) -> Option<Arc<Event>> {
+        // Read back before the append's reply arrived: it is shared.
+        self.confirm(number);
         while self.unread.front().is_some_and(|e| e.number < number) {
             // Skipped by the shared stream (cannot happen while appends
             // keep their order); the bytes are freed all the same.
@@ -348,5 +350,21 @@ mod tests {
         assert_eq!(outbox.counters().shared_late, 2);
         assert!(outbox.read_back(3).is_none());
         assert_eq!(outbox.bytes(), 0);
+    }
+
+    #[test]
+    fn an_event_read_back_before_its_append_is_confirmed_is_not_lost() {
+        let mut outbox = Outbox::new(1 << 20);
+        let event = readings(1);
+        outbox.push(event.clone(), false);
+        outbox.push(readings(1), false);
+        // The reader sees number 1 before the writer heard back.
+        assert!(Arc::ptr_eq(&outbox.read_back(1).unwrap(), &event));
+        assert_eq!(outbox.counters().shared, 1);
+        assert_eq!(outbox.len(), 1);
+        // The writer's confirmation comes later and changes nothing.
+        outbox.confirm(1);
+        assert_eq!(outbox.counters().shared, 1);
+        assert!(outbox.read_back(2).is_some());
     }
 }

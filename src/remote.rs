@@ -16,9 +16,26 @@ use std::sync::Arc;
 use sensor_hub_protocol::control::SensorInfo;
 use sensor_hub_protocol::{DeviceId, Value};
 
-use crate::registry::DeviceStatus;
+use sensor_hub_protocol::control::CommandBody;
+
+use crate::registry::{DeviceStatus, Origin};
 use crate::state::LiveDatagram;
 use crate::stream::{DeviceStats, Event};
+
+/// A command for a device another hub holds, to be handed to that hub.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    /// The hub holding the device.
+    pub hub: Arc<str>,
+    /// The device.
+    pub device: DeviceId,
+    /// What to do.
+    pub body: CommandBody,
+    /// Wait for the device if it is offline.
+    pub wait: bool,
+    /// Who asked, here (with the ticket its statuses will carry).
+    pub origin: Origin,
+}
 
 /// One entry read from the shared stream.
 #[derive(Debug, Clone, PartialEq)]

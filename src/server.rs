@@ -173,8 +173,8 @@ pub async fn run(
     let core = Arc::new(Core::new(&config, history.clone()));
     // Before any event: in a cluster, every event is shared.
     let cluster = if config.cluster.enabled {
-        let settings =
-            cluster::Settings::from_config(&config.cluster).context("the cluster ([cluster])")?;
+        let settings = cluster::Settings::from_config(&config.cluster, config.commands.ttl_ms)
+            .context("the cluster ([cluster])")?;
         core.join_cluster(
             settings.hub.clone(),
             config.cluster.outage_bytes,

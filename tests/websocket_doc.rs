@@ -177,6 +177,7 @@ fn command_record(id: &Json) -> CommandRecord {
             request_id: Some(id.clone()),
             client: Some(1),
             source: None,
+            ..Default::default()
         },
         created_ms: NOW,
         updated_ms: NOW,

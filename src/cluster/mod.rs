@@ -37,10 +37,19 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
 use crate::core::Core;
+use crate::core::SubmitError;
 use crate::metrics::{counter, gauge, Collector, DescriptorEncoder};
 use crate::outbox::LinkMode;
 use crate::remote::SharedEntry;
-use wire::{decode_entry, RawEntry, WireEvent};
+use wire::{decode_entry, RawEntry, WireEvent, WireForward};
+
+/// Entries a hub's command stream keeps (commands are read within
+/// moments; this bounds what a hub that is gone leaves behind).
+const COMMAND_STREAM_LEN: u64 = 10_000;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Events appended per script call.
 const APPEND_BATCH: usize = 256;
@@ -93,6 +102,7 @@ pub struct Settings {
     stream_max_len: u64,
     link_timeout: Duration,
     lease_ttl_ms: u64,
+    command_ttl_ms: u64,
 }
 
 // Manual: the URL may hold the Redis password.
@@ -108,8 +118,9 @@ impl std::fmt::Debug for Settings {
 
 impl Settings {
     /// Resolves `[cluster]`: reads the URL file, names the hub after the
-    /// machine when no name is set, and checks the URL parses.
-    pub fn from_config(config: &ClusterConfig) -> anyhow::Result<Settings> {
+    /// machine when no name is set, and checks the URL parses. Commands
+    /// handed over by other hubs older than `command_ttl_ms` are not run.
+    pub fn from_config(config: &ClusterConfig, command_ttl_ms: u64) -> anyhow::Result<Settings> {
         let url = if config.redis_url_file.as_os_str().is_empty() {
             config.redis_url.clone()
         } else {
@@ -136,6 +147,7 @@ impl Settings {
             stream_max_len: config.stream_max_len,
             link_timeout: Duration::from_millis(config.link_timeout_ms),
             lease_ttl_ms: config.lease_ttl_ms,
+            command_ttl_ms,
         })
     }
 
@@ -233,6 +245,13 @@ pub struct LinkCounters {
     pub appends: AtomicU64,
     /// Hubs whose devices this hub reported offline.
     pub hubs_lost_reported: AtomicU64,
+    /// Commands handed to the hubs holding their devices.
+    pub commands_handed_over: AtomicU64,
+    /// Commands other hubs handed to this one, submitted here.
+    pub commands_taken_over: AtomicU64,
+    /// Commands handed to this hub and not run: too old, or for a device
+    /// it does not know (or an entry that did not decode).
+    pub commands_dropped: AtomicU64,
 }
 
 /// The link's state and counters, shared with `/healthz`, `/api/hub` and
@@ -302,6 +321,8 @@ pub async fn run(
         clients,
         script,
         epoch: None,
+        commands_from: Mutex::new("0-0".into()),
+        first_link: true,
     };
     let mut backoff = BACKOFF.0;
     loop {
@@ -345,6 +366,10 @@ struct Link {
     script: redis::Script,
     /// The cluster epoch of the last link, if any.
     epoch: Option<Arc<str>>,
+    /// The id of the newest entry read from this hub's command stream.
+    commands_from: Mutex<String>,
+    /// This link is the run's first.
+    first_link: bool,
 }
 
 /// A Redis call that takes longer than the link timeout fails.
@@ -444,6 +469,7 @@ impl Link {
             }
             Some(_) => {}
         }
+        self.first_link = self.epoch.is_none();
         self.epoch = Some(epoch.clone());
         // What this run appended before is in the stream already.
         let appended: Option<u64> = timed(
@@ -455,6 +481,28 @@ impl Link {
         )
         .await?;
         self.core.cluster_shared(appended.unwrap_or(0));
+        // Commands handed over while this hub was not reading: from the
+        // newest one read (a new run: from now on).
+        if self.epoch_is_first_link() {
+            let newest: Value = timed(
+                t,
+                "reading this hub's command stream",
+                redis::cmd("XREVRANGE")
+                    .arg(s.key(&format!("commands:{}", s.hub)))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut writer),
+            )
+            .await?;
+            if let Some(id) = entries_of(&newest)
+                .ok()
+                .and_then(|e| e.first().map(|e| e.id.to_string()))
+            {
+                *lock(&self.commands_from) = id;
+            }
+        }
         // Share what waited, then read what the others shared meanwhile.
         while self.flush(&mut writer).await? == APPEND_BATCH {}
         let head: Option<u64> = timed(
@@ -509,6 +557,10 @@ impl Link {
         }
     }
 
+    fn epoch_is_first_link(&self) -> bool {
+        self.first_link
+    }
+
     /// Takes this hub's name for its run (refused while another run holds
     /// it).
     async fn claim_name(&self, con: &mut MultiplexedConnection) -> anyhow::Result<()> {
@@ -546,17 +598,46 @@ impl Link {
         }
     }
 
-    /// Appends up to one batch of waiting events; returns how many.
+    /// Hands over the commands waiting for other hubs, then appends up to
+    /// one batch of waiting events; returns how many of both.
     async fn flush(&self, con: &mut MultiplexedConnection) -> anyhow::Result<usize> {
+        let forwards = self.core.cluster_take_forwards();
+        if !forwards.is_empty() {
+            let now = self.clock.now();
+            let mut pipe = redis::pipe();
+            for f in &forwards {
+                pipe.cmd("XADD")
+                    .arg(self.settings.key(&format!("commands:{}", f.hub)))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(COMMAND_STREAM_LEN)
+                    .arg("*")
+                    .arg("f")
+                    .arg(&*self.settings.hub)
+                    .arg("e")
+                    .arg(WireForward::new(f, now.wall_ms).encode())
+                    .ignore();
+            }
+            let _: () = timed(
+                self.settings.link_timeout,
+                "handing commands to other hubs",
+                pipe.query_async(con),
+            )
+            .await?;
+            self.status
+                .counters
+                .commands_handed_over
+                .fetch_add(forwards.len() as u64, Ordering::Relaxed);
+        }
         let pending = self.core.cluster_pending(APPEND_BATCH);
         let Some(last) = pending.last().map(|p| p.number) else {
-            return Ok(0);
+            return Ok(forwards.len());
         };
         let mut call = self.invocation();
         for p in &pending {
             call.arg(p.number)
                 .arg(p.about.as_deref().unwrap_or(""))
-                .arg(WireEvent::from_event(&p.event).encode());
+                .arg(WireEvent::from_event(&p.event, &self.settings.hub).encode());
         }
         let newest: u64 = timed(
             self.settings.link_timeout,
@@ -567,7 +648,7 @@ impl Link {
         self.status.counters.appends.fetch_add(1, Ordering::Relaxed);
         debug_assert!(newest >= last);
         self.core.cluster_shared(newest);
-        Ok(pending.len())
+        Ok(pending.len() + forwards.len())
     }
 
     fn invocation(&self) -> redis::ScriptInvocation<'_> {
@@ -592,16 +673,28 @@ impl Link {
         if block {
             cmd.arg("BLOCK").arg(READ_BLOCK_MS);
         }
+        let commands_key = s.key(&format!("commands:{}", s.hub));
+        let commands_from = lock(&self.commands_from).clone();
         cmd.arg("STREAMS")
             .arg(s.key("events"))
-            .arg(format!("{from}-0"));
+            .arg(&commands_key)
+            .arg(format!("{from}-0"))
+            .arg(&commands_from);
         let reply: Value = timed(
             s.link_timeout + Duration::from_millis(READ_BLOCK_MS),
             "reading the shared stream",
             cmd.query_async(con),
         )
         .await?;
-        let raw = stream_entries(&reply).context("reading the shared stream")?;
+        let streams = stream_entries(&reply).context("reading the shared stream")?;
+        let mut raw: Vec<RawEntry<'_>> = Vec::new();
+        for (key, entries) in streams {
+            if key == commands_key.as_bytes() {
+                self.take_over(&entries);
+            } else {
+                raw = entries;
+            }
+        }
         let count = raw.len();
         let mut names: HashMap<String, Arc<str>> = HashMap::new();
         let mut intern = |name: &str| -> Arc<str> {
@@ -644,7 +737,7 @@ impl Link {
                 }
             }
             up_to = up_to.max(position);
-            match decode_entry(entry, &s.run, &mut intern) {
+            match decode_entry(entry, &s.hub, &s.run, &mut intern) {
                 Ok(e) => entries.push(e),
                 Err(e) => self.invalid(&e),
             }
@@ -655,6 +748,45 @@ impl Link {
             .events_received
             .fetch_add(applied as u64, Ordering::Relaxed);
         Ok(count)
+    }
+
+    /// Submits the commands other hubs handed to this one.
+    fn take_over(&self, entries: &[RawEntry<'_>]) {
+        let Some(last) = entries.last() else {
+            return;
+        };
+        *lock(&self.commands_from) = last.id.to_string();
+        let now = self.clock.now();
+        let c = &self.status.counters;
+        for entry in entries {
+            let decoded = wire::sender(entry.hub_field())
+                .and_then(|from| Ok((from, WireForward::decode(entry.payload.unwrap_or(&[]))?)));
+            let (from, command) = match decoded {
+                Ok(d) => d,
+                Err(e) => {
+                    c.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                    self.invalid(&e);
+                    continue;
+                }
+            };
+            if now.wall_ms.saturating_sub(command.sent_ms) > self.settings.command_ttl_ms {
+                c.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let origin = command.origin(from);
+            match self
+                .core
+                .submit_command(command.device, command.body, command.wait, origin, now)
+            {
+                Ok(_) | Err(SubmitError::Forwarded { .. }) => {
+                    c.commands_taken_over.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    c.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(error = %e, from, "cluster: a command handed over was not run");
+                }
+            }
+        }
     }
 
     fn invalid(&self, e: &wire::WireError) {
@@ -819,27 +951,35 @@ impl Link {
     }
 }
 
-/// The entries of an `XREAD` reply for one stream (none on a timeout).
-fn stream_entries(reply: &Value) -> anyhow::Result<Vec<RawEntry<'_>>> {
-    let streams: &[Value] = match reply {
-        Value::Nil => return Ok(Vec::new()),
-        Value::Array(streams) => streams,
+/// The entries of an `XREAD` reply, per stream key (none on a timeout).
+fn stream_entries(reply: &Value) -> anyhow::Result<Vec<(&[u8], Vec<RawEntry<'_>>)>> {
+    let mut out = Vec::new();
+    match reply {
+        Value::Nil => {}
+        Value::Array(streams) => {
+            for stream in streams {
+                let Value::Array(parts) = stream else {
+                    anyhow::bail!("an XREAD stream is not an array");
+                };
+                let (Some(Value::BulkString(key)), Some(entries)) = (parts.first(), parts.get(1))
+                else {
+                    anyhow::bail!("an XREAD stream lacks its key or entries");
+                };
+                out.push((key.as_slice(), entries_of(entries)?));
+            }
+        }
         Value::Map(pairs) => {
-            // RESP3: stream name → entries.
-            return match pairs.first() {
-                Some((_, entries)) => entries_of(entries),
-                None => Ok(Vec::new()),
-            };
+            // RESP3: stream key → entries.
+            for (key, entries) in pairs {
+                let Value::BulkString(key) = key else {
+                    anyhow::bail!("an XREAD stream key is not a string");
+                };
+                out.push((key.as_slice(), entries_of(entries)?));
+            }
         }
         other => anyhow::bail!("unexpected XREAD reply {other:?}"),
-    };
-    let Some(Value::Array(stream)) = streams.first() else {
-        return Ok(Vec::new());
-    };
-    match stream.get(1) {
-        Some(entries) => entries_of(entries),
-        None => anyhow::bail!("XREAD reply without entries"),
     }
+    Ok(out)
 }
 
 fn entries_of(entries: &Value) -> anyhow::Result<Vec<RawEntry<'_>>> {
@@ -866,7 +1006,7 @@ fn entries_of(entries: &Value) -> anyhow::Result<Vec<RawEntry<'_>>> {
             };
             let value = Some(value.as_slice());
             match name.as_slice() {
-                b"h" => raw.hub = value,
+                b"h" | b"f" => raw.hub = value,
                 b"i" => raw.run = value,
                 b"n" => raw.number = value,
                 b"a" => raw.about = value,
@@ -991,6 +1131,24 @@ impl Collector for ClusterCollector {
             "sensor_hub_cluster_hubs_lost_reported",
             "Hubs whose lease lapsed and whose devices this hub reported offline.",
             load(&c.hubs_lost_reported),
+        )?;
+        counter(
+            &mut e,
+            "sensor_hub_cluster_commands_handed_over",
+            "Commands for devices other hubs hold, handed to those hubs.",
+            load(&c.commands_handed_over),
+        )?;
+        counter(
+            &mut e,
+            "sensor_hub_cluster_commands_taken_over",
+            "Commands other hubs handed to this one, submitted here.",
+            load(&c.commands_taken_over),
+        )?;
+        counter(
+            &mut e,
+            "sensor_hub_cluster_commands_dropped",
+            "Commands handed to this hub and not run: older than commands.ttl_ms, for a device it does not hold, or undecodable.",
+            load(&c.commands_dropped),
         )
     }
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::sequence::SeqCounts;
 use crate::registry::{CommandRecord, CommandState, DeviceStatus, Origin};
-use crate::remote::{Holding, RemoteInfo, SharedEntry, SharedItem};
+use crate::remote::{Forward, Holding, RemoteInfo, SharedEntry, SharedItem};
 use crate::state::LiveDatagram;
 use crate::stream::{DeviceStats, Event};
 
@@ -75,7 +75,19 @@ pub struct WireCommand {
     source: Option<String>,
     created_ms: u64,
     updated_ms: u64,
+    /// The hub whose client sent it (none: not a client's).
+    origin_hub: Option<String>,
+    /// That hub's client id.
+    origin_client: Option<u64>,
+    /// That client's request id, as JSON text.
+    origin_request: Option<String>,
+    /// That hub's mark, for a command it handed over.
+    ticket: Option<u64>,
 }
+
+/// Longest request id carried, as JSON text (the WebSocket parser bounds
+/// it far below).
+const MAX_REQUEST_ID: usize = 256;
 
 /// One device's statistics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,7 +128,7 @@ pub enum WireEvent {
         at_ms: u64,
     },
     /// [`Event::CommandStatus`].
-    CommandStatus(WireCommand),
+    CommandStatus(Box<WireCommand>),
     /// [`Event::DeviceStats`].
     DeviceStats(Vec<WireStats>),
     /// [`SharedItem::Holdings`].
@@ -150,8 +162,8 @@ fn known_source(source: &str) -> Option<&'static str> {
 }
 
 impl WireEvent {
-    /// The wire form of an event.
-    pub fn from_event(event: &Event) -> WireEvent {
+    /// The wire form of an event of hub `hub`.
+    pub fn from_event(event: &Event, hub: &str) -> WireEvent {
         match event {
             Event::Readings(batch) => WireEvent::Readings(
                 batch
@@ -177,16 +189,31 @@ impl WireEvent {
                 at_ms,
             },
             &Event::DeviceRemoved { device, at_ms } => WireEvent::DeviceRemoved { device, at_ms },
-            Event::CommandStatus(record) => WireEvent::CommandStatus(WireCommand {
-                id: record.id,
-                device: record.device,
-                body: record.body.clone(),
-                state: record.state,
-                detail: record.detail.clone(),
-                source: record.origin.source.map(str::to_string),
-                created_ms: record.created_ms,
-                updated_ms: record.updated_ms,
-            }),
+            Event::CommandStatus(record) => {
+                let o = &record.origin;
+                let from_client = o.client.is_some() || o.ticket.is_some();
+                WireEvent::CommandStatus(Box::new(WireCommand {
+                    id: record.id,
+                    device: record.device,
+                    body: record.body.clone(),
+                    state: record.state,
+                    detail: record.detail.clone(),
+                    source: o.source.map(str::to_string),
+                    created_ms: record.created_ms,
+                    updated_ms: record.updated_ms,
+                    origin_hub: match &o.hub {
+                        Some(h) => Some(h.to_string()),
+                        None => from_client.then(|| hub.to_string()),
+                    },
+                    origin_client: o.client,
+                    origin_request: o
+                        .request_id
+                        .as_ref()
+                        .map(|id| id.to_string())
+                        .filter(|text| text.len() <= MAX_REQUEST_ID),
+                    ticket: o.ticket,
+                }))
+            }
             Event::DeviceStats(stats) => WireEvent::DeviceStats(
                 stats
                     .iter()
@@ -226,8 +253,9 @@ impl WireEvent {
         )
     }
 
-    /// What the entry means to a hub.
-    pub fn into_item(self) -> SharedItem {
+    /// What the entry means to hub `hub`: a command's origin is kept
+    /// whole only on the hub whose client sent it.
+    pub fn into_item(self, hub: &str) -> SharedItem {
         match self {
             WireEvent::Readings(batch) => SharedItem::Event(Event::Readings(
                 batch
@@ -256,17 +284,35 @@ impl WireEvent {
                 SharedItem::Event(Event::DeviceRemoved { device, at_ms })
             }
             WireEvent::CommandStatus(c) => {
+                let c = *c;
+                let origin = match c.origin_hub {
+                    Some(origin_hub) if origin_hub == hub => Origin {
+                        request_id: c
+                            .origin_request
+                            .as_deref()
+                            .and_then(|text| serde_json::from_str(text).ok()),
+                        client: c.origin_client,
+                        source: c.source.as_deref().and_then(known_source),
+                        hub: None,
+                        ticket: c.ticket,
+                    },
+                    Some(origin_hub) => Origin {
+                        source: c.source.as_deref().and_then(known_source),
+                        hub: Some(origin_hub.into()),
+                        ..Default::default()
+                    },
+                    None => Origin {
+                        source: c.source.as_deref().and_then(known_source),
+                        ..Default::default()
+                    },
+                };
                 SharedItem::Event(Event::CommandStatus(Box::new(CommandRecord {
                     id: c.id,
                     device: c.device,
                     body: c.body,
                     state: c.state,
                     detail: c.detail,
-                    origin: Origin {
-                        request_id: None,
-                        client: None,
-                        source: c.source.as_deref().and_then(known_source),
-                    },
+                    origin,
                     created_ms: c.created_ms,
                     updated_ms: c.updated_ms,
                     // Another hub's deadline; nothing here times it out.
@@ -335,7 +381,97 @@ impl WireEvent {
     }
 }
 
-/// A shared position from an entry id (`<position>-0`).
+/// A command handed to the hub holding its device (an entry of that hub's
+/// command stream: fields `f`, the sending hub, and `e`, this in postcard
+/// after the version byte).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireForward {
+    /// The device.
+    pub device: DeviceId,
+    /// What to do.
+    pub body: CommandBody,
+    /// Wait for the device if it is offline.
+    pub wait: bool,
+    /// The sending hub's client.
+    pub client: Option<u64>,
+    /// Its request id, as JSON text.
+    pub request: Option<String>,
+    /// The sending hub's mark.
+    pub ticket: u64,
+    /// When it was sent, Unix ms (a command older than its TTL is not
+    /// run).
+    pub sent_ms: u64,
+}
+
+impl WireForward {
+    /// The wire form of a command to hand over, sent at `sent_ms`.
+    pub fn new(forward: &Forward, sent_ms: u64) -> WireForward {
+        WireForward {
+            device: forward.device,
+            body: forward.body.clone(),
+            wait: forward.wait,
+            client: forward.origin.client,
+            request: forward
+                .origin
+                .request_id
+                .as_ref()
+                .map(|id| id.to_string())
+                .filter(|text| text.len() <= MAX_REQUEST_ID),
+            ticket: forward.origin.ticket.unwrap_or(0),
+            sent_ms,
+        }
+    }
+
+    /// The payload: version byte, then postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        if let Ok(body) = postcard::to_allocvec(self) {
+            out.extend_from_slice(&body);
+        }
+        out
+    }
+
+    /// Decodes a payload.
+    pub fn decode(payload: &[u8]) -> Result<WireForward, WireError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(WireError::TooLarge(payload.len()));
+        }
+        let (&version, body) = payload.split_first().ok_or(WireError::Field("e"))?;
+        if version != VERSION {
+            return Err(WireError::Version(version));
+        }
+        postcard::from_bytes(body).map_err(|e| WireError::Payload(e.to_string()))
+    }
+
+    /// The origin the command runs with on the device's hub, sent by
+    /// `from`.
+    pub fn origin(&self, from: &str) -> Origin {
+        Origin {
+            request_id: self
+                .request
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok()),
+            client: self.client,
+            source: None,
+            hub: Some(from.into()),
+            ticket: Some(self.ticket),
+        }
+    }
+}
+
+impl RawEntry<'_> {
+    /// The `h` field (`f` in a command stream).
+    pub fn hub_field(&self) -> Option<&[u8]> {
+        self.hub
+    }
+}
+
+/// The sending hub's name of a command stream entry.
+pub fn sender(bytes: Option<&[u8]>) -> Result<&str, WireError> {
+    name("f", bytes)
+}
+
+/// A shared position from an entry id (`<n>-0`).
 pub fn position_of(id: &str) -> Result<u64, WireError> {
     let bad = || WireError::Id(id.chars().take(40).collect());
     let (ms, seq) = id.split_once('-').ok_or_else(bad)?;
@@ -351,7 +487,7 @@ pub fn position_of(id: &str) -> Result<u64, WireError> {
 pub struct RawEntry<'a> {
     /// Entry id.
     pub id: &'a str,
-    /// `h`.
+    /// `h` (`f` in a command stream).
     pub hub: Option<&'a [u8]>,
     /// `i`.
     pub run: Option<&'a [u8]>,
@@ -377,12 +513,13 @@ fn name<'a>(field: &'static str, bytes: Option<&'a [u8]>) -> Result<&'a str, Wir
     Ok(text)
 }
 
-/// Decodes an entry for the hub whose run is `own_run`: its own entries
+/// Decodes an entry for hub `own_hub` in run `own_run`: its own entries
 /// are not decoded again ([`SharedItem::Own`]). `intern` gives the shared
 /// copy of a hub name (so a million entries do not make a million
 /// strings).
 pub fn decode_entry(
     raw: &RawEntry<'_>,
+    own_hub: &str,
     own_run: &str,
     intern: &mut impl FnMut(&str) -> Arc<str>,
 ) -> Result<SharedEntry, WireError> {
@@ -401,7 +538,7 @@ pub fn decode_entry(
     let item = if own {
         SharedItem::Own
     } else {
-        WireEvent::decode(raw.payload.ok_or(WireError::Field("e"))?)?.into_item()
+        WireEvent::decode(raw.payload.ok_or(WireError::Field("e"))?)?.into_item(own_hub)
     };
     Ok(SharedEntry {
         position,
@@ -457,6 +594,7 @@ mod tests {
                     request_id: None,
                     client: None,
                     source: Some("mqtt"),
+                    ..Default::default()
                 },
                 created_ms: 1,
                 updated_ms: 2,
@@ -482,10 +620,10 @@ mod tests {
     #[test]
     fn every_event_round_trips() {
         for event in events() {
-            let wire = WireEvent::from_event(&event);
+            let wire = WireEvent::from_event(&event, "a");
             let decoded = WireEvent::decode(&wire.encode()).unwrap();
             assert_eq!(decoded, wire);
-            assert_eq!(decoded.into_item(), SharedItem::Event(event));
+            assert_eq!(decoded.into_item("b"), SharedItem::Event(event));
         }
     }
 
@@ -512,7 +650,7 @@ mod tests {
             connected: true,
         }];
         let wire = WireEvent::holdings(&holdings);
-        let decoded = WireEvent::decode(&wire.encode()).unwrap().into_item();
+        let decoded = WireEvent::decode(&wire.encode()).unwrap().into_item("b");
         assert_eq!(decoded, SharedItem::Holdings(holdings));
     }
 
@@ -528,20 +666,31 @@ mod tests {
                 request_id: Some(serde_json::json!("c1")),
                 client: Some(42),
                 source: None,
+                ..Default::default()
             },
             created_ms: 0,
             updated_ms: 0,
             deadline_mono_ms: 99,
         };
-        let wire = WireEvent::from_event(&Event::CommandStatus(Box::new(record)));
-        let SharedItem::Event(Event::CommandStatus(back)) =
-            WireEvent::decode(&wire.encode()).unwrap().into_item()
-        else {
-            panic!("a command status");
+        let wire = WireEvent::from_event(&Event::CommandStatus(Box::new(record)), "a");
+        let decode = |hub: &str| {
+            let SharedItem::Event(Event::CommandStatus(back)) =
+                WireEvent::decode(&wire.encode()).unwrap().into_item(hub)
+            else {
+                panic!("a command status");
+            };
+            back
         };
-        assert_eq!(back.origin.client, None);
-        assert_eq!(back.origin.request_id, None);
-        assert_eq!(back.deadline_mono_ms, 0);
+        // On another hub, the origin names the hub, never its client.
+        let elsewhere = decode("b");
+        assert_eq!(elsewhere.origin.hub.as_deref(), Some("a"));
+        assert_eq!(elsewhere.origin.client, None);
+        assert_eq!(elsewhere.deadline_mono_ms, 0);
+        // Back on the hub whose client sent it, the origin is whole.
+        let home = decode("a");
+        assert_eq!(home.origin.hub, None);
+        assert_eq!(home.origin.client, Some(42));
+        assert_eq!(home.origin.request_id, Some(serde_json::json!("c1")));
     }
 
     #[test]
@@ -563,7 +712,7 @@ mod tests {
 
     #[test]
     fn entries_decode_with_checked_fields() {
-        let payload = WireEvent::from_event(&events()[1]).encode();
+        let payload = WireEvent::from_event(&events()[1], "hub-a").encode();
         let mut intern = |s: &str| -> Arc<str> { s.into() };
         let raw = RawEntry {
             id: "41-0",
@@ -573,13 +722,13 @@ mod tests {
             about: None,
             payload: Some(&payload),
         };
-        let entry = decode_entry(&raw, "other", &mut intern).unwrap();
+        let entry = decode_entry(&raw, "me", "other", &mut intern).unwrap();
         assert_eq!(
             (entry.position, &*entry.hub, entry.own, entry.number),
             (41, "hub-a", false, 7)
         );
         // Own entries are not decoded.
-        let own = decode_entry(&raw, "00ff", &mut intern).unwrap();
+        let own = decode_entry(&raw, "me", "00ff", &mut intern).unwrap();
         assert_eq!(own.item, SharedItem::Own);
         // About another hub.
         let about = RawEntry {
@@ -587,7 +736,7 @@ mod tests {
             ..raw
         };
         assert_eq!(
-            &*decode_entry(&about, "x", &mut intern).unwrap().hub,
+            &*decode_entry(&about, "me", "x", &mut intern).unwrap().hub,
             "hub-b"
         );
         for (bad, err) in [
@@ -616,7 +765,7 @@ mod tests {
                 WireError::Field("e"),
             ),
         ] {
-            assert_eq!(decode_entry(&bad, "x", &mut intern).unwrap_err(), err);
+            assert_eq!(decode_entry(&bad, "me", "x", &mut intern).unwrap_err(), err);
         }
     }
 
@@ -635,5 +784,32 @@ mod tests {
         ] {
             assert!(position_of(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn handed_over_commands_round_trip_and_run_with_the_senders_origin() {
+        let forward = Forward {
+            hub: "a".into(),
+            device: 3,
+            body: CommandBody::Identify,
+            wait: true,
+            origin: Origin {
+                request_id: Some(serde_json::json!({"n": 1})),
+                client: Some(9),
+                ticket: Some(77),
+                ..Default::default()
+            },
+        };
+        let wire = WireForward::new(&forward, 5);
+        let back = WireForward::decode(&wire.encode()).unwrap();
+        assert_eq!(back, wire);
+        let origin = back.origin("b");
+        assert_eq!(origin.hub.as_deref(), Some("b"));
+        assert_eq!(origin.client, Some(9));
+        assert_eq!(origin.ticket, Some(77));
+        assert_eq!(origin.request_id, Some(serde_json::json!({"n": 1})));
+        assert!(WireForward::decode(&[VERSION, 0xff]).is_err());
+        assert_eq!(sender(Some(b"hub-b")), Ok("hub-b"));
+        assert!(sender(Some(b"")).is_err());
     }
 }

@@ -640,12 +640,19 @@ impl Link<'_> {
                             request_id: request.request_id.clone(),
                             client: None,
                             source: Some("mqtt"),
+                            ..Default::default()
                         },
                         now,
                     );
                     let record = match submitted {
                         Ok(record) => Some(record),
-                        Err(SubmitError::UnknownDevice(_)) => None,
+                        // The bridge offers only this hub's devices; one
+                        // that moved to another hub is not commanded here.
+                        Err(
+                            SubmitError::UnknownDevice(_)
+                            | SubmitError::Forwarded { .. }
+                            | SubmitError::ClusterBusy,
+                        ) => None,
                         Err(SubmitError::Retired(id)) => core.command(id),
                     };
                     bridge.handle_submitted(request, record);

@@ -88,6 +88,12 @@ pub struct Origin {
     /// Where it came from when not a WebSocket or HTTP client (`"mqtt"`),
     /// shown to every client so dashboards can list it.
     pub source: Option<&'static str>,
+    /// In a cluster: the hub whose client sent it, when not this one
+    /// (`client` and `request_id` are that hub's, not this one's).
+    pub hub: Option<std::sync::Arc<str>>,
+    /// In a cluster: the sending hub's mark for a command it handed to
+    /// the device's hub, to find its statuses again.
+    pub ticket: Option<u64>,
 }
 
 /// One command and where it is.

@@ -537,7 +537,8 @@ impl Client {
     /// Queues what `entry` means for this client; returns the bytes queued.
     fn deliver(&mut self, subscription: Option<&Subscription>, entry: &Entry, now: Now) -> usize {
         if let Event::CommandStatus(record) = &entry.event {
-            if record.origin.client == Some(self.id) {
+            // Another hub's client ids are not this hub's.
+            if record.origin.client == Some(self.id) && record.origin.hub.is_none() {
                 return self.send(messages::own_command_status(entry.seq, record));
             }
             if subscription.is_some_and(|s| s.covers_device(record.device)) {
@@ -613,8 +614,17 @@ impl Client {
                     request_id: id.clone(),
                     client: Some(self.id),
                     source: None,
+                    ..Default::default()
                 };
-                if let Err(e) = source.submit(device, body, wait, origin, t.now) {
+                if let Err(e) =
+                    source
+                        .submit(device, body, wait, origin, t.now)
+                        .or_else(|e| match e {
+                            // Handed to the device's hub: statuses follow.
+                            SubmitError::Forwarded { .. } => Ok(()),
+                            e => Err(e),
+                        })
+                {
                     self.refuse(Refusal {
                         error: ClientError::BadCommand,
                         message: e.to_string(),

@@ -92,6 +92,7 @@ pub async fn demo(mut config: HubConfig, devices: u32, interval_ms: u64) -> anyh
         boot_pause_ms: DEFAULT_BOOT_PAUSE_MS,
         faults: FaultSpec::NONE,
         device_faults: Vec::new(),
+        failover: Vec::new(),
     };
     let sim = tokio::spawn(run_fleet(fleet, options, stop_fleet.clone()));
     let result = run(config, listeners, shutdown).await;

@@ -60,6 +60,7 @@ impl Source {
                 request_id: Some(json!("req-1")),
                 client,
                 source: None,
+                ..Default::default()
             },
             created_ms: WALL,
             updated_ms: WALL,

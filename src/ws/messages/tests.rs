@@ -96,6 +96,7 @@ fn acked_command() -> CommandRecord {
             request_id: Some(json!("c1")),
             client: Some(4),
             source: None,
+            ..Default::default()
         },
         created_ms: 1,
         updated_ms: 2,
