@@ -8,6 +8,16 @@
 //! pause and reconnects when the sender reports a random reboot. The first
 //! connection of a fleet's devices is staggered so the hub's accept queue
 //! is not flooded.
+//!
+//! Failover: a device may know several hubs (primary first). When a
+//! session cannot be opened, or ends without the device asking (the hub
+//! closed or reset it, rejected the device for any reason but its
+//! credentials, or, with failover hubs only, stayed silent for
+//! [`SILENT_HEARTBEATS`] heartbeats), the device moves to the next hub,
+//! round robin, and reconnects there after the usual backoff; its
+//! datagrams follow (`DeviceControl::set_hub`). Reboots, injected drops
+//! and credential refusals keep it where it is. With one hub nothing
+//! moves.
 
 mod conn;
 
@@ -18,7 +28,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use sensor_hub_protocol::auth::DeviceKey;
-use sensor_hub_protocol::control::{DecodedHubMessage, DeviceMessage, HubMessage};
+use sensor_hub_protocol::control::{DecodedHubMessage, DeviceMessage, HubMessage, RejectReason};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +47,15 @@ const STABLE_SESSION: Duration = Duration::from_secs(5);
 /// How long a hello under way when the fleet is cancelled may take to be
 /// answered (so device and hub agree on whether a session opened).
 const HANDSHAKE_GRACE: Duration = Duration::from_secs(1);
+/// With failover hubs, a session whose hub has sent nothing (no heartbeat
+/// ack, no command) for this many heartbeat periods is given up as lost:
+/// a hub that vanished without closing its connections (a host crash, a
+/// partition) is noticed in seconds rather than at TCP's retransmission
+/// timeout.
+const SILENT_HEARTBEATS: u32 = 3;
+/// The shortest such silence, whatever the heartbeat period: a busy hub
+/// may answer a heartbeat late.
+const MIN_SILENCE: Duration = Duration::from_secs(2);
 
 /// Counts over every control session of a fleet.
 #[derive(Debug, Default)]
@@ -55,6 +74,8 @@ pub(crate) struct SessionCounters {
     pub connect_failures: AtomicU64,
     /// Sessions dropped abruptly on purpose (an injected fault).
     pub session_drops: AtomicU64,
+    /// Moves of a device to the next of its hubs.
+    pub hub_moves: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -66,8 +87,10 @@ fn bump(counter: &AtomicU64) {
 pub(crate) struct SessionContext {
     /// The device's hello.
     pub template: HelloTemplate,
-    /// The hub's control address.
-    pub addr: SocketAddr,
+    /// The hubs' control addresses, primary first, then the failover hubs
+    /// in order (at least one; shared by the fleet). Index `i` here is hub
+    /// `i` of the UDP sender.
+    pub hubs: Arc<[SocketAddr]>,
     /// How long a reboot keeps the device off the network.
     pub boot_pause: Duration,
     /// What the sessions change about the device's datagrams.
@@ -96,8 +119,10 @@ enum SessionEnd {
     Reboot,
     /// The device rebooted by itself (the sender already silenced it).
     DeviceRebooted,
-    /// Refused, lost, closed or dropped; `stable` if it had worked for a while.
-    Closed { stable: bool },
+    /// Refused, lost, closed or dropped; `stable` if it had worked for a
+    /// while, `hub_failed` if the hub is to blame (no session could be
+    /// opened, or it ended without the device asking): the device moves on.
+    Closed { stable: bool, hub_failed: bool },
 }
 
 /// How serving a welcomed session ended.
@@ -111,7 +136,10 @@ enum ServeEnd {
     DeviceRebooted,
     /// An injected drop: the connection is dropped as it is.
     Dropped,
-    /// The hub closed it, rejected the device, or the connection failed.
+    /// The hub refused the device's credentials after all.
+    Refused,
+    /// The hub closed it, rejected the device, went silent, or the
+    /// connection failed.
     Lost,
 }
 
@@ -126,11 +154,13 @@ pub(crate) async fn run_control_sessions(ctx: SessionContext, cancel: Cancellati
     let mut own_reboots = ctx.control.watch_own_reboots();
     let mut backoff = Backoff::default();
     let mut config = ConfigStore::default();
+    let mut hub = 0;
     loop {
         // Only a reboot during this attempt or session ends it.
         own_reboots.mark_unchanged();
         let mut session = Session {
             ctx: &ctx,
+            hub,
             config: &mut config,
             drops: &mut drops,
             own_reboots: &mut own_reboots,
@@ -147,9 +177,12 @@ pub(crate) async fn run_control_sessions(ctx: SessionContext, cancel: Cancellati
                 backoff.reset();
                 ctx.boot_pause
             }
-            SessionEnd::Closed { stable } => {
+            SessionEnd::Closed { stable, hub_failed } => {
                 if stable {
                     backoff.reset();
+                }
+                if hub_failed {
+                    hub = next_hub(&ctx, hub);
                 }
                 backoff.next_delay(&mut rng)
             }
@@ -165,6 +198,24 @@ pub(crate) async fn run_control_sessions(ctx: SessionContext, cancel: Cancellati
     }
 }
 
+/// The hub after `hub` (round robin), counted as a move; `hub` itself if
+/// the device knows no other.
+fn next_hub(ctx: &SessionContext, hub: usize) -> usize {
+    let count = ctx.hubs.len();
+    if count < 2 {
+        return hub;
+    }
+    let next = (hub + 1) % count;
+    bump(&ctx.counters.hub_moves);
+    tracing::info!(
+        device = ctx.template.device_id(),
+        from = ?ctx.hubs.get(hub),
+        to = ?ctx.hubs.get(next),
+        "moving to the next hub"
+    );
+    next
+}
+
 /// Completes at the device's next own reboot (never, if none can come).
 async fn rebooted(own_reboots: &mut watch::Receiver<u64>) {
     if own_reboots.changed().await.is_err() {
@@ -175,6 +226,8 @@ async fn rebooted(own_reboots: &mut watch::Receiver<u64>) {
 /// One connection attempt and, if welcomed, its session.
 struct Session<'a> {
     ctx: &'a SessionContext,
+    /// Which of `ctx.hubs` to connect to.
+    hub: usize,
     config: &'a mut ConfigStore,
     drops: &'a mut Odds,
     own_reboots: &'a mut watch::Receiver<u64>,
@@ -187,7 +240,14 @@ impl Session<'_> {
     async fn connect_and_serve(&mut self, cancel: &CancellationToken) -> SessionEnd {
         let ctx = self.ctx;
         let device = ctx.template.device_id();
-        let mut handshake = open_session(ctx);
+        let Some(&addr) = ctx.hubs.get(self.hub) else {
+            tracing::error!(device, hub = self.hub, "no such hub");
+            return SessionEnd::Closed {
+                stable: false,
+                hub_failed: true,
+            };
+        };
+        let mut handshake = open_session(ctx, self.hub, addr);
         let handshake = tokio::select! {
             biased;
             done = &mut handshake => done,
@@ -212,7 +272,7 @@ impl Session<'_> {
                 heartbeat,
             } => {
                 bump(&ctx.counters.sessions_opened);
-                tracing::debug!(device, session_id, addr = %ctx.addr, "control session opened");
+                tracing::debug!(device, session_id, %addr, "control session opened");
                 if rebooted_meanwhile {
                     self.own_reboots.mark_unchanged();
                     return SessionEnd::DeviceRebooted;
@@ -222,19 +282,27 @@ impl Session<'_> {
             }
             Handshake::Rejected { reason, detail } => {
                 bump(&ctx.counters.rejects);
-                tracing::warn!(device, ?reason, %detail, "the hub refused the hello");
-                return SessionEnd::Closed { stable: false };
+                tracing::warn!(device, ?reason, %detail, %addr, "the hub refused the hello");
+                return SessionEnd::Closed {
+                    stable: false,
+                    hub_failed: !is_credential_refusal(reason),
+                };
             }
             Handshake::Failed(e) => {
                 bump(&ctx.counters.connect_failures);
-                tracing::debug!(device, error = format!("{e:#}"), "no control session");
-                return SessionEnd::Closed { stable: false };
+                tracing::debug!(device, error = format!("{e:#}"), %addr, "no control session");
+                return SessionEnd::Closed {
+                    stable: false,
+                    hub_failed: true,
+                };
             }
         };
         let opened = Instant::now();
         let end = self.serve(&mut conn, heartbeat, cancel).await;
         match end {
-            ServeEnd::Cancelled | ServeEnd::Reboot | ServeEnd::Lost => close(&mut conn).await,
+            ServeEnd::Cancelled | ServeEnd::Reboot | ServeEnd::Refused | ServeEnd::Lost => {
+                close(&mut conn).await
+            }
             // Gone without a word: the connection is just dropped.
             ServeEnd::DeviceRebooted | ServeEnd::Dropped => {}
         }
@@ -245,7 +313,14 @@ impl Session<'_> {
             ServeEnd::Cancelled => SessionEnd::Cancelled,
             ServeEnd::Reboot => SessionEnd::Reboot,
             ServeEnd::DeviceRebooted => SessionEnd::DeviceRebooted,
-            ServeEnd::Dropped | ServeEnd::Lost => SessionEnd::Closed { stable },
+            ServeEnd::Dropped | ServeEnd::Refused => SessionEnd::Closed {
+                stable,
+                hub_failed: false,
+            },
+            ServeEnd::Lost => SessionEnd::Closed {
+                stable,
+                hub_failed: true,
+            },
         }
     }
 
@@ -260,6 +335,11 @@ impl Session<'_> {
         let device = ctx.template.device_id();
         let mut heartbeats = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         heartbeats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Only a device that has somewhere else to go watches for a silent
+        // hub (without failover hubs, sessions end as they always did).
+        let longest_silence = (ctx.hubs.len() > 1)
+            .then(|| heartbeat.saturating_mul(SILENT_HEARTBEATS).max(MIN_SILENCE));
+        let mut last_heard = Instant::now();
         loop {
             let message = tokio::select! {
                 biased;
@@ -279,6 +359,10 @@ impl Session<'_> {
                         tracing::debug!(device, "dropping the control session (injected)");
                         return ServeEnd::Dropped;
                     }
+                    if longest_silence.is_some_and(|longest| last_heard.elapsed() > longest) {
+                        tracing::info!(device, "the hub stopped answering; control session lost");
+                        return ServeEnd::Lost;
+                    }
                     let device_time_ms = skewed_ms(unix_ms(), ctx.clock_skew_ms);
                     let beat = DeviceMessage::Heartbeat { device_time_ms };
                     if let Err(e) = send(conn, beat).await {
@@ -296,7 +380,10 @@ impl Session<'_> {
                         tracing::debug!(device, error = %e, "control session lost");
                         return ServeEnd::Lost;
                     }
-                    Some(Ok(message)) => message,
+                    Some(Ok(message)) => {
+                        last_heard = Instant::now();
+                        message
+                    }
                 },
             };
             let (id, reply) = match message.message {
@@ -311,6 +398,9 @@ impl Session<'_> {
                 DecodedHubMessage::Known(HubMessage::Reject { reason, detail }) => {
                     bump(&ctx.counters.rejects);
                     tracing::info!(device, ?reason, %detail, "the hub ended the control session");
+                    if is_credential_refusal(reason) {
+                        return ServeEnd::Refused;
+                    }
                     return ServeEnd::Lost;
                 }
                 DecodedHubMessage::Known(
@@ -333,6 +423,12 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// Whether a reject refuses the device's credentials: every hub of a
+/// cluster shares the fleet's, so moving would not help.
+fn is_credential_refusal(reason: RejectReason) -> bool {
+    reason == RejectReason::BadToken
 }
 
 /// Acknowledges command `id`, applies its effect (a reboot is left to the
@@ -376,7 +472,7 @@ mod tests {
         };
         let ctx = SessionContext {
             template: HelloTemplate::new(device, "t").expect("short token"),
-            addr: ([127, 0, 0, 1], 9).into(),
+            hubs: Arc::from([SocketAddr::from(([127, 0, 0, 1], 9))]),
             boot_pause: Duration::ZERO,
             control: control.clone(),
             counters: Arc::default(),

@@ -1,5 +1,6 @@
 //! What a device's control session may change about how the device sends
-//! datagrams (its report interval, reboot requests, its session key), and
+//! datagrams (its report interval, reboot requests, its session key, the
+//! hub its datagrams go to), and
 //! the other way round, what the sender tells the session (the device
 //! rebooted by itself: a random reboot; how many of its datagrams still
 //! wait out their jitter). [`DeviceControl`] is shared (in an `Arc`)
@@ -7,7 +8,7 @@
 //! the sender so a change is applied at once rather than at the device's
 //! next send, and a per-device [`watch`] channel wakes the session.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -43,6 +44,10 @@ pub(crate) struct DeviceControl {
     queued: AtomicU64,
     /// Wakes a hello waiting for the delay line to empty.
     drained: Notify,
+    /// The hub the device's datagrams go to: an index into the fleet's
+    /// hubs (0: the primary). The session sets it, the sender reads it for
+    /// every datagram (one relaxed load: no lock on the hot path).
+    hub: AtomicUsize,
 }
 
 /// A device's session as its datagrams see it.
@@ -100,7 +105,21 @@ impl DeviceControl {
             keyed_welcomes: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             drained: Notify::new(),
+            hub: AtomicUsize::new(0),
         }
+    }
+
+    /// The hub the device's datagrams go to now (an index into the fleet's
+    /// hubs, primary first).
+    pub fn hub(&self) -> usize {
+        self.hub.load(Ordering::Relaxed)
+    }
+
+    /// Sends the device's datagrams to hub `index` from now on (the one its
+    /// control session holds or is opening). Datagrams already waiting out
+    /// their jitter go there too when they are released.
+    pub fn set_hub(&self, index: usize) {
+        self.hub.store(index, Ordering::Relaxed);
     }
 
     /// Whether the device has a key (it sends only under a keyed session).
@@ -343,6 +362,16 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), waiting)
             .await
             .expect("woken once the line is empty");
+    }
+
+    #[test]
+    fn datagrams_go_to_the_primary_until_the_session_moves_them() {
+        let c = control();
+        assert_eq!(c.hub(), 0);
+        c.set_hub(2);
+        assert_eq!(c.hub(), 2);
+        // Not a change for the sender's schedule: it reads the hub per datagram.
+        assert_eq!(c.take_change(), None);
     }
 
     #[test]

@@ -28,7 +28,8 @@
 //! * [`command`]: how a device answers the hub's commands. Pure.
 //! * [`backoff`]: reconnect delays with jitter. Pure.
 //! * `control`: the I/O shell of one device's control sessions: hello,
-//!   heartbeats, commands, reconnects, injected session drops.
+//!   heartbeats, commands, reconnects, injected session drops, moves to
+//!   the next hub of a cluster when its hub fails.
 //! * [`runner`]: runs a fleet's UDP sender and control sessions together
 //!   ([`run_fleet`]) and sums up their [`FleetStats`].
 //! * [`monitor`]: a running fleet's live figures ([`FleetMonitor`]).
@@ -64,6 +65,7 @@ pub use faults::{
 pub use fleet::{build_fleet, FleetSpec};
 pub use monitor::{FleetMonitor, LiveStats};
 pub use runner::{
-    run_fleet, run_fleet_monitored, ControlTarget, FleetOptions, FleetStats, DEFAULT_BOOT_PAUSE_MS,
+    run_fleet, run_fleet_monitored, ControlTarget, FleetOptions, FleetStats, HubAddrs,
+    DEFAULT_BOOT_PAUSE_MS,
 };
 pub use udp::{run_udp, UdpStats};

@@ -114,7 +114,7 @@ pub fn status_line(
 /// too.
 pub fn summary(stats: &FleetStats, faults: bool) -> String {
     let mut text = format!(
-        "sent {} datagrams ({} bytes), {} send errors; control: {} sessions, {} rejects, {} commands, {} reboots, {} failed connection attempts",
+        "sent {} datagrams ({} bytes), {} send errors; control: {} sessions, {} rejects, {} commands, {} reboots, {} failed connection attempts, {} hub moves",
         stats.datagrams_sent,
         stats.bytes_sent,
         stats.send_errors,
@@ -123,6 +123,7 @@ pub fn summary(stats: &FleetStats, faults: bool) -> String {
         stats.commands_received,
         stats.reboots,
         stats.connect_failures,
+        stats.hub_moves,
     );
     if faults {
         let i = &stats.injected;
@@ -265,6 +266,15 @@ mod tests {
             ..FleetStats::default()
         };
         assert!(!summary(&stats, false).contains("injected"));
+        let moved = FleetStats {
+            hub_moves: 3,
+            ..stats
+        };
+        assert!(
+            summary(&moved, false).ends_with("failed connection attempts, 3 hub moves"),
+            "{}",
+            summary(&moved, false)
+        );
         let text = summary(&stats, true);
         assert!(text.starts_with("sent 10 datagrams"), "{text}");
         assert!(
@@ -314,6 +324,7 @@ mod tests {
         assert_eq!(v["datagrams_per_s"], 10_000.0);
         assert_eq!(v["datagrams_sent"], 20_000);
         assert_eq!(v["session_drops"], 3);
+        assert_eq!(v["hub_moves"], 0);
         assert_eq!(v["injected"]["lost"], 5);
         assert_eq!(v["injected"]["corrupted"]["undecodable"], 2);
         assert_eq!(v["injected"]["restarts"], 0);

@@ -2,7 +2,9 @@
 //! raise the open-file limit, build the fleet and its fault spec, run it
 //! for `--duration-s` or until Ctrl-C, and show it the way the output mode
 //! says ([`crate::output`]). The binary parses the flags and sets up
-//! logging with [`RunArgs::output_mode`]'s filter.
+//! logging with [`RunArgs::output_mode`]'s filter. `--hub` and `--control`
+//! may list a cluster's hubs ([`RunArgs::hub_list`]): the first pair is the
+//! primary, the others the failover hubs.
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -21,14 +23,25 @@ use crate::fleet::{build_fleet, FleetSpec};
 use crate::monitor::FleetMonitor;
 use crate::output::terminal::show_status_line;
 use crate::output::{summary, OutputMode, RunReport};
-use crate::runner::{run_fleet_monitored, ControlTarget, FleetOptions, DEFAULT_BOOT_PAUSE_MS};
+use crate::runner::{
+    run_fleet_monitored, ControlTarget, FleetOptions, HubAddrs, DEFAULT_BOOT_PAUSE_MS,
+};
 
 /// The flags of `device-sim run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Hub UDP address.
-    #[arg(long, default_value = "127.0.0.1:47100")]
-    pub hub: SocketAddr,
+    /// Hub UDP address, IP:PORT. For a cluster, a comma-separated list of
+    /// its hubs' UDP addresses: the primary first, then the hubs a device
+    /// moves to, in order, when its hub fails (round robin); --control then
+    /// lists their control addresses in the same order (failover needs
+    /// control sessions).
+    #[arg(
+        long,
+        value_name = "IP:PORT[,IP:PORT...]",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:47100"
+    )]
+    pub hub: Vec<SocketAddr>,
     /// Number of devices.
     #[arg(long, default_value_t = 5)]
     pub devices: u32,
@@ -45,9 +58,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub duration_s: Option<u64>,
     /// Hub control (TCP) address, HOST:PORT; each device then keeps a
-    /// control session (hello, heartbeats, commands).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub control: Option<String>,
+    /// control session (hello, heartbeats, commands). For a cluster, a
+    /// comma-separated list: one control address per --hub address, in the
+    /// same order.
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]", value_delimiter = ',')]
+    pub control: Vec<String>,
     /// Token the devices present in their hello.
     #[arg(long, default_value = "", requires = "control")]
     pub token: String,
@@ -142,6 +157,55 @@ impl RunArgs {
         OutputMode::choose(self.quiet, self.json, std::io::stdout().is_terminal())
     }
 
+    /// The hubs the flags name, primary first: each one's UDP address and
+    /// its control address as given (`None` without `--control`). Refuses
+    /// lists of different lengths, and several UDP addresses without
+    /// control sessions (a device learns its hub failed from its session).
+    pub fn hub_list(&self) -> anyhow::Result<Vec<(SocketAddr, Option<&str>)>> {
+        let (hubs, controls) = (self.hub.len(), self.control.len());
+        anyhow::ensure!(hubs > 0, "--hub names no address");
+        if controls == 0 {
+            anyhow::ensure!(
+                hubs == 1,
+                "--hub lists {hubs} addresses but there is no --control: failover between \
+                 hubs needs control sessions (give one control address per hub)"
+            );
+            return Ok(self.hub.iter().map(|&udp| (udp, None)).collect());
+        }
+        anyhow::ensure!(
+            hubs == controls,
+            "--hub lists {} but --control {controls}: give one control address per hub",
+            addresses(hubs)
+        );
+        Ok(self
+            .hub
+            .iter()
+            .zip(&self.control)
+            .map(|(&udp, control)| (udp, Some(control.as_str())))
+            .collect())
+    }
+
+    /// [`RunArgs::hub_list`], control addresses resolved: the primary's UDP
+    /// and control addresses, then the failover hubs.
+    async fn hubs(&self) -> anyhow::Result<(SocketAddr, Option<SocketAddr>, Vec<HubAddrs>)> {
+        let mut primary = None;
+        let mut failover = Vec::new();
+        for (udp, control) in self.hub_list()? {
+            let control = match control {
+                Some(host_port) => Some(resolve(host_port).await?),
+                None => None,
+            };
+            match (primary, control) {
+                (None, _) => primary = Some((udp, control)),
+                (Some(_), Some(control)) => failover.push(HubAddrs { udp, control }),
+                // hub_list gives every hub a control address, or only one hub.
+                (Some(_), None) => anyhow::bail!("failover hub {udp} has no control address"),
+            }
+        }
+        let (udp, control) = primary.context("--hub names no address")?;
+        Ok((udp, control, failover))
+    }
+
     /// The faults the flags ask for.
     pub fn faults(&self) -> Result<FaultSpec, crate::faults::InvalidFaultSpec> {
         let spec = FaultSpec {
@@ -167,6 +231,15 @@ impl RunArgs {
         };
         spec.validate()?;
         Ok(spec)
+    }
+}
+
+/// "1 address", "2 addresses".
+fn addresses(n: usize) -> String {
+    if n == 1 {
+        "1 address".into()
+    } else {
+        format!("{n} addresses")
     }
 }
 
@@ -197,9 +270,10 @@ fn phantom_rate(text: &str) -> Result<f64, String> {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mode = args.output_mode();
     let faults = args.faults()?;
-    let control = match &args.control {
+    let (udp, control_addr, failover) = args.hubs().await?;
+    let control = match control_addr {
         Some(addr) => Some(ControlTarget {
-            addr: resolve(addr).await?,
+            addr,
             token: args.token.clone(),
             key_seed: match &args.key_seed_file {
                 Some(path) => Some(read_key_seed(path)?),
@@ -218,12 +292,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let duration = args.duration_s.map(Duration::from_secs);
     let cancel = CancellationToken::new();
     tokio::spawn(stop_after(duration, cancel.clone()));
-    let control_addr = control.as_ref().map(|c| c.addr);
-    tracing::info!(devices = args.devices, interval_ms = args.interval_ms, hub = %args.hub,
-        control = ?control_addr, "sending");
+    tracing::info!(devices = args.devices, interval_ms = args.interval_ms, hub = %udp,
+        control = ?control_addr, failover = ?failover, "sending");
     let options = FleetOptions {
-        udp: args.hub,
+        udp,
         control,
+        failover,
         boot_pause_ms: args.boot_pause_ms,
         faults,
         device_faults: Vec::new(),
@@ -472,6 +546,82 @@ mod tests {
         // Session drops need control sessions; quiet and JSON exclude each other.
         assert!(parse(&["--session-drop=0.1"]).is_err());
         assert!(parse(&["--quiet", "--json"]).is_err());
+    }
+
+    #[test]
+    fn one_hub_works_as_before_with_or_without_control() {
+        let udp_only = parse(&["--hub=10.0.0.2:5000"]).expect("parses");
+        let hubs = udp_only.hub_list().expect("usable");
+        assert_eq!(hubs, [(([10, 0, 0, 2], 5000).into(), None)]);
+        let default = parse(&["--control=hub.local:47101"]).expect("parses");
+        let hubs = default.hub_list().expect("usable");
+        assert_eq!(
+            hubs,
+            [(([127, 0, 0, 1], 47100).into(), Some("hub.local:47101"))]
+        );
+    }
+
+    #[tokio::test]
+    async fn comma_separated_lists_name_the_primary_then_the_failover_hubs() {
+        let args = parse(&[
+            "--hub",
+            "127.0.0.1:47100,127.0.0.1:47200,127.0.0.1:47300",
+            "--control",
+            "127.0.0.1:47101,127.0.0.1:47201,127.0.0.1:47301",
+        ])
+        .expect("parses");
+        let hubs = args.hub_list().expect("usable");
+        assert_eq!(hubs.len(), 3);
+        assert_eq!(
+            hubs[1],
+            (([127, 0, 0, 1], 47200).into(), Some("127.0.0.1:47201"))
+        );
+        let (udp, control, failover) = args.hubs().await.expect("resolves");
+        assert_eq!(udp, ([127, 0, 0, 1], 47100).into());
+        assert_eq!(control, Some(([127, 0, 0, 1], 47101).into()));
+        let hub = |udp: u16, control: u16| HubAddrs {
+            udp: ([127, 0, 0, 1], udp).into(),
+            control: ([127, 0, 0, 1], control).into(),
+        };
+        assert_eq!(failover, [hub(47200, 47201), hub(47300, 47301)]);
+        // A single pair: no failover.
+        let single = parse(&["--hub=127.0.0.1:1", "--control=127.0.0.1:2"]).expect("parses");
+        let (_, control, failover) = single.hubs().await.expect("resolves");
+        assert_eq!((control.is_some(), failover.len()), (true, 0));
+    }
+
+    #[test]
+    fn hub_lists_must_pair_up_and_failover_needs_control() {
+        let mismatch = parse(&[
+            "--hub",
+            "127.0.0.1:47100,127.0.0.1:47200",
+            "--control",
+            "127.0.0.1:47101,127.0.0.1:47201,127.0.0.1:47301",
+        ])
+        .expect("parses");
+        let err = mismatch.hub_list().expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "--hub lists 2 addresses but --control 3: give one control address per hub"
+        );
+        // The default --hub is one address.
+        let two_controls = parse(&["--control=127.0.0.1:47101,127.0.0.1:47201"]).expect("parses");
+        let err = two_controls.hub_list().expect_err("refused");
+        assert!(
+            err.to_string()
+                .starts_with("--hub lists 1 address but --control 2"),
+            "{err}"
+        );
+        let udp_only = parse(&["--hub=127.0.0.1:47100,127.0.0.1:47200"]).expect("parses");
+        let err = udp_only.hub_list().expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("failover between hubs needs control sessions"),
+            "{err}"
+        );
+        // An address that is not IP:PORT is a parse error.
+        assert!(parse(&["--hub=127.0.0.1:47100,hub.local:47200"]).is_err());
+        assert!(parse(&["--hub=127.0.0.1:47100,"]).is_err());
     }
 
     #[test]

@@ -3,12 +3,15 @@
 //! phantom flood) plus, if a control address is given, one control session
 //! per device, their first connections staggered, all wired to the
 //! devices' shared control state; stops them together on cancel and sums
-//! up what they did.
+//! up what they did. With failover hubs ([`FleetOptions::failover`]) each
+//! device holds one hub at a time and moves to the next when its hub
+//! fails; its datagrams follow it.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -59,13 +62,31 @@ impl fmt::Debug for ControlTarget {
     }
 }
 
+/// One hub of a cluster: where its devices send datagrams and open control
+/// sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubAddrs {
+    /// The hub's UDP address, for datagrams.
+    pub udp: SocketAddr,
+    /// The hub's control (TCP) address.
+    pub control: SocketAddr,
+}
+
 /// How to run a fleet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetOptions {
-    /// The hub's UDP address, for datagrams.
+    /// The (primary) hub's UDP address, for datagrams.
     pub udp: SocketAddr,
-    /// Control sessions, one per device; none if `None`.
+    /// Control sessions, one per device, with the (primary) hub at
+    /// `addr`; none if `None`.
     pub control: Option<ControlTarget>,
+    /// Other hubs of the cluster to move to, in order, after the primary
+    /// (`udp` and `control.addr`): a device whose hub cannot be reached or
+    /// ends its session moves to the next one (round robin, wrapping back
+    /// to the primary) and its datagrams follow. Needs control sessions
+    /// (`control`), since only a session tells a device its hub failed;
+    /// UDP addresses must be of the primary's IP family. Empty: one hub.
+    pub failover: Vec<HubAddrs>,
     /// How long a rebooting device sends nothing, in ms.
     pub boot_pause_ms: u64,
     /// Faults injected into every device ([`FaultSpec::NONE`]: none), and
@@ -86,6 +107,7 @@ impl FleetOptions {
         FleetOptions {
             udp,
             control: None,
+            failover: Vec::new(),
             boot_pause_ms: DEFAULT_BOOT_PAUSE_MS,
             faults: FaultSpec::NONE,
             device_faults: Vec::new(),
@@ -118,6 +140,9 @@ pub struct FleetStats {
     pub session_drops: u64,
     /// Control connection attempts that failed before a welcome or reject.
     pub connect_failures: u64,
+    /// Moves of a device to the next of its hubs after its hub failed (0
+    /// without [`FleetOptions::failover`]).
+    pub hub_moves: u64,
     /// Faults injected into the datagrams, summed over devices, and the
     /// phantom flood; equal to what the hub counts as long as
     /// `send_errors` is 0.
@@ -142,6 +167,7 @@ impl FleetStats {
             random_reboots: udp.reboots,
             session_drops: read(&sessions.session_drops),
             connect_failures: read(&sessions.connect_failures),
+            hub_moves: read(&sessions.hub_moves),
             injected: udp.injected,
             device_addr: udp.device_addr,
             stranger_addr: udp.stranger_addr,
@@ -156,11 +182,14 @@ impl FleetStats {
 }
 
 /// Runs `devices` until `cancel` fires: datagrams to `options.udp`, and a
-/// control session per device if `options.control` is set. Fails early on
-/// an unusable option (token too long, fault setting out of range, a
-/// per-device fault for a device not in the fleet or with a phantom flood,
-/// impersonations asked of a fleet without keys) or if the UDP socket
-/// cannot be set up; a hub that cannot be reached is retried, not an error.
+/// control session per device if `options.control` is set (with failover
+/// hubs, each device's datagrams and session go to the hub it holds now).
+/// Fails early on an unusable option (token too long, fault setting out of
+/// range, a per-device fault for a device not in the fleet or with a
+/// phantom flood, impersonations asked of a fleet without keys, failover
+/// hubs without control sessions or of another IP family) or if the UDP
+/// socket cannot be set up; a hub that cannot be reached is retried (or
+/// left for the next one), not an error.
 pub async fn run_fleet(
     devices: Vec<SimDevice>,
     options: FleetOptions,
@@ -177,6 +206,7 @@ pub async fn run_fleet_monitored(
     monitor: FleetMonitor,
 ) -> anyhow::Result<FleetStats> {
     let faults = fault_plan(&devices, &options)?;
+    let (udp_hubs, control_hubs) = hub_plan(&options)?;
     let boot_pause = Duration::from_millis(options.boot_pause_ms);
     // Only keyed devices wait for a session: without a key they could not
     // tag a datagram. Token devices send whatever their session does, as
@@ -201,7 +231,7 @@ pub async fn run_fleet_monitored(
                 HelloTemplate::new(device, token).context("the control options are unusable")?;
             let ctx = SessionContext {
                 template,
-                addr: target.addr,
+                hubs: control_hubs.clone(),
                 boot_pause,
                 control: control.clone(),
                 counters: counters.clone(),
@@ -220,7 +250,7 @@ pub async fn run_fleet_monitored(
         options.faults.phantom_per_s,
     );
     let plan = SendPlan {
-        hub: options.udp,
+        hubs: udp_hubs,
         boot_pause,
         faults,
         phantoms,
@@ -236,6 +266,36 @@ pub async fn run_fleet_monitored(
         sessions.abort_all();
     }
     Ok(FleetStats::new(udp?, &counters))
+}
+
+/// The hubs' UDP and control addresses, primary first, then
+/// `options.failover` in order (the control list empty without control
+/// sessions). Failover hubs need control sessions and UDP addresses of the
+/// primary's IP family (the fleet sends from one socket).
+fn hub_plan(options: &FleetOptions) -> anyhow::Result<(Vec<SocketAddr>, Arc<[SocketAddr]>)> {
+    let mut udp = vec![options.udp];
+    let mut control = Vec::new();
+    if let Some(target) = &options.control {
+        control.push(target.addr);
+    } else {
+        anyhow::ensure!(
+            options.failover.is_empty(),
+            "failover hubs need control sessions (a control target): only a session tells a \
+             device that its hub failed"
+        );
+    }
+    for hub in &options.failover {
+        anyhow::ensure!(
+            hub.udp.is_ipv4() == options.udp.is_ipv4(),
+            "the failover hub's UDP address {} is not of the primary's IP family ({}): \
+             the fleet sends from one socket",
+            hub.udp,
+            options.udp
+        );
+        udp.push(hub.udp);
+        control.push(hub.control);
+    }
+    Ok((udp, control.into()))
 }
 
 /// Each device's faults, in fleet order: `options.faults`, or the device's
@@ -414,6 +474,72 @@ mod tests {
         options.device_faults = vec![(1, flood)];
         let err = fault_plan(&devices, &options).expect_err("refused");
         assert!(format!("{err:#}").contains("fleet-wide"), "{err:#}");
+    }
+
+    fn hub(udp: u16, control: u16) -> HubAddrs {
+        HubAddrs {
+            udp: ([127, 0, 0, 1], udp).into(),
+            control: ([127, 0, 0, 1], control).into(),
+        }
+    }
+
+    #[test]
+    fn the_hub_plan_lists_the_primary_then_the_failover_hubs_in_order() {
+        let control = ControlTarget {
+            addr: ([127, 0, 0, 1], 47101).into(),
+            token: String::new(),
+            key_seed: None,
+        };
+        let single = FleetOptions {
+            control: Some(control.clone()),
+            ..FleetOptions::udp_only(([127, 0, 0, 1], 47100).into())
+        };
+        let (udp, tcp) = hub_plan(&single).expect("usable");
+        assert_eq!(udp, [single.udp]);
+        assert_eq!(&*tcp, [control.addr]);
+        let cluster = FleetOptions {
+            failover: vec![hub(47200, 47201), hub(47300, 47301)],
+            ..single
+        };
+        let (udp, tcp) = hub_plan(&cluster).expect("usable");
+        assert_eq!(udp, [cluster.udp, hub(47200, 0).udp, hub(47300, 0).udp]);
+        assert_eq!(
+            &*tcp,
+            [control.addr, hub(0, 47201).control, hub(0, 47301).control]
+        );
+        let (udp, tcp) =
+            hub_plan(&FleetOptions::udp_only(([127, 0, 0, 1], 9).into())).expect("usable");
+        assert_eq!((udp.len(), tcp.len()), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn failover_needs_control_sessions_and_one_ip_family() {
+        let devices = crate::build_fleet(&crate::FleetSpec::default());
+        let udp_only = FleetOptions {
+            failover: vec![hub(47200, 47201)],
+            ..FleetOptions::udp_only(([127, 0, 0, 1], 9).into())
+        };
+        let err = run_fleet(devices.clone(), udp_only, CancellationToken::new())
+            .await
+            .expect_err("refused");
+        assert!(
+            format!("{err:#}").contains("need control sessions"),
+            "{err:#}"
+        );
+        let mixed = FleetOptions {
+            control: Some(ControlTarget {
+                addr: ([127, 0, 0, 1], 9).into(),
+                token: String::new(),
+                key_seed: None,
+            }),
+            failover: vec![HubAddrs {
+                udp: "[::1]:47200".parse().expect("an address"),
+                control: "[::1]:47201".parse().expect("an address"),
+            }],
+            ..FleetOptions::udp_only(([127, 0, 0, 1], 9).into())
+        };
+        let err = hub_plan(&mixed).expect_err("refused");
+        assert!(format!("{err:#}").contains("IP family"), "{err:#}");
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! The UDP shell: sends a fleet's datagrams from one socket, each device on
-//! its own schedule (`schedule`), until cancelled. Devices are kept in a
+//! its own schedule (`schedule`), until cancelled, each to the hub its
+//! control state names (with one hub the socket is connected to it; with
+//! failover hubs it addresses every datagram, looking the hub's address up
+//! by the device's hub index, so a device that moves takes its datagrams
+//! along at once). Devices are kept in a
 //! min-heap by due time, so a large fleet costs one timer, not one task per
 //! device. Interval changes and commanded reboots arrive through the
 //! fleet's shared control state (`device_control`) and wake the sender at
@@ -79,7 +83,7 @@ pub async fn run_udp(
 ) -> anyhow::Result<UdpStats> {
     let controls = FleetControls::new(&devices, false);
     let plan = SendPlan {
-        hub,
+        hubs: vec![hub],
         boot_pause: Duration::ZERO,
         faults: vec![FaultSpec::NONE; devices.len()],
         phantoms: None,
@@ -90,8 +94,10 @@ pub async fn run_udp(
 /// Where to send and what to inject.
 #[derive(Debug, Clone)]
 pub(crate) struct SendPlan {
-    /// The hub's UDP address.
-    pub hub: SocketAddr,
+    /// The hubs' UDP addresses, primary first (at least one, all of one IP
+    /// family): each device's datagrams go to the one its control state
+    /// names ([`crate::device_control::DeviceControl::hub`]).
+    pub hubs: Vec<SocketAddr>,
     /// How long a randomly rebooted device stays silent.
     pub boot_pause: Duration,
     /// Each device's faults, in fleet order (missing: none).
@@ -129,22 +135,27 @@ pub(crate) async fn send_datagrams(
     live: &UdpCounters,
     cancel: CancellationToken,
 ) -> anyhow::Result<UdpStats> {
-    let socket = connect(plan.hub).await?;
+    let socket = open_socket(&plan.hubs).await?;
     let spoofs = plan.faults.iter().any(|spec| spec.spoof > 0.0);
     let stranger = if spoofs || plan.phantoms.is_some() {
-        Some(connect(plan.hub).await?)
+        Some(open_socket(&plan.hubs).await?)
     } else {
         None
     };
+    let device_addr = seen_addr(&socket, &plan.hubs).await;
+    let stranger_addr = match &stranger {
+        Some(stranger) => seen_addr(stranger, &plan.hubs).await,
+        None => None,
+    };
     let mut wire = Wire {
         stats: UdpStats {
-            device_addr: socket.local_addr().ok(),
-            stranger_addr: stranger.as_ref().and_then(|s| s.local_addr().ok()),
+            device_addr,
+            stranger_addr,
             ..UdpStats::default()
         },
         socket,
         stranger,
-        hub: plan.hub,
+        hubs: plan.hubs,
         live,
     };
     let start = Instant::now();
@@ -188,7 +199,8 @@ pub(crate) async fn send_datagrams(
         if next_phantom.is_some_and(|phantom| phantom <= now) {
             if let Some(flood) = phantoms.as_mut() {
                 let bytes = flood.next_datagram(unix_ms());
-                wire.send_as_stranger(&bytes).await;
+                // Phantoms are fleet-wide: they go to the primary hub.
+                wire.send_as_stranger(&bytes, 0).await;
                 live.faults.fetch_add(1, Ordering::Relaxed);
             }
             continue;
@@ -197,8 +209,9 @@ pub(crate) async fn send_datagrams(
             if let Some(Reverse((_, index))) = releases.pop() {
                 if let Some(lane) = lanes.get_mut(index) {
                     lane.armed = None;
+                    let hub = hub_of(controls, index);
                     while let Some(bytes) = lane.delay.pop_due(now) {
-                        wire.send(&bytes).await;
+                        wire.send(&bytes, hub).await;
                     }
                     report_queue(controls, index, lane);
                     arm(lane, index, &mut releases);
@@ -215,9 +228,9 @@ pub(crate) async fn send_datagrams(
         if !lane.slot.is_current(generation) {
             continue;
         }
-        let sealing = controls
-            .device(index)
-            .map_or(Sealing::Plain, |c| c.sealing());
+        let control = controls.device(index);
+        let sealing = control.map_or(Sealing::Plain, |c| c.sealing());
+        let hub = control.map_or(0, |c| c.hub());
         let key = match &sealing {
             Sealing::Plain => None,
             Sealing::Key(session) => Some(session),
@@ -238,16 +251,16 @@ pub(crate) async fn send_datagrams(
             }
             report_queue(controls, index, lane);
             for bytes in early {
-                wire.send(&bytes).await;
+                wire.send(&bytes, hub).await;
             }
             arm(lane, index, &mut releases);
         } else {
             for bytes in outgoing.datagrams() {
-                wire.send(bytes).await;
+                wire.send(bytes, hub).await;
             }
         }
         if let Some(spoofed) = outgoing.spoofed() {
-            wire.send_as_stranger(spoofed).await;
+            wire.send_as_stranger(spoofed, hub).await;
         }
         live.faults.fetch_add(lane.new_faults(), Ordering::Relaxed);
         if lane.reboots_now() {
@@ -263,9 +276,10 @@ pub(crate) async fn send_datagrams(
     // Waiting datagrams go out, then the last ones that make trailing
     // drops visible and release held ones.
     for (index, lane) in lanes.iter_mut().enumerate() {
+        let hub = hub_of(controls, index);
         let waiting: Vec<Vec<u8>> = lane.delay.drain().collect();
         for bytes in waiting {
-            wire.send(&bytes).await;
+            wire.send(&bytes, hub).await;
         }
         report_queue(controls, index, lane);
         let sealing = controls
@@ -281,7 +295,7 @@ pub(crate) async fn send_datagrams(
         };
         if let Some(outgoing) = finish {
             for bytes in outgoing.datagrams() {
-                wire.send(bytes).await;
+                wire.send(bytes, hub).await;
             }
         }
         live.faults.fetch_add(lane.new_faults(), Ordering::Relaxed);
@@ -294,20 +308,50 @@ pub(crate) async fn send_datagrams(
     Ok(wire.stats)
 }
 
-/// The simulator's socket, connected to `hub`.
-async fn connect(hub: SocketAddr) -> anyhow::Result<UdpSocket> {
-    let local: SocketAddr = match hub {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+/// A socket of the simulator's for `hubs` (primary first): connected to
+/// the hub if there is one, else bound only, every datagram addressed.
+async fn open_socket(hubs: &[SocketAddr]) -> anyhow::Result<UdpSocket> {
+    let Some(&primary) = hubs.first() else {
+        anyhow::bail!("no hub to send datagrams to");
     };
-    let socket = UdpSocket::bind(local)
+    let socket = UdpSocket::bind(unspecified(primary))
         .await
         .context("binding the simulator's UDP socket")?;
-    socket
-        .connect(hub)
-        .await
-        .with_context(|| format!("setting the hub address {hub}"))?;
+    if hubs.len() == 1 {
+        socket
+            .connect(primary)
+            .await
+            .with_context(|| format!("setting the hub address {primary}"))?;
+    }
     Ok(socket)
+}
+
+/// Any local address of `hub`'s IP family, any port.
+fn unspecified(hub: SocketAddr) -> SocketAddr {
+    match hub {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
+
+/// The address the primary hub sees `socket`'s datagrams come from. A
+/// socket that is not connected is bound to the unspecified address: its
+/// port, with the local address a socket connected to the primary gets.
+async fn seen_addr(socket: &UdpSocket, hubs: &[SocketAddr]) -> Option<SocketAddr> {
+    let local = socket.local_addr().ok()?;
+    if !local.ip().is_unspecified() {
+        return Some(local);
+    }
+    let primary = *hubs.first()?;
+    let probe = UdpSocket::bind(unspecified(primary)).await.ok()?;
+    probe.connect(primary).await.ok()?;
+    let toward_primary = probe.local_addr().ok()?;
+    Some(SocketAddr::new(toward_primary.ip(), local.port()))
+}
+
+/// The hub index the device at `index` sends to now.
+fn hub_of(controls: &FleetControls, index: usize) -> usize {
+    controls.device(index).map_or(0, |c| c.hub())
 }
 
 /// The sockets and what went through them.
@@ -316,30 +360,48 @@ struct Wire<'a> {
     socket: UdpSocket,
     /// The stranger's socket (spoofs and phantoms), if it sends anything.
     stranger: Option<UdpSocket>,
-    hub: SocketAddr,
+    /// The hubs' UDP addresses, primary first; with one the sockets are
+    /// connected to it.
+    hubs: Vec<SocketAddr>,
     stats: UdpStats,
     live: &'a UdpCounters,
 }
 
 impl Wire<'_> {
-    /// Puts one datagram on the wire from the devices' socket, counting it.
-    async fn send(&mut self, bytes: &[u8]) {
-        let sent = self.socket.send(bytes).await;
-        self.count(sent);
+    /// Where a datagram for hub `hub` is addressed: `None` when the sockets
+    /// are connected to the only hub (an index out of range is the primary).
+    fn destination(&self, hub: usize) -> Option<SocketAddr> {
+        match self.hubs.as_slice() {
+            [] | [_] => None,
+            hubs => hubs.get(hub).or(hubs.first()).copied(),
+        }
     }
 
-    /// Puts one datagram on the wire from the stranger's socket (there is
-    /// one whenever the plan has spoofs or phantoms), counting it.
-    async fn send_as_stranger(&mut self, bytes: &[u8]) {
-        let sent = match &self.stranger {
-            Some(stranger) => stranger.send(bytes).await,
-            None => Err(std::io::Error::other("no stranger's socket")),
+    /// Puts one datagram for hub `hub` on the wire from the devices'
+    /// socket, counting it.
+    async fn send(&mut self, bytes: &[u8], hub: usize) {
+        let sent = match self.destination(hub) {
+            None => self.socket.send(bytes).await,
+            Some(to) => self.socket.send_to(bytes, to).await,
         };
-        self.count(sent);
+        self.count(sent, hub);
     }
 
-    /// Counts one send's outcome.
-    fn count(&mut self, sent: std::io::Result<usize>) {
+    /// Puts one datagram for hub `hub` on the wire from the stranger's
+    /// socket (there is one whenever the plan has spoofs or phantoms),
+    /// counting it.
+    async fn send_as_stranger(&mut self, bytes: &[u8], hub: usize) {
+        let to = self.destination(hub);
+        let sent = match (&self.stranger, to) {
+            (Some(stranger), None) => stranger.send(bytes).await,
+            (Some(stranger), Some(to)) => stranger.send_to(bytes, to).await,
+            (None, _) => Err(std::io::Error::other("no stranger's socket")),
+        };
+        self.count(sent, hub);
+    }
+
+    /// Counts the outcome of one send to hub `hub`.
+    fn count(&mut self, sent: std::io::Result<usize>, hub: usize) {
         match sent {
             Ok(n) => {
                 self.stats.datagrams_sent += 1;
@@ -355,7 +417,9 @@ impl Wire<'_> {
                 self.live
                     .send_errors
                     .store(self.stats.send_errors, Ordering::Relaxed);
-                tracing::debug!(error = %e, "send to {} failed", self.hub);
+                if let Some(to) = self.hubs.get(hub).or(self.hubs.first()) {
+                    tracing::debug!(error = %e, "send to {to} failed");
+                }
             }
         }
     }
@@ -411,5 +475,72 @@ fn apply_changes(
         lane.slot
             .set_interval(Duration::from_millis(change.interval_ms.max(1)), now);
         timers.push(timer_entry(index, lane));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::{build_fleet, FleetSpec};
+    use sensor_hub_protocol::decode_datagram;
+
+    const STEP: Duration = Duration::from_secs(5);
+
+    /// The id of the next datagram `hub` receives, within [`STEP`].
+    async fn next_device(hub: &UdpSocket) -> u32 {
+        let mut buf = [0u8; MAX_DATAGRAM_LEN];
+        let n = tokio::time::timeout(STEP, hub.recv(&mut buf))
+            .await
+            .expect("a datagram in time")
+            .expect("udp recv");
+        decode_datagram(&buf[..n]).expect("intact").device_id
+    }
+
+    #[tokio::test]
+    async fn each_device_sends_to_the_hub_its_control_state_names_and_follows_a_move() {
+        let a = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let b = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let hubs = vec![
+            a.local_addr().expect("address"),
+            b.local_addr().expect("address"),
+        ];
+        let devices = build_fleet(&FleetSpec {
+            devices: 2,
+            first_id: 1,
+            interval_ms: 10,
+            seed: 1,
+        });
+        let controls = FleetControls::new(&devices, false);
+        let (Some(first), Some(second)) = (controls.device(0), controls.device(1)) else {
+            panic!("two devices");
+        };
+        second.set_hub(1);
+        let plan = SendPlan {
+            hubs,
+            boot_pause: Duration::ZERO,
+            faults: vec![FaultSpec::NONE; 2],
+            phantoms: None,
+        };
+        let cancel = CancellationToken::new();
+        let live = UdpCounters::default();
+        let sending = send_datagrams(devices, &controls, plan, &live, cancel.clone());
+        let checks = async {
+            for _ in 0..5 {
+                assert_eq!(next_device(&a).await, 1, "device 1 stays on the primary");
+                assert_eq!(next_device(&b).await, 2, "device 2 sends to hub 1");
+            }
+            first.set_hub(1);
+            // Datagrams sent before the move may still be queued at A.
+            let mut at_b = std::collections::HashSet::new();
+            while at_b.len() < 2 {
+                at_b.insert(next_device(&b).await);
+            }
+            cancel.cancel();
+        };
+        let (stats, ()) = tokio::join!(sending, checks);
+        let stats = stats.expect("ran");
+        assert_eq!(stats.send_errors, 0);
+        let seen = stats.device_addr.expect("an address");
+        assert!(seen.ip().is_loopback() && seen.port() != 0, "{seen}");
     }
 }

@@ -57,6 +57,7 @@ impl Sim {
             boot_pause_ms,
             faults: FaultSpec::NONE,
             device_faults: Vec::new(),
+            failover: Vec::new(),
         };
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run_fleet(devices, options, cancel.clone()));

@@ -257,6 +257,7 @@ impl Fleet {
             boot_pause_ms: 300,
             faults: FaultSpec::NONE,
             device_faults: Vec::new(),
+            failover: Vec::new(),
         };
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run_fleet(fleet, options, cancel.clone()));

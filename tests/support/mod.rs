@@ -580,6 +580,7 @@ impl Sim {
             boot_pause_ms: 300,
             faults: device_sim::FaultSpec::NONE,
             device_faults: Vec::new(),
+            failover: Vec::new(),
         };
         let cancel = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(device_sim::run_fleet(fleet, options, cancel.clone()));

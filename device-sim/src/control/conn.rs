@@ -1,6 +1,8 @@
 //! One control connection to the hub, seen from the device: connecting with
 //! the preamble, the hello and the hub's answer to it, sending a frame, and
-//! closing cleanly. Each step has a deadline.
+//! closing cleanly. Each step has a deadline. The device's datagrams are
+//! pointed at the hub being tried: a token device's at once, a keyed
+//! device's once those tagged for its previous session are out.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -56,15 +58,25 @@ pub(super) enum Handshake {
     Failed(anyhow::Error),
 }
 
-/// Connects, sends the preamble and the hello, and waits for the answer.
-/// Boxed: a hello is about 6 KB inline, and a fleet holds a session future
-/// per device; only the devices connecting now pay for it.
-pub(super) fn open_session(ctx: &SessionContext) -> BoxFuture<'_, Handshake> {
-    Box::pin(handshake(ctx))
+/// Connects to hub `hub` (of `ctx.hubs`) at `addr`, sends the preamble and
+/// the hello, and waits for the answer. Boxed: a hello is about 6 KB
+/// inline, and a fleet holds a session future per device; only the devices
+/// connecting now pay for it.
+pub(super) fn open_session(
+    ctx: &SessionContext,
+    hub: usize,
+    addr: SocketAddr,
+) -> BoxFuture<'_, Handshake> {
+    Box::pin(handshake(ctx, hub, addr))
 }
 
-async fn handshake(ctx: &SessionContext) -> Handshake {
-    let mut conn = match connect(ctx.addr).await {
+async fn handshake(ctx: &SessionContext, hub: usize, addr: SocketAddr) -> Handshake {
+    if ctx.key.is_none() {
+        // Untagged datagrams belong to no session: they go to the hub
+        // being tried from now on.
+        ctx.control.set_hub(hub);
+    }
+    let mut conn = match connect(addr).await {
         Ok(conn) => conn,
         Err(e) => return Handshake::Failed(e),
     };
@@ -95,6 +107,9 @@ async fn handshake(ctx: &SessionContext) -> Handshake {
             "saying hello before the delay line emptied"
         );
     }
+    // Datagrams tagged for the old session went to its hub; the new
+    // session's go to this one.
+    ctx.control.set_hub(hub);
     if let Err(e) = send(&mut conn, DeviceMessage::ChallengeRequest).await {
         return Handshake::Failed(e.context("sending the preamble and challenge request"));
     }
