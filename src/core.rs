@@ -595,7 +595,17 @@ impl Core {
         let data = shared.state.device(device);
         let entry = shared.registry.device(device);
         if data.is_none() && entry.is_none() {
-            return None;
+            // Another hub's device: its history is kept here too.
+            let remote = shared.cluster.as_ref()?.remote.get(device)?;
+            let declared = remote
+                .info
+                .as_ref()
+                .map(|i| i.sensors.clone())
+                .unwrap_or_default();
+            let mut channels: std::collections::BTreeSet<u8> =
+                remote.latest.keys().copied().collect();
+            channels.extend(declared.iter().map(|s| s.channel));
+            return Some(SensorCatalog { declared, channels });
         }
         Some(SensorCatalog {
             declared: entry
@@ -1109,6 +1119,24 @@ impl Core {
             .as_ref()
             .map(|c| c.remote.per_hub().into_keys().collect())
             .unwrap_or_default()
+    }
+
+    /// Cluster figures of a hub that is not in a cluster: all zero.
+    pub fn cluster_figures_idle(&self) -> ClusterFigures {
+        ClusterFigures {
+            hub: "".into(),
+            mode: LinkMode::Alone,
+            epoch: self.epoch(),
+            read_position: 0,
+            outbox_events: 0,
+            outbox_bytes: 0,
+            outbox: OutboxCounters::default(),
+            remote_devices: 0,
+            remote_per_hub: Vec::new(),
+            remote_untracked: 0,
+            switches: 0,
+            local_devices: 0,
+        }
     }
 
     /// The cluster figures, if the hub is in one.

@@ -248,12 +248,10 @@ pub async fn run(
     let cluster_status = cluster
         .as_ref()
         .map(|s| Arc::new(ClusterStatus::new(&s.hub, clock.now().wall_ms)));
-    if let Some(status) = &cluster_status {
-        registry.register_collector(Box::new(ClusterCollector {
-            core: core.clone(),
-            status: status.clone(),
-        }));
-    }
+    registry.register_collector(Box::new(ClusterCollector {
+        core: core.clone(),
+        status: cluster_status.clone(),
+    }));
     registry.register_collector(Box::new(Uptime {
         clock: clock.clone(),
         started_mono_ms,

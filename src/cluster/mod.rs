@@ -1019,23 +1019,34 @@ fn entries_of(entries: &Value) -> anyhow::Result<Vec<RawEntry<'_>>> {
     Ok(out)
 }
 
-/// The cluster's families on `/metrics` (docs/METRICS.md).
+/// The cluster's families on `/metrics` (docs/METRICS.md): served by
+/// every hub, zero when it is not in a cluster.
 #[derive(Debug)]
 pub struct ClusterCollector {
     /// The core (for the outbox and the other hubs' devices).
     pub core: Arc<Core>,
-    /// The link.
-    pub status: Arc<ClusterStatus>,
+    /// The link, if the hub is in a cluster.
+    pub status: Option<Arc<ClusterStatus>>,
 }
 
 impl Collector for ClusterCollector {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let Some(f) = self.core.cluster_figures() else {
-            return Ok(());
-        };
-        let c = &self.status.counters;
+        let figures = self.core.cluster_figures();
+        let zero = LinkCounters::default();
+        let c = self.status.as_ref().map_or(&zero, |s| &s.counters);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let up = self.status.view().link == LinkState::Up && f.mode == LinkMode::Linked;
+        let up = self
+            .status
+            .as_ref()
+            .is_some_and(|s| s.view().link == LinkState::Up)
+            && figures.as_ref().is_some_and(|f| f.mode == LinkMode::Linked);
+        let f = figures.unwrap_or_else(|| self.core.cluster_figures_idle());
+        gauge(
+            &mut e,
+            "sensor_hub_cluster_enabled",
+            "1 when the hub is in a cluster (cluster.enabled, docs/CLUSTER.md); the other sensor_hub_cluster_ families stay 0 while it is 0.",
+            u64::from(self.status.is_some()),
+        )?;
         gauge(
             &mut e,
             "sensor_hub_cluster_link_up",

@@ -559,4 +559,44 @@ mod cluster {
             0
         );
     }
+
+    #[test]
+    fn commands_for_another_hubs_device_are_handed_over_and_bounded() {
+        let core = member();
+        core.cluster_linked("cluster".into(), 0);
+        core.cluster_receive(vec![remote_readings(1, "b", 7, 1)], 1);
+        let origin = Origin {
+            client: Some(3),
+            ..Default::default()
+        };
+        let Err(SubmitError::Forwarded { device, ticket }) =
+            core.submit_command(7, CommandBody::Identify, true, origin.clone(), at(0))
+        else {
+            panic!("handed over");
+        };
+        assert_eq!(device, 7);
+        let forwards = core.cluster_take_forwards();
+        assert_eq!(forwards.len(), 1);
+        assert_eq!(&*forwards[0].hub, "b");
+        assert_eq!(forwards[0].origin.ticket, Some(ticket));
+        assert_eq!(forwards[0].origin.client, Some(3));
+        // A device nobody holds is unknown, as on a single hub.
+        assert_eq!(
+            core.submit_command(8, CommandBody::Identify, true, origin.clone(), at(0))
+                .unwrap_err(),
+            SubmitError::UnknownDevice(8)
+        );
+        // While nothing takes them, at most FORWARD_QUEUE wait.
+        for _ in 0..FORWARD_QUEUE {
+            assert!(matches!(
+                core.submit_command(7, CommandBody::Identify, true, origin.clone(), at(0)),
+                Err(SubmitError::Forwarded { .. })
+            ));
+        }
+        assert_eq!(
+            core.submit_command(7, CommandBody::Identify, true, origin, at(0))
+                .unwrap_err(),
+            SubmitError::ClusterBusy
+        );
+    }
 }
