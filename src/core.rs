@@ -967,7 +967,23 @@ impl Core {
                                     continue;
                                 }
                                 if let Some(history) = &self.history {
-                                    history.record(&batch);
+                                    // As on their hub: only adopted
+                                    // devices' readings are kept (known
+                                    // from its holdings).
+                                    let adopted = |d: &LiveDatagram| {
+                                        c.remote.get(d.device).is_some_and(|r| {
+                                            r.info.as_ref().is_some_and(|i| i.adopted)
+                                        })
+                                    };
+                                    if batch.iter().all(adopted) {
+                                        history.record(&batch);
+                                    } else {
+                                        let kept: Vec<LiveDatagram> =
+                                            batch.iter().filter(|d| adopted(d)).cloned().collect();
+                                        if !kept.is_empty() {
+                                            history.record(&kept);
+                                        }
+                                    }
                                 }
                                 Event::Readings(batch)
                             }
