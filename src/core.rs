@@ -925,7 +925,8 @@ impl Core {
     /// or (other hubs' only) at once while alone, catching up. Entries at
     /// or before the newest position read are skipped. Returns how many
     /// other hubs' entries were applied.
-    pub fn cluster_receive(&self, entries: Vec<SharedEntry>, up_to: u64) -> usize {
+    pub fn cluster_receive(&self, entries: Vec<SharedEntry>, up_to: u64, now: Now) -> usize {
+        let mut moved: Vec<(Arc<str>, CommandRecord)> = Vec::new();
         let mut shared = self.lock();
         let Shared {
             registry,
@@ -998,6 +999,21 @@ impl Core {
                             other => other,
                         };
                         applied += 1;
+                        // A device that left this hub for that one takes
+                        // its queued commands along.
+                        if let Event::DeviceStatus {
+                            device,
+                            status: DeviceStatus::Online,
+                            ..
+                        } = &event
+                        {
+                            moved.extend(
+                                registry
+                                    .hand_over_queued(*device, &entry.hub, now)
+                                    .into_iter()
+                                    .map(|record| (entry.hub.clone(), record)),
+                            );
+                        }
                         c.remote.apply(&entry.hub, &event);
                         match c.mode {
                             LinkMode::Linked => {
@@ -1024,7 +1040,22 @@ impl Core {
         }
         // Entries that did not decode were read all the same.
         c.read_position = c.read_position.max(up_to);
+        for (hub, record) in moved {
+            if c.forwards.len() >= FORWARD_QUEUE {
+                break;
+            }
+            c.forwards.push_back(Forward {
+                hub,
+                device: record.device,
+                body: record.body,
+                wait: true,
+                origin: record.origin,
+            });
+            self.outbox_ready.notify_one();
+        }
         self.head.send_replace(stream.head());
+        // The handed-over commands' last statuses here.
+        self.apply(&mut shared);
         applied
     }
 

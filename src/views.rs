@@ -275,6 +275,14 @@ pub fn devices(
     ids.into_iter()
         .filter(|&id| subscription.is_none_or(|s| s.covers_device(id)))
         .filter_map(|id| match registry.device(id) {
+            // Held by another hub now (it left this one): that hub's view.
+            Some(entry)
+                if entry.session.is_none()
+                    && cluster.is_some_and(|c| c.remote.get(id).is_some()) =>
+            {
+                let remote = cluster?.remote.get(id)?;
+                Some(remote_device_view(id, remote, subscription))
+            }
             Some(entry) => {
                 let mut view = device_view(
                     id,

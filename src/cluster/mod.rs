@@ -731,8 +731,11 @@ impl Link {
                         "cluster: the shared stream no longer holds what this hub missed \
                          (raise cluster.stream_max_len); its browsers resync"
                     );
-                    self.core
-                        .cluster_receive(std::mem::take(&mut entries), up_to);
+                    self.core.cluster_receive(
+                        std::mem::take(&mut entries),
+                        up_to,
+                        self.clock.now(),
+                    );
                     self.core.cluster_gap(position);
                 }
             }
@@ -742,7 +745,7 @@ impl Link {
                 Err(e) => self.invalid(&e),
             }
         }
-        let applied = self.core.cluster_receive(entries, up_to);
+        let applied = self.core.cluster_receive(entries, up_to, self.clock.now());
         self.status
             .counters
             .events_received

@@ -369,6 +369,7 @@ mod cluster {
                 .map(|(p, position)| own(position, p.number))
                 .collect(),
             40 + waiting.len() as u64,
+            at(0),
         );
         assert_eq!(core.stream_head(), 40);
         let next = 41 + waiting.len() as u64;
@@ -382,6 +383,7 @@ mod cluster {
         let applied = core.cluster_receive(
             vec![remote_readings(next, "b", 7, 1), own(next + 1, number)],
             next + 1,
+            at(0),
         );
         assert_eq!(applied, 1);
         assert_eq!(seqs(&core, 41), [next, next + 1]);
@@ -399,7 +401,7 @@ mod cluster {
             [serde_json::json!([1, "a"]), serde_json::json!([7, "b"])]
         );
         // Read again (a reconnect re-reads): nothing twice.
-        core.cluster_receive(vec![remote_readings(next, "b", 7, 1)], next + 1);
+        core.cluster_receive(vec![remote_readings(next, "b", 7, 1)], next + 1, at(0));
         assert_eq!(seqs(&core, 41), [next, next + 1]);
     }
 
@@ -431,13 +433,14 @@ mod cluster {
         core.cluster_receive(
             vec![own(1, pending[0].number), remote_readings(2, "b", 9, 5)],
             2,
+            at(0),
         );
         assert_eq!(core.stream_head(), head + 1);
         // Linked again: the rest, shared late, is not delivered twice.
         let last = pending.last().unwrap().number;
         core.cluster_shared(last);
         core.cluster_linked("cluster".into(), 2);
-        core.cluster_receive(vec![own(3, last)], 3);
+        core.cluster_receive(vec![own(3, last)], 3, at(0));
         assert_eq!(core.stream_head(), 2);
         let f = core.cluster_figures().unwrap();
         let n = pending.len() as u64;
@@ -525,6 +528,7 @@ mod cluster {
                 },
             ],
             2,
+            at(0),
         );
         // Holdings are not shown to browsers; the status is.
         assert_eq!(seqs(&core, 1), [2]);
@@ -548,14 +552,14 @@ mod cluster {
     fn a_device_that_opens_a_session_here_is_no_longer_remote() {
         let core = member();
         core.cluster_linked("cluster".into(), 0);
-        core.cluster_receive(vec![remote_readings(1, "b", 1, 1)], 1);
+        core.cluster_receive(vec![remote_readings(1, "b", 1, 1)], 1, at(0));
         let (tx, _rx) = mpsc::channel(4);
         core.open_session(&hello(1, 1000), tx, None, at(0)).unwrap();
         let view = serde_json::to_value(&core.snapshot(None, at(0)).devices[0]).unwrap();
         assert_eq!(view["hub"], "a");
         // Its old hub's late readings are not applied here.
         assert_eq!(
-            core.cluster_receive(vec![remote_readings(2, "b", 1, 2)], 2),
+            core.cluster_receive(vec![remote_readings(2, "b", 1, 2)], 2, at(0)),
             0
         );
     }
@@ -564,7 +568,7 @@ mod cluster {
     fn commands_for_another_hubs_device_are_handed_over_and_bounded() {
         let core = member();
         core.cluster_linked("cluster".into(), 0);
-        core.cluster_receive(vec![remote_readings(1, "b", 7, 1)], 1);
+        core.cluster_receive(vec![remote_readings(1, "b", 7, 1)], 1, at(0));
         let origin = Origin {
             client: Some(3),
             ..Default::default()
@@ -598,5 +602,52 @@ mod cluster {
                 .unwrap_err(),
             SubmitError::ClusterBusy
         );
+    }
+
+    #[test]
+    fn a_device_that_moves_takes_its_queued_commands_along() {
+        let core = member();
+        core.cluster_linked("cluster".into(), 0);
+        let (tx, _rx) = mpsc::channel(4);
+        let session = core.open_session(&hello(1, 1000), tx, None, at(0)).unwrap();
+        core.close_session(1, session, at(1));
+        let origin = Origin {
+            client: Some(4),
+            request_id: Some(serde_json::json!("c9")),
+            ..Default::default()
+        };
+        let queued = core
+            .submit_command(1, CommandBody::Identify, true, origin, at(2))
+            .unwrap();
+        assert_eq!(queued.state, CommandState::Queued);
+        // Hub b reports it online: it reconnected there.
+        core.cluster_receive(
+            vec![SharedEntry {
+                position: 1,
+                hub: "b".into(),
+                own: false,
+                number: 1,
+                item: SharedItem::Event(Event::DeviceStatus {
+                    device: 1,
+                    status: DeviceStatus::Online,
+                    previous: None,
+                    at_ms: WALL,
+                }),
+            }],
+            1,
+            at(3),
+        );
+        let here = core.command(queued.id).unwrap();
+        assert_eq!(here.state, CommandState::Rejected);
+        assert!(here.detail.unwrap().contains("hub b"));
+        let forwards = core.cluster_take_forwards();
+        assert_eq!(forwards.len(), 1);
+        assert_eq!(&*forwards[0].hub, "b");
+        assert_eq!(forwards[0].origin.client, Some(4));
+        assert_eq!(forwards[0].origin.request_id, Some(serde_json::json!("c9")));
+        // And the fleet view shows it on b.
+        let view = serde_json::to_value(&core.snapshot(None, at(3)).devices[0]).unwrap();
+        assert_eq!(view["hub"], "b");
+        assert_eq!(view["status"], "online");
     }
 }

@@ -469,6 +469,40 @@ impl Registry {
         id
     }
 
+    /// The device holds its session on another hub of the cluster now:
+    /// its commands still queued here end `rejected` (saying where they
+    /// went) and are returned, to be submitted again on that hub. Commands
+    /// already sent stay: the device may still answer them.
+    pub fn hand_over_queued(
+        &mut self,
+        device: DeviceId,
+        hub: &str,
+        now: Now,
+    ) -> Vec<CommandRecord> {
+        let Some(entry) = self.devices.get_mut(&device) else {
+            return Vec::new();
+        };
+        if entry.session.is_some() {
+            return Vec::new();
+        }
+        let queued: Vec<CommandId> = entry.queue.drain(..).collect();
+        let mut moved = Vec::with_capacity(queued.len());
+        for id in queued {
+            if let Some(record) = self.commands.get(&id) {
+                moved.push(record.clone());
+                self.transition(
+                    id,
+                    CommandState::Rejected,
+                    Some(format!(
+                        "device {device} is on hub {hub} now; the command was handed over to it"
+                    )),
+                    now,
+                );
+            }
+        }
+        moved
+    }
+
     /// The device confirmed receipt of command `id`.
     pub fn command_acked(&mut self, device: DeviceId, id: CommandId, now: Now) {
         match self.commands.get(&id) {
