@@ -6,8 +6,9 @@
 //! commands clicked in the page, liveness, a page load without failed
 //! requests or console errors (the icon included), the hub restarting (its
 //! sessions end with it: the page goes to the login page instead of
-//! retrying, and is live again after a new login), and two tabs that each
-//! keep their own command log. Every test logs in through the real login
+//! retrying, and is live again after a new login), two tabs that each
+//! keep their own command log, and a hub in a cluster (a real Redis: the
+//! link, the hubs, the hub holding each device, the link lost). Every test logs in through the real login
 //! page first (a one-time link, or the operator token typed into the form);
 //! tests/browser_security.rs has the password, the roles, the tokens view
 //! and cross-origin pages. The run also refreshes docs/dashboard.png and
@@ -16,6 +17,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod browser_support;
+mod cluster_support;
 mod mqtt_support;
 mod support;
 
@@ -712,4 +714,173 @@ async fn hub_view_shows_the_mqtt_bridge() {
     fleet.stop().await;
     browser.end().await;
     hub.stop().await;
+}
+
+/// In a cluster (a real Redis, hubs "a" and "b"), hub a's dashboard shows
+/// the link up and both hubs in the hub view, and the hub holding each
+/// device in the fleet view (b's devices included); when Redis goes away
+/// the link is shown down.
+#[tokio::test]
+async fn hub_view_shows_the_cluster() {
+    let redis = cluster_support::RedisServer::start();
+    let url = redis.url();
+    let config = |name: &'static str| {
+        let mut config = HUB_CONFIG.to_vec();
+        config.extend([
+            ("SENSOR_HUB__CLUSTER__ENABLED", "true"),
+            ("SENSOR_HUB__CLUSTER__REDIS_URL", url.as_str()),
+            ("SENSOR_HUB__CLUSTER__HUB_NAME", name),
+            ("SENSOR_HUB__CLUSTER__KEY_PREFIX", "browser-cluster"),
+            // The hubs list is refreshed every third of it: every second.
+            ("SENSOR_HUB__CLUSTER__LEASE_TTL_MS", "3000"),
+        ]);
+        config
+    };
+    // Device 100 sends datagrams to hub a (adopted there by its device
+    // file); devices 1 and 2 say hello to hub b and report to it.
+    let a = start_hub_adopting(&config("a"), &[100]).await;
+    let b = start_hub(&config("b")).await;
+    let fleet = Fleet::start(b.udp, Some(b.control), 1, 2, 100);
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sender = {
+        let to = a.udp;
+        tokio::spawn(async move {
+            for seq in 0.. {
+                let _ = udp
+                    .send_to(
+                        &datagram(100, seq, &[(0, sensor_hub_protocol::Value::F32(21.5))]),
+                        to,
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let browser = Browser::start().await;
+    browser.login_with_link(&a).await;
+    browser
+        .client
+        .goto(&format!("http://{}/#/hub", a.http))
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the cluster link shown up, with two hubs",
+            Duration::from_secs(20),
+            r#"
+            const f = document.querySelector('#hub-view [data-field="cluster"]');
+            return f ? `${f.dataset.state} ${f.textContent}` : null;
+        "#,
+            |v| {
+                v.as_str()
+                    .is_some_and(|t| t.starts_with("up a · link up · 2 hubs · events: "))
+            },
+        )
+        .await;
+    browser
+        .until(
+            "both hubs listed alive, this one marked",
+            Duration::from_secs(10),
+            r#"
+            const table = document.querySelector('#cluster-hubs');
+            if (!table || table.closest('.table-wrap').hidden) return null;
+            return [...table.querySelectorAll('tbody tr[data-hub]')].map(r => [
+                r.querySelector('th').textContent.replace(/\s+/g, ' '),
+                r.querySelector('[data-field="state"]').textContent,
+                r.querySelector('[data-field="seen"]').textContent]);
+        "#,
+            |v| {
+                let rows = v.as_array().map(Vec::as_slice).unwrap_or(&[]);
+                rows.len() == 2
+                    && rows[0][0] == "a (this hub)"
+                    && rows[1][0] == "b"
+                    && rows.iter().all(|r| r[1] == "alive")
+                    && rows
+                        .iter()
+                        .all(|r| r[2].as_str().is_some_and(|t| t.ends_with(" s ago")))
+            },
+        )
+        .await;
+    // Hub b holds two devices, hub a one.
+    browser
+        .until(
+            "the hubs' device counts",
+            Duration::from_secs(10),
+            r#"
+            return [...document.querySelectorAll('#cluster-hubs tbody tr[data-hub]')]
+                .map(r => [r.dataset.hub, r.querySelector('[data-field="devices"]').textContent]);
+        "#,
+            |v| *v == json!([["a", "1"], ["b", "2"]]),
+        )
+        .await;
+
+    // The fleet view: a Hub column, b's devices marked "b", a's "a".
+    browser
+        .client
+        .goto(&format!("http://{}/#/", a.http))
+        .await
+        .unwrap();
+    browser
+        .until(
+            "every device with its hub",
+            Duration::from_secs(15),
+            r#"
+            const th = [...document.querySelectorAll('#fleet thead th')].find(t => t.textContent.trim() === 'Hub');
+            return [th ? !th.hidden && th.offsetParent !== null : null,
+                [...document.querySelectorAll('#fleet tr[data-device-id]')].map(r => {
+                    const hub = r.querySelector('[data-field="hub"]');
+                    return [r.dataset.deviceId, hub.hidden ? null : hub.textContent];
+                })];
+        "#,
+            |v| *v == json!([true, [["1", "b"], ["2", "b"], ["100", "a"]]]),
+        )
+        .await;
+
+    // Redis goes away: the link is shown down (after link_timeout_ms, 2 s).
+    browser
+        .client
+        .goto(&format!("http://{}/#/hub", a.http))
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the hub view again, link up",
+            Duration::from_secs(10),
+            r#"return document.querySelector('#hub-view [data-field="cluster"]')?.dataset.state ?? null;"#,
+            |v| v == "up",
+        )
+        .await;
+    let mut redis = tokio::task::spawn_blocking(move || {
+        let mut redis = redis;
+        redis.stop();
+        redis
+    })
+    .await
+    .unwrap();
+    browser
+        .until(
+            "the cluster link shown down",
+            Duration::from_secs(10),
+            r#"
+            const f = document.querySelector('#hub-view [data-field="cluster"]');
+            return f ? `${f.dataset.state} ${f.textContent}` : null;
+        "#,
+            |v| {
+                v.as_str()
+                    .is_some_and(|t| t.starts_with("down a · link down since "))
+            },
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.querySelector('#cluster-hubs caption')?.textContent ?? null;")
+            .await,
+        "Hubs of the cluster (as last known: the link is down)"
+    );
+    sender.abort();
+    fleet.stop().await;
+    browser.end().await;
+    a.stop().await;
+    b.stop().await;
+    redis.kill();
 }

@@ -1,9 +1,11 @@
 // fleet.js: the fleet view (#/): one sortable, filterable table row per adopted
-// device (#fleet: status, key badge, last seen, rate, loss, latency, firmware),
-// and below it the discovered devices (#discovered: seen only in datagrams of
-// ids the hub does not know; live, never stored), each with "Adopt with key" and
-// "Adopt without key" for the owner (POST /api/devices/ID/adopt; a new key is
-// shown once, in #device-key, with a copy button). Updated live from the model
+// device (#fleet: status, key badge, last seen, rate, loss, latency, firmware;
+// in a cluster also the hub holding it: a Hub column in both tables, shown only
+// when some device names its hub), and below it the discovered devices
+// (#discovered: seen only in datagrams of ids the hub does not know; live,
+// never stored), each with "Adopt with key" and "Adopt without key" for the
+// owner (POST /api/devices/ID/adopt; a new key is shown once, in #device-key,
+// with a copy button). Updated live from the model
 // and re-rendered at most once per animation frame; "last seen" ticks every
 // second against hub time. Sort key and filter survive view changes; a notice
 // from another view (showNotice, e.g. "device 7 forgotten") is shown on the next
@@ -13,12 +15,12 @@ import { api, isOwner } from "/account.js";
 import { DASH, displayName, el, fmtAgo, fmtLatency, fmtPercent, fmtRate, fmtValue, isNum, setText, statusOf, statusRank } from "/format.js";
 
 const COLUMNS = [
-  ["id", "ID", "num"], ["name", "Name", ""], ["status", "Status", ""], ["trust", "Key", ""], ["last-seen", "Last seen", ""],
+  ["id", "ID", "num"], ["name", "Name", ""], ["hub", "Hub", ""], ["status", "Status", ""], ["trust", "Key", ""], ["last-seen", "Last seen", ""],
   ["rate", "Rate (datagrams/s)", "num"], ["loss", "Loss", "num"], ["latency", "Latency p50 / p99", "num"],
   ["firmware", "Firmware", ""],
 ];
 const DISCOVERED_COLUMNS = [
-  ["id", "ID", "num"], ["status", "Status", ""], ["last-seen", "Last seen", ""],
+  ["id", "ID", "num"], ["hub", "Hub", ""], ["status", "Status", ""], ["last-seen", "Last seen", ""],
   ["rate", "Rate (datagrams/s)", "num"], ["readings", "Latest readings", ""],
 ];
 const READINGS_SHOWN = 4; // channels listed in a discovered row
@@ -42,6 +44,7 @@ function sortValue(d, key) {
   switch (key) {
     case "id": return d.id;
     case "name": return displayName(d).toLowerCase();
+    case "hub": return d.hub ? d.hub.toLowerCase() : null;
     case "status": return statusRank(d.status);
     case "trust": return d.keyed ? 0 : 1;
     case "rate": return s?.rate_per_s ?? null;
@@ -65,7 +68,7 @@ export function compareDevices(a, b, key, dir) {
 }
 export function matches(d, query) {
   if (!query) return true;
-  const text = `${d.id} ${displayName(d)} ${d.firmware ?? ""} ${statusOf(d.status)}`.toLowerCase();
+  const text = `${d.id} ${displayName(d)} ${d.firmware ?? ""} ${statusOf(d.status)} ${d.hub ?? ""}`.toLowerCase();
   return text.includes(query);
 }
 
@@ -177,6 +180,17 @@ export function mount(main) {
     unshownKey = null;
   }
 
+  // The hub columns: only in a cluster (some device names the hub holding it).
+  let hubShown = false;
+  function showHub(shown) {
+    if (shown === hubShown) return;
+    hubShown = shown;
+    for (const th of [ths.get("hub"), disc.ths.get("hub")]) th.hidden = !shown;
+    for (const r of [...rows.values(), ...drows.values()]) r.cells.hub.hidden = !shown;
+  }
+  ths.get("hub").hidden = true;
+  disc.ths.get("hub").hidden = true;
+
   let frame = 0;
   let allDirty = true;
   const dirty = new Set();
@@ -195,6 +209,7 @@ export function mount(main) {
       cells[key].dataset.field = key;
       tr.append(cells[key]);
     }
+    cells.hub.hidden = !hubShown;
     cells.link = el("a", { href: `#/device/${id}` });
     cells.name.append(cells.link);
     cells.status.append(el("span", { className: "dot", "aria-hidden": "true" }), el("span"));
@@ -216,6 +231,7 @@ export function mount(main) {
       cells[key].dataset.field = key;
       tr.append(cells[key]);
     }
+    cells.hub.hidden = !hubShown;
     cells.link = el("a", { href: `#/device/${id}` });
     cells.id.append(cells.link);
     cells.status.append(el("span", { className: "dot", "aria-hidden": "true" }), el("span"));
@@ -239,6 +255,7 @@ export function mount(main) {
     setText(cells.id, String(d.id));
     setText(cells.link, displayName(d));
     cells.link.classList.toggle("muted", !d.name);
+    setText(cells.hub, d.hub ?? DASH);
     const status = statusOf(d.status);
     cells.status.dataset.status = status;
     setText(cells.status.lastChild, status);
@@ -255,6 +272,7 @@ export function mount(main) {
   function renderDRow(d) {
     const { cells } = getDRow(d.id);
     setText(cells.link, String(d.id));
+    setText(cells.hub, d.hub ?? DASH);
     const status = statusOf(d.status);
     cells.status.dataset.status = status;
     setText(cells.status.lastChild, status);
@@ -292,6 +310,7 @@ export function mount(main) {
     const all = [...devices.values()];
     const adopted = all.filter((d) => placeOf(d) === "fleet");
     const discovered = all.filter((d) => placeOf(d) === "discovered");
+    showHub(all.some((d) => typeof d.hub === "string"));
     const list = adopted.filter((d) => matches(d, query)).sort((a, b) => compareDevices(a, b, state.sort, state.dir));
     reorder(tbody, list.map((d) => rows.get(d.id).tr));
     for (const [key, th] of ths) {

@@ -1,9 +1,11 @@
 // hub.js: the hub view (#/hub): polls GET /api/hub every 2 s while open and shows
 // the ingest rate (from two successive polls), devices, WebSocket clients, uptime,
-// kernel drops, loss, latency, the MQTT bridge's state, and tables of drops by
-// reason, WebSocket evictions, finished commands and MQTT messages by kind.
+// kernel drops, loss, latency, the MQTT bridge's state, the cluster link, and
+// tables of drops by reason, WebSocket evictions, finished commands, MQTT
+// messages by kind and the hubs of the cluster.
 import { toLogin } from "/account.js";
-import { DASH, el, fmtBytes, fmtCount, fmtLatency, fmtPercent, fmtRate, fmtUptime, isNum, lossRatio, setText } from "/format.js";
+import { hubNow } from "/stream.js";
+import { DASH, el, fmtAgo, fmtBytes, fmtClock, fmtCount, fmtLatency, fmtPercent, fmtRate, fmtUptime, isNum, lossRatio, setText } from "/format.js";
 
 const POLL_MS = 2000;
 
@@ -21,7 +23,7 @@ const FACTS = [
   ["Latency p50 / p99", "latency"], ["Datagrams received", "datagrams"], ["Readings accepted", "readings"],
   ["Bytes received", "bytes"], ["UDP receive buffer", "udp-buffer"], ["Control sessions", "control-sessions"],
   ["WebSocket messages sent", "ws-messages"], ["WebSocket bytes queued", "ws-queued"], ["Stream seq", "stream-seq"],
-  ["MQTT bridge", "mqtt"],
+  ["MQTT bridge", "mqtt"], ["Cluster", "cluster"],
 ];
 
 /** One line for the MQTT bridge of /api/hub's `mqtt`: off, or its state, broker and what went wrong. */
@@ -33,6 +35,72 @@ export function mqttSummary(m) {
   if (dropped > 0) parts.push(`${fmtCount(dropped)} dropped`);
   if (m.state !== "connected" && typeof m.last_error === "string") parts.push(m.last_error);
   return parts.join(" · ");
+}
+
+/** One line for /api/hub's `cluster`: off, or this hub, the link (since when and why
+ * when not up), the hubs alive, and the events shared, shared late and not shared. */
+export function clusterSummary(c) {
+  if (!c || typeof c !== "object") return "off";
+  const parts = typeof c.hub === "string" ? [c.hub] : [];
+  if (c.link === "up") {
+    const alive = (Array.isArray(c.hubs) ? c.hubs : []).filter((h) => h?.alive === true).length;
+    parts.push("link up", `${alive} hub${alive === 1 ? "" : "s"}`);
+  } else {
+    const since = isNum(c.since_ms) ? ` since ${fmtClock(c.since_ms)}` : "";
+    const why = typeof c.error === "string" && c.error ? `: ${c.error}` : "";
+    parts.push(`${c.link === "connecting" ? "connecting" : "link down"}${since}${why}`);
+  }
+  if (isNum(c.events_shared)) {
+    parts.push(`events: ${fmtCount(c.events_shared)} shared, ${fmtCount(c.events_shared_late)} late, ${fmtCount(c.events_unshared)} unshared`);
+  }
+  if (isNum(c.datagrams_unshared) && c.datagrams_unshared > 0) parts.push(`${fmtCount(c.datagrams_unshared)} datagrams unshared`);
+  return parts.join(" · ");
+}
+
+// The hubs of the cluster, one <tr data-hub="name"> each in the hub's order (by
+// name), this hub marked; rows kept in place, a hub forgotten by the cluster removed.
+function hubsTable() {
+  const tbody = el("tbody");
+  const caption = el("caption", { textContent: "Hubs of the cluster" });
+  const col = (text, cls = "") => el("th", { scope: "col", className: cls, textContent: text });
+  const table = el("table", { id: "cluster-hubs" }, caption,
+    el("thead", {}, el("tr", {}, col("Hub"), col("Devices", "num"), col("Clients", "num"), col("Last seen"), col("State"))),
+    tbody);
+  const wrap = el("div", { className: "table-wrap wide", hidden: true }, table);
+  const rows = new Map();
+  const update = (c) => {
+    const hubs = (Array.isArray(c?.hubs) ? c.hubs : []).filter((h) => h && typeof h.name === "string");
+    setText(caption, c?.link === "down" ? "Hubs of the cluster (as last known: the link is down)" : "Hubs of the cluster");
+    const want = [];
+    for (const h of hubs) {
+      let r = rows.get(h.name);
+      if (!r) {
+        const name = el("th", { scope: "row" }, h.name);
+        if (h.name === c.hub) name.append(" ", el("span", { className: "muted", textContent: "(this\u00a0hub)" }));
+        r = {
+          devices: el("td", { className: "num", "data-field": "devices" }),
+          clients: el("td", { className: "num", "data-field": "clients" }),
+          seen: el("td", { "data-field": "seen" }),
+          state: el("td", { "data-field": "state" }),
+        };
+        r.tr = el("tr", { "data-hub": h.name }, name, r.devices, r.clients, r.seen, r.state);
+        if (h.name === c.hub) r.tr.dataset.self = "true";
+        rows.set(h.name, r);
+      }
+      setText(r.devices, fmtCount(h.devices));
+      setText(r.clients, fmtCount(h.clients));
+      setText(r.seen, isNum(h.seen_ms) ? fmtAgo(hubNow() - h.seen_ms) : "never");
+      r.seen.title = isNum(h.seen_ms) ? new Date(h.seen_ms).toLocaleString() : "";
+      const state = h.alive === true ? "alive" : "gone";
+      r.state.dataset.state = state;
+      setText(r.state, state);
+      want.push(r.tr);
+    }
+    for (const [name, r] of rows) if (!want.includes(r.tr)) rows.delete(name);
+    const have = [...tbody.children];
+    if (want.length !== have.length || want.some((tr, i) => tr !== have[i])) tbody.replaceChildren(...want);
+  };
+  return [wrap, update];
 }
 
 // A two-column table of name -> count, one <tr data-ATTR="name"> per entry, rows kept in place.
@@ -71,9 +139,10 @@ export function mount(main) {
   const [finished, updateFinished] = countTable("commands-finished", "Commands finished, by outcome", "Outcome", "state");
   const [mqtt, updateMqtt] = countTable("mqtt-published", "MQTT messages published, by kind", "Kind", "kind");
   mqtt.hidden = true;
+  const [clusterHubs, updateClusterHubs] = hubsTable();
   const section = el("section", { id: "hub-view" },
     el("div", { className: "view-head" }, el("h2", { textContent: "Hub", tabIndex: -1 }), meta), problem, dl,
-    el("div", { className: "tables" }, drops, evictions, finished, mqtt));
+    el("div", { className: "tables" }, drops, evictions, finished, mqtt, clusterHubs));
   main.replaceChildren(section);
 
   let prev = null;
@@ -109,6 +178,11 @@ export function mount(main) {
     f.mqtt.dataset.state = h.mqtt?.enabled ? String(h.mqtt.state) : "disabled";
     mqtt.hidden = !h.mqtt?.enabled;
     if (h.mqtt?.enabled) updateMqtt(h.mqtt.published);
+    const cluster = h.cluster && typeof h.cluster === "object" ? h.cluster : null;
+    setText(f.cluster, clusterSummary(cluster));
+    f.cluster.dataset.state = cluster ? String(cluster.link) : "disabled";
+    clusterHubs.hidden = !(Array.isArray(cluster?.hubs) && cluster.hubs.length > 0); // none yet while connecting
+    if (cluster) updateClusterHubs(cluster);
     const version = typeof h.hub_version === "string" ? h.hub_version : "?";
     setText(meta, `hub v${version} · updated ${new Date().toLocaleTimeString()}`);
   }

@@ -18,7 +18,7 @@ const REFRESH_MS = 5000;
 const NEW_DEVICE_REFRESH_MS = 1000; // spacing of refreshes asked for by new devices
 const PENDING_MS = 5000; // a new device no refresh lists after this long is dropped
 
-/** id -> device: { id, name, firmware, interval_ms, adopted, keyed, status, status_since_ms, last_seen_ms, last_seq, stats, sensors: Map<channel, sensor>, created, adoptedAt? } */
+/** id -> device: { id, hub (the hub holding it, in a cluster; else null), name, firmware, interval_ms, adopted, keyed, status, status_since_ms, last_seen_ms, last_seq, stats, sensors: Map<channel, sensor>, created, adoptedAt? } */
 export const devices = new Map();
 /** id -> hub time it was removed: device lists older than that do not bring it back. */
 const removedAt = new Map();
@@ -45,7 +45,7 @@ function emit(type, arg) {
 
 // --- model -------------------------------------------------------------------
 function newDevice(id) {
-  return { id, name: null, firmware: null, interval_ms: null, adopted: null, keyed: null, status: null,
+  return { id, hub: null, name: null, firmware: null, interval_ms: null, adopted: null, keyed: null, status: null,
     status_since_ms: null, last_seen_ms: null, last_seq: null, stats: null, sensors: new Map(), created: hubNow() };
 }
 function getDevice(id) {
@@ -73,6 +73,7 @@ const windowsOf = (w) => (Array.isArray(w) ? w.filter((x) => x && typeof x === "
 function applyDevice(x, merge, asOf) {
   const old = devices.get(x.id);
   const d = merge ? old ?? newDevice(x.id) : newDevice(x.id);
+  d.hub = str(x.hub);
   d.name = str(x.name);
   d.firmware = str(x.firmware);
   d.interval_ms = isNum(x.interval_ms) ? x.interval_ms : null;
