@@ -367,6 +367,7 @@ pub async fn run(
         let clients_gauge = ws_metrics.clone();
         let clients: Arc<dyn Fn() -> u64 + Send + Sync> =
             Arc::new(move || clients_gauge.clients.get().max(0) as u64);
+        let device_file = devices.file().clone();
         supervisor.spawn("cluster", move || {
             let run = cluster::run(
                 core.clone(),
@@ -374,6 +375,7 @@ pub async fn run(
                 clock.clone(),
                 status.clone(),
                 clients.clone(),
+                device_file.clone(),
                 cancel.clone(),
             );
             async move { run.await.map_err(|e| format!("{e:#}")) }

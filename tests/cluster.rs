@@ -822,3 +822,83 @@ async fn command_from_one_hub_runs_on_another() {
     let stats = fleet.stop().await;
     assert_eq!(stats.commands_received, 1, "{stats:?}");
 }
+
+/// A device adopted (with its key) on one hub is adopted on every hub, and
+/// one forgotten on any hub is forgotten everywhere: the hubs' device
+/// files follow each other through Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoptions_and_removals_reach_every_hub() {
+    let redis = RedisServer::start();
+    let lease = [("SENSOR_HUB__CLUSTER__LEASE_TTL_MS", "3000")];
+    let key_prefix = prefix("adopt");
+    let (a, b, c) = tokio::join!(
+        ClusterHub::start("a", &redis, &key_prefix, &lease),
+        ClusterHub::start("b", &redis, &key_prefix, &lease),
+        ClusterHub::start("c", &redis, &key_prefix, &lease),
+    );
+    let file =
+        |hub: &ClusterHub| sensor_hub::device_file::DeviceFile::new(hub.dir().join("devices.json"));
+    let key = [7u8; 32];
+    file(&a)
+        .update(|list| list.add(500, "greenhouse", Some(key), 1))
+        .expect("adopting on a");
+    for hub in [&b, &c] {
+        within(
+            &format!("hub {} adopts device 500 with its key", hub.name),
+            Duration::from_secs(15),
+            || async {
+                let (list, _) = file(hub).load().map_err(|e| e.to_string())?;
+                let entry = list.get(500).ok_or("not in its device file")?;
+                if entry.key() != Some(key) || entry.name != "greenhouse" {
+                    return Err(format!("{entry:?}"));
+                }
+                Ok(())
+            },
+        )
+        .await;
+        // And the hub applies it: an untagged datagram of the keyed device
+        // is refused.
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+        within(
+            &format!("hub {} refuses device 500's untagged datagram", hub.name),
+            Duration::from_secs(10),
+            || async {
+                let bytes = support::datagram(500, 1, &[(0, sensor_hub_protocol::Value::F32(1.0))]);
+                socket.send_to(&bytes, hub.udp).map_err(|e| e.to_string())?;
+                sleep(Duration::from_millis(100)).await;
+                // Without a session first (docs/PROTOCOL.md, drop reasons).
+                let mut refused = 0;
+                for reason in ["no_session", "unauthenticated"] {
+                    refused += hub
+                        .metric(&format!(
+                            "sensor_hub_udp_datagrams_dropped_total{{reason=\"{reason}\"}}"
+                        ))
+                        .await;
+                }
+                match refused {
+                    0 => Err("not refused (yet)".into()),
+                    _ => Ok(()),
+                }
+            },
+        )
+        .await;
+    }
+    // Forgotten on b: a and c forget it too.
+    file(&b)
+        .update(|list| Ok(list.remove(500)))
+        .expect("forgetting on b");
+    for hub in [&a, &c] {
+        within(
+            &format!("hub {} forgets device 500", hub.name),
+            Duration::from_secs(15),
+            || async {
+                let (list, _) = file(hub).load().map_err(|e| e.to_string())?;
+                match list.get(500) {
+                    None => Ok(()),
+                    Some(entry) => Err(format!("still listed: {entry:?}")),
+                }
+            },
+        )
+        .await;
+    }
+}

@@ -20,6 +20,7 @@
 //! meanwhile (as far as the stream still holds it), and only then takes
 //! the cluster's numbering again (its browsers resync at each switch).
 
+pub mod adoption;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -38,9 +39,11 @@ use crate::clock::Clock;
 use crate::config::ClusterConfig;
 use crate::core::Core;
 use crate::core::SubmitError;
+use crate::device_file::DeviceFile;
 use crate::metrics::{counter, gauge, Collector, DescriptorEncoder};
 use crate::outbox::LinkMode;
 use crate::remote::SharedEntry;
+use adoption::{AdoptionSync, SharedAdoption};
 use wire::{decode_entry, RawEntry, WireEvent, WireForward};
 
 /// Entries a hub's command stream keeps (commands are read within
@@ -302,12 +305,14 @@ impl ClusterStatus {
 }
 
 /// Runs the link until `cancel`: links, and links again after every loss.
+/// `device_file` is shared with the other hubs ([`adoption`]).
 pub async fn run(
     core: Arc<Core>,
     settings: Settings,
     clock: Clock,
     status: Arc<ClusterStatus>,
     clients: Arc<dyn Fn() -> u64 + Send + Sync>,
+    device_file: DeviceFile,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = redis::Client::open(settings.url.as_str())
@@ -323,6 +328,8 @@ pub async fn run(
         epoch: None,
         commands_from: Mutex::new("0-0".into()),
         first_link: true,
+        device_file,
+        adoption: Mutex::new(AdoptionSync::default()),
     };
     let mut backoff = BACKOFF.0;
     loop {
@@ -370,6 +377,9 @@ struct Link {
     commands_from: Mutex<String>,
     /// This link is the run's first.
     first_link: bool,
+    /// The adopted devices, shared with the other hubs.
+    device_file: DeviceFile,
+    adoption: Mutex<AdoptionSync>,
 }
 
 /// A Redis call that takes longer than the link timeout fails.
@@ -913,6 +923,82 @@ impl Link {
         }
         hubs.retain(|h| h.alive || now.wall_ms.saturating_sub(h.seen_ms) <= forget_after);
         self.status.set_hubs(hubs);
+        self.sync_adoption(con).await
+    }
+
+    /// Shares the device file's adoptions, keys and removals with the
+    /// other hubs, and takes theirs ([`adoption`]).
+    async fn sync_adoption(&self, con: &mut MultiplexedConnection) -> anyhow::Result<()> {
+        let s = &self.settings;
+        let file = self.device_file.clone();
+        let (list, _) = tokio::task::spawn_blocking(move || file.load())
+            .await
+            .context("reading the device file")?
+            .context("reading the device file (devices.keys_path)")?;
+        let raw: HashMap<String, String> = timed(
+            s.link_timeout,
+            "reading the shared adoptions",
+            redis::cmd("HGETALL").arg(s.key("adopted")).query_async(con),
+        )
+        .await?;
+        let mut hash = HashMap::with_capacity(raw.len());
+        for (id, json) in &raw {
+            match (
+                id.parse::<u32>(),
+                serde_json::from_str::<SharedAdoption>(json),
+            ) {
+                (Ok(id), Ok(entry)) if entry.is_valid() => {
+                    hash.insert(id, entry);
+                }
+                _ => self.invalid(&wire::WireError::Field("adopted")),
+            }
+        }
+        let now = self.clock.now();
+        let plan = lock(&self.adoption).plan(&list, &hash, &s.hub, now.wall_ms);
+        if plan.is_empty() {
+            lock(&self.adoption).done(&list);
+            return Ok(());
+        }
+        if !plan.to_hash.is_empty() || !plan.expired.is_empty() {
+            let mut pipe = redis::pipe();
+            for (id, entry) in &plan.to_hash {
+                pipe.cmd("HSET")
+                    .arg(s.key("adopted"))
+                    .arg(id)
+                    .arg(serde_json::to_string(entry).unwrap_or_default())
+                    .ignore();
+            }
+            if !plan.expired.is_empty() {
+                pipe.cmd("HDEL")
+                    .arg(s.key("adopted"))
+                    .arg(&plan.expired)
+                    .ignore();
+            }
+            let _: () = timed(s.link_timeout, "sharing adoptions", pipe.query_async(con)).await?;
+        }
+        // What the sync knows: the file as read, with its changes (a change
+        // made here meanwhile is still a change at the next sync).
+        let mut synced = list;
+        plan.apply_to(&mut synced);
+        if !plan.adopt.is_empty() || !plan.remove.is_empty() {
+            let file = self.device_file.clone();
+            let changes = plan.clone();
+            tokio::task::spawn_blocking(move || {
+                file.update(|l| {
+                    changes.apply_to(l);
+                    Ok(())
+                })
+            })
+            .await
+            .context("writing the device file")?
+            .context("writing the device file (devices.keys_path)")?;
+            tracing::info!(
+                adopted = plan.adopt.len(),
+                removed = plan.remove.len(),
+                "cluster: adoptions from other hubs written to the device file"
+            );
+        }
+        lock(&self.adoption).done(&synced);
         Ok(())
     }
 
