@@ -377,7 +377,17 @@ impl WireEvent {
         if version != VERSION {
             return Err(WireError::Version(version));
         }
-        postcard::from_bytes(body).map_err(|e| WireError::Payload(e.to_string()))
+        let event: WireEvent =
+            postcard::from_bytes(body).map_err(|e| WireError::Payload(e.to_string()))?;
+        if let WireEvent::DeviceStats(stats) = &event {
+            if stats
+                .iter()
+                .any(|s| !s.rate_per_s.is_finite() || s.rate_per_s < 0.0)
+            {
+                return Err(WireError::Field("rate_per_s"));
+            }
+        }
+        Ok(event)
     }
 }
 
@@ -706,6 +716,12 @@ mod tests {
             WireEvent::decode(&huge),
             Err(WireError::TooLarge(MAX_PAYLOAD + 1))
         );
+        // Statistics with a rate that is not a number (found by fuzzing).
+        let nan = [
+            1, 4, 1, 2, 2, 2, 2, 0, 0, 0, 11, 255, 255, 255, 255, 255, 255, 0, 0, 0, 2, 0, 0, 0, 4,
+            0, 0,
+        ];
+        assert!(WireEvent::decode(&nan).is_err());
         // A batch claiming four billion datagrams in a few bytes.
         assert!(WireEvent::decode(&[VERSION, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
     }
