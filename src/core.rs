@@ -633,6 +633,12 @@ impl Core {
         self.head.subscribe()
     }
 
+    /// Up to `max` events from `from` on of the stream before its last
+    /// change of numbering, if `epoch` is that stream's.
+    pub fn read_previous(&self, epoch: &Arc<str>, from: u64, max: usize) -> Vec<Arc<Entry>> {
+        self.lock().stream.read_previous(epoch, from, max)
+    }
+
     /// Up to `max` events from sequence number `from` on, or [`Gone`] if
     /// the stream no longer holds some of them.
     pub fn read_stream(&self, from: u64, max: usize) -> Result<Vec<Arc<Entry>>, Gone> {

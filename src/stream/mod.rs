@@ -133,6 +133,10 @@ pub struct Stream {
     /// newest entry dropped, or where the epoch began.
     floor: u64,
     epoch: Arc<str>,
+    /// The ring before the last [`Stream::reset`], kept until the next one
+    /// so a client can still read what it had not read of it before it
+    /// resyncs (at most one more ring's worth of memory).
+    previous: Option<(Arc<str>, VecDeque<Arc<Entry>>)>,
 }
 
 /// The ring no longer holds what a cursor needs.
@@ -163,6 +167,7 @@ impl Stream {
             next_seq: 1,
             floor: 1,
             epoch,
+            previous: None,
         }
     }
 
@@ -174,7 +179,8 @@ impl Stream {
     /// Empties the ring and starts `epoch`, whose next position is
     /// `next_seq` (at least 1).
     pub fn reset(&mut self, epoch: Arc<str>, next_seq: u64) {
-        self.entries.clear();
+        let old = std::mem::take(&mut self.entries);
+        self.previous = Some((std::mem::replace(&mut self.epoch, epoch.clone()), old));
         self.bytes = 0;
         self.next_seq = next_seq.max(1);
         self.floor = self.next_seq;
@@ -240,6 +246,19 @@ impl Stream {
         }
         let skip = self.index_of(from);
         Ok(self.entries.iter().skip(skip).take(max).cloned().collect())
+    }
+
+    /// Up to `max` entries from `from` on of the ring before the last
+    /// reset, if `epoch` is that ring's (the same allocation); empty
+    /// otherwise.
+    pub fn read_previous(&self, epoch: &Arc<str>, from: u64, max: usize) -> Vec<Arc<Entry>> {
+        match &self.previous {
+            Some((previous, entries)) if Arc::ptr_eq(previous, epoch) => {
+                let skip = entries.partition_point(|e| e.seq < from);
+                entries.iter().skip(skip).take(max).cloned().collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Estimated bytes of the events from `from` on (how far behind a
@@ -341,7 +360,36 @@ mod tests {
         assert_eq!(ring.bytes(), 0);
         // Cursors of the old numbering before the new start are gone.
         assert_eq!(ring.read_from(2, 10).unwrap_err(), Gone { oldest: 100 });
+        // But what they had not read of the old ring is still there.
+        let one: Arc<str> = "one".into();
+        assert!(
+            ring.read_previous(&one, 2, 10).is_empty(),
+            "another allocation"
+        );
         assert!(ring.read_from(100, 10).unwrap().is_empty());
         assert_eq!(ring.append(status(9)), 100);
+    }
+
+    #[test]
+    fn the_previous_ring_stays_readable_until_the_next_reset() {
+        let first: Arc<str> = "one".into();
+        let mut ring = Stream::new(10_000, first.clone());
+        for d in 0..3 {
+            ring.append(status(d));
+        }
+        ring.reset("two".into(), 4);
+        let seqs: Vec<u64> = ring
+            .read_previous(&first, 2, 10)
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [2, 3]);
+        let second = ring.epoch().clone();
+        ring.reset("three".into(), 4);
+        assert!(ring.read_previous(&first, 1, 10).is_empty());
+        assert!(
+            ring.read_previous(&second, 1, 10).is_empty(),
+            "it held nothing"
+        );
     }
 }

@@ -169,6 +169,9 @@ pub trait EventSource {
     fn head(&self) -> u64;
     /// Up to `max` events from `from` on, or [`Gone`].
     fn read_from(&self, from: u64, max: usize) -> Result<Vec<Arc<Entry>>, Gone>;
+    /// Up to `max` events from `from` on of the stream before its last
+    /// change of numbering, if `epoch` is that stream's (else none).
+    fn read_previous(&self, epoch: &Arc<str>, from: u64, max: usize) -> Vec<Arc<Entry>>;
     /// The devices `subscription` covers, with the position they match.
     fn snapshot(&self, subscription: &Subscription, now: Now) -> Snapshot;
     /// Submits a command.
@@ -482,8 +485,21 @@ impl Client {
         // a new one, even for an epoch of the same name.
         if !Arc::ptr_eq(&epoch, &self.epoch) {
             // The stream started a new numbering (a cluster hub lost or
-            // regained its link): a subscriber starts again from a fresh
+            // regained its link): what the client had not read of the old
+            // one first, then a subscriber starts again from a fresh
             // snapshot; others only move their cursor.
+            let subscription = self.subscription.take();
+            loop {
+                let entries = source.read_previous(&self.epoch, self.cursor, READ_BATCH);
+                if entries.is_empty() {
+                    break;
+                }
+                for entry in entries {
+                    self.cursor = entry.seq + 1;
+                    self.deliver(subscription.as_ref(), &entry, t.now);
+                }
+            }
+            self.subscription = subscription;
             if self.subscription.is_some() {
                 self.send_snapshot(None, Some(NEW_EPOCH), source, t.now);
             } else {

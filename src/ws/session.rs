@@ -112,6 +112,9 @@ impl EventSource for Core {
     fn read_from(&self, from: u64, max: usize) -> Result<Vec<Arc<Entry>>, Gone> {
         self.read_stream(from, max)
     }
+    fn read_previous(&self, epoch: &Arc<str>, from: u64, max: usize) -> Vec<Arc<Entry>> {
+        Core::read_previous(self, epoch, from, max)
+    }
 
     fn snapshot(&self, subscription: &Subscription, now: Now) -> Snapshot {
         Core::snapshot(self, Some(subscription), now)
