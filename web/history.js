@@ -91,9 +91,31 @@ function viaSocket(req) {
 }
 
 // --- over HTTP -------------------------------------------------------------------
-async function viaHttp({ device, sensor, from, to, max_points }) {
+const HTTP_RETRIES = 4; // a 429 (this address's history queries are all running) is retried after a pause
+const HTTP_IN_FLIGHT = 2; // the hub's default http.history_queries_per_address
+let httpRunning = 0;
+const httpQueued = [];
+
+async function viaHttp(req) {
+  if (httpRunning >= HTTP_IN_FLIGHT) await new Promise((resolve) => httpQueued.push(resolve));
+  httpRunning += 1;
+  try {
+    return await httpQuery(req);
+  } finally {
+    httpRunning -= 1;
+    const next = httpQueued.shift();
+    if (next) next();
+  }
+}
+
+async function httpQuery({ device, sensor, from, to, max_points }) {
   const q = new URLSearchParams({ from: String(from), to: String(to), max_points: String(max_points) });
-  const res = await fetch(`/api/devices/${device}/sensors/${sensor}/history?${q}`, { cache: "no-store" });
+  let res = await fetch(`/api/devices/${device}/sensors/${sensor}/history?${q}`, { cache: "no-store" });
+  for (let attempt = 0; res.status === 429 && attempt < HTTP_RETRIES; attempt++) {
+    // Another tab (or the socket being down at load) can take this address's slots for a moment.
+    await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt));
+    res = await fetch(`/api/devices/${device}/sensors/${sensor}/history?${q}`, { cache: "no-store" });
+  }
   let body = null;
   try { body = await res.json(); } catch { /* not JSON */ }
   if (res.status === 401) toLogin(); // the session ended
