@@ -29,7 +29,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Run only these scenarios (comma-separated: ingest, auth, latency,
-        /// fanout, mqtt; mqtt starts a Mosquitto broker).
+        /// fanout, mqtt, cluster; mqtt starts a Mosquitto broker, cluster a
+        /// Redis).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Run the hub without its history database (storage.enabled =
@@ -115,8 +116,8 @@ async fn bench(
     if !only.is_empty() {
         for name in &only {
             anyhow::ensure!(
-                ["ingest", "auth", "latency", "fanout", "mqtt"].contains(&name.as_str()),
-                "unknown scenario `{name}`: choose from ingest, auth, latency, fanout, mqtt"
+                ["ingest", "auth", "latency", "fanout", "mqtt", "cluster"].contains(&name.as_str()),
+                "unknown scenario `{name}`: choose from ingest, auth, latency, fanout, mqtt, cluster"
             );
         }
         let wants = |s: &str| only.iter().any(|o| o == s);
@@ -134,6 +135,9 @@ async fn bench(
         }
         if !wants("mqtt") {
             config.mqtt = None;
+        }
+        if !wants("cluster") {
+            config.cluster = None;
         }
     }
     let report = device_sim::bench::run(&config).await?;

@@ -2,7 +2,8 @@
 //! plain UDP socket in the same run — ingest rate as a ratio of the raw
 //! sink's, ingest with authenticated (tagged) datagrams against the same
 //! without, device → WebSocket latency, WebSocket fan-out, the MQTT
-//! bridge's cost and rate against a local Mosquitto — with the hub's
+//! bridge's cost and rate against a local Mosquitto, three hubs in a
+//! cluster through a local Redis against one hub — with the hub's
 //! CPU and peak RSS for each scenario. The hub's device file adopts the
 //! bench's devices (with keys for the authenticated runs). Results print as a table and as one
 //! JSON line; every figure is the median of `runs` repetitions.
@@ -14,8 +15,10 @@
 //! * [`ws`]: WebSocket clients that count and time what they receive.
 //! * [`scenarios`]: idle, ingest, latency and fan-out runs.
 //! * [`mqtt`]: the MQTT bridge against a Mosquitto broker it starts.
+//! * [`cluster`]: three hubs through a Redis it starts, against one hub.
 //! * [`report`]: the report types, medians, table and JSON.
 
+pub mod cluster;
 pub mod hub;
 pub mod keyed;
 pub mod mqtt;
@@ -57,6 +60,8 @@ pub struct BenchConfig {
     pub fanout_duration: Duration,
     /// The MQTT scenario (needs Mosquitto); none: not run.
     pub mqtt: Option<mqtt::MqttPlan>,
+    /// The cluster scenario (needs redis-server); none: not run.
+    pub cluster: Option<cluster::ClusterPlan>,
     /// Devices the ingest and latency senders cycle through.
     pub devices: u32,
     /// Run the hub with its history database (as it ships); false sets
@@ -84,6 +89,11 @@ impl BenchConfig {
                 warm_up: Duration::from_secs(2),
                 duration: Duration::from_secs(10),
             }),
+            cluster: Some(cluster::ClusterPlan {
+                rates: vec![1_000, 10_000, 25_000, 50_000, 75_000, 100_000],
+                duration: Duration::from_secs(10),
+                devices: 1_000,
+            }),
             devices: 1_000,
             storage: true,
         }
@@ -107,6 +117,11 @@ impl BenchConfig {
                 sustained_hz: 10,
                 warm_up: Duration::from_secs(1),
                 duration: Duration::from_secs(2),
+            }),
+            cluster: Some(cluster::ClusterPlan {
+                rates: vec![2_000],
+                duration: Duration::from_secs(3),
+                devices: 100,
             }),
             devices: 100,
             storage: true,

@@ -246,6 +246,8 @@ pub struct BenchReport {
     pub fanout: Vec<FanoutResult>,
     /// MQTT bridge scenario (null when not run).
     pub mqtt: Option<MqttResult>,
+    /// Cluster scenario (null when not run).
+    pub cluster: Option<super::cluster::ClusterResult>,
 }
 
 /// The median of `values` (mean of the middle two for an even count).
@@ -411,6 +413,9 @@ impl BenchReport {
         if let Some(m) = &self.mqtt {
             m.table(&mut o);
         }
+        if let Some(c) = &self.cluster {
+            c.table(&mut o);
+        }
         o
     }
 }
@@ -514,6 +519,7 @@ mod tests {
             latency: Vec::new(),
             fanout: Vec::new(),
             mqtt,
+            cluster: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The benchmark scenarios. Each point starts a fresh hub process, so its
 //! peak RSS belongs to that point alone, and runs `runs` times; the report
 //! keeps the median of every figure. The MQTT scenario is in
-//! [`super::mqtt`].
+//! [`super::mqtt`], the cluster scenario in [`super::cluster`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,6 +212,14 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         ),
         None => None,
     };
+    let cluster = match &config.cluster {
+        Some(plan) => Some(
+            super::cluster::run(config, plan, ticks)
+                .await
+                .context("cluster scenario")?,
+        ),
+        None => None,
+    };
     Ok(BenchReport {
         machine: machine(),
         runs: config.runs,
@@ -223,6 +231,7 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         latency,
         fanout,
         mqtt,
+        cluster,
     })
 }
 
