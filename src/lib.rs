@@ -38,10 +38,10 @@
 //!    * [`json`]: JSON forms of values and datagrams (uses `state`).
 //!    * [`stream`]: the numbered event stream and its replay ring,
 //!      subscriptions and conflation (uses `state`, `registry`).
-//!    * [`remote`]: the devices other hubs of a cluster hold, as the
-//!      shared stream describes them (uses `stream`, `registry`).
 //!    * [`outbox`]: a cluster hub's own events waiting to be shared, and
 //!      its link mode (uses `stream`).
+//!    * [`remote`]: the devices other hubs of a cluster hold, as the
+//!      shared stream describes them (uses `stream`, `registry`, `outbox`).
 //!    * [`views`]: owned JSON views of devices (uses the above).
 //! 3. Storage: [`history`]: tiers, rollups and reduction (pure), and the
 //!    SQLite store with its writer thread (uses `state`, `registry`,

@@ -183,6 +183,10 @@ impl DeviceEntry {
     }
 }
 
+/// Devices of other hubs remembered as such (so their events do not make
+/// the bridge re-read the catalog each time).
+const MAX_FOREIGN: usize = 100_000;
+
 /// The bridge's state; see the module documentation.
 #[derive(Debug)]
 pub struct Bridge {
@@ -213,6 +217,12 @@ pub struct Bridge {
     own_commands: HashMap<CommandId, Option<serde_json::Value>>,
     own_order: VecDeque<CommandId>,
     catalog_wanted: bool,
+    /// Devices in events since the last catalog that it did not list yet.
+    unknown: BTreeSet<DeviceId>,
+    /// Devices in events that the last catalog did not list: another hub
+    /// of a cluster holds them, and its own bridge publishes them (at most
+    /// [`MAX_FOREIGN`]; beyond it the set starts again).
+    foreign: BTreeSet<DeviceId>,
     /// When Home Assistant's birth last made it republish, and when a
     /// later one is due.
     last_birth_ms: Option<u64>,
@@ -248,6 +258,8 @@ impl Bridge {
             own_commands: HashMap::new(),
             own_order: VecDeque::new(),
             catalog_wanted: true,
+            unknown: BTreeSet::new(),
+            foreign: BTreeSet::new(),
             last_birth_ms: None,
             birth_due_ms: None,
             counters: BridgeCounters::default(),
@@ -324,6 +336,15 @@ impl Bridge {
     /// Every device the hub knows now (from [`crate::core::Core::catalog`]).
     pub fn handle_catalog(&mut self, catalog: &[CatalogDevice], now_ms: u64) {
         self.catalog_wanted = false;
+        let listed: BTreeSet<DeviceId> = catalog.iter().map(|d| d.id).collect();
+        // What events named and the hub does not list is another hub's.
+        if self.foreign.len() >= MAX_FOREIGN {
+            self.foreign.clear();
+        }
+        let unknown = std::mem::take(&mut self.unknown);
+        self.foreign
+            .extend(unknown.into_iter().filter(|id| !listed.contains(id)));
+        self.foreign.retain(|id| !listed.contains(id));
         let mut seen: BTreeSet<DeviceId> = BTreeSet::new();
         for device in catalog {
             seen.insert(device.id);
@@ -417,9 +438,14 @@ impl Bridge {
                     let entry = match self.devices.get_mut(&datagram.device) {
                         Some(entry) => entry,
                         None => {
-                            // A device not in the last catalog: learn it.
-                            self.catalog_wanted = true;
-                            self.devices.entry(datagram.device).or_default()
+                            // A device not in the last catalog: learn it
+                            // (its latest values come with the catalog),
+                            // unless another hub holds it.
+                            if !self.foreign.contains(&datagram.device) {
+                                self.unknown.insert(datagram.device);
+                                self.catalog_wanted = true;
+                            }
+                            continue;
                         }
                     };
                     for reading in datagram.readings.iter() {
@@ -438,8 +464,13 @@ impl Bridge {
                 }
             }
             Event::DeviceStatus { device, status, .. } => {
-                // A new status may come with a new hello (name, sensors).
+                // A new status may come with a new hello (name, sensors),
+                // or a device of another hub may have moved here.
                 self.catalog_wanted = true;
+                if !self.devices.contains_key(device) {
+                    self.unknown.insert(*device);
+                    return;
+                }
                 let availability = self.availability_of(Some(*status));
                 let entry = self.devices.entry(*device).or_default();
                 if entry.availability != Some(availability) {

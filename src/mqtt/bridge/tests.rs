@@ -522,3 +522,53 @@ fn home_assistant_births_cannot_amplify_a_flood() {
     second.extend(drain(&mut bridge, 100 + BIRTH_MIN_INTERVAL_MS));
     assert_eq!(topics(&second), topics(&first));
 }
+
+#[test]
+fn another_hubs_devices_are_left_to_its_own_bridge() {
+    let (mut bridge, _) = connected(false, &[device(1, true, DeviceStatus::Online)]);
+    assert!(!bridge.catalog_wanted());
+    // A cluster's stream brings device 9, which another hub holds.
+    bridge.handle_event(&readings(9, &[(0, 20.0)]), 2_000);
+    bridge.handle_event(
+        &Event::DeviceStatus {
+            device: 9,
+            status: DeviceStatus::Online,
+            previous: None,
+            at_ms: 0,
+        },
+        2_000,
+    );
+    assert!(bridge.catalog_wanted(), "it may be new here: ask once");
+    assert!(
+        drain(&mut bridge, 2_000).is_empty(),
+        "nothing of it goes out"
+    );
+    bridge.handle_catalog(&[device(1, true, DeviceStatus::Online)], 2_000);
+    // Known as another hub's now: its readings ask for nothing more.
+    bridge.handle_event(&readings(9, &[(0, 21.0)]), 3_000);
+    assert!(!bridge.catalog_wanted());
+    assert!(topics(&drain(&mut bridge, 3_000))
+        .iter()
+        .all(|t| !t.contains("/device/9/")));
+    // It moves here: listed by the next catalog, it is published.
+    bridge.handle_event(
+        &Event::DeviceStatus {
+            device: 9,
+            status: DeviceStatus::Online,
+            previous: None,
+            at_ms: 0,
+        },
+        4_000,
+    );
+    assert!(bridge.catalog_wanted());
+    bridge.handle_catalog(
+        &[
+            device(1, true, DeviceStatus::Online),
+            device(9, true, DeviceStatus::Online),
+        ],
+        4_000,
+    );
+    assert!(topics(&drain(&mut bridge, 4_000))
+        .iter()
+        .any(|t| t.contains("/device/9/")));
+}
