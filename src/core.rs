@@ -639,6 +639,12 @@ impl Core {
         self.lock().stream.read_previous(epoch, from, max)
     }
 
+    /// If the stream continues `epoch`'s without a gap, the position
+    /// before its first event.
+    pub fn stream_continues(&self, epoch: &Arc<str>) -> Option<u64> {
+        self.lock().stream.continues(epoch)
+    }
+
     /// Up to `max` events from sequence number `from` on, or [`Gone`] if
     /// the stream no longer holds some of them.
     pub fn read_stream(&self, from: u64, max: usize) -> Result<Vec<Arc<Entry>>, Gone> {
@@ -799,9 +805,10 @@ impl Core {
         }
     }
 
-    /// Starts a new epoch for the stream at `next_seq` (clients resync).
-    fn reset_stream(&self, shared: &mut Shared, epoch: Arc<str>, next_seq: u64) {
-        shared.stream.reset(epoch.clone(), next_seq);
+    /// Starts a new epoch for the stream at `next_seq`: clients that read
+    /// all of the old one go on (`continuous`), or resync.
+    fn reset_stream(&self, shared: &mut Shared, epoch: Arc<str>, next_seq: u64, continuous: bool) {
+        shared.stream.reset(epoch.clone(), next_seq, continuous);
         *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = epoch;
         self.head.send_replace(shared.stream.head());
     }
@@ -820,7 +827,7 @@ impl Core {
         c.switches += 1;
         let unseen = c.outbox.take_unseen();
         let next = shared.stream.head() + 1;
-        self.reset_stream(shared, new_epoch(), next);
+        self.reset_stream(shared, new_epoch(), next, true);
         for event in unseen {
             shared.stream.append(Arc::unwrap_or_clone(event));
         }
@@ -906,7 +913,7 @@ impl Core {
         c.read_position = position;
         // What waits was seen here already (the hub was alone).
         c.outbox.mark_all_delivered_locally();
-        self.reset_stream(&mut shared, epoch, position + 1);
+        self.reset_stream(&mut shared, epoch, position + 1, true);
     }
 
     /// A new run reads the shared stream from `position` on (the head when
@@ -1080,7 +1087,7 @@ impl Core {
         c.switches += 1;
         // The same epoch's name, but a new stream: clients see it changed.
         let epoch: Arc<str> = Arc::from(&**shared.stream.epoch());
-        self.reset_stream(&mut shared, epoch, next);
+        self.reset_stream(&mut shared, epoch, next, false);
     }
 
     /// This hub's devices as it describes them to the others (its leases):

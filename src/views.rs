@@ -172,6 +172,28 @@ pub fn sensor_channels(data: Option<&DeviceState>, entry: Option<&DeviceEntry>) 
     channels
 }
 
+/// A sensor: what its hello declared, and its latest value (value, device
+/// time, receive time, readings), without rolling windows.
+fn sensor_view(
+    channel: u8,
+    declared: Option<&sensor_hub_protocol::control::SensorInfo>,
+    latest: Option<(sensor_hub_protocol::Value, u64, u64, u64)>,
+) -> SensorView {
+    SensorView {
+        channel,
+        name: declared.map(|s| s.name.to_string()),
+        unit: declared.map(|s| s.unit.to_string()),
+        kind: declared.map(|s| s.kind),
+        min: declared.and_then(|s| s.min),
+        max: declared.and_then(|s| s.max),
+        value: latest.map(|l| JsonValue(l.0)),
+        time_ms: latest.map(|l| l.1),
+        received_ms: latest.map(|l| l.2),
+        count: latest.map_or(0, |l| l.3),
+        windows: Vec::new(),
+    }
+}
+
 fn device_view(
     id: u32,
     data: Option<&DeviceState>,
@@ -187,33 +209,27 @@ fn device_view(
         .map(|channel| {
             let declared = info.and_then(|i| i.sensors.iter().find(|s| s.channel == channel));
             let latest = data.and_then(|d| d.sensors.get(&channel));
-            SensorView {
+            let mut view = sensor_view(
                 channel,
-                name: declared.map(|s| s.name.to_string()),
-                unit: declared.map(|s| s.unit.to_string()),
-                kind: declared.map(|s| s.kind),
-                min: declared.and_then(|s| s.min),
-                max: declared.and_then(|s| s.max),
-                value: latest.map(|s| JsonValue(s.value)),
-                time_ms: latest.map(|s| s.time_ms),
-                received_ms: latest.map(|s| s.received_ms),
-                count: latest.map_or(0, |s| s.count),
-                windows: latest
-                    .map(|s| {
-                        s.window_stats(now)
-                            .into_iter()
-                            .map(|w| WindowView {
-                                window_s: w.window_ms / 1_000,
-                                count: w.count,
-                                min: w.min,
-                                max: w.max,
-                                mean: w.mean,
-                                rate_per_s: w.rate_per_s,
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }
+                declared,
+                latest.map(|s| (s.value, s.time_ms, s.received_ms, s.count)),
+            );
+            view.windows = latest
+                .map(|s| {
+                    s.window_stats(now)
+                        .into_iter()
+                        .map(|w| WindowView {
+                            window_s: w.window_ms / 1_000,
+                            count: w.count,
+                            min: w.min,
+                            max: w.max,
+                            mean: w.mean,
+                            rate_per_s: w.rate_per_s,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            view
         })
         .collect();
     DeviceView {
@@ -321,19 +337,11 @@ fn remote_device_view(
         .map(|channel| {
             let declared = info.and_then(|i| i.sensors.iter().find(|s| s.channel == channel));
             let latest = d.latest.get(&channel);
-            SensorView {
+            sensor_view(
                 channel,
-                name: declared.map(|s| s.name.to_string()),
-                unit: declared.map(|s| s.unit.to_string()),
-                kind: declared.map(|s| s.kind),
-                min: declared.and_then(|s| s.min),
-                max: declared.and_then(|s| s.max),
-                value: latest.map(|l| JsonValue(l.value)),
-                time_ms: latest.map(|l| l.time_ms),
-                received_ms: latest.map(|l| l.received_ms),
-                count: latest.map_or(0, |l| l.count),
-                windows: Vec::new(),
-            }
+                declared,
+                latest.map(|l| (l.value, l.time_ms, l.received_ms, l.count)),
+            )
         })
         .collect();
     DeviceView {

@@ -638,14 +638,14 @@ async fn redis_restart_under_load() {
     )
     .await;
     assert_eq!(a.metric(LINK_UP).await, 0);
-    // A's own devices still reach A's client, after one resync.
+    // A's own devices still reach A's client, in a new numbering.
     ra.wait_for(
-        "an unsolicited resync, then readings of each of A's devices",
+        "a new numbering, then readings of each of A's devices",
         Duration::from_secs(10),
         |e| {
             e[ra_at_stop..]
                 .iter()
-                .position(Entry::is_unsolicited_resync)
+                .position(Entry::is_renumbering)
                 .is_some_and(|at| ids_a.is_subset(&devices_in(&e[ra_at_stop + at + 1..])))
         },
     )
@@ -664,12 +664,12 @@ async fn redis_restart_under_load() {
         .await;
     }
     ra.wait_for(
-        "an unsolicited resync after the link came back, then readings",
+        "a new numbering after the link came back, then readings",
         Duration::from_secs(10),
         |e| {
             e[ra_at_start..]
                 .iter()
-                .position(Entry::is_unsolicited_resync)
+                .position(Entry::is_renumbering)
                 .is_some_and(|at| !devices_in(&e[ra_at_start + at + 1..]).is_empty())
         },
     )

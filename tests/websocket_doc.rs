@@ -256,6 +256,7 @@ fn built(kind: &str) -> Json {
             messages::event(1, &Event::CommandStatus(Box::new(command_record(&id))), NOW)
         }
         "ack" => messages::ack(Some(&id), "resume", 1),
+        "renumbered" => messages::renumbered("e", 1),
         "pong" => messages::pong(Some(&id)),
         "error" => messages::error(ClientError::BadJson, "m", Some(&id)),
         "history" => {
@@ -328,6 +329,7 @@ fn every_hub_example_has_the_shape_the_hub_builds() {
         "command_status",
         "ack",
         "resync",
+        "renumbered",
         "pong",
         "history",
         "error",

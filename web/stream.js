@@ -267,6 +267,9 @@ function onMessage(ev) {
       if (typeof msg.epoch === "string") epoch = msg.epoch;
       try { applyDevices(msg, false); } catch (err) { console.warn("sensor hub: bad snapshot:", err); }
       break;
+    case "renumbered": // the stream goes on, nothing missed, in a new numbering (a cluster hub's link changed)
+      if (typeof msg.epoch === "string") epoch = msg.epoch;
+      break;
     case "readings": onReadings(msg); break;
     case "device_status": onStatus(msg); break;
     case "device_removed": onRemoved(msg); break;

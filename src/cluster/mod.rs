@@ -395,6 +395,16 @@ async fn timed<T>(
     }
 }
 
+/// `GET key`, within `timeout`.
+async fn get<T: redis::FromRedisValue>(
+    con: &mut MultiplexedConnection,
+    timeout: Duration,
+    what: &'static str,
+    key: String,
+) -> anyhow::Result<T> {
+    timed(timeout, what, redis::cmd("GET").arg(key).query_async(con)).await
+}
+
 /// A Redis error as shown: its kind and message, never the URL.
 fn redis_error(e: &redis::RedisError) -> String {
     let detail = e.detail().unwrap_or("");
@@ -448,25 +458,18 @@ impl Link {
                 .query_async(&mut writer),
         )
         .await?;
-        let epoch: String = timed(
-            t,
-            "reading the cluster epoch",
-            redis::cmd("GET")
-                .arg(s.key("epoch"))
-                .query_async(&mut writer),
-        )
-        .await?;
+        let epoch: String =
+            get(&mut writer, t, "reading the cluster epoch", s.key("epoch")).await?;
         let epoch: Arc<str> = epoch.into();
         match &self.epoch {
             None => {
                 // A new run starts at the stream's head: the others'
                 // holdings describe the fleet within a lease period.
-                let head: Option<u64> = timed(
+                let head: Option<u64> = get(
+                    &mut writer,
                     t,
                     "reading the stream position",
-                    redis::cmd("GET")
-                        .arg(s.key("position"))
-                        .query_async(&mut writer),
+                    s.key("position"),
                 )
                 .await?;
                 self.core.cluster_start_reading_at(head.unwrap_or(0));
@@ -482,12 +485,11 @@ impl Link {
         self.first_link = self.epoch.is_none();
         self.epoch = Some(epoch.clone());
         // What this run appended before is in the stream already.
-        let appended: Option<u64> = timed(
+        let appended: Option<u64> = get(
+            &mut writer,
             t,
             "reading this hub's last append",
-            redis::cmd("GET")
-                .arg(s.key(&format!("run:{}", s.run)))
-                .query_async(&mut writer),
+            s.key(&format!("run:{}", s.run)),
         )
         .await?;
         self.core.cluster_shared(appended.unwrap_or(0));
@@ -515,12 +517,11 @@ impl Link {
         }
         // Share what waited, then read what the others shared meanwhile.
         while self.flush(&mut writer).await? == APPEND_BATCH {}
-        let head: Option<u64> = timed(
+        let head: Option<u64> = get(
+            &mut writer,
             t,
             "reading the stream position",
-            redis::cmd("GET")
-                .arg(s.key("position"))
-                .query_async(&mut writer),
+            s.key("position"),
         )
         .await?;
         let head = head.unwrap_or(0);

@@ -360,25 +360,12 @@ impl WireEvent {
 
     /// The payload: version byte, then postcard.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![VERSION];
-        // Serialising plain data into a Vec cannot fail.
-        if let Ok(body) = postcard::to_allocvec(self) {
-            out.extend_from_slice(&body);
-        }
-        out
+        encode_payload(self)
     }
 
     /// Decodes a payload.
     pub fn decode(payload: &[u8]) -> Result<WireEvent, WireError> {
-        if payload.len() > MAX_PAYLOAD {
-            return Err(WireError::TooLarge(payload.len()));
-        }
-        let (&version, body) = payload.split_first().ok_or(WireError::Field("e"))?;
-        if version != VERSION {
-            return Err(WireError::Version(version));
-        }
-        let event: WireEvent =
-            postcard::from_bytes(body).map_err(|e| WireError::Payload(e.to_string()))?;
+        let event: WireEvent = decode_payload(payload)?;
         if let WireEvent::DeviceStats(stats) = &event {
             if stats
                 .iter()
@@ -434,23 +421,12 @@ impl WireForward {
 
     /// The payload: version byte, then postcard.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![VERSION];
-        if let Ok(body) = postcard::to_allocvec(self) {
-            out.extend_from_slice(&body);
-        }
-        out
+        encode_payload(self)
     }
 
     /// Decodes a payload.
     pub fn decode(payload: &[u8]) -> Result<WireForward, WireError> {
-        if payload.len() > MAX_PAYLOAD {
-            return Err(WireError::TooLarge(payload.len()));
-        }
-        let (&version, body) = payload.split_first().ok_or(WireError::Field("e"))?;
-        if version != VERSION {
-            return Err(WireError::Version(version));
-        }
-        postcard::from_bytes(body).map_err(|e| WireError::Payload(e.to_string()))
+        decode_payload(payload)
     }
 
     /// The origin the command runs with on the device's hub, sent by
@@ -479,6 +455,28 @@ impl RawEntry<'_> {
 /// The sending hub's name of a command stream entry.
 pub fn sender(bytes: Option<&[u8]>) -> Result<&str, WireError> {
     name("f", bytes)
+}
+
+/// A payload: the version byte, then `value` in postcard.
+fn encode_payload(value: &impl Serialize) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    // Serialising plain data into a Vec cannot fail.
+    if let Ok(body) = postcard::to_allocvec(value) {
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+/// Decodes a payload of at most [`MAX_PAYLOAD`] bytes in this version.
+fn decode_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, WireError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(WireError::TooLarge(payload.len()));
+    }
+    let (&version, body) = payload.split_first().ok_or(WireError::Field("e"))?;
+    if version != VERSION {
+        return Err(WireError::Version(version));
+    }
+    postcard::from_bytes(body).map_err(|e| WireError::Payload(e.to_string()))
 }
 
 /// A shared position from an entry id (`<n>-0`).

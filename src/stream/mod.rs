@@ -137,6 +137,9 @@ pub struct Stream {
     /// so a client can still read what it had not read of it before it
     /// resyncs (at most one more ring's worth of memory).
     previous: Option<(Arc<str>, VecDeque<Arc<Entry>>)>,
+    /// The last reset continued the previous ring without a gap: a client
+    /// that read all of it misses nothing.
+    continuous: bool,
 }
 
 /// The ring no longer holds what a cursor needs.
@@ -168,6 +171,7 @@ impl Stream {
             floor: 1,
             epoch,
             previous: None,
+            continuous: false,
         }
     }
 
@@ -177,8 +181,11 @@ impl Stream {
     }
 
     /// Empties the ring and starts `epoch`, whose next position is
-    /// `next_seq` (at least 1).
-    pub fn reset(&mut self, epoch: Arc<str>, next_seq: u64) {
+    /// `next_seq` (at least 1); `continuous` when nothing happened between
+    /// the old ring's last event and the new one's first that the new one
+    /// does not hold.
+    pub fn reset(&mut self, epoch: Arc<str>, next_seq: u64, continuous: bool) {
+        self.continuous = continuous;
         let old = std::mem::take(&mut self.entries);
         self.previous = Some((std::mem::replace(&mut self.epoch, epoch.clone()), old));
         self.bytes = 0;
@@ -258,6 +265,18 @@ impl Stream {
                 entries.iter().skip(skip).take(max).cloned().collect()
             }
             _ => Vec::new(),
+        }
+    }
+
+    /// If the ring continues `epoch`'s without a gap, the position before
+    /// its first: a client of `epoch` that read all of the old ring goes on
+    /// from there.
+    pub fn continues(&self, epoch: &Arc<str>) -> Option<u64> {
+        match &self.previous {
+            Some((previous, _)) if self.continuous && Arc::ptr_eq(previous, epoch) => {
+                Some(self.floor - 1)
+            }
+            _ => None,
         }
     }
 
@@ -354,7 +373,7 @@ mod tests {
         for d in 0..3 {
             ring.append(status(d));
         }
-        ring.reset("two".into(), 100);
+        ring.reset("two".into(), 100, false);
         assert_eq!(&**ring.epoch(), "two");
         assert_eq!(ring.head(), 99);
         assert_eq!(ring.bytes(), 0);
@@ -377,15 +396,17 @@ mod tests {
         for d in 0..3 {
             ring.append(status(d));
         }
-        ring.reset("two".into(), 4);
+        ring.reset("two".into(), 4, true);
         let seqs: Vec<u64> = ring
             .read_previous(&first, 2, 10)
             .iter()
             .map(|e| e.seq)
             .collect();
         assert_eq!(seqs, [2, 3]);
+        assert_eq!(ring.continues(&first), Some(3));
         let second = ring.epoch().clone();
-        ring.reset("three".into(), 4);
+        ring.reset("three".into(), 4, false);
+        assert_eq!(ring.continues(&second), None, "not continuous");
         assert!(ring.read_previous(&first, 1, 10).is_empty());
         assert!(
             ring.read_previous(&second, 1, 10).is_empty(),

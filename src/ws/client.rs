@@ -172,6 +172,9 @@ pub trait EventSource {
     /// Up to `max` events from `from` on of the stream before its last
     /// change of numbering, if `epoch` is that stream's (else none).
     fn read_previous(&self, epoch: &Arc<str>, from: u64, max: usize) -> Vec<Arc<Entry>>;
+    /// If the stream continues `epoch`'s without a gap, the position
+    /// before its first event.
+    fn continues(&self, epoch: &Arc<str>) -> Option<u64>;
     /// The devices `subscription` covers, with the position they match.
     fn snapshot(&self, subscription: &Subscription, now: Now) -> Snapshot;
     /// Submits a command.
@@ -500,7 +503,12 @@ impl Client {
                 }
             }
             self.subscription = subscription;
-            if self.subscription.is_some() {
+            if let Some(position) = source.continues(&self.epoch) {
+                // Nothing missed: the client goes on in the new numbering.
+                self.epoch = epoch;
+                self.cursor = position.saturating_add(1);
+                self.send(messages::renumbered(&self.epoch.clone(), position));
+            } else if self.subscription.is_some() {
                 self.send_snapshot(None, Some(NEW_EPOCH), source, t.now);
             } else {
                 self.epoch = epoch;

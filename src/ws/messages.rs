@@ -73,6 +73,10 @@ enum HubMessage<'a> {
         hub_time_ms: u64,
         devices: &'a [DeviceView],
     },
+    Renumbered {
+        epoch: &'a str,
+        seq: u64,
+    },
     Readings {
         seq: u64,
         hub_time_ms: u64,
@@ -174,6 +178,12 @@ pub fn snapshot(
             devices,
         },
     })
+}
+
+/// `renumbered`: the stream goes on, with nothing missed, in `epoch`
+/// after position `seq`.
+pub fn renumbered(epoch: &str, seq: u64) -> String {
+    to_json(&HubMessage::Renumbered { epoch, seq })
 }
 
 /// `readings` for (a filtered part of) the batch of event `seq`.

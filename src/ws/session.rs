@@ -115,6 +115,9 @@ impl EventSource for Core {
     fn read_previous(&self, epoch: &Arc<str>, from: u64, max: usize) -> Vec<Arc<Entry>> {
         Core::read_previous(self, epoch, from, max)
     }
+    fn continues(&self, epoch: &Arc<str>) -> Option<u64> {
+        self.stream_continues(epoch)
+    }
 
     fn snapshot(&self, subscription: &Subscription, now: Now) -> Snapshot {
         Core::snapshot(self, Some(subscription), now)

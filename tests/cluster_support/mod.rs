@@ -991,6 +991,12 @@ pub enum Entry {
         of: String,
         seq: u64,
     },
+    /// The stream went on in a new numbering with nothing missed (the
+    /// cluster link went down or came back).
+    Renumbered {
+        epoch: String,
+        seq: u64,
+    },
     /// One `readings` event: its `seq` and its datagrams in order.
     Readings {
         seq: u64,
@@ -1018,9 +1024,13 @@ impl Entry {
         }
     }
 
-    /// Whether it is an unsolicited `resync`.
-    pub fn is_unsolicited_resync(&self) -> bool {
-        matches!(self, Entry::Resync { id: None, .. })
+    /// Whether it marks a change of numbering: `renumbered`, or an
+    /// unsolicited `resync`.
+    pub fn is_renumbering(&self) -> bool {
+        matches!(
+            self,
+            Entry::Renumbered { .. } | Entry::Resync { id: None, .. }
+        )
     }
 }
 
@@ -1472,6 +1482,10 @@ fn record(shared: &Mutex<Shared>, text: &str) {
             seq: seq.unwrap_or_default(),
             devices: device_ids(&v),
         },
+        "renumbered" => Entry::Renumbered {
+            epoch: epoch.clone().unwrap_or_default(),
+            seq: seq.unwrap_or_default(),
+        },
         "ack" => Entry::Ack {
             id,
             of: v["of"].as_str().unwrap_or_default().to_string(),
@@ -1501,7 +1515,9 @@ fn record(shared: &Mutex<Shared>, text: &str) {
     let position = match &entry {
         // A hello's seq is the hub's, not a position of this client.
         Entry::Hello { .. } => None,
-        Entry::Snapshot { seq, .. } | Entry::Resync { seq, .. } => Some(*seq),
+        Entry::Snapshot { seq, .. } | Entry::Resync { seq, .. } | Entry::Renumbered { seq, .. } => {
+            Some(*seq)
+        }
         Entry::Ack { seq, of, .. } if of == "resume" => Some(*seq),
         other => other.event_seq(),
     };

@@ -82,6 +82,9 @@ impl EventSource for Source {
     fn read_previous(&self, epoch: &Arc<str>, from: u64, max: usize) -> Vec<Arc<Entry>> {
         self.stream.borrow().read_previous(epoch, from, max)
     }
+    fn continues(&self, epoch: &Arc<str>) -> Option<u64> {
+        self.stream.borrow().continues(epoch)
+    }
     fn snapshot(&self, _subscription: &Subscription, _now: Now) -> Snapshot {
         Snapshot {
             epoch: self.epoch(),
@@ -486,7 +489,7 @@ fn resume_continues_after_last_seq_or_resyncs_saying_why() {
 }
 
 #[test]
-fn a_new_numbering_resyncs_a_subscriber_and_moves_everyone_else() {
+fn a_new_numbering_goes_on_without_loss_or_resyncs_after_a_gap() {
     let source = Source::new(100_000);
     let (mut subscriber, _) = client(&source);
     subscribe(&mut subscriber, &source, r#"{"type":"subscribe","id":"s"}"#);
@@ -495,42 +498,51 @@ fn a_new_numbering_resyncs_a_subscriber_and_moves_everyone_else() {
     subscriber.pump(&source, t(2));
     assert_eq!(types(&sent(&mut subscriber)), ["readings"]);
     // One more reading the client has not pumped yet; then a cluster hub
-    // links: the stream continues in another epoch, at a lower position.
+    // links: the stream continues, with nothing between, in another
+    // epoch at a lower position.
     source.readings(4, &[0]);
-    source.stream.borrow_mut().reset("cluster".into(), 1);
+    source.stream.borrow_mut().reset("cluster".into(), 1, true);
     source.readings(2, &[0]);
     subscriber.pump(&source, t(3));
     let messages = sent(&mut subscriber);
-    // What it had not read of the old numbering comes first.
-    assert_eq!(types(&messages), ["readings", "resync"]);
+    // What it had not read of the old numbering, the new numbering, and
+    // what follows: nothing missed, no snapshot needed.
+    assert_eq!(types(&messages), ["readings", "renumbered", "readings"]);
     assert_eq!(messages[0]["datagrams"][0]["device"], 4);
     assert_eq!(messages[1]["epoch"], "cluster");
-    assert_eq!(messages[1]["seq"], 1);
-    assert!(messages[1]["id"].is_null(), "nobody asked for it");
-    source.readings(3, &[0]);
-    subscriber.pump(&source, t(4));
-    let after = sent(&mut subscriber);
-    assert_eq!(types(&after), ["readings"]);
-    assert_eq!(after[0]["seq"], 2);
-    // The same name but a new stream (a gap): a resync again.
-    source.stream.borrow_mut().reset("cluster".into(), 10);
+    assert_eq!(messages[1]["seq"], 0);
+    assert_eq!(messages[2]["seq"], 1);
+    // The same name but a new stream after a gap: a resync, unasked.
+    source
+        .stream
+        .borrow_mut()
+        .reset("cluster".into(), 10, false);
     subscriber.pump(&source, t(5));
+    let resync = sent(&mut subscriber);
+    assert_eq!(types(&resync), ["resync"]);
+    assert!(resync[0]["id"].is_null(), "nobody asked for it");
+    assert_eq!(resync[0]["seq"], 9);
+    // Two changes before a client reads: it cannot know it missed
+    // nothing, so it resyncs.
+    source.stream.borrow_mut().reset("a".into(), 10, true);
+    source.stream.borrow_mut().reset("b".into(), 10, true);
+    subscriber.pump(&source, t(6));
     assert_eq!(types(&sent(&mut subscriber)), ["resync"]);
-    // Without a subscription nothing is sent, and own statuses still come.
-    idle.pump(&source, t(5));
-    assert!(sent(&mut idle).is_empty());
-    source.command_status(1, Some(7));
+    // Without a subscription: no stream messages, own statuses still come.
     idle.pump(&source, t(6));
+    assert!(types(&sent(&mut idle)).iter().all(|t| *t == "renumbered"));
+    source.command_status(1, Some(7));
+    idle.pump(&source, t(7));
     assert_eq!(types(&sent(&mut idle)), ["command_status"]);
     // A resume names the new epoch.
     idle.handle_text(
         r#"{"type":"resume","id":"r","epoch":"e1","last_seq":1}"#,
         &source,
-        t(7),
+        t(8),
     );
     let answer = sent(&mut idle);
     assert_eq!(answer[0]["type"], "resync");
-    assert_eq!(answer[0]["epoch"], "cluster");
+    assert_eq!(answer[0]["epoch"], "b");
 }
 
 #[test]
