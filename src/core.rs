@@ -248,6 +248,9 @@ pub struct Core {
     /// The stream's epoch, also kept here (behind a lock of its own) so a
     /// client can check it without taking the core's lock.
     epoch: Mutex<Arc<str>>,
+    /// Counts changes of the epoch: a client compares it (one atomic load)
+    /// before it looks at the epoch itself.
+    epoch_changes: AtomicU64,
     /// Wakes the cluster task when an event waits to be shared.
     outbox_ready: Notify,
     sessions: Mutex<HashMap<SessionId, mpsc::Sender<SessionMessage>>>,
@@ -299,6 +302,7 @@ impl Core {
             }),
             head,
             epoch: Mutex::new(epoch),
+            epoch_changes: AtomicU64::new(0),
             outbox_ready: Notify::new(),
             sessions: Mutex::new(HashMap::new()),
             session_messages_dropped: AtomicU64::new(0),
@@ -623,6 +627,12 @@ impl Core {
         self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// How many times the epoch changed (never for a single hub): a cheap
+    /// check before [`Core::epoch`].
+    pub fn epoch_changes(&self) -> u64 {
+        self.epoch_changes.load(Ordering::Acquire)
+    }
+
     /// Sequence number of the newest event (0 before the first).
     pub fn stream_head(&self) -> u64 {
         *self.head.borrow()
@@ -810,6 +820,7 @@ impl Core {
     fn reset_stream(&self, shared: &mut Shared, epoch: Arc<str>, next_seq: u64, continuous: bool) {
         shared.stream.reset(epoch.clone(), next_seq, continuous);
         *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = epoch;
+        self.epoch_changes.fetch_add(1, Ordering::Release);
         self.head.send_replace(shared.stream.head());
     }
 

@@ -165,6 +165,9 @@ pub trait EventSource {
     /// The stream's epoch (it changes when a cluster hub loses or regains
     /// its link).
     fn epoch(&self) -> Arc<str>;
+    /// How many times the epoch changed: compared on every pump, so it
+    /// must be cheap.
+    fn epoch_changes(&self) -> u64;
     /// Sequence number of the newest event.
     fn head(&self) -> u64;
     /// Up to `max` events from `from` on, or [`Gone`].
@@ -264,6 +267,8 @@ pub struct Client {
     cursor: u64,
     /// The epoch `cursor` belongs to.
     epoch: Arc<str>,
+    /// The source's count of epoch changes when `epoch` was last checked.
+    epoch_changes: u64,
     conflator: Conflator,
     folded_up_to: u64,
     /// Monotonic time of the next `aggregates` message, in aggregate mode.
@@ -289,6 +294,7 @@ impl Client {
         source: &impl EventSource,
         now: Now,
     ) -> Client {
+        let epoch_changes = source.epoch_changes();
         let epoch = source.epoch();
         let head = source.head();
         let mut client = Client {
@@ -299,6 +305,7 @@ impl Client {
             subscription: None,
             cursor: head.saturating_add(1),
             epoch: epoch.clone(),
+            epoch_changes,
             conflator: Conflator::default(),
             folded_up_to: 0,
             next_aggregate_ms: None,
@@ -483,42 +490,52 @@ impl Client {
         if self.closed {
             return;
         }
-        let epoch = source.epoch();
-        // The same allocation while the stream is the same: a reset makes
-        // a new one, even for an epoch of the same name.
-        if !Arc::ptr_eq(&epoch, &self.epoch) {
-            // The stream started a new numbering (a cluster hub lost or
-            // regained its link): what the client had not read of the old
-            // one first, then a subscriber starts again from a fresh
-            // snapshot; others only move their cursor.
-            let subscription = self.subscription.take();
-            loop {
-                let entries = source.read_previous(&self.epoch, self.cursor, READ_BATCH);
-                if entries.is_empty() {
-                    break;
-                }
-                for entry in entries {
-                    self.cursor = entry.seq + 1;
-                    self.deliver(subscription.as_ref(), &entry, t.now);
-                }
-            }
-            self.subscription = subscription;
-            if let Some(position) = source.continues(&self.epoch) {
-                // Nothing missed: the client goes on in the new numbering.
-                self.epoch = epoch;
-                self.cursor = position.saturating_add(1);
-                self.send(messages::renumbered(&self.epoch.clone(), position));
-            } else if self.subscription.is_some() {
-                self.send_snapshot(None, Some(NEW_EPOCH), source, t.now);
-            } else {
-                self.epoch = epoch;
-                self.cursor = source.head().saturating_add(1);
-            }
+        // One atomic load when nothing changed (always, on a single hub).
+        let changes = source.epoch_changes();
+        if changes != self.epoch_changes {
+            self.epoch_changes = changes;
+            self.check_epoch(source, t);
         }
         // Taken out for the duration, so a long device list is not cloned.
         let subscription = self.subscription.take();
         self.pump_with(subscription.as_ref(), source, t);
         self.subscription = subscription;
+    }
+
+    /// The epoch may have changed: if the stream is another allocation
+    /// (a reset makes a new one, even for an epoch of the same name), the
+    /// stream started a new numbering (a cluster hub lost or regained its
+    /// link): what the client had not read of the old one first, then
+    /// `renumbered` if nothing was missed, else a subscriber starts again
+    /// from a fresh snapshot and others only move their cursor.
+    fn check_epoch(&mut self, source: &impl EventSource, t: Tick) {
+        let epoch = source.epoch();
+        if Arc::ptr_eq(&epoch, &self.epoch) {
+            return;
+        }
+        let subscription = self.subscription.take();
+        loop {
+            let entries = source.read_previous(&self.epoch, self.cursor, READ_BATCH);
+            if entries.is_empty() {
+                break;
+            }
+            for entry in entries {
+                self.cursor = entry.seq + 1;
+                self.deliver(subscription.as_ref(), &entry, t.now);
+            }
+        }
+        self.subscription = subscription;
+        if let Some(position) = source.continues(&self.epoch) {
+            // Nothing missed: the client goes on in the new numbering.
+            self.epoch = epoch;
+            self.cursor = position.saturating_add(1);
+            self.send(messages::renumbered(&self.epoch.clone(), position));
+        } else if self.subscription.is_some() {
+            self.send_snapshot(None, Some(NEW_EPOCH), source, t.now);
+        } else {
+            self.epoch = epoch;
+            self.cursor = source.head().saturating_add(1);
+        }
     }
 
     fn pump_with(

@@ -104,6 +104,9 @@ impl EventSource for Core {
     fn epoch(&self) -> Arc<str> {
         Core::epoch(self)
     }
+    fn epoch_changes(&self) -> u64 {
+        Core::epoch_changes(self)
+    }
 
     fn head(&self) -> u64 {
         self.stream_head()
