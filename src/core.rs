@@ -203,6 +203,9 @@ struct ClusterSide {
     switches: u64,
     /// Commands for devices other hubs hold, waiting to be handed over.
     forwards: VecDeque<Forward>,
+    /// Shared entries not delivered because their position was not after
+    /// the stream's head (never expected; counted, not silent).
+    out_of_order: u64,
 }
 
 /// A cluster hub's figures, at one moment.
@@ -232,6 +235,9 @@ pub struct ClusterFigures {
     pub switches: u64,
     /// This hub's own devices.
     pub local_devices: usize,
+    /// Shared entries not delivered: their position was not after the
+    /// stream's head.
+    pub out_of_order: u64,
 }
 
 /// A local epoch: random, so a resume from another run or hub never
@@ -859,6 +865,7 @@ impl Core {
             read_position: 0,
             switches: 0,
             forwards: VecDeque::new(),
+            out_of_order: 0,
         });
     }
 
@@ -1041,7 +1048,9 @@ impl Core {
                         c.remote.apply(&entry.hub, &event);
                         match c.mode {
                             LinkMode::Linked => {
-                                let _ = stream.append_at(entry.position, event);
+                                if stream.append_at(entry.position, event).is_err() {
+                                    c.out_of_order += 1;
+                                }
                             }
                             LinkMode::Alone => {
                                 stream.append(event);
@@ -1049,14 +1058,21 @@ impl Core {
                         }
                     } else if c.mode == LinkMode::Linked && !entry.own {
                         // This hub's name, another run (before a restart).
-                        let _ = stream.append_at(entry.position, event);
+                        if stream.append_at(entry.position, event).is_err() {
+                            c.out_of_order += 1;
+                        }
                     }
                 }
                 SharedItem::Own => {
                     if c.mode == LinkMode::Linked {
                         // Unless its browsers saw it while the hub was alone.
                         if let Some(event) = c.outbox.read_back(entry.number) {
-                            let _ = stream.append_at(entry.position, Arc::unwrap_or_clone(event));
+                            if stream
+                                .append_at(entry.position, Arc::unwrap_or_clone(event))
+                                .is_err()
+                            {
+                                c.out_of_order += 1;
+                            }
                         }
                     }
                 }
@@ -1207,6 +1223,7 @@ impl Core {
             remote_untracked: 0,
             switches: 0,
             local_devices: 0,
+            out_of_order: 0,
         }
     }
 
@@ -1227,6 +1244,7 @@ impl Core {
             remote_untracked: c.remote.untracked(),
             switches: c.switches,
             local_devices: shared.registry.device_count(),
+            out_of_order: c.out_of_order,
         })
     }
 

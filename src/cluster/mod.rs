@@ -1205,6 +1205,12 @@ impl Collector for ClusterCollector {
         )?;
         counter(
             &mut e,
+            "sensor_hub_cluster_entries_out_of_order",
+            "Shared entries not delivered because their position was not after the stream's head (never expected).",
+            f.out_of_order,
+        )?;
+        counter(
+            &mut e,
             "sensor_hub_cluster_positions_missed",
             "Shared positions the stream no longer held when this hub read (raise cluster.stream_max_len).",
             load(&c.positions_missed),
