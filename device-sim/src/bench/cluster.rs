@@ -29,17 +29,16 @@
 //! calls carried its events and whether its link held.
 
 use std::fs;
-use std::io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use futures_util::{SinkExt as _, StreamExt as _};
-use sensor_hub_protocol::{encode_datagram, Datagram, Reading, Value, MAX_DATAGRAM_LEN};
+use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use tokio::sync::watch;
@@ -48,8 +47,10 @@ use tokio_tungstenite::tungstenite::Message;
 use super::hub::{cpu_percent, sample_pid, Adoption, HubProcess, ProcSample};
 use super::report::{median, quantile};
 use super::scenarios::blocking;
+use super::server::{LocalServer, ServerSpec};
+use super::udp::{send, SendPlan, SendResult, SendTimes};
+use super::ws::{subscribe_all, Socket};
 use super::BenchConfig;
-use crate::udp::unix_ms;
 
 /// What the cluster scenario runs.
 #[derive(Debug, Clone)]
@@ -63,14 +64,6 @@ pub struct ClusterPlan {
     /// the rest to B).
     pub devices: u32,
 }
-
-/// Where Debian installs Redis.
-const REDIS_SERVER: &str = "/usr/bin/redis-server";
-
-/// What to say when there is no Redis to run.
-const INSTALL_HINT: &str = "the cluster scenario runs a real Redis: install Debian's \
-     `redis-server` package (`apt-get install redis-server`; scripts/test installs it), \
-     or leave the scenario out with --only";
 
 /// How long Redis may take to answer PING.
 const REDIS_START: Duration = Duration::from_secs(10);
@@ -224,128 +217,42 @@ fn read_reply(r: &mut BufReader<TcpStream>) -> anyhow::Result<Resp> {
     })
 }
 
+/// Debian's `redis-server`, as [`LocalServer`] runs it.
+const REDIS: ServerSpec = ServerSpec {
+    name: "redis-server",
+    path: "/usr/bin/redis-server",
+    install_hint: "the cluster scenario runs a real Redis: install Debian's \
+     `redis-server` package (`apt-get install redis-server`; scripts/test installs it), \
+     or leave the scenario out with --only",
+    tag: "redis",
+    ready: "answer PING",
+    start_timeout: REDIS_START,
+    logs: &[("redis.log", ""), ("output.log", "output")],
+};
+
 /// Debian's `redis-server` on 127.0.0.1: a password of its own, no
 /// snapshots, no append-only file, its log in a temporary directory.
 /// Killed, and the directory removed, on drop.
 #[derive(Debug)]
 pub struct RedisServer {
     addr: RedisAddr,
-    dir: PathBuf,
-    child: Child,
+    server: LocalServer,
 }
-
-/// Marks the error of a missing `redis-server` (no retry helps).
-#[derive(Debug)]
-struct NotInstalled;
-
-impl std::fmt::Display for NotInstalled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("redis-server not found")
-    }
-}
-
-impl std::error::Error for NotInstalled {}
 
 impl RedisServer {
     /// Starts Redis on a free port (a few tries, in case another program
     /// takes the port between the probe and Redis's bind) and waits until
     /// it answers PING.
     pub fn start() -> anyhow::Result<RedisServer> {
-        let bin = if Path::new(REDIS_SERVER).exists() {
-            REDIS_SERVER
-        } else {
-            // Not where Debian puts it; another system may have it on PATH.
-            "redis-server"
-        };
-        let dir = std::env::temp_dir().join(format!(
-            "device-sim-bench-redis-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut failures = Vec::new();
-        for _ in 0..5 {
-            match RedisServer::launch(bin, &dir) {
-                Ok(redis) => return Ok(redis),
-                Err(e) if e.downcast_ref::<NotInstalled>().is_some() => {
-                    let _ = fs::remove_dir_all(&dir);
-                    return Err(e);
-                }
-                Err(e) => failures.push(format!("{e:#}")),
-            }
-        }
-        let _ = fs::remove_dir_all(&dir);
-        bail!(
-            "redis-server did not start in 5 tries:\n{}",
-            failures.join("\n---\n")
-        )
-    }
-
-    fn launch(bin: &str, dir: &Path) -> anyhow::Result<RedisServer> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("binding 127.0.0.1:0 to find a free port")?
-            .port();
-        let password = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-        let log = dir.join("redis.log");
-        let _ = fs::remove_file(&log);
-        let output = fs::File::create(dir.join("output.log"))
-            .with_context(|| format!("creating {}", dir.join("output.log").display()))?;
-        let child = match Command::new(bin)
-            .arg("--port")
-            .arg(port.to_string())
-            .args(["--bind", "127.0.0.1"])
-            .args(["--protected-mode", "yes"])
-            .args(["--requirepass", &password])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .arg("--logfile")
-            .arg(&log)
-            .args(["--daemonize", "no"])
-            .args(["--supervised", "no"])
-            .stdin(Stdio::null())
-            .stdout(output)
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(anyhow!(NotInstalled).context(format!(
-                    "no redis-server at {REDIS_SERVER} nor on PATH: {INSTALL_HINT}"
-                )));
-            }
-            Err(e) => return Err(e).with_context(|| format!("starting {bin}")),
-        };
-        let mut redis = RedisServer {
-            addr: RedisAddr { port, password },
-            dir: dir.to_path_buf(),
-            child,
-        };
-        let deadline = Instant::now() + REDIS_START;
-        loop {
-            if let Ok(Some(status)) = redis.child.try_wait() {
-                bail!(
-                    "redis-server on port {port} exited ({status}); its log:\n{}",
-                    redis.log()
-                );
-            }
+        let (server, addr) = LocalServer::start(REDIS, configure_redis, |_, addr| {
             // The password makes sure the answer is this server's, not
             // another program's on the same port.
-            if let Ok(mut conn) = RedisConn::open(&redis.addr) {
-                if conn.cmd(&["PING"])? == Resp::Simple("PONG".into()) {
-                    return Ok(redis);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "redis-server did not answer PING on port {port} within {REDIS_START:?}; its log:\n{}",
-                    redis.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            Ok(match RedisConn::open(addr) {
+                Ok(mut conn) => conn.cmd(&["PING"])? == Resp::Simple("PONG".into()),
+                Err(_) => false,
+            })
+        })?;
+        Ok(RedisServer { addr, server })
     }
 
     /// The URL the hubs link with.
@@ -358,158 +265,62 @@ impl RedisServer {
 
     /// Its CPU and memory now.
     fn sample(&self) -> anyhow::Result<ProcSample> {
-        sample_pid(self.child.id()).context("reading redis-server's /proc figures")
+        self.server.sample()
     }
 
     /// Fails, with its log, if it is no longer running.
     fn check(&mut self) -> anyhow::Result<()> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => bail!("redis-server exited ({status}); its log:\n{}", self.log()),
-            Err(e) => Err(e).context("checking the redis-server process"),
-        }
+        self.server.check()
     }
 
     /// What it logged so far.
     fn log(&self) -> String {
-        let mut text = fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-        let output = fs::read_to_string(self.dir.join("output.log")).unwrap_or_default();
-        if !output.trim().is_empty() {
-            text.push_str("\n(output) ");
-            text.push_str(&output);
-        }
-        text
+        self.server.log()
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
+/// Points `command` at `port` and `dir` with a new password, nothing
+/// persisted, its log in `dir` and its standard output in a file beside
+/// it; returns where it will answer.
+fn configure_redis(command: &mut Command, port: u16, dir: &Path) -> anyhow::Result<RedisAddr> {
+    let password = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let output = fs::File::create(dir.join("output.log"))
+        .with_context(|| format!("creating {}", dir.join("output.log").display()))?;
+    command
+        .arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1"])
+        .args(["--protected-mode", "yes"])
+        .args(["--requirepass", &password])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .args(["--daemonize", "no"])
+        .args(["--supervised", "no"])
+        .stdout(output)
+        .stderr(Stdio::null());
+    Ok(RedisAddr { port, password })
 }
 
 // --- devices ---------------------------------------------------------------
 
-/// One sender's devices (ids first..first+devices) and when it sent each
-/// datagram, by index `seq * devices + (device - first)`, in nanoseconds
-/// since `epoch` (0: not sent).
-#[derive(Debug)]
-struct SendLog {
-    epoch: Instant,
-    first: u32,
-    devices: u32,
-    times: Vec<AtomicU64>,
-    sent: AtomicU64,
-}
-
-impl SendLog {
-    fn new(first: u32, devices: u32, rate: u64, duration: Duration) -> SendLog {
-        let capacity = (rate as f64 * duration.as_secs_f64()).ceil() as usize + 64;
-        SendLog {
-            epoch: Instant::now(),
-            first,
-            devices: devices.max(1),
-            times: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
-            sent: AtomicU64::new(0),
-        }
-    }
-
-    /// Index of datagram (device, seq), if the device is this sender's.
-    fn index(&self, device: u32, seq: u32) -> Option<usize> {
-        let offset = device.checked_sub(self.first)?;
-        (offset < self.devices)
-            .then(|| seq as usize * self.devices as usize + offset as usize)
-            .filter(|&i| i < self.times.len())
-    }
-
-    /// Microseconds from send to `now` of the datagram at `index`.
-    fn latency_us(&self, index: usize, now: Instant) -> Option<u64> {
-        let sent = self.times.get(index)?.load(Ordering::Acquire);
-        (sent > 0).then(|| {
-            (now.duration_since(self.epoch).as_nanos() as u64).saturating_sub(sent) / 1_000
-        })
-    }
-
-    fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Acquire)
-    }
-}
-
-/// Sends `log`'s devices to `target` at `rate` for `duration` from the
-/// calling thread: the bench's paced sender ([`super::udp::send`]: bursts
-/// of 32, the same three readings, sleeping while ahead of the rate), with
-/// device ids from `log.first`, so two fleets of one cluster do not
-/// overlap. Returns the time it took.
-fn send_fleet(
-    target: SocketAddr,
-    log: &SendLog,
-    rate: u64,
-    duration: Duration,
-) -> std::io::Result<Duration> {
-    let socket = UdpSocket::bind("127.0.0.1:0")?;
-    socket.connect(target)?;
-    let mut datagram = Datagram {
-        device_id: log.first,
-        seq: 0,
-        time_ms: 0,
-        readings: [
-            Reading {
-                channel: 0,
-                value: Value::F32(21.5),
-            },
-            Reading {
-                channel: 1,
-                value: Value::F32(48.25),
-            },
-            Reading {
-                channel: 2,
-                value: Value::I32(1013),
-            },
-        ]
-        .into_iter()
-        .collect(),
-        auth_tag: None,
+/// One sender's share of the fleet, devices `first..first + devices` at
+/// `rate` for `duration`, and the table of when it sent each datagram:
+/// room for every datagram of the window and more than a burst of the
+/// paced sender ([`super::udp::send`]) past it, so every datagram sent is
+/// timed.
+fn fleet(first: u32, devices: u32, rate: u64, duration: Duration) -> (SendPlan, Arc<SendTimes>) {
+    let plan = SendPlan {
+        first_device: first,
+        devices,
+        rate,
+        duration,
     };
-    let mut buf = [0u8; MAX_DATAGRAM_LEN];
-    let devices = u64::from(log.devices);
-    let limit = log.times.len() as u64;
-    let start = Instant::now();
-    let mut sent: u64 = 0;
-    while start.elapsed() < duration && sent < limit {
-        let time_ms = unix_ms() as u32;
-        for _ in 0..32 {
-            datagram.device_id = log.first + (sent % devices) as u32;
-            datagram.seq = (sent / devices) as u32;
-            datagram.time_ms = time_ms;
-            let Ok(bytes) = encode_datagram(&datagram, &mut buf) else {
-                continue;
-            };
-            let ns = log.epoch.elapsed().as_nanos() as u64;
-            if let Some(slot) = log.times.get(sent as usize) {
-                slot.store(ns.max(1), Ordering::Release);
-            }
-            // A full socket buffer or ICMP error is the receiver's problem.
-            let _ = socket.send(bytes);
-            sent += 1;
-        }
-        log.sent.store(sent, Ordering::Release);
-        if rate > 0 {
-            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-            let now = start.elapsed();
-            if due > now {
-                let ahead = due - now;
-                if ahead > Duration::from_micros(200) {
-                    std::thread::sleep(ahead);
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
-        }
-    }
-    log.sent.store(sent, Ordering::Release);
-    Ok(start.elapsed())
+    let capacity = (rate as f64 * duration.as_secs_f64()).ceil() as usize + 64;
+    (plan, Arc::new(SendTimes::new(&plan, capacity)))
 }
 
 // --- WebSocket clients -----------------------------------------------------
@@ -559,43 +370,15 @@ struct Viewer {
     task: tokio::task::JoinHandle<anyhow::Result<ViewerStats>>,
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 impl Viewer {
     /// Connects, subscribes, waits for the snapshot, then counts in the
     /// background until `stop` turns true (as [`super::ws::Client`]).
     async fn connect(
         hub: &HubProcess,
-        logs: Vec<Arc<SendLog>>,
+        logs: Vec<Arc<SendTimes>>,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Viewer> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-        let mut request = format!("ws://{}/ws", hub.http).into_client_request()?;
-        if let Some(token) = &hub.token {
-            request
-                .headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse()?);
-        }
-        let (mut ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .context("connecting a WebSocket client")?;
-        ws.send(Message::text(
-            r#"{"type":"subscribe","devices":"all","sensors":"all","mode":"live"}"#,
-        ))
-        .await?;
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-                .await
-                .map_err(|_| anyhow!("no snapshot within 10 s"))?
-                .ok_or_else(|| anyhow!("closed before the snapshot"))??;
-            if msg
-                .to_text()
-                .is_ok_and(|t| t.starts_with(r#"{"type":"snapshot""#))
-            {
-                break;
-            }
-        }
+        let ws = subscribe_all(hub.http, hub.token.as_deref()).await?;
         let received = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(watch_stream(ws, logs, received.clone(), stop));
         Ok(Viewer { received, task })
@@ -613,7 +396,7 @@ impl Viewer {
 
 async fn watch_stream(
     mut ws: Socket,
-    logs: Vec<Arc<SendLog>>,
+    logs: Vec<Arc<SendTimes>>,
     received: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<ViewerStats> {
@@ -621,7 +404,7 @@ async fn watch_stream(
         groups: logs.iter().map(|_| GroupStats::default()).collect(),
         ..ViewerStats::default()
     };
-    let mut seen: Vec<Vec<bool>> = logs.iter().map(|l| vec![false; l.times.len()]).collect();
+    let mut seen: Vec<Vec<bool>> = logs.iter().map(|l| vec![false; l.capacity()]).collect();
     loop {
         let msg = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
@@ -669,8 +452,8 @@ async fn watch_stream(
                 continue;
             }
             group.unique += 1;
-            if let Some(us) = logs[g].latency_us(i, now) {
-                group.latencies_us.push(us);
+            if let Some(ns) = logs[g].latency_ns_at(i, now) {
+                group.latencies_us.push(ns / 1_000);
             }
         }
     }
@@ -679,31 +462,6 @@ async fn watch_stream(
 }
 
 // --- the hubs' figures -----------------------------------------------------
-
-/// `GET path` on a hub with its viewer token; the body.
-fn http_get(hub: &HubProcess, path: &str) -> anyhow::Result<String> {
-    let mut s = TcpStream::connect(hub.http)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let auth = hub
-        .token
-        .as_ref()
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
-        hub.http
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("bad HTTP answer"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
-    }
-    Ok(body.to_string())
-}
 
 /// The sum of a `/metrics` family's samples (every label set).
 fn family(metrics: &str, name: &str) -> u64 {
@@ -733,7 +491,7 @@ struct Counters {
 impl Counters {
     fn read(hub: &HubProcess) -> anyhow::Result<Counters> {
         let v = hub.api_hub()?;
-        let metrics = http_get(hub, "/metrics")?;
+        let metrics = hub.get("/metrics")?;
         Ok(Counters {
             accepted: v["datagrams_accepted"].as_u64().unwrap_or(0),
             readings: v["readings_accepted"].as_u64().unwrap_or(0),
@@ -950,17 +708,17 @@ async fn single_once(
     let env = vec![("SENSOR_HUB__CLUSTER__ENABLED".into(), "false".into())];
     let hub = start_hub(config, plan, env).await?;
     tokio::time::sleep(WARM_UP).await;
-    let log = Arc::new(SendLog::new(1, plan.devices, rate, plan.duration));
+    let (send_plan, log) = fleet(1, plan.devices, rate, plan.duration);
     let (stop, stopped) = watch::channel(false);
     let viewer = Viewer::connect(&hub, vec![log.clone()], stopped).await?;
     let c0 = counters(std::slice::from_ref(&hub)).await?[0];
     let s0 = hub.sample()?;
     let l0 = Load::now()?;
-    let (udp, sender, duration) = (hub.udp, log.clone(), plan.duration);
-    let elapsed = blocking(move || Ok(send_fleet(udp, &sender, rate, duration)?)).await?;
+    let (udp, times) = (hub.udp, log.clone());
+    let SendResult { sent, elapsed } =
+        blocking(move || Ok(send(udp, send_plan, Some(&times))?)).await?;
     let s1 = hub.sample()?;
     let (machine_busy_pct, bench_cpu_pct) = Load::now()?.since(&l0, ticks);
-    let sent = log.sent();
     tail(std::slice::from_ref(&hub), &[&viewer], sent).await?;
     let c = counters(std::slice::from_ref(&hub)).await?[0].since(&c0);
     let _ = stop.send(true);
@@ -1052,15 +810,16 @@ async fn cluster_once(
     linked(&hubs, redis).await?;
     tokio::time::sleep(WARM_UP).await;
     let half = (plan.devices / 2).max(1);
-    let logs = [
-        Arc::new(SendLog::new(1, half, rate / 2, plan.duration)),
-        Arc::new(SendLog::new(
+    let fleets = [
+        fleet(1, half, rate / 2, plan.duration),
+        fleet(
             half + 1,
             plan.devices.saturating_sub(half).max(1),
             rate - rate / 2,
             plan.duration,
-        )),
+        ),
     ];
+    let logs = fleets.clone().map(|(_, log)| log);
     let (stop, stopped) = watch::channel(false);
     let on_c = Viewer::connect(&hubs[2], logs.to_vec(), stopped.clone())
         .await
@@ -1082,16 +841,20 @@ async fn cluster_once(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let r0 = redis.sample()?;
     let l0 = Load::now()?;
-    let rates = [rate / 2, rate - rate / 2];
-    let senders: Vec<_> = (0..2)
-        .map(|i| {
-            let (udp, log, rate, duration) =
-                (hubs[i].udp, logs[i].clone(), rates[i], plan.duration);
-            tokio::task::spawn_blocking(move || send_fleet(udp, &log, rate, duration))
+    let senders: Vec<_> = fleets
+        .into_iter()
+        .zip(&hubs)
+        .map(|((send_plan, log), hub)| {
+            let udp = hub.udp;
+            tokio::task::spawn_blocking(move || send(udp, send_plan, Some(&log)))
         })
         .collect();
+    let mut sent = 0;
     for sender in senders {
-        sender.await?.context("sending the devices' datagrams")?;
+        sent += sender
+            .await?
+            .context("sending the devices' datagrams")?
+            .sent;
     }
     let h1 = hubs
         .iter()
@@ -1099,7 +862,6 @@ async fn cluster_once(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let r1 = redis.sample()?;
     let (machine_busy_pct, bench_cpu_pct) = Load::now()?.since(&l0, ticks);
-    let sent: u64 = logs.iter().map(|l| l.sent()).sum();
     tail(&hubs[..2], &[&on_c, &on_a], sent).await?;
     let (memory1, position1) = blocking(redis_figures).await?;
     let c1 = counters(&hubs).await?;
@@ -1649,10 +1411,11 @@ impl ClusterResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
 
     #[test]
     fn a_send_log_indexes_only_its_own_devices() {
-        let log = SendLog::new(51, 50, 1_000, Duration::from_secs(1));
+        let (_, log) = fleet(51, 50, 1_000, Duration::from_secs(1));
         assert_eq!(log.index(50, 0), None);
         assert_eq!(log.index(51, 0), Some(0));
         assert_eq!(log.index(100, 0), Some(49));

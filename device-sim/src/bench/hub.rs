@@ -198,6 +198,12 @@ impl HubProcess {
 
     /// `GET /api/hub`, parsed.
     pub fn api_hub(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.get("/api/hub")?)?)
+    }
+
+    /// `GET path` with the bench's viewer token; the body (an error unless
+    /// the answer is 200).
+    pub fn get(&self, path: &str) -> anyhow::Result<String> {
         let mut s = TcpStream::connect(self.http)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         let auth = self
@@ -207,7 +213,7 @@ impl HubProcess {
             .unwrap_or_default();
         write!(
             s,
-            "GET /api/hub HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
             self.http
         )?;
         let mut text = String::new();
@@ -216,9 +222,9 @@ impl HubProcess {
             .split_once("\r\n\r\n")
             .ok_or_else(|| anyhow!("bad HTTP answer"))?;
         if !head.starts_with("HTTP/1.1 200") {
-            bail!("GET /api/hub: {}", head.lines().next().unwrap_or(""));
+            bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
         }
-        Ok(serde_json::from_str(body)?)
+        Ok(body.to_string())
     }
 
     /// A counter of `/api/hub` (e.g. "datagrams_accepted").

@@ -14,6 +14,8 @@
 //! * [`keyed`]: keyed hellos for the authenticated ingest runs.
 //! * [`ws`]: WebSocket clients that count and time what they receive.
 //! * [`scenarios`]: idle, ingest, latency and fan-out runs.
+//! * [`server`]: a server program a scenario starts beside the hubs
+//!   (Mosquitto, Redis): free port, temporary directory, killed on drop.
 //! * [`mqtt`]: the MQTT bridge against a Mosquitto broker it starts.
 //! * [`cluster`]: three hubs through a Redis it starts, against one hub.
 //! * [`report`]: the report types, medians, table and JSON.
@@ -24,6 +26,7 @@ pub mod keyed;
 pub mod mqtt;
 pub mod report;
 pub mod scenarios;
+pub mod server;
 pub mod udp;
 pub mod ws;
 

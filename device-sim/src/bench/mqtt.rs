@@ -19,10 +19,9 @@
 //! a warm-up long enough leaves none of them in the window.
 
 use std::fs;
-use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,9 +29,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use super::hub::{cpu_percent, sample_pid, Adoption, HubProcess, ProcSample};
+use super::hub::{cpu_percent, Adoption, HubProcess, ProcSample};
 use super::report::{median, MqttResult, MqttSustained};
 use super::scenarios::blocking;
+use super::server::{LocalServer, ServerSpec};
 use super::udp::{send, SendPlan};
 use super::BenchConfig;
 
@@ -51,14 +51,6 @@ pub struct MqttPlan {
     pub duration: Duration,
 }
 
-/// Where Debian installs the broker (often not on a user's PATH).
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-/// What to say when there is no broker to run.
-const INSTALL_HINT: &str = "the MQTT scenario runs a real Mosquitto broker: install \
-     Debian's `mosquitto` package (`apt-get install mosquitto`), or leave the \
-     scenario out with --only";
-
 /// How long the broker may take to accept connections.
 const BROKER_START: Duration = Duration::from_secs(10);
 
@@ -73,14 +65,25 @@ const NODE_ID: &str = "bench";
 /// window is under load to its end.
 const SEND_TAIL: Duration = Duration::from_millis(200);
 
+/// Debian's Mosquitto, as [`LocalServer`] runs it.
+const MOSQUITTO: ServerSpec = ServerSpec {
+    name: "mosquitto",
+    path: "/usr/sbin/mosquitto",
+    install_hint: "the MQTT scenario runs a real Mosquitto broker: install \
+     Debian's `mosquitto` package (`apt-get install mosquitto`), or leave the \
+     scenario out with --only",
+    tag: "mqtt",
+    ready: "accept connections",
+    start_timeout: BROKER_START,
+    logs: &[("mosquitto.log", ""), ("stderr.log", "stderr")],
+};
+
 /// A Mosquitto broker on 127.0.0.1: anonymous, nothing persisted, its
 /// configuration and log in a temporary directory. Killed, and the
 /// directory removed, on drop.
 #[derive(Debug)]
 pub struct Broker {
-    port: u16,
-    dir: PathBuf,
-    child: Child,
+    server: LocalServer,
 }
 
 impl Broker {
@@ -88,166 +91,74 @@ impl Broker {
     /// program takes the port between the probe and the broker's bind) and
     /// waits until it accepts connections.
     pub fn start() -> anyhow::Result<Broker> {
-        let bin = if Path::new(MOSQUITTO).exists() {
-            MOSQUITTO
-        } else {
-            // Not where Debian puts it; another system may have it on PATH.
-            "mosquitto"
-        };
-        let dir = std::env::temp_dir().join(format!(
-            "device-sim-bench-mqtt-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut failures = Vec::new();
-        for _ in 0..5 {
-            match Broker::launch(bin, &dir) {
-                Ok(broker) => return Ok(broker),
-                Err(e) if e.downcast_ref::<NotInstalled>().is_some() => {
-                    let _ = fs::remove_dir_all(&dir);
-                    return Err(e);
-                }
-                Err(e) => failures.push(format!("{e:#}")),
-            }
-        }
-        let _ = fs::remove_dir_all(&dir);
-        bail!(
-            "Mosquitto did not start in 5 tries:\n{}",
-            failures.join("\n---\n")
-        )
-    }
-
-    fn launch(bin: &str, dir: &Path) -> anyhow::Result<Broker> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("binding 127.0.0.1:0 to find a free port")?
-            .port();
-        let config = dir.join("mosquitto.conf");
-        let log = dir.join("mosquitto.log");
-        let _ = fs::remove_file(&log);
-        fs::write(
-            &config,
-            format!(
-                "# The broker of device-sim bench's MQTT scenario.\n\
-                 # Started as root, Mosquitto 2.0 switches to the user named here\n\
-                 # (default `mosquitto`, who may not write this directory); run as\n\
-                 # any other user it ignores this.\n\
-                 user root\n\
-                 listener {port} 127.0.0.1\n\
-                 allow_anonymous true\n\
-                 persistence false\n\
-                 log_dest file {log}\n\
-                 log_type error\n\
-                 log_type warning\n\
-                 log_type notice\n\
-                 log_type information\n\
-                 # The subscriber counts everything it is sent: a burst must not\n\
-                 # overflow its queue (default 1000) and be dropped by the broker.\n\
-                 max_queued_messages 100000\n",
-                log = log.display(),
-            ),
-        )
-        .with_context(|| format!("writing {}", config.display()))?;
-        let stderr = fs::File::create(dir.join("stderr.log"))
-            .with_context(|| format!("creating {}", dir.join("stderr.log").display()))?;
-        let child = match Command::new(bin)
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(anyhow!(NotInstalled).context(format!(
-                    "no Mosquitto at {MOSQUITTO} nor on PATH: {INSTALL_HINT}"
-                )));
-            }
-            Err(e) => return Err(e).with_context(|| format!("starting {bin}")),
-        };
-        let mut broker = Broker {
-            port,
-            dir: dir.to_path_buf(),
-            child,
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + BROKER_START;
-        loop {
-            if let Ok(Some(status)) = broker.child.try_wait() {
-                bail!(
-                    "mosquitto on port {port} exited ({status}); its log:\n{}",
-                    broker.log()
-                );
-            }
+        let (server, ()) = LocalServer::start(MOSQUITTO, configure, |broker, ()| {
             // "running" is logged once its listener is open, so the
             // connection is to it, not to another program on the port.
-            if broker.log().contains(" running")
-                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            {
-                return Ok(broker);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "mosquitto did not accept connections on port {port} within {BROKER_START:?}; its log:\n{}",
-                    broker.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            let addr = SocketAddr::from(([127, 0, 0, 1], broker.port()));
+            Ok(broker.log().contains(" running")
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+        })?;
+        Ok(Broker { server })
     }
 
     /// Its port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// Its CPU and memory now.
     pub fn sample(&self) -> anyhow::Result<ProcSample> {
-        sample_pid(self.child.id()).context("reading the broker's /proc figures")
+        self.server.sample()
     }
 
     /// Fails, with its log, if it is no longer running.
     pub fn check(&mut self) -> anyhow::Result<()> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => bail!("mosquitto exited ({status}); its log:\n{}", self.log()),
-            Err(e) => Err(e).context("checking the broker process"),
-        }
+        self.server.check()
     }
 
     /// What it logged so far (and wrote to standard error).
     pub fn log(&self) -> String {
-        let mut text = fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
-        let stderr = fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
-        if !stderr.trim().is_empty() {
-            text.push_str("\n(stderr) ");
-            text.push_str(&stderr);
-        }
-        text
+        self.server.log()
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
+/// Writes the broker's configuration for `port` into `dir` and points
+/// `command` at it, its standard error to a file beside it.
+fn configure(command: &mut Command, port: u16, dir: &Path) -> anyhow::Result<()> {
+    let config = dir.join("mosquitto.conf");
+    let log = dir.join("mosquitto.log");
+    fs::write(
+        &config,
+        format!(
+            "# The broker of device-sim bench's MQTT scenario.\n\
+             # Started as root, Mosquitto 2.0 switches to the user named here\n\
+             # (default `mosquitto`, who may not write this directory); run as\n\
+             # any other user it ignores this.\n\
+             user root\n\
+             listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             persistence false\n\
+             log_dest file {log}\n\
+             log_type error\n\
+             log_type warning\n\
+             log_type notice\n\
+             log_type information\n\
+             # The subscriber counts everything it is sent: a burst must not\n\
+             # overflow its queue (default 1000) and be dropped by the broker.\n\
+             max_queued_messages 100000\n",
+            log = log.display(),
+        ),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
+    let stderr = fs::File::create(dir.join("stderr.log"))
+        .with_context(|| format!("creating {}", dir.join("stderr.log").display()))?;
+    command
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    Ok(())
 }
-
-/// Marks the error of a missing broker binary (no retry helps).
-#[derive(Debug)]
-struct NotInstalled;
-
-impl std::fmt::Display for NotInstalled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("mosquitto not found")
-    }
-}
-
-impl std::error::Error for NotInstalled {}
 
 /// An MQTT client subscribed to [`SUBSCRIBE`] at QoS 0 that counts the
 /// PUBLISHes the broker delivers; its event loop runs in a task, aborted
@@ -480,6 +391,7 @@ async fn run_once(
     );
     let rate = u64::from(plan.devices) * u64::from(hz);
     let send_plan = SendPlan {
+        first_device: 1,
         devices: plan.devices,
         rate,
         duration: plan.warm_up + plan.duration + SEND_TAIL,

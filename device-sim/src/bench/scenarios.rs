@@ -247,6 +247,7 @@ pub(super) async fn ingest_auth_once(
     keyed: bool,
 ) -> anyhow::Result<AuthRun> {
     let plan = SendPlan {
+        first_device: 1,
         devices: config.devices,
         rate,
         duration: config.ingest_duration,
@@ -302,6 +303,7 @@ pub struct AuthRun {
 
 async fn ingest_once(config: &BenchConfig, rate: u64, ticks: u64) -> anyhow::Result<IngestResult> {
     let plan = SendPlan {
+        first_device: 1,
         devices: config.devices,
         rate,
         duration: config.ingest_duration,
@@ -380,11 +382,12 @@ async fn latency_once(
 ) -> anyhow::Result<LatencyResult> {
     let hub = start_hub(config).await?;
     let plan = SendPlan {
+        first_device: 1,
         devices: config.devices,
         rate,
         duration: config.latency_duration,
     };
-    let times = Arc::new(SendTimes::new(config.devices, plan.capacity()));
+    let times = Arc::new(SendTimes::new(&plan, plan.capacity()));
     let (stop, stopped) = watch::channel(false);
     let client =
         Client::connect(hub.http, hub.token.as_deref(), Some(times.clone()), stopped).await?;
@@ -415,11 +418,12 @@ async fn fanout_once(
 ) -> anyhow::Result<FanoutResult> {
     let hub = start_hub(config).await?;
     let plan = SendPlan {
+        first_device: 1,
         devices: config.fanout_devices,
         rate: u64::from(config.fanout_devices),
         duration: config.fanout_duration,
     };
-    let times = Arc::new(SendTimes::new(config.fanout_devices, plan.capacity()));
+    let times = Arc::new(SendTimes::new(&plan, plan.capacity()));
     let (stop, stopped) = watch::channel(false);
     let mut connected = Vec::with_capacity(clients);
     for i in 0..clients {

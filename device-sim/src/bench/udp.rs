@@ -22,7 +22,11 @@ const SINK_RECV_BUFFER: usize = 8 << 20;
 /// What to send.
 #[derive(Debug, Clone, Copy)]
 pub struct SendPlan {
-    /// Devices the datagrams cycle through (ids 1..=devices).
+    /// The first device's id: the datagrams cycle through ids
+    /// `first_device..first_device + devices` (1 unless two senders share
+    /// a hub's, or a cluster's, fleet and must not overlap).
+    pub first_device: u32,
+    /// Devices the datagrams cycle through.
     pub devices: u32,
     /// Datagrams per second; 0 = as fast as possible.
     pub rate: u64,
@@ -38,31 +42,52 @@ impl SendPlan {
     }
 }
 
-/// When each datagram was sent, by index `seq * devices + (device - 1)`,
-/// in nanoseconds since `epoch` (0: not sent).
+/// When each datagram was sent, by index
+/// `seq * devices + (device - first_device)`, in nanoseconds since `epoch`
+/// (0: not sent).
 #[derive(Debug)]
 pub struct SendTimes {
     /// Time base shared with the receivers.
     pub epoch: Instant,
+    first_device: u32,
     devices: u32,
     times: Vec<AtomicU64>,
 }
 
 impl SendTimes {
-    /// Room for `capacity` datagrams over `devices` devices.
-    pub fn new(devices: u32, capacity: usize) -> SendTimes {
+    /// Room for `capacity` datagrams of `plan`'s devices.
+    pub fn new(plan: &SendPlan, capacity: usize) -> SendTimes {
         SendTimes {
             epoch: Instant::now(),
-            devices,
+            first_device: plan.first_device,
+            devices: plan.devices.max(1),
             times: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    /// Nanoseconds from send to now for datagram (device, seq), if recorded.
-    pub fn latency_ns(&self, device: u32, seq: u32, now: Instant) -> Option<u64> {
-        let index = (seq as usize) * self.devices as usize + (device as usize).checked_sub(1)?;
+    /// Datagrams it has room for.
+    pub fn capacity(&self) -> usize {
+        self.times.len()
+    }
+
+    /// The index of datagram (device, seq), if the device is the plan's and
+    /// there is room for it.
+    pub fn index(&self, device: u32, seq: u32) -> Option<usize> {
+        let offset = device.checked_sub(self.first_device)?;
+        (offset < self.devices)
+            .then(|| seq as usize * self.devices as usize + offset as usize)
+            .filter(|&i| i < self.times.len())
+    }
+
+    /// Nanoseconds from send to `now` of the datagram at `index`, if recorded.
+    pub fn latency_ns_at(&self, index: usize, now: Instant) -> Option<u64> {
         let sent = self.times.get(index)?.load(Ordering::Acquire);
         (sent > 0).then(|| (now.duration_since(self.epoch).as_nanos() as u64).saturating_sub(sent))
+    }
+
+    /// Nanoseconds from send to now for datagram (device, seq), if recorded.
+    pub fn latency_ns(&self, device: u32, seq: u32, now: Instant) -> Option<u64> {
+        self.latency_ns_at(self.index(device, seq)?, now)
     }
 }
 
@@ -95,7 +120,7 @@ pub fn send_with(
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     socket.connect(target)?;
     let mut datagram = Datagram {
-        device_id: 1,
+        device_id: plan.first_device,
         seq: 0,
         time_ms: 0,
         readings: [
@@ -124,7 +149,7 @@ pub fn send_with(
     while start.elapsed() < plan.duration && sent < limit {
         let time_ms = unix_ms() as u32;
         for _ in 0..32 {
-            datagram.device_id = (sent % devices) as u32 + 1;
+            datagram.device_id = plan.first_device + (sent % devices) as u32;
             datagram.seq = (sent / devices) as u32;
             datagram.time_ms = time_ms;
             let key = keys.and_then(|k| k.get(datagram.device_id as usize - 1));

@@ -41,32 +41,7 @@ impl Client {
         times: Option<Arc<SendTimes>>,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Client> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-        let mut request = format!("ws://{http}/ws").into_client_request()?;
-        if let Some(token) = token {
-            request
-                .headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse()?);
-        }
-        let (mut ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .context("connecting a WebSocket client")?;
-        ws.send(Message::text(
-            r#"{"type":"subscribe","devices":"all","sensors":"all","mode":"live"}"#,
-        ))
-        .await?;
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-                .await
-                .map_err(|_| anyhow!("no snapshot within 10 s"))?
-                .ok_or_else(|| anyhow!("closed before the snapshot"))??;
-            if msg
-                .to_text()
-                .is_ok_and(|t| t.starts_with(r#"{"type":"snapshot""#))
-            {
-                break;
-            }
-        }
+        let ws = subscribe_all(http, token).await?;
         let task = tokio::spawn(count(ws, times, stop));
         Ok(Client { task })
     }
@@ -77,8 +52,42 @@ impl Client {
     }
 }
 
-type Socket =
+/// A client's connection to the hub.
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to the hub at `http` (with `token` as its bearer token, if
+/// any), subscribes to everything, live, and waits for the snapshot: the
+/// stream then carries what the hub receives from now on.
+pub async fn subscribe_all(http: SocketAddr, token: Option<&str>) -> anyhow::Result<Socket> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = format!("ws://{http}/ws").into_client_request()?;
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .context("connecting a WebSocket client")?;
+    ws.send(Message::text(
+        r#"{"type":"subscribe","devices":"all","sensors":"all","mode":"live"}"#,
+    ))
+    .await?;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .map_err(|_| anyhow!("no snapshot within 10 s"))?
+            .ok_or_else(|| anyhow!("closed before the snapshot"))??;
+        if msg
+            .to_text()
+            .is_ok_and(|t| t.starts_with(r#"{"type":"snapshot""#))
+        {
+            break;
+        }
+    }
+    Ok(ws)
+}
 
 async fn count(
     mut ws: Socket,
