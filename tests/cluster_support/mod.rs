@@ -16,8 +16,8 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{BufRead as _, BufReader, ErrorKind};
-use std::net::{SocketAddr, TcpListener};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,20 +48,7 @@ const REDIS_START_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Debian's binary (/usr/bin/redis-server), else whatever is on PATH.
 fn redis_bin() -> &'static str {
-    if Path::new("/usr/bin/redis-server").exists() {
-        "/usr/bin/redis-server"
-    } else {
-        "redis-server"
-    }
-}
-
-/// A free TCP port on 127.0.0.1 (free when asked: the server binds it a
-/// moment later, and [`RedisServer::start`] retries if someone took it).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0 to find a free port")
-        .port()
+    support::installed("/usr/bin/redis-server", "redis-server")
 }
 
 /// A Redis server run by this test: on 127.0.0.1 only, protected mode, a
@@ -96,7 +83,7 @@ impl RedisServer {
         };
         let mut failures = Vec::new();
         for _ in 0..5 {
-            server.port = free_port();
+            server.port = support::free_port();
             match server.launch() {
                 Ok(()) => return server,
                 // Someone took the port between free_port and the bind.
@@ -514,21 +501,7 @@ impl ClusterHub {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {BIN}: {e}"));
         let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, listening) = mpsc::channel();
-        let drain = {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.contains("sensor-hub listening") {
-                        let _ = tx.send(line.clone());
-                    }
-                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            })
-        };
+        let (log, listening, drain) = support::drain_hub_stderr(stderr);
         let mut hub = ClusterHub {
             name: name.to_string(),
             udp: unspecified(),

@@ -5,12 +5,15 @@
 //! it receives ([`Probe`], on `rumqttc`, plain TCP). Nothing here knows
 //! the hub: tests/mqtt.rs checks the bridge against docs/MQTT.md with
 //! these two.
+//!
+//! Needs `mod support;` beside `mod mqtt_support;` in the test crate (free
+//! ports, the installed programs).
 #![allow(dead_code)] // each test uses a different subset
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS};
+
+use crate::support;
 
 /// The user every test broker accepts.
 pub const USER: &str = "sensor-hub-test";
@@ -35,28 +40,11 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 /// The broker's binary: Debian puts it in /usr/sbin, often not on a
 /// user's PATH.
 fn mosquitto_bin() -> &'static str {
-    if Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
-    }
+    support::installed("/usr/sbin/mosquitto", "mosquitto")
 }
 
 fn mosquitto_passwd_bin() -> &'static str {
-    if Path::new("/usr/bin/mosquitto_passwd").exists() {
-        "/usr/bin/mosquitto_passwd"
-    } else {
-        "mosquitto_passwd"
-    }
-}
-
-/// A free TCP port on 127.0.0.1 (free when asked: the broker binds it a
-/// moment later, and [`Broker::start`] retries if someone took it).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0 to find a free port")
-        .port()
+    support::installed("/usr/bin/mosquitto_passwd", "mosquitto_passwd")
 }
 
 /// A Mosquitto broker run by this test: on 127.0.0.1 only, a password
@@ -138,9 +126,9 @@ impl Broker {
         };
         let mut failures = Vec::new();
         for _ in 0..5 {
-            broker.port = free_port();
+            broker.port = support::free_port();
             if tls {
-                broker.tls_port = Some(free_port());
+                broker.tls_port = Some(support::free_port());
             }
             match broker.launch() {
                 Ok(()) => return broker,

@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: a real hub on port 0 with its
 //! history database in a temporary directory, raw HTTP requests, datagram
-//! encoding, and WebSocket reads with a deadline.
+//! encoding, WebSocket reads with a deadline, and what tests that run
+//! processes of their own (hubs, Redis, Mosquitto) share: free ports,
+//! installed programs, a hub's standard error read in a thread.
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::collections::HashMap;
@@ -620,4 +622,59 @@ pub async fn owner_cookie(hub: &TestHub) -> String {
         .and_then(|c| c.split(';').next())
         .expect("a session cookie")
         .to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Processes a test runs (hubs, Redis, Mosquitto)
+
+/// A program's path: where Debian installs it (`debian`, often not on a
+/// user's PATH) if it is there, else its `name`, looked for on PATH.
+pub fn installed(debian: &'static str, name: &'static str) -> &'static str {
+    if Path::new(debian).exists() {
+        debian
+    } else {
+        name
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked: a server binds it a
+/// moment later, so whoever starts it retries if someone took it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0 to find a free port")
+        .port()
+}
+
+/// Reads a hub process's standard error in a thread until it closes, so
+/// the hub never blocks on a full pipe: every line is added to the log
+/// returned, and the "sensor-hub listening" line (its addresses) is also
+/// sent on the channel returned. The thread's handle comes last.
+pub fn drain_hub_stderr(
+    stderr: std::process::ChildStderr,
+) -> (
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead as _;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, listening) = std::sync::mpsc::channel();
+    let drain = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("sensor-hub listening") {
+                    let _ = tx.send(line.clone());
+                }
+                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    (log, listening, drain)
 }
