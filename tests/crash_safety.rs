@@ -116,16 +116,7 @@ impl HubProcess {
                 self.stderr()
             )
         });
-        let addr = |key: &str| -> SocketAddr {
-            let start = line
-                .find(&format!("{key}="))
-                .unwrap_or_else(|| panic!("no {key}= in {line}"))
-                + key.len()
-                + 1;
-            let rest = &line[start..];
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            rest[..end].parse().unwrap()
-        };
+        let addr = |key: &str| support::listening_addr(&line, key);
         let addrs = Addrs {
             udp: addr("udp"),
             control: addr("control"),

@@ -548,9 +548,9 @@ impl ClusterHub {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        hub.udp = listening_addr(&line, "udp");
-        hub.control = listening_addr(&line, "control");
-        hub.http = listening_addr(&line, "http");
+        hub.udp = support::listening_addr(&line, "udp");
+        hub.control = support::listening_addr(&line, "control");
+        hub.http = support::listening_addr(&line, "http");
         support::register_token(hub.http, &hub.token);
         // Serving: /healthz answers, whatever it says.
         loop {
@@ -760,20 +760,6 @@ impl Drop for ClusterHub {
 
 fn unspecified() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 0))
-}
-
-/// `key=ADDR` of the "sensor-hub listening" line.
-fn listening_addr(line: &str, key: &str) -> SocketAddr {
-    let start = line
-        .find(&format!("{key}="))
-        .unwrap_or_else(|| panic!("no {key}= in {line}"))
-        + key.len()
-        + 1;
-    let rest = &line[start..];
-    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-    rest[..end]
-        .parse()
-        .unwrap_or_else(|e| panic!("{key}= in {line}: {e}"))
 }
 
 /// The value of `series` in a /metrics text (an integer; a float sample

@@ -678,3 +678,17 @@ pub fn drain_hub_stderr(
     };
     (log, listening, drain)
 }
+
+/// `key=ADDR` of the "sensor-hub listening" line.
+pub fn listening_addr(line: &str, key: &str) -> SocketAddr {
+    let start = line
+        .find(&format!("{key}="))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        + key.len()
+        + 1;
+    let rest = &line[start..];
+    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    rest[..end]
+        .parse()
+        .unwrap_or_else(|e| panic!("{key}= in {line}: {e}"))
+}
