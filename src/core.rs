@@ -1244,7 +1244,7 @@ impl Core {
             remote_untracked: c.remote.untracked(),
             switches: c.switches,
             local_devices: shared.registry.device_count(),
-            out_of_order: c.out_of_order,
+            out_of_order: c.out_of_order + c.outbox.counters().skipped_read_back,
         })
     }
 

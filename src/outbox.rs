@@ -62,6 +62,9 @@ pub struct OutboxCounters {
     pub unshared: u64,
     /// Datagrams inside those events.
     pub unshared_datagrams: u64,
+    /// Shared events passed over when a later one was read back first
+    /// (never expected: the shared stream keeps a run's order).
+    pub skipped_read_back: u64,
 }
 
 /// The hub's own events not yet in the shared stream, and those in it that
@@ -176,9 +179,10 @@ impl Outbox {
         self.confirm(number);
         while self.unread.front().is_some_and(|e| e.number < number) {
             // Skipped by the shared stream (cannot happen while appends
-            // keep their order); the bytes are freed all the same.
+            // keep their order): counted, and the bytes freed.
             if let Some(e) = self.unread.pop_front() {
                 self.bytes -= e.approx_bytes;
+                self.counters.skipped_read_back += 1;
             }
         }
         if self.unread.front().is_some_and(|e| e.number == number) {
@@ -366,5 +370,17 @@ mod tests {
         outbox.confirm(1);
         assert_eq!(outbox.counters().shared, 1);
         assert!(outbox.read_back(2).is_some());
+    }
+
+    #[test]
+    fn events_passed_over_at_read_back_are_counted() {
+        let mut outbox = Outbox::new(1 << 20);
+        for _ in 0..3 {
+            outbox.push(readings(1), false);
+        }
+        outbox.confirm(3);
+        assert!(outbox.read_back(3).is_some());
+        assert_eq!(outbox.counters().skipped_read_back, 2);
+        assert_eq!(outbox.bytes(), 0);
     }
 }

@@ -1206,7 +1206,7 @@ impl Collector for ClusterCollector {
         counter(
             &mut e,
             "sensor_hub_cluster_entries_out_of_order",
-            "Shared entries not delivered because their position was not after the stream's head (never expected).",
+            "Shared entries not delivered because they came out of order (never expected).",
             f.out_of_order,
         )?;
         counter(
