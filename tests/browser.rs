@@ -720,6 +720,23 @@ async fn hub_view_shows_the_mqtt_bridge() {
 /// the link up and both hubs in the hub view, and the hub holding each
 /// device in the fleet view (b's devices included); when Redis goes away
 /// the link is shown down.
+
+/// Waits until the hub view's cluster fact reads `state text…` starting
+/// with `prefix` (its `data-state`, a space, its text).
+async fn cluster_fact(browser: &Browser, what: &str, deadline: Duration, prefix: &str) {
+    browser
+        .until(
+            what,
+            deadline,
+            r#"
+            const f = document.querySelector('#hub-view [data-field="cluster"]');
+            return f ? `${f.dataset.state} ${f.textContent}` : null;
+        "#,
+            |v| v.as_str().is_some_and(|t| t.starts_with(prefix)),
+        )
+        .await;
+}
+
 #[tokio::test]
 async fn hub_view_shows_the_cluster() {
     let redis = cluster_support::RedisServer::start();
@@ -763,20 +780,13 @@ async fn hub_view_shows_the_cluster() {
         .goto(&format!("http://{}/#/hub", a.http))
         .await
         .unwrap();
-    browser
-        .until(
-            "the cluster link shown up, with two hubs",
-            Duration::from_secs(20),
-            r#"
-            const f = document.querySelector('#hub-view [data-field="cluster"]');
-            return f ? `${f.dataset.state} ${f.textContent}` : null;
-        "#,
-            |v| {
-                v.as_str()
-                    .is_some_and(|t| t.starts_with("up a · link up · 2 hubs · events: "))
-            },
-        )
-        .await;
+    cluster_fact(
+        &browser,
+        "the cluster link shown up, with two hubs",
+        Duration::from_secs(20),
+        "up a · link up · 2 hubs · events: ",
+    )
+    .await;
     browser
         .until(
             "both hubs listed alive, this one marked",
@@ -857,20 +867,13 @@ async fn hub_view_shows_the_cluster() {
     })
     .await
     .unwrap();
-    browser
-        .until(
-            "the cluster link shown down",
-            Duration::from_secs(10),
-            r#"
-            const f = document.querySelector('#hub-view [data-field="cluster"]');
-            return f ? `${f.dataset.state} ${f.textContent}` : null;
-        "#,
-            |v| {
-                v.as_str()
-                    .is_some_and(|t| t.starts_with("down a · link down since "))
-            },
-        )
-        .await;
+    cluster_fact(
+        &browser,
+        "the cluster link shown down",
+        Duration::from_secs(10),
+        "down a · link down since ",
+    )
+    .await;
     assert_eq!(
         browser
             .js("return document.querySelector('#cluster-hubs caption')?.textContent ?? null;")
