@@ -716,11 +716,6 @@ async fn hub_view_shows_the_mqtt_bridge() {
     hub.stop().await;
 }
 
-/// In a cluster (a real Redis, hubs "a" and "b"), hub a's dashboard shows
-/// the link up and both hubs in the hub view, and the hub holding each
-/// device in the fleet view (b's devices included); when Redis goes away
-/// the link is shown down.
-
 /// Waits until the hub view's cluster fact reads `state text…` starting
 /// with `prefix` (its `data-state`, a space, its text).
 async fn cluster_fact(browser: &Browser, what: &str, deadline: Duration, prefix: &str) {
@@ -737,6 +732,10 @@ async fn cluster_fact(browser: &Browser, what: &str, deadline: Duration, prefix:
         .await;
 }
 
+/// In a cluster (a real Redis, hubs "a" and "b"), hub a's dashboard shows
+/// the link up and both hubs in the hub view, and the hub holding each
+/// device in the fleet view (b's devices included); when Redis goes away
+/// the link is shown down.
 #[tokio::test]
 async fn hub_view_shows_the_cluster() {
     let redis = cluster_support::RedisServer::start();
