@@ -563,6 +563,16 @@ pub struct WsConfig {
     pub stats_interval_ms: u64,
     /// Shortest aggregate interval, ms.
     pub min_aggregate_interval_ms: u64,
+    /// Bytes all clients together may have waiting; over it no client
+    /// takes new events and the clients furthest behind are closed first.
+    pub total_budget_bytes: usize,
+    /// Latency budget of coalesced fan-out, ms (0 = off): a live client
+    /// takes new events at most once per this long, so readings that
+    /// arrive meanwhile leave together as one message.
+    pub coalesce_ms: u64,
+    /// Coalescing applies only while at least this many clients are
+    /// connected (with fewer, a message per event costs little).
+    pub coalesce_from_clients: usize,
 }
 
 /// `[limits]`
@@ -916,6 +926,19 @@ impl HubConfig {
             return Err(ConfigError::OutOfRange {
                 key: "ws.replay_bytes",
                 expected: "at least ws.client_budget_bytes (a client may lag by its budget)",
+            });
+        }
+        if self.ws.total_budget_bytes < self.ws.client_budget_bytes {
+            return Err(ConfigError::OutOfRange {
+                key: "ws.total_budget_bytes",
+                expected: "at least ws.client_budget_bytes (all clients together may hold at least what one may)",
+            });
+        }
+        if self.ws.coalesce_ms > 1_000 {
+            return Err(ConfigError::OutOfRange {
+                key: "ws.coalesce_ms",
+                expected:
+                    "0 (off) to 1000 ms; a few ms is enough to put many readings in one message",
             });
         }
         Ok(())

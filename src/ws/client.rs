@@ -48,6 +48,11 @@ use crate::ws::requests::{self, ClientError, Refusal, Request};
 pub const READ_BATCH: usize = 256;
 /// Actions a client keeps room for between bursts.
 const IDLE_ACTIONS: usize = 16;
+/// Largest coalesced `readings` message, bytes (more starts another).
+const MERGE_MAX_BYTES: usize = 64 * 1024;
+/// While all clients together are over `ws.total_budget_bytes`, a live
+/// client tries again this often, ms.
+const HUB_FULL_RETRY_MS: u64 = 10;
 /// History requests a client may have running at once.
 pub const HISTORY_IN_FLIGHT: usize = 4;
 
@@ -198,6 +203,11 @@ pub struct Tick {
     pub now: Now,
     /// Bytes handed to the socket and not yet written.
     pub queued: usize,
+    /// The same, for all clients of the hub together.
+    pub hub_queued: usize,
+    /// Whether enough clients are connected for coalescing
+    /// (`ws.coalesce_from_clients`).
+    pub coalesce: bool,
 }
 
 /// Something the driver must do.
@@ -241,6 +251,10 @@ pub struct ClientConfig {
     pub message_burst: u32,
     /// `ws.min_aggregate_interval_ms`.
     pub min_aggregate_interval_ms: u64,
+    /// `ws.total_budget_bytes`.
+    pub total_budget_bytes: usize,
+    /// `ws.coalesce_ms` (0: one message per event, taken at once).
+    pub coalesce_ms: u64,
 }
 
 impl From<&WsConfig> for ClientConfig {
@@ -252,6 +266,8 @@ impl From<&WsConfig> for ClientConfig {
             messages_per_s: c.client_messages_per_s,
             message_burst: c.client_message_burst,
             min_aggregate_interval_ms: c.min_aggregate_interval_ms,
+            total_budget_bytes: c.total_budget_bytes,
+            coalesce_ms: c.coalesce_ms,
         }
     }
 }
@@ -278,6 +294,15 @@ pub struct Client {
     rate: RateLimit,
     history_in_flight: usize,
     actions: VecDeque<Action>,
+    /// Consecutive `readings` texts to leave as one message
+    /// ([`messages::merge_readings`]), and their bytes.
+    merging: Vec<Utf8Bytes>,
+    merging_bytes: usize,
+    /// When the client last took events from the stream (coalescing).
+    last_take_ms: Option<u64>,
+    /// The client takes no events before this (coalescing, or the hub's
+    /// clients over their total budget).
+    hold_until_ms: Option<u64>,
     closed: bool,
     /// What its credentials allow (commands need [`Role::Operator`]).
     role: Role,
@@ -313,6 +338,10 @@ impl Client {
             last_heard_ms: now.mono_ms,
             history_in_flight: 0,
             actions: VecDeque::new(),
+            merging: Vec::new(),
+            merging_bytes: 0,
+            last_take_ms: None,
+            hold_until_ms: None,
             closed: false,
             role,
         };
@@ -322,6 +351,9 @@ impl Client {
 
     /// The next thing to do, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
+        if self.actions.is_empty() {
+            self.flush_merged();
+        }
         let action = self.actions.pop_front();
         if action.is_none() && self.actions.capacity() > IDLE_ACTIONS {
             // A burst grew the queue; a thousand idle clients should not
@@ -356,10 +388,15 @@ impl Client {
                 .saturating_add(self.config.slow_grace_ms)
                 .saturating_add(1)
         });
-        [Some(silence), grace, self.next_aggregate_ms]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            Some(silence),
+            grace,
+            self.next_aggregate_ms,
+            self.hold_until_ms,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Time passed: silence, the slow-consumer grace, aggregate flushes.
@@ -487,7 +524,7 @@ impl Client {
     /// Without a subscription only the statuses of the client's own
     /// commands are delivered.
     pub fn pump(&mut self, source: &impl EventSource, t: Tick) {
-        if self.closed {
+        if self.closed || self.holds(t) {
             return;
         }
         // One atomic load when nothing changed (always, on a single hub).
@@ -500,6 +537,38 @@ impl Client {
         let subscription = self.subscription.take();
         self.pump_with(subscription.as_ref(), source, t);
         self.subscription = subscription;
+        self.flush_merged();
+    }
+
+    /// Whether the client waits before taking events: until its hold
+    /// ends, and, while coalescing, until `ws.coalesce_ms` after it last
+    /// took some (so what arrives meanwhile leaves as one message). The
+    /// first events after a quiet spell are taken at once.
+    fn holds(&mut self, t: Tick) -> bool {
+        let now = t.now.mono_ms;
+        if self.hold_until_ms.is_some_and(|until| now < until) {
+            return true;
+        }
+        self.hold_until_ms = None;
+        if self.config.coalesce_ms == 0 || !t.coalesce {
+            return false;
+        }
+        let due = self
+            .last_take_ms
+            .map(|last| last.saturating_add(self.config.coalesce_ms));
+        match due {
+            Some(due) if now < due => {
+                self.hold_until_ms = Some(due);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the client is holding back (it need not be woken for new
+    /// events before [`Client::poll_timeout`]).
+    pub fn is_holding(&self) -> bool {
+        self.hold_until_ms.is_some()
     }
 
     /// The epoch may have changed: if the stream is another allocation
@@ -552,6 +621,12 @@ impl Client {
                 self.over_budget_since.get_or_insert(t.now.mono_ms);
                 return;
             }
+            if live && t.hub_queued >= self.config.total_budget_bytes {
+                // Not this client's doing: it waits (no gap, no grace
+                // running) while the clients furthest behind are closed.
+                self.hold_until_ms = Some(t.now.mono_ms.saturating_add(HUB_FULL_RETRY_MS));
+                return;
+            }
             let entries = match source.read_from(self.cursor, READ_BATCH) {
                 Ok(entries) => entries,
                 Err(Gone { oldest }) if !live => {
@@ -568,6 +643,7 @@ impl Client {
                 self.over_budget_since = None;
                 return;
             }
+            self.last_take_ms = Some(t.now.mono_ms);
             for entry in entries {
                 self.cursor = entry.seq + 1;
                 queued = queued.saturating_add(self.deliver(subscription, &entry, t.now));
@@ -597,13 +673,13 @@ impl Client {
                     self.folded_up_to = entry.seq;
                     0
                 }
-                Mode::Live if subscription.is_full() => self.send_shared(shared(entry, now)),
+                Mode::Live if subscription.is_full() => self.merge(shared(entry, now)),
                 Mode::Live => {
                     let filtered = subscription.filter(batch);
                     if filtered.is_empty() {
                         return 0;
                     }
-                    self.send(messages::readings(entry.seq, &filtered, now.wall_ms))
+                    self.merge(messages::readings(entry.seq, &filtered, now.wall_ms).into())
                 }
             },
             Event::DeviceStatus { device, .. } | Event::DeviceRemoved { device, .. }
@@ -797,9 +873,43 @@ impl Client {
     }
 
     fn send_shared(&mut self, text: Utf8Bytes) -> usize {
+        // What was merged so far goes first: order is kept.
+        self.flush_merged();
         let bytes = text.len();
         self.actions.push_back(Action::Send(text));
         bytes
+    }
+
+    /// Queues a `readings` text: with coalescing on, it waits to leave
+    /// with the ones that follow it; returns its bytes.
+    fn merge(&mut self, text: Utf8Bytes) -> usize {
+        if self.config.coalesce_ms == 0 {
+            return self.send_shared(text);
+        }
+        let bytes = text.len();
+        if self.merging_bytes.saturating_add(bytes) > MERGE_MAX_BYTES {
+            self.flush_merged();
+        }
+        self.merging_bytes = self.merging_bytes.saturating_add(bytes);
+        self.merging.push(text);
+        bytes
+    }
+
+    /// Queues what waits to be merged, as one message.
+    fn flush_merged(&mut self) {
+        match self.merging.len() {
+            0 => return,
+            1 => self.actions.extend(self.merging.pop().map(Action::Send)),
+            _ => match messages::merge_readings(&self.merging) {
+                Some(merged) => self.actions.push_back(Action::Send(merged.into())),
+                // Not of the form merged texts have: each on its own.
+                None => self
+                    .actions
+                    .extend(self.merging.drain(..).map(Action::Send)),
+            },
+        }
+        self.merging.clear();
+        self.merging_bytes = 0;
     }
 
     fn refuse(&mut self, refusal: Refusal) {

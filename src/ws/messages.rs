@@ -195,6 +195,43 @@ pub fn readings(seq: u64, batch: &[LiveDatagram], now_ms: u64) -> String {
     })
 }
 
+/// What precedes a `readings` message's datagram list in the JSON
+/// [`readings`] writes (the fields before it are numbers: it occurs once).
+const DATAGRAM_LIST: &str = "\"datagrams\":[";
+
+/// One `readings` message with the datagrams of several (as [`readings`]
+/// writes them), in their order: the `seq` and `hub_time_ms` are the last
+/// one's. Coalesced fan-out: several events leave as one message. The
+/// datagram lists are copied as they are (made once per event and shared
+/// by every client), never serialized again. `None` when a text is not a
+/// `readings` message of that form, or none is given.
+pub fn merge_readings<T: AsRef<str>>(texts: &[T]) -> Option<String> {
+    let list = |text: &str| -> Option<(usize, usize)> {
+        let start = text.find(DATAGRAM_LIST)? + DATAGRAM_LIST.len();
+        let end = text.len().checked_sub(2).filter(|_| text.ends_with("]}"))?;
+        (start <= end).then_some((start, end))
+    };
+    let last = texts.last()?.as_ref();
+    let (head_end, _) = list(last)?;
+    let mut merged = String::with_capacity(texts.iter().map(|t| t.as_ref().len()).sum());
+    merged.push_str(&last[..head_end]);
+    let mut first = true;
+    for text in texts {
+        let text = text.as_ref();
+        let (start, end) = list(text)?;
+        if start == end {
+            continue; // an empty list adds nothing
+        }
+        if !first {
+            merged.push(',');
+        }
+        first = false;
+        merged.push_str(&text[start..end]);
+    }
+    merged.push_str("]}");
+    Some(merged)
+}
+
 /// `aggregates`: what was folded up to event `seq`.
 pub fn aggregates(seq: u64, interval_ms: u64, folded: &[((DeviceId, Channel), Folded)]) -> String {
     to_json(&HubMessage::Aggregates {

@@ -73,6 +73,8 @@ pub struct WsContext {
     pub per_address: Arc<AddressLimit>,
     /// History queries per address, shared with HTTP's.
     pub history: Arc<HistoryGate>,
+    /// Every client's bytes waiting, for `ws.total_budget_bytes`.
+    pub backlogs: Arc<Backlogs>,
 }
 
 impl WsContext {
@@ -96,6 +98,7 @@ impl WsContext {
             auth,
             per_address: AddressLimit::new(config.ws.max_clients_per_address),
             history: Arc::new(HistoryGate::new(config.http.history_queries_per_address)),
+            backlogs: Arc::new(Backlogs::default()),
         }
     }
 }
@@ -156,6 +159,77 @@ struct Queued {
     draining: AtomicBool,
     /// Wakes the driver when bytes were written (the client may take more).
     written: Notify,
+    /// Set when the hub closes the client to bring all clients back under
+    /// `ws.total_budget_bytes`: its writer drops what is queued at once,
+    /// even in the middle of a write the client does not read.
+    cut: AtomicBool,
+    /// Wakes the driver when `cut` is set.
+    cut_driver: Notify,
+    /// Wakes the writer when `cut` is set.
+    cut_writer: Notify,
+}
+
+/// The bytes every client has waiting, so that when all together exceed
+/// `ws.total_budget_bytes` the hub closes the clients furthest behind
+/// first ([`furthest_behind`]). The lock is taken only to join, to leave,
+/// and while over the budget.
+#[derive(Debug, Default)]
+pub struct Backlogs {
+    clients: std::sync::Mutex<std::collections::HashMap<u64, Arc<Queued>>>,
+}
+
+impl Backlogs {
+    fn join(&self, id: u64, queued: Arc<Queued>) {
+        self.lock().insert(id, queued);
+    }
+
+    fn leave(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Arc<Queued>>> {
+        // A panic elsewhere cannot leave the map half-changed.
+        self.clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Cuts the clients furthest behind until the others' bytes fit in
+    /// `budget`; returns how many it cut.
+    fn enforce(&self, budget: usize) -> usize {
+        let clients = self.lock();
+        let backlog: Vec<(u64, usize)> = clients
+            .iter()
+            .filter(|(_, q)| !q.cut.load(Ordering::Acquire))
+            .map(|(&id, q)| (id, q.bytes.load(Ordering::Acquire)))
+            .collect();
+        let chosen = furthest_behind(backlog, budget);
+        for id in &chosen {
+            if let Some(q) = clients.get(id) {
+                q.cut.store(true, Ordering::Release);
+                q.cut_driver.notify_one();
+                q.cut_writer.notify_one();
+            }
+        }
+        chosen.len()
+    }
+}
+
+/// Which clients to close, most bytes waiting first, so that the rest
+/// together have at most `budget` bytes waiting.
+pub fn furthest_behind(mut backlog: Vec<(u64, usize)>, budget: usize) -> Vec<u64> {
+    let mut total: usize = backlog.iter().map(|&(_, bytes)| bytes).sum();
+    // Most bytes first; the older client (lower id) first among equals.
+    backlog.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut chosen = Vec::new();
+    for (id, bytes) in backlog {
+        if total <= budget {
+            break;
+        }
+        total -= bytes;
+        chosen.push(id);
+    }
+    chosen
 }
 
 /// Serves one client with `principal`'s rights, at `peer` (`None` when
@@ -178,6 +252,7 @@ where
         ping_every,
     ));
     let id = ctx.next_client.fetch_add(1, Ordering::Relaxed);
+    ctx.backlogs.join(id, queued.clone());
     let mut client = Client::new(
         id,
         principal.role,
@@ -204,6 +279,16 @@ where
         if let Some(end) = driver.carry_out(&mut client, &history_tx) {
             break end;
         }
+        let total_budget = ctx.config.total_budget_bytes;
+        if usize::try_from(ctx.metrics.queued_bytes.get()).is_ok_and(|all| all > total_budget) {
+            let cut = ctx.backlogs.enforce(total_budget);
+            if cut > 0 {
+                tracing::info!(
+                    clients = cut,
+                    "WebSocket clients together over ws.total_budget_bytes: closing those furthest behind"
+                );
+            }
+        }
         let draining = client.waits_for_drain();
         // SeqCst on both sides (here and in the writer): either the writer
         // sees the flag and wakes us, or we see the bytes it wrote.
@@ -223,13 +308,16 @@ where
             biased;
             _ = ctx.cancel.cancelled() => Wake::Shutdown,
             frame = incoming.next() => Wake::Frame(frame),
-            changed = head.changed() => match changed {
+            // Not while the client holds back (coalescing): a wake-up per
+            // event would cost what coalescing saves.
+            changed = head.changed(), if !client.is_holding() => match changed {
                 Ok(()) => Wake::Stream,
                 Err(_) => break None,
             },
             // Polled (so registered with the writer's Notify) only while
             // the client waits for its queue to drain.
             _ = queued.written.notified(), if draining => Wake::Stream,
+            _ = queued.cut_driver.notified() => Wake::Cut,
             _ = &mut timer => Wake::Timer,
             Some(answer) = history_rx.recv() => Wake::History(answer),
             Ok(()) = credentials.changed() => Wake::Credentials,
@@ -262,6 +350,11 @@ where
             Wake::Stream => client.pump(&*ctx.core, tick),
             Wake::Timer => client.handle_timeout(&*ctx.core, tick),
             Wake::History(answer) => client.handle_history_answer(answer),
+            Wake::Cut => {
+                if queued.cut.load(Ordering::Acquire) {
+                    client.handle_writer_full();
+                }
+            }
         }
     };
     // The writer sends the close frame after what is queued (or, for a
@@ -279,6 +372,7 @@ where
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, driver.out.send(frame)).await;
     }
     drop(driver);
+    ctx.backlogs.leave(id);
     if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)
         .await
         .is_err()
@@ -302,6 +396,8 @@ enum Wake {
     History(String),
     /// A session ended or the credentials file changed.
     Credentials,
+    /// The hub closes it: all clients together were over their budget.
+    Cut,
 }
 
 /// The driver's I/O half: hands messages to the writer, starts history
@@ -316,9 +412,13 @@ struct Driver<'a> {
 
 impl Driver<'_> {
     fn tick(&self) -> Tick {
+        let metrics = &self.ctx.metrics;
         Tick {
             now: self.ctx.clock.now(),
             queued: self.queued.bytes.load(Ordering::Acquire),
+            hub_queued: usize::try_from(metrics.queued_bytes.get()).unwrap_or(0),
+            coalesce: usize::try_from(metrics.clients.get())
+                .is_ok_and(|n| n >= self.ctx.config.coalesce_from_clients),
         }
     }
 
@@ -418,43 +518,103 @@ async fn write<W>(
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let first = tokio::select! {
+            biased;
+            _ = queued.cut_writer.notified() => return cut(&metrics, rx, &queued, 0),
             outgoing = rx.recv() => outgoing,
             _ = ping.tick() => Some(Outgoing { message: Message::Ping(Bytes::new()), bytes: 0 }),
         };
         let Some(first) = first else {
             break; // the driver dropped the queue
         };
-        // Everything already queued goes out with one flush (one write for
-        // many small messages when the client is behind).
-        let mut next = Some(first);
-        let (mut bytes_done, mut messages, mut ok, mut close) = (0, 0, true, false);
-        while let Some(Outgoing { message, bytes }) = next.take() {
-            let is_close = message.is_close();
-            if !discard.load(Ordering::Acquire) || is_close {
-                ok = sink.feed(message).await.is_ok();
-                messages += u64::from(bytes > 0);
-            }
-            bytes_done += bytes;
-            close = is_close;
-            if !ok || close || messages >= WRITE_BATCH {
-                break;
-            }
-            next = rx.try_recv().ok();
-        }
-        ok = ok && sink.flush().await.is_ok();
-        queued.bytes.fetch_sub(bytes_done, Ordering::SeqCst);
+        // Bytes taken from the queue in this batch (written or not).
+        let mut taken = 0;
+        let batch = write_batch(&mut sink, &mut rx, first, &discard, &mut taken);
+        let outcome = tokio::select! {
+            biased;
+            // Cut in the middle of a write the client does not read: what
+            // is queued is dropped at once.
+            _ = queued.cut_writer.notified() => return cut(&metrics, rx, &queued, taken),
+            outcome = batch => outcome,
+        };
+        queued.bytes.fetch_sub(taken, Ordering::SeqCst);
         if queued.draining.load(Ordering::SeqCst) {
             queued.written.notify_one();
         }
         metrics
             .queued_bytes
-            .dec_by(i64::try_from(bytes_done).unwrap_or(i64::MAX));
-        metrics.messages_sent.inc_by(messages);
-        if !ok || close {
+            .dec_by(i64::try_from(taken).unwrap_or(i64::MAX));
+        metrics.messages_sent.inc_by(outcome.messages);
+        if !outcome.ok || outcome.close {
             break;
         }
     }
     let _ = sink.close().await;
+}
+
+/// What one batch of writes did.
+struct Written {
+    /// Messages written (pings and the close frame not counted).
+    messages: u64,
+    /// The socket took them all.
+    ok: bool,
+    /// The close frame was among them.
+    close: bool,
+}
+
+/// Writes `first` and whatever is already queued behind it (up to
+/// [`WRITE_BATCH`] messages), then flushes once: one write for many small
+/// messages when the client is behind. Adds the bytes of every message it
+/// takes to `taken` as it takes it, so a batch dropped half-way is
+/// accounted for.
+async fn write_batch<W>(
+    sink: &mut W,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    first: Outgoing,
+    discard: &AtomicBool,
+    taken: &mut usize,
+) -> Written
+where
+    W: Sink<Message, Error = WsError> + Unpin,
+{
+    let mut next = Some(first);
+    let mut done = Written {
+        messages: 0,
+        ok: true,
+        close: false,
+    };
+    while let Some(Outgoing { message, bytes }) = next.take() {
+        *taken += bytes;
+        let is_close = message.is_close();
+        if !discard.load(Ordering::Acquire) || is_close {
+            done.ok = sink.feed(message).await.is_ok();
+            done.messages += u64::from(bytes > 0);
+        }
+        done.close = is_close;
+        if !done.ok || done.close || done.messages >= WRITE_BATCH {
+            break;
+        }
+        next = rx.try_recv().ok();
+    }
+    done.ok = done.ok && sink.flush().await.is_ok();
+    done
+}
+
+/// The writer of a client cut to bring all clients under their total
+/// budget stops: what is still queued is dropped and leaves the budget
+/// (`taken`: bytes of a batch dropped half-way). The socket is dropped
+/// without a close frame: the client was not reading it.
+fn cut(metrics: &WsMetrics, mut rx: mpsc::Receiver<Outgoing>, queued: &Queued, taken: usize) {
+    // Closed first, so the driver's later sends fail (and it takes their
+    // bytes back itself) rather than racing this count.
+    rx.close();
+    let mut dropped = taken;
+    while let Ok(outgoing) = rx.try_recv() {
+        dropped += outgoing.bytes;
+    }
+    queued.bytes.fetch_sub(dropped, Ordering::SeqCst);
+    metrics
+        .queued_bytes
+        .dec_by(i64::try_from(dropped).unwrap_or(i64::MAX));
 }
 
 #[cfg(test)]

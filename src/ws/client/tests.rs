@@ -121,6 +121,8 @@ fn config() -> ClientConfig {
         messages_per_s: 20,
         message_burst: 5,
         min_aggregate_interval_ms: 100,
+        total_budget_bytes: 100_000,
+        coalesce_ms: 0,
     }
 }
 
@@ -128,6 +130,8 @@ fn t(mono_ms: u64) -> Tick {
     Tick {
         now: Now::at(mono_ms, WALL + mono_ms),
         queued: 0,
+        hub_queued: 0,
+        coalesce: false,
     }
 }
 
@@ -721,4 +725,125 @@ fn binary_frames_and_bad_requests_get_typed_errors() {
     let codes: Vec<&str> = errors.iter().map(|e| e["code"].as_str().unwrap()).collect();
     assert_eq!(codes, ["binary_unsupported", "bad_json", "unknown_type"]);
     assert_eq!(errors[2]["id"], 5);
+}
+
+/// A client that coalesces within `coalesce_ms`, subscribed to everything.
+fn coalescing_client(source: &Source, coalesce_ms: u64) -> Client {
+    let config = ClientConfig {
+        coalesce_ms,
+        ..config()
+    };
+    let metrics = Arc::new(WsMetrics::default());
+    let mut c = Client::new(7, Role::Operator, config, metrics, source, t(0).now);
+    subscribe(&mut c, source, r#"{"type":"subscribe"}"#);
+    c
+}
+
+fn busy(mono_ms: u64) -> Tick {
+    Tick {
+        coalesce: true,
+        ..t(mono_ms)
+    }
+}
+
+fn devices_of(message: &Json) -> Vec<u64> {
+    message["datagrams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn coalescing_sends_the_first_at_once_and_what_follows_together() {
+    let source = Source::new(100_000);
+    let mut c = coalescing_client(&source, 5);
+    source.readings(1, &[0]);
+    c.pump(&source, busy(10));
+    let first = sent(&mut c);
+    assert_eq!(types(&first), ["readings"], "after a quiet spell: at once");
+    // Within the budget: held, and no wake-up needed until it ends.
+    source.readings(2, &[0]);
+    c.pump(&source, busy(11));
+    source.readings(3, &[0]);
+    let last = source.readings(4, &[0]);
+    c.pump(&source, busy(12));
+    assert!(sent(&mut c).is_empty());
+    assert!(c.is_holding());
+    assert_eq!(c.poll_timeout(), Some(15));
+    c.handle_timeout(&source, busy(15));
+    let together = sent(&mut c);
+    assert_eq!(types(&together), ["readings"], "one message");
+    assert_eq!(devices_of(&together[0]), [2, 3, 4], "in order");
+    assert_eq!(together[0]["seq"], last, "at the last one's position");
+    assert!(!c.is_holding());
+}
+
+#[test]
+fn coalescing_keeps_the_order_of_other_events_and_needs_enough_clients() {
+    let source = Source::new(100_000);
+    let mut c = coalescing_client(&source, 5);
+    source.readings(1, &[0]);
+    source.readings(2, &[0]);
+    source.append(Event::DeviceStatus {
+        device: 2,
+        status: crate::registry::DeviceStatus::Late,
+        previous: Some(crate::registry::DeviceStatus::Online),
+        at_ms: WALL,
+    });
+    source.readings(3, &[0]);
+    // Too few clients to hold back: taken at once, but what waits is
+    // still merged, around the status.
+    c.pump(&source, t(10));
+    let out = sent(&mut c);
+    assert_eq!(types(&out), ["readings", "device_status", "readings"]);
+    assert_eq!(devices_of(&out[0]), [1, 2]);
+    assert_eq!(devices_of(&out[2]), [3]);
+    source.readings(4, &[0]);
+    c.pump(&source, t(11));
+    assert_eq!(types(&sent(&mut c)), ["readings"], "no hold");
+}
+
+#[test]
+fn without_coalescing_every_event_is_its_own_message() {
+    let source = Source::new(100_000);
+    let mut c = coalescing_client(&source, 0);
+    source.readings(1, &[0]);
+    source.readings(2, &[0]);
+    c.pump(&source, busy(10));
+    source.readings(3, &[0]);
+    c.pump(&source, busy(11));
+    assert_eq!(types(&sent(&mut c)), ["readings", "readings", "readings"]);
+}
+
+#[test]
+fn over_the_hub_budget_a_client_waits_without_gap_or_grace() {
+    let source = Source::new(100_000);
+    let (mut c, metrics) = client(&source);
+    subscribe(&mut c, &source, r#"{"type":"subscribe"}"#);
+    source.readings(1, &[0]);
+    let full = Tick {
+        hub_queued: config().total_budget_bytes,
+        ..t(10)
+    };
+    c.pump(&source, full);
+    assert!(
+        sent(&mut c).is_empty(),
+        "takes nothing while the hub is full"
+    );
+    assert_eq!(c.poll_timeout(), Some(10 + HUB_FULL_RETRY_MS));
+    // Long after the per-client grace: not evicted (it is not its doing).
+    let still_full = Tick {
+        hub_queued: config().total_budget_bytes,
+        ..t(10_000)
+    };
+    c.handle_timeout(&source, still_full);
+    assert!(sent(&mut c).is_empty());
+    assert_eq!(metrics.evictions.get(Eviction::SlowConsumer.index()), 0);
+    // Room again: it goes on where it stopped.
+    c.handle_timeout(&source, t(10_020));
+    let out = sent(&mut c);
+    assert_eq!(types(&out), ["readings"]);
+    assert_eq!(devices_of(&out[0]), [1]);
 }

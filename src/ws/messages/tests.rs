@@ -198,3 +198,40 @@ fn snapshot_resync_ack_pong_and_error() {
         json!({"type": "error", "code": "bad_json", "message": "nope", "id": "x"})
     );
 }
+
+fn datagram(device: DeviceId, seq: u32) -> LiveDatagram {
+    LiveDatagram {
+        device,
+        seq,
+        time_ms: 1_000,
+        received_ms: 1_004,
+        readings: [Reading {
+            channel: 0,
+            value: Value::F32(21.5),
+        }]
+        .into(),
+    }
+}
+
+#[test]
+fn merged_readings_are_one_message_with_every_datagram_in_order() {
+    let a = readings(10, &[datagram(1, 1), datagram(2, 1)], 5_000);
+    let b = readings(12, &[datagram(1, 2)], 5_002);
+    let merged = merge_readings(&[a.clone(), b.clone()]).unwrap();
+    // The same as one event of all three datagrams, at the last one's
+    // position and time.
+    assert_eq!(
+        parse(&merged),
+        parse(&readings(
+            12,
+            &[datagram(1, 1), datagram(2, 1), datagram(1, 2)],
+            5_002
+        ))
+    );
+    // One alone comes back as it was.
+    assert_eq!(merge_readings(&[a.clone()]).unwrap(), a);
+    // Anything else is refused, not mangled.
+    assert_eq!(merge_readings::<String>(&[]), None);
+    let status = pong(None);
+    assert_eq!(merge_readings(&[a, status]), None);
+}

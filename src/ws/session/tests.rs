@@ -13,6 +13,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::*;
 use crate::config::HubConfig;
 use crate::core::Received;
+use crate::ws::client::Eviction;
 
 fn context(config: &HubConfig) -> WsContext {
     let mut config = config.clone();
@@ -71,9 +72,13 @@ async fn close_code(ws: &mut WebSocketStream<DuplexStream>) -> u16 {
 }
 
 fn datagram(device_id: u32) -> Vec<u8> {
+    datagram_at(device_id, 0)
+}
+
+fn datagram_at(device_id: u32, seq: u32) -> Vec<u8> {
     let d = Datagram {
         device_id,
-        seq: 0,
+        seq,
         time_ms: crate::clock::wall_ms() as u32,
         readings: [Reading {
             channel: 0,
@@ -196,4 +201,90 @@ async fn shutdown_closes_clients_with_1001() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[test]
+fn the_clients_furthest_behind_are_closed_until_the_rest_fit() {
+    let backlog = vec![(1, 100), (2, 700), (3, 300), (4, 700)];
+    // 1,800 waiting, 1,000 allowed: the two with 700 (older first).
+    assert_eq!(furthest_behind(backlog.clone(), 1_000), [2, 4]);
+    assert_eq!(furthest_behind(backlog.clone(), 1_100), [2]);
+    assert!(furthest_behind(backlog, 1_800).is_empty());
+    assert!(furthest_behind(Vec::new(), 0).is_empty());
+}
+
+/// One batch: datagram `seq` of devices `1..=n`.
+fn ingest(ctx: &WsContext, seq: u32, n: u32) {
+    let encoded: Vec<Vec<u8>> = (1..=n).map(|device| datagram_at(device, seq)).collect();
+    let batch: Vec<Received<'_>> = encoded
+        .iter()
+        .map(|bytes| Received {
+            bytes,
+            wire_len: bytes.len(),
+            from: "127.0.0.1:1".parse().unwrap(),
+        })
+        .collect();
+    ctx.core.ingest_batch(&batch, ctx.clock.now());
+}
+
+#[tokio::test]
+async fn over_the_total_budget_the_client_that_does_not_read_is_cut_and_the_other_gets_everything()
+{
+    let mut config = HubConfig::defaults().unwrap();
+    config.ws.total_budget_bytes = 200_000;
+    config.ws.coalesce_ms = 0;
+    let ctx = context(&config);
+    let subscribe = |pipe| async move {
+        let mut ws = WebSocketStream::from_raw_socket(pipe, Role::Client, None).await;
+        assert_eq!(next_json(&mut ws).await["type"], "hello");
+        ws.send(Message::text(r#"{"type":"subscribe"}"#))
+            .await
+            .unwrap();
+        assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+        ws
+    };
+    let (pipe, stuck_task) = serve(&ctx).await;
+    let mut stuck = subscribe(pipe).await;
+    let (pipe, _task) = serve(&ctx).await;
+    let reader = subscribe(pipe).await;
+    // The reader counts every datagram it is sent.
+    let reading = tokio::spawn(async move {
+        let mut reader = reader;
+        let mut datagrams = 0;
+        while datagrams < 5_000 {
+            let m = next_json(&mut reader).await;
+            if m["type"] == "readings" {
+                datagrams += m["datagrams"].as_array().map_or(0, Vec::len);
+            }
+        }
+        datagrams
+    });
+    // 100 batches of 50 datagrams: several hundred KB of JSON, far more
+    // than the stuck client's pipe (64 KiB) and the total budget.
+    for batch in 0..100 {
+        ingest(&ctx, batch, 50);
+        tokio::task::yield_now().await;
+    }
+    let evicted = || ctx.metrics.evictions.get(Eviction::SlowConsumer.index());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while evicted() == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(evicted(), 1, "the client that does not read is cut");
+    tokio::time::timeout(Duration::from_secs(5), stuck_task)
+        .await
+        .expect("its session ends at once, not after a close timeout")
+        .unwrap();
+    // Its socket ends without more than what was already in the pipe.
+    let mut frames = 0;
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), stuck.next()).await {
+        frames += 1;
+    }
+    assert!(frames < 100_000);
+    let got = tokio::time::timeout(Duration::from_secs(10), reading)
+        .await
+        .expect("the reader gets everything")
+        .unwrap();
+    assert_eq!(got, 5_000);
+    assert_eq!(evicted(), 1, "and is never cut itself");
 }
