@@ -95,6 +95,17 @@ impl Clock {
         }
     }
 
+    /// The monotonic clock in µs (same origin as `mono_ms`), for the few
+    /// durations measured finer than a millisecond.
+    pub fn mono_us(&self) -> u64 {
+        match &*self.0 {
+            Source::System { origin } => {
+                u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+            }
+            Source::Manual { mono_ms, .. } => mono_ms.load(Ordering::Acquire).saturating_mul(1_000),
+        }
+    }
+
     /// The monotonic instant `mono_ms` stands for, for tokio timers; `None`
     /// on a manual clock.
     pub fn instant_at(&self, mono_ms: u64) -> Option<tokio::time::Instant> {

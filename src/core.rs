@@ -353,6 +353,18 @@ impl Core {
     /// lock, applies under it, then publishes the accepted datagrams as one
     /// `Readings` event and queues them for the history.
     pub fn ingest_batch(&self, batch: &[Received<'_>], now: Now) -> BatchOutcome {
+        self.ingest_batch_received(batch, now, 0)
+    }
+
+    /// [`Core::ingest_batch`] of a batch read at `received_us` (µs on the
+    /// hub's monotonic clock), which its stream event keeps: the WebSocket
+    /// writers measure the hub's share of each reading's latency from it.
+    pub fn ingest_batch_received(
+        &self,
+        batch: &[Received<'_>],
+        now: Now,
+        received_us: u64,
+    ) -> BatchOutcome {
         let decoded: Vec<Result<Decoded, DecodeError>> = batch
             .iter()
             .map(|r| Decoded::decode(r.bytes, r.wire_len))
@@ -400,7 +412,7 @@ impl Core {
                     history.record(&stored);
                 }
             }
-            self.append(&mut shared, Event::Readings(accepted));
+            self.append_received(&mut shared, Event::Readings(accepted), received_us);
         }
         outcome
     }
@@ -789,6 +801,13 @@ impl Core {
     /// take it means the shared stream is not keeping up: the hub goes on
     /// alone rather than lose events.
     fn append(&self, shared: &mut Shared, event: Event) {
+        self.append_received(shared, event, 0);
+    }
+
+    /// [`Core::append`] of an event read at `received_us` (0: not known).
+    /// While linked to a cluster the event reaches the stream through the
+    /// shared stream, without it.
+    fn append_received(&self, shared: &mut Shared, event: Event, received_us: u64) {
         let linked = match &shared.cluster {
             Some(c) if c.mode == LinkMode::Linked => {
                 if c.outbox.fits(&event) {
@@ -811,11 +830,11 @@ impl Core {
             Some(c) => {
                 c.outbox.push(Arc::new(event.clone()), true);
                 self.outbox_ready.notify_one();
-                let seq = shared.stream.append(event);
+                let seq = shared.stream.append_received(event, received_us);
                 self.head.send_replace(seq);
             }
             None => {
-                let seq = shared.stream.append(event);
+                let seq = shared.stream.append_received(event, received_us);
                 self.head.send_replace(seq);
             }
         }

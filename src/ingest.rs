@@ -123,6 +123,7 @@ pub async fn run(
                 continue;
             }
         }
+        let received_us = clock.mono_us();
         let batch: Vec<Received<'_>> = received
             .iter()
             .map(|&(slot, wire_len, from)| {
@@ -135,7 +136,7 @@ pub async fn run(
             })
             .collect();
         if !batch.is_empty() {
-            core.ingest_batch(&batch, clock.now());
+            core.ingest_batch_received(&batch, clock.now(), received_us);
         }
         let full_cycle = received.len() == batch_max;
         received.clear();

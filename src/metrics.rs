@@ -93,6 +93,61 @@ pub struct HistogramSamples {
     pub count: u64,
 }
 
+/// A histogram of durations in µs with fixed bounds, updated with atomics
+/// only (it is written on hot paths by many tasks at once).
+#[derive(Debug)]
+pub struct MicrosHistogram {
+    bounds: &'static [u64],
+    /// One count per bound, then one above the last.
+    counts: Box<[std::sync::atomic::AtomicU64]>,
+    sum_us: std::sync::atomic::AtomicU64,
+}
+
+impl MicrosHistogram {
+    /// A histogram with these upper bounds, µs, increasing.
+    pub fn new(bounds: &'static [u64]) -> MicrosHistogram {
+        MicrosHistogram {
+            bounds,
+            counts: (0..=bounds.len())
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+            sum_us: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one duration.
+    pub fn observe(&self, us: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bucket = self.bounds.partition_point(|&bound| bound < us);
+        if let Some(count) = self.counts.get(bucket) {
+            count.fetch_add(1, Relaxed);
+        }
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// The samples, in seconds (Prometheus' base unit).
+    pub fn samples(&self) -> HistogramSamples {
+        use std::sync::atomic::Ordering::Relaxed;
+        let buckets: Vec<(f64, u64)> = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, count)| {
+                let bound = self
+                    .bounds
+                    .get(i)
+                    .map_or(f64::INFINITY, |&us| us as f64 / 1e6);
+                (bound, count.load(Relaxed))
+            })
+            .collect();
+        HistogramSamples {
+            count: buckets.iter().map(|&(_, n)| n).sum(),
+            buckets,
+            sum: self.sum_us.load(Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
 /// A histogram family: one unlabelled series, or one per `(label, value)`.
 pub fn histograms<'v>(
     e: &mut DescriptorEncoder<'_>,
@@ -139,6 +194,22 @@ impl<const N: usize> CounterArray<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_micros_histogram_counts_each_duration_in_its_bucket_in_seconds() {
+        static BOUNDS: [u64; 3] = [10, 100, 1_000];
+        let h = MicrosHistogram::new(&BOUNDS);
+        for us in [0, 10, 11, 100, 5_000] {
+            h.observe(us);
+        }
+        let s = h.samples();
+        assert_eq!(
+            s.buckets,
+            [(0.00001, 2), (0.0001, 2), (0.001, 0), (f64::INFINITY, 1)]
+        );
+        assert_eq!(s.count, 5);
+        assert!((s.sum - 0.005121).abs() < 1e-12);
+    }
 
     #[derive(Debug)]
     struct Fixed;

@@ -110,6 +110,11 @@ pub struct Entry {
     /// What happened.
     pub event: Event,
     approx_bytes: usize,
+    /// When the hub read the datagrams of a `readings` event, µs on its
+    /// monotonic clock (0: not known — other events, and events other hubs
+    /// of a cluster shared): the start of the hub's own share of a
+    /// reading's latency (`sensor_hub_ws_write_latency_seconds`).
+    pub received_us: u64,
     /// JSON for unfiltered subscribers (a `command_status` without the
     /// request's `id`, which only the submitting client receives).
     pub full_json: OnceLock<Utf8Bytes>,
@@ -197,8 +202,14 @@ impl Stream {
     /// Appends an event, dropping the oldest ones beyond the bound; returns
     /// its sequence number.
     pub fn append(&mut self, event: Event) -> u64 {
+        self.append_received(event, 0)
+    }
+
+    /// [`Stream::append`] of an event the hub read at `received_us` (µs on
+    /// its monotonic clock).
+    pub fn append_received(&mut self, event: Event, received_us: u64) -> u64 {
         let seq = self.next_seq;
-        self.push(seq, event);
+        self.push(seq, event, received_us);
         seq
     }
 
@@ -211,11 +222,11 @@ impl Stream {
                 head: self.head(),
             });
         }
-        self.push(position, event);
+        self.push(position, event, 0);
         Ok(())
     }
 
-    fn push(&mut self, seq: u64, event: Event) {
+    fn push(&mut self, seq: u64, event: Event, received_us: u64) {
         self.next_seq = seq.saturating_add(1);
         let approx_bytes = event.approx_bytes();
         self.bytes += approx_bytes;
@@ -223,6 +234,7 @@ impl Stream {
             seq,
             event,
             approx_bytes,
+            received_us,
             full_json: OnceLock::new(),
         }));
         while self.bytes > self.max_bytes && self.entries.len() > 1 {

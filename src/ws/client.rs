@@ -35,7 +35,7 @@ use crate::clock::Now;
 use crate::config::WsConfig;
 use crate::core::{Snapshot, SubmitError};
 use crate::history::query::{RangeRequest, SensorRef};
-use crate::metrics::{Counter, CounterArray, Gauge};
+use crate::metrics::{Counter, CounterArray, Gauge, MicrosHistogram};
 use crate::registry::Origin;
 use crate::stream::conflate::Conflator;
 use crate::stream::subscription::{Mode, Subscription};
@@ -159,6 +159,25 @@ pub struct WsMetrics {
     pub evictions: CounterArray<{ Eviction::COUNT }>,
     /// Client messages answered with an error, by [`ClientError::index`].
     pub client_errors: CounterArray<{ ClientError::COUNT }>,
+    /// From the UDP read of a message's oldest reading to the end of the
+    /// write that carried it to a client.
+    pub write_latency: WriteLatency,
+}
+
+/// Upper bounds of `sensor_hub_ws_write_latency_seconds`, µs.
+pub const WRITE_LATENCY_BOUNDS_US: [u64; 16] = [
+    25, 50, 100, 200, 300, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 20_000, 50_000, 100_000,
+    250_000, 1_000_000,
+];
+
+/// The hub's own share of a reading's latency: UDP read → socket write.
+#[derive(Debug)]
+pub struct WriteLatency(pub MicrosHistogram);
+
+impl Default for WriteLatency {
+    fn default() -> WriteLatency {
+        WriteLatency(MicrosHistogram::new(&WRITE_LATENCY_BOUNDS_US))
+    }
 }
 
 /// The `resync` reason when the stream's numbering changed under a client.
@@ -213,8 +232,9 @@ pub struct Tick {
 /// Something the driver must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Write this text message.
-    Send(Utf8Bytes),
+    /// Write this text message. With it, when its oldest reading was read
+    /// from the UDP socket (µs on the hub's monotonic clock), if known.
+    Send(Utf8Bytes, Option<u64>),
     /// Run this history query; hand its answer (or error) text to
     /// [`Client::handle_history_answer`]. (Boxed: actions queue up by the
     /// hundred, and the common one, `Send`, is small.)
@@ -298,6 +318,8 @@ pub struct Client {
     /// ([`messages::merge_readings`]), and their bytes.
     merging: Vec<Utf8Bytes>,
     merging_bytes: usize,
+    /// When the first of them was read, if known.
+    merging_received_us: Option<u64>,
     /// When the client last took events from the stream (coalescing).
     last_take_ms: Option<u64>,
     /// The client takes no events before this (coalescing, or the hub's
@@ -340,6 +362,7 @@ impl Client {
             actions: VecDeque::new(),
             merging: Vec::new(),
             merging_bytes: 0,
+            merging_received_us: None,
             last_take_ms: None,
             hold_until_ms: None,
             closed: false,
@@ -673,13 +696,14 @@ impl Client {
                     self.folded_up_to = entry.seq;
                     0
                 }
-                Mode::Live if subscription.is_full() => self.merge(shared(entry, now)),
+                Mode::Live if subscription.is_full() => self.merge(shared(entry, now), entry),
                 Mode::Live => {
                     let filtered = subscription.filter(batch);
                     if filtered.is_empty() {
                         return 0;
                     }
-                    self.merge(messages::readings(entry.seq, &filtered, now.wall_ms).into())
+                    let text = messages::readings(entry.seq, &filtered, now.wall_ms);
+                    self.merge(text.into(), entry)
                 }
             },
             Event::DeviceStatus { device, .. } | Event::DeviceRemoved { device, .. }
@@ -876,36 +900,50 @@ impl Client {
         // What was merged so far goes first: order is kept.
         self.flush_merged();
         let bytes = text.len();
-        self.actions.push_back(Action::Send(text));
+        self.actions.push_back(Action::Send(text, None));
         bytes
     }
 
     /// Queues a `readings` text: with coalescing on, it waits to leave
     /// with the ones that follow it; returns its bytes.
-    fn merge(&mut self, text: Utf8Bytes) -> usize {
-        if self.config.coalesce_ms == 0 {
-            return self.send_shared(text);
-        }
+    fn merge(&mut self, text: Utf8Bytes, entry: &Entry) -> usize {
+        let received = (entry.received_us > 0).then_some(entry.received_us);
         let bytes = text.len();
+        if self.config.coalesce_ms == 0 {
+            self.flush_merged();
+            self.actions.push_back(Action::Send(text, received));
+            return bytes;
+        }
         if self.merging_bytes.saturating_add(bytes) > MERGE_MAX_BYTES {
             self.flush_merged();
         }
         self.merging_bytes = self.merging_bytes.saturating_add(bytes);
         self.merging.push(text);
+        // The first is the oldest (events are taken in order).
+        self.merging_received_us = self.merging_received_us.or(received);
         bytes
     }
 
     /// Queues what waits to be merged, as one message.
     fn flush_merged(&mut self) {
+        let received = self.merging_received_us.take();
         match self.merging.len() {
             0 => return,
-            1 => self.actions.extend(self.merging.pop().map(Action::Send)),
+            1 => {
+                let text = self.merging.pop();
+                self.actions
+                    .extend(text.map(|text| Action::Send(text, received)));
+            }
             _ => match messages::merge_readings(&self.merging) {
-                Some(merged) => self.actions.push_back(Action::Send(merged.into())),
-                // Not of the form merged texts have: each on its own.
-                None => self
+                Some(merged) => self
                     .actions
-                    .extend(self.merging.drain(..).map(Action::Send)),
+                    .push_back(Action::Send(merged.into(), received)),
+                // Not of the form merged texts have: each on its own.
+                None => self.actions.extend(
+                    self.merging
+                        .drain(..)
+                        .map(|text| Action::Send(text, received)),
+                ),
             },
         }
         self.merging.clear();

@@ -24,7 +24,7 @@ use warp::{Filter, Rejection};
 
 use crate::auth::Principal;
 use crate::connection::ConnectionInfo;
-use crate::metrics::{counter, gauge, labeled_counters, Collector, DescriptorEncoder};
+use crate::metrics::{counter, gauge, histograms, labeled_counters, Collector, DescriptorEncoder};
 use crate::response::{json_error, response};
 use client::{Eviction, WsMetrics};
 use requests::ClientError;
@@ -130,6 +130,14 @@ impl Collector for WsCollector {
             ),
             "reason",
             Eviction::iter().map(|r| (r.name(), m.evictions.get(r.index()))),
+        )?;
+        histograms(
+            &mut e,
+            (
+                "sensor_hub_ws_write_latency_seconds",
+                "From the hub's UDP read of the oldest reading in a write to a WebSocket client to the end of that write, one sample per write (the hub's own share of a reading's latency; readings this hub read itself, not those a cluster shared).",
+            ),
+            [(None, m.write_latency.0.samples())],
         )
     }
 }

@@ -147,6 +147,8 @@ impl EventSource for Core {
 struct Outgoing {
     message: Message,
     bytes: usize,
+    /// When its oldest reading was read (µs, the hub's monotonic clock).
+    received_us: Option<u64>,
 }
 
 /// The writer's side of the budget: bytes queued and not yet written.
@@ -250,6 +252,7 @@ where
         queued.clone(),
         discard.clone(),
         ping_every,
+        ctx.clock.clone(),
     ));
     let id = ctx.next_client.fetch_add(1, Ordering::Relaxed);
     ctx.backlogs.join(id, queued.clone());
@@ -368,6 +371,7 @@ where
                 reason: close.reason.into(),
             })),
             bytes: 0,
+            received_us: None,
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, driver.out.send(frame)).await;
     }
@@ -431,7 +435,7 @@ impl Driver<'_> {
     ) -> Option<Option<Close>> {
         while let Some(action) = client.poll_action() {
             match action {
-                Action::Send(text) => {
+                Action::Send(text, received_us) => {
                     let bytes = text.len();
                     self.queued.bytes.fetch_add(bytes, Ordering::AcqRel);
                     self.ctx
@@ -441,6 +445,7 @@ impl Driver<'_> {
                     let outgoing = Outgoing {
                         message: Message::Text(text),
                         bytes,
+                        received_us,
                     };
                     if let Err(e) = self.out.try_send(outgoing) {
                         self.queued.bytes.fetch_sub(bytes, Ordering::AcqRel);
@@ -511,6 +516,7 @@ async fn write<W>(
     queued: Arc<Queued>,
     discard: Arc<AtomicBool>,
     ping_every: Duration,
+    clock: Clock,
 ) where
     W: Sink<Message, Error = WsError> + Unpin,
 {
@@ -521,14 +527,26 @@ async fn write<W>(
             biased;
             _ = queued.cut_writer.notified() => return cut(&metrics, rx, &queued, 0),
             outgoing = rx.recv() => outgoing,
-            _ = ping.tick() => Some(Outgoing { message: Message::Ping(Bytes::new()), bytes: 0 }),
+            _ = ping.tick() => Some(Outgoing {
+                message: Message::Ping(Bytes::new()),
+                bytes: 0,
+                received_us: None,
+            }),
         };
         let Some(first) = first else {
             break; // the driver dropped the queue
         };
         // Bytes taken from the queue in this batch (written or not).
         let mut taken = 0;
-        let batch = write_batch(&mut sink, &mut rx, first, &discard, &mut taken);
+        let mut oldest_us = None;
+        let batch = write_batch(
+            &mut sink,
+            &mut rx,
+            first,
+            &discard,
+            &mut taken,
+            &mut oldest_us,
+        );
         let outcome = tokio::select! {
             biased;
             // Cut in the middle of a write the client does not read: what
@@ -536,6 +554,10 @@ async fn write<W>(
             _ = queued.cut_writer.notified() => return cut(&metrics, rx, &queued, taken),
             outcome = batch => outcome,
         };
+        if let (Some(received), true) = (oldest_us, outcome.ok) {
+            let latency = clock.mono_us().saturating_sub(received);
+            metrics.write_latency.0.observe(latency);
+        }
         queued.bytes.fetch_sub(taken, Ordering::SeqCst);
         if queued.draining.load(Ordering::SeqCst) {
             queued.written.notify_one();
@@ -572,6 +594,7 @@ async fn write_batch<W>(
     first: Outgoing,
     discard: &AtomicBool,
     taken: &mut usize,
+    oldest_us: &mut Option<u64>,
 ) -> Written
 where
     W: Sink<Message, Error = WsError> + Unpin,
@@ -582,8 +605,17 @@ where
         ok: true,
         close: false,
     };
-    while let Some(Outgoing { message, bytes }) = next.take() {
+    while let Some(Outgoing {
+        message,
+        bytes,
+        received_us,
+    }) = next.take()
+    {
         *taken += bytes;
+        *oldest_us = match (*oldest_us, received_us) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let is_close = message.is_close();
         if !discard.load(Ordering::Acquire) || is_close {
             done.ok = sink.feed(message).await.is_ok();

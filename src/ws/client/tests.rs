@@ -164,7 +164,7 @@ fn sent(c: &mut Client) -> Vec<Json> {
     let mut out = Vec::new();
     while let Some(action) = c.poll_action() {
         match action {
-            Action::Send(text) => out.push(serde_json::from_str(text.as_str()).unwrap()),
+            Action::Send(text, _) => out.push(serde_json::from_str(text.as_str()).unwrap()),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -251,7 +251,8 @@ fn a_full_subscription_shares_one_json_per_event() {
     source.readings(1, &[0]);
     a.pump(&source, t(2));
     b.pump(&source, t(2));
-    let (Some(Action::Send(x)), Some(Action::Send(y))) = (a.poll_action(), b.poll_action()) else {
+    let (Some(Action::Send(x, _)), Some(Action::Send(y, _))) = (a.poll_action(), b.poll_action())
+    else {
         panic!("both get the readings");
     };
     assert_eq!(
@@ -415,7 +416,7 @@ fn a_message_over_the_limit_gets_too_large_before_1009() {
     c.handle_too_large(65_536);
     let all = actions(&mut c);
     assert_eq!(all.len(), 2);
-    let Action::Send(text) = &all[0] else {
+    let Action::Send(text, _) = &all[0] else {
         panic!("{all:?}")
     };
     let error: Json = serde_json::from_str(text.as_str()).unwrap();

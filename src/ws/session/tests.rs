@@ -104,13 +104,14 @@ async fn a_client_subscribes_and_receives_readings_over_a_socket() {
         .unwrap();
     assert_eq!(next_json(&mut ws).await["type"], "snapshot");
     let bytes = datagram(12);
-    ctx.core.ingest_batch(
+    ctx.core.ingest_batch_received(
         &[Received {
             bytes: &bytes,
             wire_len: bytes.len(),
             from: "127.0.0.1:1".parse().unwrap(),
         }],
         ctx.clock.now(),
+        ctx.clock.mono_us(),
     );
     // The device's arrival, then its readings.
     let mut saw_readings = false;
@@ -125,6 +126,11 @@ async fn a_client_subscribes_and_receives_readings_over_a_socket() {
     }
     assert!(saw_readings);
     assert!(ctx.metrics.messages_sent.get() >= 3);
+    // The write of the readings was timed from their UDP read: one sample,
+    // well under the second it would take to be anything but the hub's.
+    let latency = ctx.metrics.write_latency.0.samples();
+    assert_eq!(latency.count, 1);
+    assert!(latency.sum < 1.0);
 }
 
 #[tokio::test]
