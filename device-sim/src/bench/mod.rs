@@ -13,6 +13,7 @@
 //! * [`udp`]: the paced sender and the raw UDP sink.
 //! * [`keyed`]: keyed hellos for the authenticated ingest runs.
 //! * [`ws`]: WebSocket clients that count and time what they receive.
+//! * [`memory`]: what idle and stalled WebSocket clients cost the hub.
 //! * [`scenarios`]: idle, ingest, latency and fan-out runs.
 //! * [`server`]: a server program a scenario starts beside the hubs
 //!   (Mosquitto, Redis): free port, temporary directory, killed on drop.
@@ -23,6 +24,7 @@
 pub mod cluster;
 pub mod hub;
 pub mod keyed;
+pub mod memory;
 pub mod mqtt;
 pub mod report;
 pub mod scenarios;

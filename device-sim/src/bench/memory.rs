@@ -1,0 +1,182 @@
+//! The memory scenario: what WebSocket clients cost the hub. `clients`
+//! clients connect and subscribe to everything: the hub's growth, divided
+//! by their number, is the fixed cost of an idle subscribed client. Then
+//! they stop reading (each with a small socket receive buffer, so the
+//! kernel holds little for them) while devices send, and the hub's peak
+//! resident memory is compared with a hub under the same load without
+//! clients: the difference is what the stalled clients made it hold, to be
+//! set against `ws.total_budget_bytes`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::hub::HubProcess;
+use super::udp::{send, SendPlan};
+
+/// Receive buffer of a stalled client's socket: small, so what the hub
+/// keeps for it is the hub's, not the kernel's.
+const STALLED_RECV_BUFFER: u32 = 4 * 1024;
+/// Time for the hub to settle after clients connect, before sampling.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// What one memory run measured.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct MemoryResult {
+    /// Clients connected.
+    pub clients: usize,
+    /// Datagrams per second offered while they did not read.
+    pub rate: u64,
+    /// Hub RSS before any client, KiB.
+    pub hub_rss_kib: u64,
+    /// Hub RSS with every client connected, subscribed and idle, KiB.
+    pub idle_clients_rss_kib: u64,
+    /// (idle_clients_rss − hub_rss) ÷ clients, KiB.
+    pub per_idle_client_kib: f64,
+    /// Peak RSS of a hub under the load, without clients, KiB.
+    pub no_clients_peak_rss_kib: u64,
+    /// Peak RSS of a hub under the same load with the stalled clients, KiB.
+    pub stalled_peak_rss_kib: u64,
+    /// Clients the hub closed as slow consumers.
+    pub evicted: u64,
+    /// The hub's `ws.total_budget_bytes`, KiB.
+    pub total_budget_kib: u64,
+}
+
+/// A client's connection.
+type Socket = WebSocketStream<tokio::net::TcpStream>;
+
+/// Connects with a small receive buffer, subscribes to everything, live,
+/// and waits for the snapshot.
+async fn stalled_client(http: SocketAddr, token: Option<&str>) -> anyhow::Result<Socket> {
+    let socket = if http.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_recv_buffer_size(STALLED_RECV_BUFFER)?;
+    let stream = socket.connect(http).await.context("connecting a client")?;
+    let mut request = format!("ws://{http}/ws").into_client_request()?;
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+    }
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+    ws.send(Message::text(
+        r#"{"type":"subscribe","devices":"all","sensors":"all","mode":"live"}"#,
+    ))
+    .await?;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .map_err(|_| anyhow!("no snapshot within 10 s"))?
+            .ok_or_else(|| anyhow!("closed before the snapshot"))??;
+        if msg
+            .to_text()
+            .is_ok_and(|t| t.starts_with(r#"{"type":"snapshot""#))
+        {
+            return Ok(ws);
+        }
+    }
+}
+
+/// The hub's `name` figure from its `/metrics` text (summed over labels
+/// matching `label`), 0 when absent.
+fn metric(text: &str, name: &str, label: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Sends `plan` to `hub` from a blocking thread.
+async fn load(hub: &HubProcess, plan: SendPlan) -> anyhow::Result<()> {
+    let target = hub.udp;
+    tokio::task::spawn_blocking(move || send(target, plan, None)).await??;
+    Ok(())
+}
+
+/// One run: a hub without clients under the load, then a fresh hub with
+/// `clients` that stop reading under the same load. `start` starts a hub.
+pub async fn memory_once(
+    start: impl Fn() -> anyhow::Result<HubProcess>,
+    clients: usize,
+    plan: SendPlan,
+) -> anyhow::Result<MemoryResult> {
+    let alone = Arc::new(start()?);
+    tokio::time::sleep(SETTLE).await;
+    load(&alone, plan).await?;
+    let no_clients_peak_rss_kib = alone.sample()?.peak_rss_kib;
+    drop(alone);
+
+    let hub = Arc::new(start()?);
+    tokio::time::sleep(SETTLE).await;
+    let hub_rss_kib = hub.sample()?.rss_kib;
+    let mut connected = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        connected.push(stalled_client(hub.http, hub.token.as_deref()).await?);
+    }
+    tokio::time::sleep(SETTLE).await;
+    let idle_clients_rss_kib = hub.sample()?.rss_kib;
+    // From now on no client reads: `connected` is only held.
+    load(&hub, plan).await?;
+    let stalled_peak_rss_kib = hub.sample()?.peak_rss_kib;
+    let metrics = {
+        let hub = hub.clone();
+        tokio::task::spawn_blocking(move || hub.get("/metrics")).await??
+    };
+    let evicted = metric(
+        &metrics,
+        "sensor_hub_ws_evictions",
+        r#"reason="slow_consumer""#,
+    );
+    drop(connected);
+    let total_budget_kib = std::env::var("SENSOR_HUB__WS__TOTAL_BUDGET_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_TOTAL_BUDGET)
+        / 1024;
+    Ok(MemoryResult {
+        clients,
+        rate: plan.rate,
+        hub_rss_kib,
+        idle_clients_rss_kib,
+        per_idle_client_kib: idle_clients_rss_kib.saturating_sub(hub_rss_kib) as f64
+            / clients.max(1) as f64,
+        no_clients_peak_rss_kib,
+        stalled_peak_rss_kib,
+        evicted,
+        total_budget_kib,
+    })
+}
+
+/// `ws.total_budget_bytes` in the hub's built-in defaults.
+const DEFAULT_TOTAL_BUDGET: u64 = 32 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_the_matching_series() {
+        let text = "# HELP x\nsensor_hub_ws_evictions_total{reason=\"slow_consumer\"} 7\n\
+                    sensor_hub_ws_evictions_total{reason=\"no_pong\"} 2\n";
+        assert_eq!(
+            metric(
+                text,
+                "sensor_hub_ws_evictions",
+                r#"reason="slow_consumer""#
+            ),
+            7
+        );
+        assert_eq!(metric(text, "sensor_hub_absent", ""), 0);
+    }
+}
