@@ -105,6 +105,56 @@ async fn every_client_gets_the_same_frames() {
 }
 
 #[tokio::test]
+async fn coalesced_fan_out_delivers_everything_in_order_to_every_client() {
+    // Six clients: above ws.coalesce_from_clients (4), so each takes new
+    // events at most once per 20 ms and what arrives meanwhile leaves as
+    // one message.
+    let hub = start_hub(&[("SENSOR_HUB__WS__COALESCE_MS", "20")]).await;
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(subscribed_client(&hub).await);
+    }
+    let udp = sender().await;
+    // 200 datagrams of two devices, each read on its own (a pause after
+    // each), so each is its own stream event.
+    for seq in 0..100 {
+        for device in [3, 4] {
+            udp.send_to(
+                &datagram(device, seq, &[(0, Value::I32(seq as i32))]),
+                hub.udp,
+            )
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    let mut first: Option<Vec<serde_json::Value>> = None;
+    for ws in &mut clients {
+        let got = collect_datagrams(ws, 200).await;
+        for device in [3, 4] {
+            let seqs: Vec<u64> = got
+                .iter()
+                .filter(|d| d["device"] == device)
+                .map(|d| d["seq"].as_u64().unwrap())
+                .collect();
+            assert_eq!(seqs, (0..100).collect::<Vec<_>>(), "device {device}");
+        }
+        match &first {
+            None => first = Some(got),
+            Some(first) => assert_eq!(&got, first, "every client the same"),
+        }
+    }
+    // Fewer messages than events (merged), counted on /metrics.
+    let events = hub.metric("sensor_hub_stream_seq").await;
+    let messages = hub.metric("sensor_hub_ws_messages_sent_total").await;
+    assert!(
+        messages < 6 * events,
+        "{messages} messages for {events} events to 6 clients"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn every_malformed_datagram_is_counted_by_reason() {
     // Devices 1 and 2 adopted, room for one: device 2 is over the limit.
     let hub = start_hub_adopting(&[("SENSOR_HUB__LIMITS__MAX_DEVICES", "1")], &[1, 2]).await;
