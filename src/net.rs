@@ -1,6 +1,7 @@
 //! Socket set-up the standard library does not offer: the UDP socket's
 //! kernel receive buffer (SO_RCVBUF, with a warning when the kernel caps
-//! it), and reading the kernel's per-socket drop counter on Linux.
+//! it), several UDP sockets sharing one port (SO_REUSEPORT, Linux), and
+//! reading the kernel's per-socket drop counter on Linux.
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,8 +38,51 @@ pub fn bind_udp(
     addr: SocketAddr,
     recv_buffer_bytes: usize,
 ) -> io::Result<(std::net::UdpSocket, RecvBuffer)> {
+    bind_udp_one(addr, recv_buffer_bytes, false)
+}
+
+/// Binds `count` non-blocking UDP sockets on `addr`, each with the
+/// requested receive buffer. With `count` > 1 every one of them is bound
+/// with SO_REUSEPORT (it must be set before `bind` on each socket sharing
+/// the port), and the kernel spreads incoming datagrams across them by a
+/// hash of the flow (source and destination address and port): every
+/// datagram of one sender lands on the same socket, so one device's
+/// datagrams are still read in the order they arrived.
+///
+/// When `addr` has port 0, the first socket gets a port from the OS and
+/// the others are bound to that port. With SO_REUSEPORT another process
+/// could bind the same port too, but Linux allows that only to a process
+/// of the same effective user that also sets SO_REUSEPORT — a second
+/// hub of the same user with `udp.receive_sockets` > 1 would share the
+/// datagrams instead of failing to bind. SO_REUSEPORT spreads datagrams
+/// this way on Linux only: elsewhere `count` > 1 is `Unsupported`.
+pub fn bind_udp_group(
+    addr: SocketAddr,
+    recv_buffer_bytes: usize,
+    count: usize,
+) -> io::Result<Vec<(std::net::UdpSocket, RecvBuffer)>> {
+    let count = count.max(1);
+    let reuse_port = count > 1;
+    let first = bind_udp_one(addr, recv_buffer_bytes, reuse_port)?;
+    let bound = first.0.local_addr()?;
+    let mut sockets = Vec::with_capacity(count);
+    sockets.push(first);
+    for _ in 1..count {
+        sockets.push(bind_udp_one(bound, recv_buffer_bytes, reuse_port)?);
+    }
+    Ok(sockets)
+}
+
+fn bind_udp_one(
+    addr: SocketAddr,
+    recv_buffer_bytes: usize,
+    reuse_port: bool,
+) -> io::Result<(std::net::UdpSocket, RecvBuffer)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_recv_buffer_size(recv_buffer_bytes)?;
+    if reuse_port {
+        set_reuse_port(&socket)?;
+    }
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
     let reported = socket.recv_buffer_size()?;
@@ -48,6 +92,19 @@ pub fn bind_udp(
             requested: recv_buffer_bytes,
             reported,
         },
+    ))
+}
+
+#[cfg(target_os = "linux")]
+fn set_reuse_port(socket: &Socket) -> io::Result<()> {
+    socket.set_reuse_port(true)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_reuse_port(_: &Socket) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "several UDP receive sockets need Linux's SO_REUSEPORT",
     ))
 }
 
@@ -165,6 +222,25 @@ mod tests {
         let _client = std::net::TcpStream::connect(addr).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         assert!(accepted.nodelay().unwrap());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_group_shares_the_port_the_first_socket_got() {
+        let group = bind_udp_group("127.0.0.1:0".parse().unwrap(), 1 << 20, 3).unwrap();
+        assert_eq!(group.len(), 3);
+        let port = group[0].0.local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        for (socket, _) in &group {
+            assert_eq!(socket.local_addr().unwrap().port(), port);
+        }
+        // A socket without SO_REUSEPORT cannot join them.
+        assert!(bind_udp(group[0].0.local_addr().unwrap(), 1 << 20).is_err());
+        // One socket: no SO_REUSEPORT, so the port stays exclusive.
+        let single = bind_udp_group("127.0.0.1:0".parse().unwrap(), 1 << 20, 1).unwrap();
+        assert_eq!(single.len(), 1);
+        let addr = single[0].0.local_addr().unwrap();
+        assert!(bind_udp_group(addr, 1 << 20, 2).is_err());
     }
 
     #[test]
