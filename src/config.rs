@@ -409,7 +409,15 @@ pub struct UdpConfig {
     pub recv_buffer_bytes: usize,
     /// Most datagrams per receive cycle.
     pub batch_max: usize,
+    /// UDP sockets bound to `bind` with SO_REUSEPORT, each read by its own
+    /// ingest task (1 to [`MAX_RECEIVE_SOCKETS`]; more than 1 on Linux
+    /// only). The kernel spreads senders across them by flow hash, so one
+    /// device always lands on the same socket and its order is kept.
+    pub receive_sockets: usize,
 }
+
+/// Most UDP receive sockets (`udp.receive_sockets`).
+pub const MAX_RECEIVE_SOCKETS: usize = 64;
 
 /// `[control]`
 #[derive(Debug, Clone, Deserialize)]
@@ -818,6 +826,12 @@ impl HubConfig {
             return Err(ConfigError::OutOfRange {
                 key: "ws.max_client_message_bytes",
                 expected: "at least 256 bytes",
+            });
+        }
+        if !(1..=MAX_RECEIVE_SOCKETS).contains(&self.udp.receive_sockets) {
+            return Err(ConfigError::OutOfRange {
+                key: "udp.receive_sockets",
+                expected: "between 1 and 64 (sockets sharing udp.bind, each read by its own task)",
             });
         }
         if self.udp.batch_max > 4096 {

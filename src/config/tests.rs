@@ -136,6 +136,35 @@ fn out_of_range_value_is_an_error_naming_the_key() {
 }
 
 #[test]
+fn receive_sockets_is_one_to_sixty_four() {
+    assert_eq!(HubConfig::defaults().unwrap().udp.receive_sockets, 1);
+    for ok in ["1", "2", "64"] {
+        let c = HubConfig::load(None, env(&[("SENSOR_HUB__UDP__RECEIVE_SOCKETS", ok)])).unwrap();
+        assert_eq!(c.udp.receive_sockets.to_string(), ok);
+    }
+    for bad in ["0", "65", "1000"] {
+        let err =
+            HubConfig::load(None, env(&[("SENSOR_HUB__UDP__RECEIVE_SOCKETS", bad)])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::OutOfRange {
+                    key: "udp.receive_sockets",
+                    ..
+                }
+            ),
+            "{bad}: {err}"
+        );
+        assert!(err.to_string().contains("between 1 and 64"), "{err}");
+    }
+    let f = file("[udp]\nreceive_sockets = -1\n");
+    let err = HubConfig::load(Some(&f.0), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("receive_sockets"), "{err}");
+}
+
+#[test]
 fn missing_file_and_syntax_errors_name_the_file() {
     let missing = std::path::Path::new("/nonexistent/sensor-hub.toml");
     let err = HubConfig::load(Some(missing), env(&[]))
