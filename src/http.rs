@@ -452,6 +452,7 @@ pub fn hub_json(ctx: &HttpContext) -> String {
         "dropped": by_label(DropReason::iter().map(|r| (r.name(), i.dropped[r.index()])).collect()),
         "kernel_drops": ctx.ingest.kernel().map(|k| k.drops),
         "udp_receive_buffer_bytes": ctx.ingest.recv_buffer.granted(),
+        "udp_receive_sockets": ctx.ingest.sockets(),
         "devices": s.devices,
         "devices_by_status": by_label(DeviceStatus::iter().map(|st| (st.name(), s.device_status[st as usize] as u64)).collect()),
         "sequence": {

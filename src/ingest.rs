@@ -1,10 +1,11 @@
-//! The UDP shell: owns the data-plane socket, reads datagrams in batches —
-//! one `recvmmsg` system call for up to `udp.batch_max` of them, then it
-//! yields — and hands each batch to [`Core::ingest_batch`]. The kernel
+//! The UDP shell: one task per data-plane socket (`udp.receive_sockets`
+//! of them share the port), each reading datagrams in batches — one
+//! `recvmmsg` system call for up to `udp.batch_max` of them, then it
+//! yields — and handing each batch to [`Core::ingest_batch`]. The kernel
 //! reports each datagram's length on the wire (`MSG_TRUNC`), so an
 //! oversized datagram is counted at its real size though only its first
-//! bytes are read. Its own counters (receive errors) and the socket's
-//! kernel figures are its [`IngestMetrics`].
+//! bytes are read. The tasks' own counters (receive errors) and the
+//! sockets' kernel figures, summed, are their [`IngestMetrics`].
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -27,30 +28,48 @@ use crate::supervisor::TaskResult;
 /// oversized datagram shows up as a read that fills the slot.
 const SLOT: usize = MAX_DATAGRAM_LEN + 1;
 
-/// The ingest task's counters and the socket facts `/metrics` shows.
+/// The ingest tasks' counters and the socket facts `/metrics` shows.
 #[derive(Debug)]
 pub struct IngestMetrics {
-    /// Errors returned by the socket on receive.
+    /// Errors returned by the sockets on receive.
     pub recv_errors: Counter,
-    /// Socket inode, for the kernel's drop counter (Linux).
-    pub inode: Option<u64>,
-    /// What the kernel granted for SO_RCVBUF.
+    /// Inode of each receive socket, for the kernel's drop counter
+    /// (Linux; `None` where it cannot be read).
+    pub inodes: Vec<Option<u64>>,
+    /// What the kernel granted for SO_RCVBUF, per socket (each socket asks
+    /// for the same).
     pub recv_buffer: RecvBuffer,
 }
 
 impl IngestMetrics {
-    /// Counters for a socket with this inode and receive buffer.
-    pub fn new(inode: Option<u64>, recv_buffer: RecvBuffer) -> IngestMetrics {
+    /// Counters for the receive sockets with these inodes and receive
+    /// buffer.
+    pub fn new(inodes: Vec<Option<u64>>, recv_buffer: RecvBuffer) -> IngestMetrics {
         IngestMetrics {
             recv_errors: Counter::default(),
-            inode,
+            inodes,
             recv_buffer,
         }
     }
 
-    /// The kernel's figures of the socket, where the OS exposes them.
+    /// Receive sockets sharing the UDP port.
+    pub fn sockets(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// The kernel's figures summed over the sockets the OS tells about;
+    /// `None` when it tells about none.
     pub fn kernel(&self) -> Option<KernelUdpStats> {
-        self.inode.and_then(kernel_udp_stats)
+        self.inodes
+            .iter()
+            .filter_map(|inode| inode.and_then(kernel_udp_stats))
+            .fold(None, |sum: Option<KernelUdpStats>, k| {
+                let sum = sum.unwrap_or_default();
+                Some(KernelUdpStats {
+                    drops: sum.drops.saturating_add(k.drops),
+                    rx_queue_bytes: sum.rx_queue_bytes.saturating_add(k.rx_queue_bytes),
+                })
+            })
     }
 }
 
@@ -65,34 +84,41 @@ impl Collector for IngestCollector {
             counter(
                 &mut e,
                 "sensor_hub_udp_kernel_drops",
-                "Datagrams the kernel dropped before the hub could read them (receive buffer full).",
+                "Datagrams the kernel dropped before the hub could read them (receive buffer full), over all receive sockets.",
                 k.drops,
             )?;
             gauge(
                 &mut e,
                 "sensor_hub_udp_receive_queue_bytes",
-                "Bytes waiting in the UDP socket's kernel receive queue.",
+                "Bytes waiting in the kernel receive queues of the UDP sockets.",
                 k.rx_queue_bytes,
             )?;
         }
         gauge(
             &mut e,
             "sensor_hub_udp_receive_buffer_bytes",
-            "Usable UDP receive buffer granted by the kernel (SO_RCVBUF).",
+            "Usable UDP receive buffer granted by the kernel (SO_RCVBUF), per socket.",
             m.recv_buffer.granted() as u64,
+        )?;
+        gauge(
+            &mut e,
+            "sensor_hub_udp_receive_sockets",
+            "UDP sockets sharing the data-plane port, each read by its own task (udp.receive_sockets).",
+            m.sockets() as u64,
         )?;
         counter(
             &mut e,
             "sensor_hub_udp_receive_errors",
-            "Errors returned by the UDP socket on receive.",
+            "Errors returned by the UDP sockets on receive.",
             m.recv_errors.get(),
         )
     }
 }
 
-/// Reads and ingests datagrams until `cancel` fires. Returns an error only
-/// when the socket itself fails (the supervisor restarts the task on the
-/// same socket, and stops the hub if that keeps failing).
+/// Reads and ingests the datagrams of one socket until `cancel` fires.
+/// Returns an error only when the socket itself fails (the supervisor
+/// restarts the task on the same socket, and stops the hub if that keeps
+/// failing). With several receive sockets, one such task reads each.
 pub async fn run(
     core: Arc<Core>,
     socket: Arc<UdpSocket>,

@@ -1,5 +1,7 @@
-//! Starting and stopping a hub: [`Listeners::bind`] binds the three sockets
-//! from the configuration (tests bind port 0), and [`run`] wires the core
+//! Starting and stopping a hub: [`Listeners::bind`] binds the sockets
+//! from the configuration (tests bind port 0): the UDP data plane (one
+//! socket, or `udp.receive_sockets` sharing the port), the control channel
+//! and HTTP; and [`run`] wires the core
 //! to its shell — each task gets exactly what it needs — starts every task
 //! under the [`Supervisor`], serves until the `shutdown` future completes,
 //! then drains within `shutdown.drain_timeout_ms`.
@@ -18,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Auth, AuthCollector};
 use crate::clock::Clock;
 use crate::cluster::{self, ClusterCollector, ClusterStatus};
-use crate::config::HubConfig;
+use crate::config::{HubConfig, MAX_RECEIVE_SOCKETS};
 use crate::control::auth::Tokens;
 use crate::control::{ControlCollector, ControlContext, ControlMetrics};
 use crate::core::{Core, CoreMetrics};
@@ -31,7 +33,7 @@ use crate::http_server::{Connections, HttpCollector, ListenerContext};
 use crate::ingest::{IngestCollector, IngestMetrics};
 use crate::metrics::{self, gauge, Collector, DescriptorEncoder};
 use crate::mqtt::{self, MqttCollector, MqttStatus};
-use crate::net::{bind_udp, socket_inode, RecvBuffer};
+use crate::net::{bind_udp_group, socket_inode, RecvBuffer};
 use crate::supervisor::{Health, HealthCollector, Supervisor};
 use crate::ws::client::WsMetrics;
 use crate::ws::{WsCollector, WsContext};
@@ -40,27 +42,33 @@ use crate::{control, http_server, ingest, stats, systemd, ticker};
 /// The hub's bound sockets.
 #[derive(Debug)]
 pub struct Listeners {
-    /// Data plane.
-    pub udp: UdpSocket,
+    /// Data plane: one socket, or `udp.receive_sockets` sharing one port
+    /// (SO_REUSEPORT); never empty.
+    pub udp: Vec<UdpSocket>,
     /// Control channel.
     pub control: TcpListener,
     /// HTTP and WebSocket.
     pub http: TcpListener,
-    udp_inode: Option<u64>,
+    udp_inodes: Vec<Option<u64>>,
     udp_recv_buffer: RecvBuffer,
 }
 
 impl Listeners {
-    /// Binds `udp.bind`, `control.bind` and `http.bind`. Must run inside a
-    /// tokio runtime.
+    /// Binds `udp.bind` (`udp.receive_sockets` times), `control.bind` and
+    /// `http.bind`. Must run inside a tokio runtime.
     pub async fn bind(config: &HubConfig) -> anyhow::Result<Listeners> {
-        let (udp, recv_buffer) = bind_udp(config.udp.bind, config.udp.recv_buffer_bytes)
+        let count = receive_sockets(config.udp.receive_sockets);
+        let group = bind_udp_group(config.udp.bind, config.udp.recv_buffer_bytes, count)
             .with_context(|| {
                 format!(
-                    "cannot bind the UDP socket to {} (udp.bind); is another hub running? choose another address or port 0",
+                    "cannot bind {count} UDP socket(s) to {} (udp.bind, udp.receive_sockets); is another hub running? choose another address or port 0",
                     config.udp.bind
                 )
             })?;
+        let recv_buffer = group
+            .first()
+            .map(|(_, b)| *b)
+            .context("no UDP socket bound")?;
         if recv_buffer.capped() {
             tracing::warn!(
                 requested = recv_buffer.requested,
@@ -70,22 +78,29 @@ impl Listeners {
                 recv_buffer.requested
             );
         }
-        let inode = socket_inode(udp.as_raw_fd());
-        let udp = UdpSocket::from_std(udp).context("registering the UDP socket with tokio")?;
+        let mut udp = Vec::with_capacity(group.len());
+        let mut inodes = Vec::with_capacity(group.len());
+        for (socket, _) in group {
+            inodes.push(socket_inode(socket.as_raw_fd()));
+            udp.push(UdpSocket::from_std(socket).context("registering the UDP socket with tokio")?);
+        }
         let control = bind_tcp(config.control.bind, "control.bind").await?;
         let http = bind_tcp(config.http.bind, "http.bind").await?;
         Ok(Listeners {
             udp,
             control,
             http,
-            udp_inode: inode,
+            udp_inodes: inodes,
             udp_recv_buffer: recv_buffer,
         })
     }
 
-    /// Bound UDP address.
+    /// Bound UDP address (every receive socket has the same).
     pub fn udp_addr(&self) -> std::io::Result<SocketAddr> {
-        self.udp.local_addr()
+        self.udp
+            .first()
+            .ok_or_else(|| std::io::Error::other("no UDP socket bound"))?
+            .local_addr()
     }
 
     /// Bound control-channel address.
@@ -96,6 +111,46 @@ impl Listeners {
     /// Bound HTTP address.
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
         self.http.local_addr()
+    }
+}
+
+/// The receive sockets to bind for `udp.receive_sockets`: as configured
+/// on Linux, 1 elsewhere (with a warning), since only Linux's SO_REUSEPORT
+/// spreads one port's datagrams over several sockets.
+fn receive_sockets(configured: usize) -> usize {
+    let configured = configured.clamp(1, MAX_RECEIVE_SOCKETS);
+    if configured > 1 && !cfg!(target_os = "linux") {
+        tracing::warn!(
+            configured,
+            "udp.receive_sockets > 1 needs Linux's SO_REUSEPORT; using one UDP socket"
+        );
+        return 1;
+    }
+    configured
+}
+
+/// Supervisor names of the ingest tasks: `ingest` for a single socket (as
+/// before there could be several), `ingest-0`… for several.
+#[rustfmt::skip]
+const INGEST_TASKS: [&str; MAX_RECEIVE_SOCKETS] = [
+    "ingest-0", "ingest-1", "ingest-2", "ingest-3", "ingest-4", "ingest-5", "ingest-6",
+    "ingest-7", "ingest-8", "ingest-9", "ingest-10", "ingest-11", "ingest-12", "ingest-13",
+    "ingest-14", "ingest-15", "ingest-16", "ingest-17", "ingest-18", "ingest-19", "ingest-20",
+    "ingest-21", "ingest-22", "ingest-23", "ingest-24", "ingest-25", "ingest-26", "ingest-27",
+    "ingest-28", "ingest-29", "ingest-30", "ingest-31", "ingest-32", "ingest-33", "ingest-34",
+    "ingest-35", "ingest-36", "ingest-37", "ingest-38", "ingest-39", "ingest-40", "ingest-41",
+    "ingest-42", "ingest-43", "ingest-44", "ingest-45", "ingest-46", "ingest-47", "ingest-48",
+    "ingest-49", "ingest-50", "ingest-51", "ingest-52", "ingest-53", "ingest-54", "ingest-55",
+    "ingest-56", "ingest-57", "ingest-58", "ingest-59", "ingest-60", "ingest-61", "ingest-62",
+    "ingest-63",
+];
+
+/// The supervisor's name for the ingest task of socket `index` of `count`.
+fn ingest_task_name(index: usize, count: usize) -> &'static str {
+    if count <= 1 {
+        "ingest"
+    } else {
+        INGEST_TASKS.get(index).copied().unwrap_or("ingest-more")
     }
 }
 
@@ -140,16 +195,19 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let udp_addr = listeners.udp_addr();
     let Listeners {
         udp,
         control: control_listener,
         http: http_listener,
-        udp_inode,
+        udp_inodes,
         udp_recv_buffer,
     } = listeners;
     let serving = format!(
-        "serving: udp {}, control {}, http {}",
-        udp.local_addr().map_or("?".into(), |a| a.to_string()),
+        "serving: udp {} ({} socket{}), control {}, http {}",
+        udp_addr.map_or("?".into(), |a| a.to_string()),
+        udp.len(),
+        if udp.len() == 1 { "" } else { "s" },
         control_listener
             .local_addr()
             .map_or("?".into(), |a| a.to_string()),
@@ -221,7 +279,7 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let health = Health::default();
 
-    let ingest_metrics = Arc::new(IngestMetrics::new(udp_inode, udp_recv_buffer));
+    let ingest_metrics = Arc::new(IngestMetrics::new(udp_inodes, udp_recv_buffer));
     let control_metrics = Arc::new(ControlMetrics::default());
     let ws_metrics = Arc::new(WsMetrics::default());
     let ws_ctx = WsContext::new(
@@ -258,8 +316,13 @@ pub async fn run(
     }));
 
     let mut supervisor = Supervisor::new(health.clone(), cancel.clone());
-    let udp = Arc::new(udp);
-    {
+    // One task per receive socket, each supervised on its own. The kernel
+    // hashes each flow to one socket, so a device's datagrams are all read
+    // by the same task, in order; tasks of different sockets interleave
+    // their batches at the core's lock.
+    let sockets = udp.len();
+    for (index, udp) in udp.into_iter().enumerate() {
+        let udp = Arc::new(udp);
         let (core, clock, metrics, cancel) = (
             core.clone(),
             clock.clone(),
@@ -267,7 +330,7 @@ pub async fn run(
             cancel.clone(),
         );
         let batch_max = config.udp.batch_max;
-        supervisor.spawn("ingest", move || {
+        supervisor.spawn(ingest_task_name(index, sockets), move || {
             ingest::run(
                 core.clone(),
                 udp.clone(),

@@ -46,7 +46,7 @@ fn hub() -> Hub {
     let core = Arc::new(Core::new(&config, None));
     let clock = Clock::system();
     let ingest = Arc::new(IngestMetrics::new(
-        None,
+        vec![None],
         RecvBuffer {
             requested: 1 << 20,
             reported: 2 << 20,
