@@ -170,11 +170,7 @@ mod tests {
         let text = "# HELP x\nsensor_hub_ws_evictions_total{reason=\"slow_consumer\"} 7\n\
                     sensor_hub_ws_evictions_total{reason=\"no_pong\"} 2\n";
         assert_eq!(
-            metric(
-                text,
-                "sensor_hub_ws_evictions",
-                r#"reason="slow_consumer""#
-            ),
+            metric(text, "sensor_hub_ws_evictions", r#"reason="slow_consumer""#),
             7
         );
         assert_eq!(metric(text, "sensor_hub_absent", ""), 0);

@@ -229,7 +229,7 @@ fn merged_readings_are_one_message_with_every_datagram_in_order() {
         ))
     );
     // One alone comes back as it was.
-    assert_eq!(merge_readings(&[a.clone()]).unwrap(), a);
+    assert_eq!(merge_readings(std::slice::from_ref(&a)).unwrap(), a);
     // Anything else is refused, not mangled.
     assert_eq!(merge_readings::<String>(&[]), None);
     let status = pong(None);
