@@ -388,8 +388,10 @@ impl Client {
 
     /// Whether the client stopped taking events because it is over budget:
     /// the driver should call [`Client::pump`] again once bytes are written.
+    /// Not while it holds back: it takes nothing before its hold ends
+    /// ([`Client::poll_timeout`]), written bytes or not.
     pub fn waits_for_drain(&self) -> bool {
-        self.over_budget_since.is_some()
+        self.over_budget_since.is_some() && self.hold_until_ms.is_none()
     }
 
     /// Whether the client was closed (an [`Action::Close`] was queued).

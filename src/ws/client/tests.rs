@@ -848,3 +848,35 @@ fn over_the_hub_budget_a_client_waits_without_gap_or_grace() {
     assert_eq!(types(&out), ["readings"]);
     assert_eq!(devices_of(&out[0]), [1]);
 }
+
+#[test]
+fn a_client_holding_back_does_not_wait_for_drain_but_for_its_hold() {
+    let source = Source::new(1_000_000);
+    let mut c = coalescing_client(&source, 5);
+    // More than one read's worth: it takes one read, then is over budget.
+    for device in 0..(READ_BATCH as u32 + 10) {
+        source.readings(device, &[0]);
+    }
+    let nearly_full = config().budget_bytes - 1;
+    c.pump(
+        &source,
+        Tick {
+            queued: nearly_full,
+            ..busy(10)
+        },
+    );
+    assert!(c.waits_for_drain());
+    // The queue drains at once, but the client holds back (coalescing): a
+    // pump now takes nothing, so the driver must wait for the hold's end
+    // rather than pump again in a loop.
+    c.pump(&source, busy(11));
+    assert!(c.is_holding());
+    assert!(!c.waits_for_drain());
+    assert_eq!(c.poll_timeout(), Some(15));
+    sent(&mut c);
+    c.handle_timeout(&source, busy(15));
+    let rest = sent(&mut c);
+    assert_eq!(types(&rest), ["readings"]);
+    assert_eq!(devices_of(&rest[0]).len(), 10);
+    assert!(!c.waits_for_drain());
+}
