@@ -49,6 +49,13 @@ pub struct IngestResult {
     pub kernel_drops: u64,
     /// Hub CPU, percent of one core.
     pub hub_cpu_pct: f64,
+    /// Hub CPU per datagram it accepted, µs: its CPU time from the start of
+    /// sending until it had taken everything ÷ datagrams accepted.
+    pub hub_cpu_us_per_datagram: f64,
+    /// The raw sink's CPU per datagram received, µs: its receiving
+    /// thread's CPU time ÷ datagrams received (none if `/proc` could not
+    /// tell).
+    pub sink_cpu_us_per_datagram: Option<f64>,
     /// Hub peak resident memory, KiB.
     pub hub_peak_rss_kib: u64,
 }
@@ -292,7 +299,7 @@ impl BenchReport {
         let _ = writeln!(o, "ingest (datagrams/s)");
         let _ = writeln!(
             o,
-            "{:>10} {:>10} {:>10} {:>10} {:>7} {:>11} {:>7} {:>8} {:>8}",
+            "{:>10} {:>10} {:>10} {:>10} {:>7} {:>11} {:>7} {:>10} {:>9} {:>8} {:>8}",
             "offered",
             "sent",
             "raw sink",
@@ -300,6 +307,8 @@ impl BenchReport {
             "ratio",
             "kernel drop",
             "hub cpu",
+            "sink µs/dg",
+            "hub µs/dg",
             "peak RSS",
             "stored"
         );
@@ -312,15 +321,19 @@ impl BenchReport {
             let stored = r
                 .history_stored_pct
                 .map_or("off".to_string(), |p| format!("{p:.1}%"));
+            let sink_us = r
+                .sink_cpu_us_per_datagram
+                .map_or("?".to_string(), |us| format!("{us:.3}"));
             let _ = writeln!(
                 o,
-                "{offered:>10} {:>10.0} {:>10.0} {:>10.0} {:>6.1}% {:>11} {:>6.0}% {:>5} MiB {stored:>8}",
+                "{offered:>10} {:>10.0} {:>10.0} {:>10.0} {:>6.1}% {:>11} {:>6.0}% {sink_us:>10} {:>9.3} {:>5} MiB {stored:>8}",
                 r.sent_per_s,
                 r.sink_per_s,
                 r.hub_per_s,
                 r.ratio * 100.0,
                 r.kernel_drops,
                 r.hub_cpu_pct,
+                r.hub_cpu_us_per_datagram,
                 r.hub_peak_rss_kib / 1024
             );
         }
@@ -521,6 +534,42 @@ mod tests {
             mqtt,
             cluster: None,
         }
+    }
+
+    #[test]
+    fn the_ingest_table_and_json_show_cpu_per_datagram() {
+        let mut r = report(None);
+        r.ingest.push(IngestResult {
+            offered_per_s: 0,
+            sent_per_s: 900_000.0,
+            sink_per_s: 880_000.0,
+            hub_per_s: 500_000.0,
+            ratio: 0.568,
+            hub_readings_per_s: 1_500_000.0,
+            history_stored_pct: None,
+            history_dropped: None,
+            kernel_drops: 12,
+            hub_cpu_pct: 99.0,
+            hub_cpu_us_per_datagram: 1.875,
+            sink_cpu_us_per_datagram: Some(0.4321),
+            hub_peak_rss_kib: 20_480,
+        });
+        let table = r.table();
+        assert!(
+            table.contains("sink µs/dg") && table.contains("hub µs/dg"),
+            "{table}"
+        );
+        assert!(
+            table.contains(" 0.432 ") && table.contains(" 1.875 "),
+            "{table}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap_or_default();
+        assert_eq!(v["ingest"][0]["hub_cpu_us_per_datagram"], 1.875);
+        assert_eq!(v["ingest"][0]["sink_cpu_us_per_datagram"], 0.4321);
+        assert_eq!(v["ingest"][0]["kernel_drops"], 12);
+        r.ingest[0].sink_cpu_us_per_datagram = None;
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap_or_default();
+        assert!(v["ingest"][0]["sink_cpu_us_per_datagram"].is_null());
     }
 
     #[test]

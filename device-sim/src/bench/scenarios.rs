@@ -137,6 +137,19 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             }),
             kernel_drops: median(runs.iter().map(|r| r.kernel_drops as f64).collect()) as u64,
             hub_cpu_pct: median(runs.iter().map(|r| r.hub_cpu_pct).collect()),
+            hub_cpu_us_per_datagram: median(
+                runs.iter().map(|r| r.hub_cpu_us_per_datagram).collect(),
+            ),
+            sink_cpu_us_per_datagram: runs
+                .iter()
+                .all(|r| r.sink_cpu_us_per_datagram.is_some())
+                .then(|| {
+                    median(
+                        runs.iter()
+                            .filter_map(|r| r.sink_cpu_us_per_datagram)
+                            .collect(),
+                    )
+                }),
             hub_peak_rss_kib: median(runs.iter().map(|r| r.hub_peak_rss_kib as f64).collect())
                 as u64,
         });
@@ -311,8 +324,8 @@ async fn ingest_once(config: &BenchConfig, rate: u64, ticks: u64) -> anyhow::Res
     // The same sender against a plain socket.
     let sink = Sink::start()?;
     let to_sink = send_to(sink.addr, plan, None).await?;
-    let sink_count = blocking(move || Ok(sink.finish())).await?;
-    let sink_per_s = sink_count as f64 / to_sink.elapsed.as_secs_f64();
+    let sink_result = blocking(move || Ok(sink.finish())).await?;
+    let sink_per_s = sink_result.datagrams as f64 / to_sink.elapsed.as_secs_f64();
 
     let hub = start_hub(config).await?;
     let before = hub.clone();
@@ -329,6 +342,10 @@ async fn ingest_once(config: &BenchConfig, rate: u64, ticks: u64) -> anyhow::Res
     let sent = send_to(hub.udp, plan, None).await?;
     let s1 = hub.sample()?;
     settle(&hub).await?;
+    // CPU from the start of sending until the hub had taken everything
+    // (it may still be working through its socket buffer when the sender
+    // stops), for its CPU per datagram.
+    let s2 = hub.sample()?;
     let after = hub.clone();
     let (accepted1, readings1, drops1) = blocking(move || {
         let v = after.api_hub()?;
@@ -341,7 +358,7 @@ async fn ingest_once(config: &BenchConfig, rate: u64, ticks: u64) -> anyhow::Res
     .await?;
     let drained = hub.clone();
     let history = blocking(move || drained.history_drained(Duration::from_secs(60))).await?;
-    let readings = readings1 - readings0;
+    let readings = readings1.saturating_sub(readings0);
     let (history_stored_pct, history_dropped) = if history.is_null() {
         (None, None)
     } else {
@@ -355,7 +372,9 @@ async fn ingest_once(config: &BenchConfig, rate: u64, ticks: u64) -> anyhow::Res
         )
     };
     let secs = sent.elapsed.as_secs_f64();
-    let hub_per_s = (accepted1 - accepted0) as f64 / secs;
+    let accepted = accepted1.saturating_sub(accepted0);
+    let hub_per_s = accepted as f64 / secs;
+    let hub_cpu_s = s2.cpu_ticks.saturating_sub(s0.cpu_ticks) as f64 / ticks.max(1) as f64;
     Ok(IngestResult {
         offered_per_s: rate,
         sent_per_s: sent.sent as f64 / secs,
@@ -369,8 +388,14 @@ async fn ingest_once(config: &BenchConfig, rate: u64, ticks: u64) -> anyhow::Res
         hub_readings_per_s: readings as f64 / secs,
         history_stored_pct,
         history_dropped,
-        kernel_drops: drops1 - drops0,
+        kernel_drops: drops1.saturating_sub(drops0),
         hub_cpu_pct: cpu_percent(&s0, &s1, ticks),
+        hub_cpu_us_per_datagram: if accepted > 0 {
+            hub_cpu_s * 1e6 / accepted as f64
+        } else {
+            0.0
+        },
+        sink_cpu_us_per_datagram: sink_result.cpu_us_per_datagram(),
         hub_peak_rss_kib: hub.sample()?.peak_rss_kib,
     })
 }
