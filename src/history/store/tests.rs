@@ -272,9 +272,7 @@ fn a_large_batch_is_written_whole_through_the_many_row_insert() {
     let dir = TempDir::new("many-rows");
     let mut store = Store::open(&dir.file()).unwrap();
     // Two full statements of 64 rows and a remainder, with a NaN skipped.
-    let mut batch: Vec<Reading> = (0..151)
-        .map(|i| reading(T0 + i * 100, i as f64))
-        .collect();
+    let mut batch: Vec<Reading> = (0..151).map(|i| reading(T0 + i * 100, i as f64)).collect();
     batch[70].value = f64::NAN;
     assert_eq!(store.write(&batch).unwrap(), 150);
     let raw = store.query(7, 1, T0, T0 + 60_000, Tier::Raw).unwrap();
