@@ -29,8 +29,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Run only these scenarios (comma-separated: ingest, auth, latency,
-        /// fanout, mqtt, cluster; mqtt starts a Mosquitto broker, cluster a
-        /// Redis).
+        /// fanout, mqtt, cluster, memory; mqtt starts a Mosquitto broker,
+        /// cluster a Redis).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Run the hub without its history database (storage.enabled =
@@ -116,8 +116,9 @@ async fn bench(
     if !only.is_empty() {
         for name in &only {
             anyhow::ensure!(
-                ["ingest", "auth", "latency", "fanout", "mqtt", "cluster"].contains(&name.as_str()),
-                "unknown scenario `{name}`: choose from ingest, auth, latency, fanout, mqtt, cluster"
+                ["ingest", "auth", "latency", "fanout", "mqtt", "cluster", "memory"]
+                    .contains(&name.as_str()),
+                "unknown scenario `{name}`: choose from ingest, auth, latency, fanout, mqtt, cluster, memory"
             );
         }
         let wants = |s: &str| only.iter().any(|o| o == s);
@@ -138,6 +139,9 @@ async fn bench(
         }
         if !wants("cluster") {
             config.cluster = None;
+        }
+        if !wants("memory") {
+            config.memory = None;
         }
     }
     let report = device_sim::bench::run(&config).await?;

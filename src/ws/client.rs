@@ -222,8 +222,6 @@ pub struct Tick {
     pub now: Now,
     /// Bytes handed to the socket and not yet written.
     pub queued: usize,
-    /// The same, for all clients of the hub together.
-    pub hub_queued: usize,
     /// Whether enough clients are connected for coalescing
     /// (`ws.coalesce_from_clients`).
     pub coalesce: bool,
@@ -646,7 +644,13 @@ impl Client {
                 self.over_budget_since.get_or_insert(t.now.mono_ms);
                 return;
             }
-            if live && t.hub_queued >= self.config.total_budget_bytes {
+            // All clients together, read live: the others take events at
+            // the same moment, and a figure read once per wake-up would let
+            // each of a thousand clients take up to its own budget.
+            let hub_queued = usize::try_from(self.metrics.queued_bytes.get())
+                .unwrap_or(0)
+                .saturating_add(queued.saturating_sub(t.queued));
+            if live && hub_queued >= self.config.total_budget_bytes {
                 // Not this client's doing: it waits (no gap, no grace
                 // running) while the clients furthest behind are closed.
                 self.hold_until_ms = Some(t.now.mono_ms.saturating_add(HUB_FULL_RETRY_MS));

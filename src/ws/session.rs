@@ -420,7 +420,6 @@ impl Driver<'_> {
         Tick {
             now: self.ctx.clock.now(),
             queued: self.queued.bytes.load(Ordering::Acquire),
-            hub_queued: usize::try_from(metrics.queued_bytes.get()).unwrap_or(0),
             coalesce: usize::try_from(metrics.clients.get())
                 .is_ok_and(|n| n >= self.ctx.config.coalesce_from_clients),
         }

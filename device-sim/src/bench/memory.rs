@@ -27,7 +27,20 @@ const STALLED_RECV_BUFFER: u32 = 4 * 1024;
 /// Time for the hub to settle after clients connect, before sampling.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// What one memory run measured.
+/// What the memory scenario runs.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryPlan {
+    /// Clients that connect, then stop reading.
+    pub clients: usize,
+    /// Devices the load cycles through.
+    pub devices: u32,
+    /// Datagrams per second while the clients do not read.
+    pub rate: u64,
+    /// How long the load lasts.
+    pub duration: Duration,
+}
+
+/// What one memory run measured (or the median of several).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct MemoryResult {
     /// Clients connected.
@@ -108,9 +121,15 @@ async fn load(hub: &HubProcess, plan: SendPlan) -> anyhow::Result<()> {
 /// `clients` that stop reading under the same load. `start` starts a hub.
 pub async fn memory_once(
     start: impl Fn() -> anyhow::Result<HubProcess>,
-    clients: usize,
-    plan: SendPlan,
+    memory: &MemoryPlan,
 ) -> anyhow::Result<MemoryResult> {
+    let clients = memory.clients;
+    let plan = SendPlan {
+        first_device: 1,
+        devices: memory.devices,
+        rate: memory.rate,
+        duration: memory.duration,
+    };
     let alone = Arc::new(start()?);
     tokio::time::sleep(SETTLE).await;
     load(&alone, plan).await?;
@@ -156,6 +175,50 @@ pub async fn memory_once(
         evicted,
         total_budget_kib,
     })
+}
+
+/// The median of each figure of `runs`.
+pub fn median_of(runs: &[MemoryResult]) -> MemoryResult {
+    let med = |f: fn(&MemoryResult) -> f64| super::report::median(runs.iter().map(f).collect());
+    MemoryResult {
+        clients: runs.first().map_or(0, |r| r.clients),
+        rate: runs.first().map_or(0, |r| r.rate),
+        hub_rss_kib: med(|r| r.hub_rss_kib as f64) as u64,
+        idle_clients_rss_kib: med(|r| r.idle_clients_rss_kib as f64) as u64,
+        per_idle_client_kib: med(|r| r.per_idle_client_kib),
+        no_clients_peak_rss_kib: med(|r| r.no_clients_peak_rss_kib as f64) as u64,
+        stalled_peak_rss_kib: med(|r| r.stalled_peak_rss_kib as f64) as u64,
+        evicted: med(|r| r.evicted as f64) as u64,
+        total_budget_kib: runs.first().map_or(0, |r| r.total_budget_kib),
+    }
+}
+
+impl MemoryResult {
+    /// Its lines of the report's table.
+    pub fn table(&self, o: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            o,
+            "\nmemory ({} clients subscribed, then not reading while {} datagrams/s arrive)",
+            self.clients, self.rate
+        );
+        let _ = writeln!(
+            o,
+            "hub RSS {} KiB; with the clients idle {} KiB ({:.1} KiB per client)",
+            self.hub_rss_kib, self.idle_clients_rss_kib, self.per_idle_client_kib
+        );
+        let _ = writeln!(
+            o,
+            "peak RSS under load: {} KiB without clients, {} KiB with them not reading \
+             (+{} KiB; ws.total_budget_bytes {} KiB); {} closed as slow consumers",
+            self.no_clients_peak_rss_kib,
+            self.stalled_peak_rss_kib,
+            self.stalled_peak_rss_kib
+                .saturating_sub(self.no_clients_peak_rss_kib),
+            self.total_budget_kib,
+            self.evicted
+        );
+    }
 }
 
 /// `ws.total_budget_bytes` in the hub's built-in defaults.

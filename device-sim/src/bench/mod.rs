@@ -67,6 +67,8 @@ pub struct BenchConfig {
     pub mqtt: Option<mqtt::MqttPlan>,
     /// The cluster scenario (needs redis-server); none: not run.
     pub cluster: Option<cluster::ClusterPlan>,
+    /// The memory scenario (idle and stalled clients); none: not run.
+    pub memory: Option<memory::MemoryPlan>,
     /// Devices the ingest and latency senders cycle through.
     pub devices: u32,
     /// Run the hub with its history database (as it ships); false sets
@@ -99,6 +101,12 @@ impl BenchConfig {
                 duration: Duration::from_secs(10),
                 devices: 1_000,
             }),
+            memory: Some(memory::MemoryPlan {
+                clients: 1_000,
+                devices: 1_000,
+                rate: 2_000,
+                duration: Duration::from_secs(5),
+            }),
             devices: 1_000,
             storage: true,
         }
@@ -127,6 +135,12 @@ impl BenchConfig {
                 rates: vec![2_000],
                 duration: Duration::from_secs(3),
                 devices: 100,
+            }),
+            memory: Some(memory::MemoryPlan {
+                clients: 20,
+                devices: 100,
+                rate: 1_000,
+                duration: Duration::from_secs(1),
             }),
             devices: 100,
             storage: true,

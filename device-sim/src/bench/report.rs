@@ -255,6 +255,8 @@ pub struct BenchReport {
     pub mqtt: Option<MqttResult>,
     /// Cluster scenario (null when not run).
     pub cluster: Option<super::cluster::ClusterResult>,
+    /// Memory scenario (null when not run).
+    pub memory: Option<super::memory::MemoryResult>,
 }
 
 /// The median of `values` (mean of the middle two for an even count).
@@ -429,6 +431,9 @@ impl BenchReport {
         if let Some(c) = &self.cluster {
             c.table(&mut o);
         }
+        if let Some(m) = &self.memory {
+            m.table(&mut o);
+        }
         o
     }
 }
@@ -533,6 +538,7 @@ mod tests {
             fanout: Vec::new(),
             mqtt,
             cluster: None,
+            memory: None,
         }
     }
 

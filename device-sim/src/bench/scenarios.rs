@@ -233,6 +233,26 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         ),
         None => None,
     };
+    let memory = match &config.memory {
+        Some(plan) => {
+            let mut runs = Vec::new();
+            for _ in 0..config.runs {
+                let (bin, storage) = (config.hub_bin.clone(), config.storage);
+                let adoption = Adoption {
+                    devices: config.devices.max(plan.devices),
+                    key_seed: None,
+                };
+                let start = move || HubProcess::start(&bin, storage, adoption);
+                runs.push(
+                    super::memory::memory_once(start, plan)
+                        .await
+                        .context("memory scenario")?,
+                );
+            }
+            Some(super::memory::median_of(&runs))
+        }
+        None => None,
+    };
     Ok(BenchReport {
         machine: machine(),
         runs: config.runs,
@@ -245,6 +265,7 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         fanout,
         mqtt,
         cluster,
+        memory,
     })
 }
 

@@ -130,7 +130,6 @@ fn t(mono_ms: u64) -> Tick {
     Tick {
         now: Now::at(mono_ms, WALL + mono_ms),
         queued: 0,
-        hub_queued: 0,
         coalesce: false,
     }
 }
@@ -824,29 +823,55 @@ fn over_the_hub_budget_a_client_waits_without_gap_or_grace() {
     let (mut c, metrics) = client(&source);
     subscribe(&mut c, &source, r#"{"type":"subscribe"}"#);
     source.readings(1, &[0]);
-    let full = Tick {
-        hub_queued: config().total_budget_bytes,
-        ..t(10)
-    };
-    c.pump(&source, full);
+    // All clients together (the hub-wide gauge, read live) are full.
+    let full = i64::try_from(config().total_budget_bytes).unwrap();
+    metrics.queued_bytes.set(full);
+    c.pump(&source, t(10));
     assert!(
         sent(&mut c).is_empty(),
         "takes nothing while the hub is full"
     );
     assert_eq!(c.poll_timeout(), Some(10 + HUB_FULL_RETRY_MS));
     // Long after the per-client grace: not evicted (it is not its doing).
-    let still_full = Tick {
-        hub_queued: config().total_budget_bytes,
-        ..t(10_000)
-    };
-    c.handle_timeout(&source, still_full);
+    c.handle_timeout(&source, t(10_000));
     assert!(sent(&mut c).is_empty());
     assert_eq!(metrics.evictions.get(Eviction::SlowConsumer.index()), 0);
     // Room again: it goes on where it stopped.
+    metrics.queued_bytes.set(0);
     c.handle_timeout(&source, t(10_020));
     let out = sent(&mut c);
     assert_eq!(types(&out), ["readings"]);
     assert_eq!(devices_of(&out[0]), [1]);
+}
+
+#[test]
+fn a_client_stops_taking_once_its_own_intake_fills_the_hub_budget() {
+    let source = Source::new(10_000_000);
+    // Its own budget is no limit here: the hub's is.
+    let roomy = ClientConfig {
+        budget_bytes: 10_000_000,
+        ..config()
+    };
+    let metrics = Arc::new(WsMetrics::default());
+    let mut c = Client::new(
+        7,
+        Role::Operator,
+        roomy,
+        metrics.clone(),
+        &source,
+        t(0).now,
+    );
+    subscribe(&mut c, &source, r#"{"type":"subscribe"}"#);
+    for device in 0..(3 * READ_BATCH as u32) {
+        source.readings(device, &[0]);
+    }
+    // Nearly full: one read's worth goes, then it holds back.
+    let nearly = i64::try_from(config().total_budget_bytes - 1).unwrap();
+    metrics.queued_bytes.set(nearly);
+    c.pump(&source, t(10));
+    let taken: usize = sent(&mut c).iter().map(|m| devices_of(m).len()).sum();
+    assert_eq!(taken, READ_BATCH);
+    assert!(c.is_holding());
 }
 
 #[test]
