@@ -142,6 +142,47 @@ pub struct LatencyResult {
     pub missing: u64,
     /// Hub CPU, percent of one core.
     pub hub_cpu_pct: f64,
+    /// The hub's own share (UDP read → socket write, its
+    /// `sensor_hub_ws_write_latency_seconds`): the upper bound of the
+    /// bucket holding the median and the 99th percentile, µs (null when
+    /// the hub does not publish it).
+    pub hub_write_p50_le_us: Option<u64>,
+    /// See `hub_write_p50_le_us`.
+    pub hub_write_p99_le_us: Option<u64>,
+}
+
+/// The bucket bound (µs) under which quantile `q` of a Prometheus
+/// histogram lies, from `/metrics` text: `None` when the family is absent
+/// or empty.
+pub fn histogram_quantile_le_us(metrics: &str, family: &str, q: f64) -> Option<u64> {
+    let prefix = format!("{family}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|&&(_, cumulative)| cumulative >= q * total)
+        .map(|&(le, _)| {
+            if le.is_finite() {
+                (le * 1e6).round() as u64
+            } else {
+                u64::MAX
+            }
+        })
 }
 
 /// WebSocket fan-out with one number of clients.
@@ -382,14 +423,31 @@ impl BenchReport {
         let _ = writeln!(o, "\nlatency device -> WebSocket (µs)");
         let _ = writeln!(
             o,
-            "{:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
-            "offered", "p50", "p99", "p99.9", "samples", "missing", "hub cpu"
+            "{:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>11} {:>11}",
+            "offered",
+            "p50",
+            "p99",
+            "p99.9",
+            "samples",
+            "missing",
+            "hub cpu",
+            "hub p50 ≤",
+            "hub p99 ≤"
         );
+        let bound = |b: Option<u64>| b.map_or_else(|| "-".to_string(), |b| b.to_string());
         for r in &self.latency {
             let _ = writeln!(
                 o,
-                "{:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7.0}%",
-                r.offered_per_s, r.p50_us, r.p99_us, r.p999_us, r.samples, r.missing, r.hub_cpu_pct
+                "{:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7.0}% {:>11} {:>11}",
+                r.offered_per_s,
+                r.p50_us,
+                r.p99_us,
+                r.p999_us,
+                r.samples,
+                r.missing,
+                r.hub_cpu_pct,
+                bound(r.hub_write_p50_le_us),
+                bound(r.hub_write_p99_le_us)
             );
         }
         let _ = writeln!(
@@ -504,6 +562,24 @@ impl MqttResult {
             "bridge cost at 1 Hz: {:+.2} µs of hub CPU per datagram (on − off)",
             self.extra_cpu_us_per_datagram
         );
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::histogram_quantile_le_us;
+
+    #[test]
+    fn the_quantile_bucket_is_read_from_metrics_text() {
+        let text = "# TYPE h histogram\n\
+                    h_bucket{le=\"0.000025\"} 10\n\
+                    h_bucket{le=\"0.0001\"} 98\n\
+                    h_bucket{le=\"0.001\"} 100\n\
+                    h_bucket{le=\"+Inf\"} 100\n\
+                    h_sum 0.01\nh_count 100\n";
+        assert_eq!(histogram_quantile_le_us(text, "h", 0.5), Some(100));
+        assert_eq!(histogram_quantile_le_us(text, "h", 0.99), Some(1_000));
+        assert_eq!(histogram_quantile_le_us(text, "other", 0.5), None);
     }
 }
 

@@ -190,6 +190,8 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             samples: median(runs.iter().map(|r| r.samples as f64).collect()) as u64,
             missing: median(runs.iter().map(|r| r.missing as f64).collect()) as u64,
             hub_cpu_pct: median(runs.iter().map(|r| r.hub_cpu_pct).collect()),
+            hub_write_p50_le_us: median_bound(runs.iter().map(|r| r.hub_write_p50_le_us)),
+            hub_write_p99_le_us: median_bound(runs.iter().map(|r| r.hub_write_p99_le_us)),
         });
     }
     let mut fanout = Vec::new();
@@ -421,6 +423,12 @@ async fn ingest_once(config: &BenchConfig, rate: u64, ticks: u64) -> anyhow::Res
     })
 }
 
+/// The median of bucket bounds, when every run had one.
+fn median_bound(bounds: impl Iterator<Item = Option<u64>>) -> Option<u64> {
+    let bounds: Option<Vec<f64>> = bounds.map(|b| b.map(|b| b as f64)).collect();
+    bounds.filter(|b| !b.is_empty()).map(|b| median(b) as u64)
+}
+
 async fn latency_once(
     config: &BenchConfig,
     rate: u64,
@@ -446,6 +454,15 @@ async fn latency_once(
     let mut stats = client.finish().await?;
     stats.latencies_us.sort_unstable();
     let l = &stats.latencies_us;
+    let metrics = {
+        let hub = hub.clone();
+        blocking(move || hub.get("/metrics"))
+            .await
+            .unwrap_or_default()
+    };
+    let hub_write = |q| {
+        super::report::histogram_quantile_le_us(&metrics, "sensor_hub_ws_write_latency_seconds", q)
+    };
     Ok(LatencyResult {
         offered_per_s: rate,
         p50_us: quantile(l, 0.5),
@@ -454,6 +471,8 @@ async fn latency_once(
         samples: l.len() as u64,
         missing: sent.sent.saturating_sub(stats.datagrams),
         hub_cpu_pct: cpu_percent(&s0, &s1, ticks),
+        hub_write_p50_le_us: hub_write(0.5),
+        hub_write_p99_le_us: hub_write(0.99),
     })
 }
 
