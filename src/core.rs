@@ -53,6 +53,10 @@ use crate::stream::subscription::Subscription;
 use crate::stream::{DeviceStats, Entry, Event, Gone, Stream};
 use crate::views::{self, DeviceView};
 
+/// Most devices in one `device_stats` event (a larger set is published
+/// as several events in a row).
+pub const STATS_PER_EVENT: usize = 64;
+
 /// Command updates kept for HTTP requests waiting on a result; a waiter
 /// that falls behind re-reads the command (see [`Core::command`]).
 const COMMAND_UPDATES: usize = 1024;
@@ -699,8 +703,14 @@ impl Core {
             })
             .collect();
         let count = changed.len();
-        if count > 0 {
-            self.append(&mut shared, Event::DeviceStats(changed));
+        // In events of at most STATS_PER_EVENT devices: every client's
+        // socket writer copies a message whole into its write buffer, and
+        // keeps that buffer's size; one message of a thousand devices'
+        // statistics (~300 KB) made each of 1,000 clients keep ~300 KB.
+        let mut changed = changed.into_iter().peekable();
+        while changed.peek().is_some() {
+            let part: Vec<DeviceStats> = changed.by_ref().take(STATS_PER_EVENT).collect();
+            self.append(&mut shared, Event::DeviceStats(part));
         }
         count
     }

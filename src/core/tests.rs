@@ -276,6 +276,29 @@ fn device_stats_are_published_only_when_they_change() {
 }
 
 #[test]
+fn a_large_fleets_statistics_are_published_in_events_of_at_most_64_devices() {
+    let mut config = HubConfig::defaults().unwrap();
+    config.devices.max_discovered = 1_000;
+    let core = Core::new(&config, None);
+    for device in 1..=150 {
+        ingest(&core, &datagram(device, 0, at(0)), at(0));
+    }
+    let head = core.stream_head();
+    let mut published = HashMap::new();
+    assert_eq!(core.publish_device_stats(&mut published, at(100)), 150);
+    let sizes: Vec<usize> = core
+        .read_stream(head + 1, 100)
+        .unwrap()
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::DeviceStats(stats) => Some(stats.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, [64, 64, 22]);
+}
+
+#[test]
 fn metrics_are_rendered_from_one_consistent_read() {
     let core = Arc::new(core_with(10));
     ingest(&core, &datagram(1, 0, at(0)), at(0));
