@@ -853,14 +853,7 @@ fn a_client_stops_taking_once_its_own_intake_fills_the_hub_budget() {
         ..config()
     };
     let metrics = Arc::new(WsMetrics::default());
-    let mut c = Client::new(
-        7,
-        Role::Operator,
-        roomy,
-        metrics.clone(),
-        &source,
-        t(0).now,
-    );
+    let mut c = Client::new(7, Role::Operator, roomy, metrics.clone(), &source, t(0).now);
     subscribe(&mut c, &source, r#"{"type":"subscribe"}"#);
     for device in 0..(3 * READ_BATCH as u32) {
         source.readings(device, &[0]);
