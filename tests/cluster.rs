@@ -292,7 +292,16 @@ async fn redis_server_keeps_its_streams_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleets_on_two_hubs_reach_a_client_on_the_third() {
     let redis = RedisServer::start();
-    let (a, b, c) = three_hubs(&redis, &prefix("fleets")).await;
+    // Every event its own message: this test checks that a datagram is in
+    // the event of the same position on every hub, which a message merging
+    // several events (it carries the last one's position) would hide.
+    let prefix = prefix("fleets");
+    let one_per_event = [("SENSOR_HUB__WS__COALESCE_MS", "0")];
+    let (a, b, c) = tokio::join!(
+        ClusterHub::start("a", &redis, &prefix, &one_per_event),
+        ClusterHub::start("b", &redis, &prefix, &one_per_event),
+        ClusterHub::start("c", &redis, &prefix, &one_per_event),
+    );
     for hub in [&a, &b, &c] {
         within(
             "/healthz ok with the cluster link up",

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use futures_util::StreamExt as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fmt::Write as _;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
@@ -49,7 +49,7 @@ use super::report::{median, quantile};
 use super::scenarios::blocking;
 use super::server::{LocalServer, ServerSpec};
 use super::udp::{send, SendPlan, SendResult, SendTimes};
-use super::ws::{subscribe_all, Socket};
+use super::ws::{subscribe_all, ReadingsMessage, Socket};
 use super::BenchConfig;
 
 /// What the cluster scenario runs.
@@ -324,18 +324,6 @@ fn fleet(first: u32, devices: u32, rate: u64, duration: Duration) -> (SendPlan, 
 }
 
 // --- WebSocket clients -----------------------------------------------------
-
-/// The part of a `readings` message the clients read.
-#[derive(Debug, Deserialize)]
-struct ReadingsMessage {
-    datagrams: Vec<DatagramRef>,
-}
-
-#[derive(Debug, Deserialize)]
-struct DatagramRef {
-    device: u32,
-    seq: u32,
-}
 
 /// What one client saw of one sender's devices.
 #[derive(Debug, Default)]

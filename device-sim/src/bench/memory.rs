@@ -11,11 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context as _};
-use futures_util::{SinkExt as _, StreamExt as _};
+use anyhow::Context as _;
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::hub::HubProcess;
@@ -82,23 +80,8 @@ async fn stalled_client(http: SocketAddr, token: Option<&str>) -> anyhow::Result
             .headers_mut()
             .insert("authorization", format!("Bearer {token}").parse()?);
     }
-    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await?;
-    ws.send(Message::text(
-        r#"{"type":"subscribe","devices":"all","sensors":"all","mode":"live"}"#,
-    ))
-    .await?;
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .map_err(|_| anyhow!("no snapshot within 10 s"))?
-            .ok_or_else(|| anyhow!("closed before the snapshot"))??;
-        if msg
-            .to_text()
-            .is_ok_and(|t| t.starts_with(r#"{"type":"snapshot""#))
-        {
-            return Ok(ws);
-        }
-    }
+    let (ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+    super::ws::subscribe_everything(ws).await
 }
 
 /// The hub's `name` figure from its `/metrics` text (summed over labels

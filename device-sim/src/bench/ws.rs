@@ -110,9 +110,20 @@ pub async fn subscribe_all(http: SocketAddr, token: Option<&str>) -> anyhow::Res
             .headers_mut()
             .insert("authorization", format!("Bearer {token}").parse()?);
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+    let (ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .context("connecting a WebSocket client")?;
+    subscribe_everything(ws).await
+}
+
+/// Subscribes a connected client to everything, live, and waits for the
+/// snapshot.
+pub async fn subscribe_everything<S>(
+    mut ws: tokio_tungstenite::WebSocketStream<S>,
+) -> anyhow::Result<tokio_tungstenite::WebSocketStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     ws.send(Message::text(
         r#"{"type":"subscribe","devices":"all","sensors":"all","mode":"live"}"#,
     ))
@@ -126,10 +137,9 @@ pub async fn subscribe_all(http: SocketAddr, token: Option<&str>) -> anyhow::Res
             .to_text()
             .is_ok_and(|t| t.starts_with(r#"{"type":"snapshot""#))
         {
-            break;
+            return Ok(ws);
         }
     }
-    Ok(ws)
 }
 
 /// Counts datagrams (`"device":` occurrences) until `stop`.
@@ -185,17 +195,20 @@ fn timed_thread(
     })
 }
 
-/// The part of a `readings` message the timed client reads.
+/// The part of a `readings` message the timed clients read.
 #[derive(Debug, Deserialize)]
-struct ReadingsMessage {
-    datagrams: Vec<DatagramRef>,
+pub(super) struct ReadingsMessage {
+    /// Its datagrams.
+    pub(super) datagrams: Vec<DatagramRef>,
 }
 
 /// A datagram's identity in a `readings` message.
 #[derive(Debug, Deserialize)]
-struct DatagramRef {
-    device: u32,
-    seq: u32,
+pub(super) struct DatagramRef {
+    /// Its device.
+    pub(super) device: u32,
+    /// Its sequence number.
+    pub(super) seq: u32,
 }
 
 /// Times every datagram received until `stop`: receive time (taken as the
