@@ -1,7 +1,8 @@
 //! The UDP shell: one task per data-plane socket (`udp.receive_sockets`
 //! of them share the port), each reading datagrams in batches — one
 //! `recvmmsg` system call for up to `udp.batch_max` of them, then it
-//! yields — and handing each batch to [`Core::ingest_batch`]. The kernel
+//! yields — and handing each batch, stamped with the moment it was read,
+//! to [`Core::ingest_batch_received`]. The kernel
 //! reports each datagram's length on the wire (`MSG_TRUNC`), so an
 //! oversized datagram is counted at its real size though only its first
 //! bytes are read. The tasks' own counters (receive errors) and the
