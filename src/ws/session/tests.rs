@@ -237,6 +237,10 @@ fn ingest(ctx: &WsContext, seq: u32, n: u32) {
 async fn over_the_total_budget_the_client_that_does_not_read_is_cut_and_the_other_gets_everything()
 {
     let mut config = HubConfig::defaults().unwrap();
+    // Each client may lag by 150 KB, both together by 200 KB: the one that
+    // never reads fills its budget and is cut, while the reader (drained
+    // between batches) stays well under.
+    config.ws.client_budget_bytes = 150_000;
     config.ws.total_budget_bytes = 200_000;
     config.ws.coalesce_ms = 0;
     let ctx = context(&config);
@@ -269,7 +273,8 @@ async fn over_the_total_budget_the_client_that_does_not_read_is_cut_and_the_othe
     // than the stuck client's pipe (64 KiB) and the total budget.
     for batch in 0..100 {
         ingest(&ctx, batch, 50);
-        tokio::task::yield_now().await;
+        // Time for the reader to take what was written to it.
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let evicted = || ctx.metrics.evictions.get(Eviction::SlowConsumer.index());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
