@@ -282,6 +282,9 @@ pub async fn run(
     let ingest_metrics = Arc::new(IngestMetrics::new(udp_inodes, udp_recv_buffer));
     let control_metrics = Arc::new(ControlMetrics::default());
     let ws_metrics = Arc::new(WsMetrics::default());
+    ws_metrics
+        .total_budget_bytes
+        .set(i64::try_from(config.ws.total_budget_bytes).unwrap_or(i64::MAX));
     let ws_ctx = WsContext::new(
         core.clone(),
         &config,

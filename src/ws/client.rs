@@ -155,6 +155,9 @@ pub struct WsMetrics {
     pub messages_sent: Counter,
     /// Bytes handed to writers and not yet written, all clients.
     pub queued_bytes: Gauge,
+    /// `ws.total_budget_bytes`, beside `queued_bytes` on `/metrics` (set
+    /// once at start).
+    pub total_budget_bytes: Gauge,
     /// Clients the hub closed, by [`Eviction::index`].
     pub evictions: CounterArray<{ Eviction::COUNT }>,
     /// Client messages answered with an error, by [`ClientError::index`].

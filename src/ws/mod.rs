@@ -101,6 +101,12 @@ impl Collector for WsCollector {
             "Bytes waiting to be written to WebSocket clients (each bounded by ws.client_budget_bytes).",
             m.queued_bytes.get(),
         )?;
+        gauge(
+            &mut e,
+            "sensor_hub_ws_total_budget_bytes",
+            "Bytes all WebSocket clients together may have waiting (ws.total_budget_bytes); over it, those furthest behind are closed.",
+            m.total_budget_bytes.get(),
+        )?;
         counter(
             &mut e,
             "sensor_hub_ws_clients_rejected_per_address",

@@ -141,11 +141,7 @@ pub async fn memory_once(
         r#"reason="slow_consumer""#,
     );
     drop(connected);
-    let total_budget_kib = std::env::var("SENSOR_HUB__WS__TOTAL_BUDGET_BYTES")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(DEFAULT_TOTAL_BUDGET)
-        / 1024;
+    let total_budget_kib = metric(&metrics, "sensor_hub_ws_total_budget_bytes", "") / 1024;
     Ok(MemoryResult {
         clients,
         rate: plan.rate,
@@ -203,9 +199,6 @@ impl MemoryResult {
         );
     }
 }
-
-/// `ws.total_budget_bytes` in the hub's built-in defaults.
-const DEFAULT_TOTAL_BUDGET: u64 = 32 << 20;
 
 #[cfg(test)]
 mod tests {
